@@ -1,0 +1,20 @@
+"""Names shared by every layer of the project: alloys, metadata columns and tasks."""
+
+from __future__ import annotations
+
+ALLOYS: tuple[str, ...] = ("1050", "2017", "5083", "6082", "7075")
+"""Alloy designations in canonical order; class index ``i`` is ``ALLOYS[i]``."""
+
+METADATA_COLUMNS: tuple[str, ...] = (
+    "image_id",
+    "specimen_id",
+    "alloy",
+    "thickness_mm",
+    "absorption",
+    "kv",
+    "source",
+    "path",
+)
+"""Required columns of the per-image metadata table (the data contract)."""
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")

@@ -1,0 +1,1 @@
+"""Ingestion, array store, validation and splitting of X-ray datasets (no kedro)."""

@@ -1,0 +1,6 @@
+"""Kedro datasets for the project's own storage formats (the only Kedro-aware code outside pipelines/)."""
+
+from alloy_mtl.datasets.torch_bundle_dataset import TorchBundleDataset
+from alloy_mtl.datasets.xray_store_dataset import XrayStoreDataset
+
+__all__ = ["TorchBundleDataset", "XrayStoreDataset"]

@@ -1,0 +1,1 @@
+"""Metrics, plots, cross-model comparison and ensembles (no kedro)."""

@@ -1,0 +1,1 @@
+"""Multi-task training core: models, losses, gradient methods, trainer (torch only)."""

@@ -1,0 +1,1 @@
+"""Physics of X-ray transmission through aluminium alloys (no torch, no kedro)."""

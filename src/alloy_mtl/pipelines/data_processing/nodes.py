@@ -1,0 +1,105 @@
+"""Nodes of the data_processing pipeline: thin wrappers over ``alloy_mtl.data`` and ``alloy_mtl.physics``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from alloy_mtl.data.expectations import raise_for_failures, run_expectations
+from alloy_mtl.data.generated_source import generate_xray_data
+from alloy_mtl.data.image_stats import image_statistics
+from alloy_mtl.data.ingest import ingest_dataset
+from alloy_mtl.data.schema import validate_metadata
+from alloy_mtl.data.split import split_dataset, split_summary
+from alloy_mtl.data.store import XrayData
+
+logger = logging.getLogger(__name__)
+
+SOURCE_KINDS = ("generated", "csv_folder", "class_per_folder")
+
+
+def acquire_dataset(source: dict[str, Any], generation: dict[str, Any]) -> XrayData:
+    """Generate the physics-simulated dataset or ingest a lab's images, as ``source.kind`` says.
+
+    Args:
+        source: ``kind`` (generated | csv_folder | class_per_folder), ``path`` and ``options`` for ingestion.
+        generation: parameters of the wedge radiograph simulator (used when ``kind`` is generated).
+
+    Returns:
+        Images and their metadata; the metadata already passed the pandera schema.
+    """
+    kind = source.get("kind", "generated")
+    if kind not in SOURCE_KINDS:
+        raise ValueError(
+            f"parameters data_source.kind: got '{kind}', expected one of {', '.join(SOURCE_KINDS)}"
+        )
+    if kind == "generated":
+        data = generate_xray_data(generation)
+        where = "generated dataset"
+    else:
+        root = source.get("path")
+        if not root:
+            raise ValueError(f"parameters data_source.path: required when data_source.kind is '{kind}'")
+        data = ingest_dataset(root, kind, **(source.get("options") or {}))
+        where = str(root)
+    validate_metadata(data.metadata, where=where)
+    logger.info("Acquired %d images of shape %s from %s", len(data.metadata), data.images.shape[1:], where)
+    return data
+
+
+def compute_image_statistics(data: XrayData) -> pd.DataFrame:
+    """Per-image pixel statistics (mean, std, range, non-finite count, shape), row-aligned with the metadata."""
+    return image_statistics(data.images)
+
+
+def assign_splits(data: XrayData, split: dict[str, Any]) -> pd.DataFrame:
+    """Metadata with a ``split`` column: stratified by alloy and thickness bin, grouped by specimen."""
+    metadata = data.metadata.copy()
+    metadata["split"] = split_dataset(
+        metadata,
+        fractions=split["fractions"],
+        min_per_class=split["min_per_class"],
+        thickness_bins=split["thickness_bins"],
+        seed=split["seed"],
+    ).to_numpy()
+    summary = split_summary(metadata, metadata["split"])
+    logger.info("Split counts per alloy:\n%s", summary.to_string())
+    return metadata
+
+
+def validate_dataset(
+    metadata: pd.DataFrame, image_stats: pd.DataFrame, validation: dict[str, Any]
+) -> dict[str, Any]:
+    """Run the pandera schema and the Great Expectations suite; raise before anything reaches model input.
+
+    Data Docs HTML is written to ``validation.data_docs_dir`` whether the suite passes or not, so a failing
+    run can be inspected.
+    """
+    validate_metadata(metadata, where="split metadata")
+    gx_params = {k: v for k, v in validation.items() if k != "data_docs_dir"}
+    summary = run_expectations(metadata, image_stats, Path(validation["data_docs_dir"]), gx_params)
+    raise_for_failures(summary, where="split metadata + image statistics")
+    logger.info(
+        "Great Expectations suite passed (imbalance ratio %.1f); Data Docs at %s",
+        summary["imbalance_ratio"],
+        summary.get("data_docs_index"),
+    )
+    return summary
+
+
+def build_model_input(data: XrayData, metadata: pd.DataFrame, validation_report: dict[str, Any]) -> XrayData:
+    """The consolidated model input: the validated images with the split-labelled metadata.
+
+    ``validation_report`` is taken only so that this node runs after validation succeeded.
+    """
+    if not validation_report.get("success", False):
+        raise ValueError("model input requested for a dataset that failed validation")
+    return XrayData(images=data.images, metadata=metadata.reset_index(drop=True))
+
+
+def summarise_splits(metadata: pd.DataFrame) -> pd.DataFrame:
+    """Image counts per alloy and split, the table a reader checks for the tail classes."""
+    return split_summary(metadata, metadata["split"]).reset_index()
