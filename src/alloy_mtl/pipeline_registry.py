@@ -4,20 +4,33 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from alloy_mtl.pipelines import data_processing
+from alloy_mtl.pipelines import data_processing, evaluation, training
+from alloy_mtl.pipelines.training import ARCHITECTURES
 
 
 def register_pipelines() -> dict[str, Pipeline]:
     """Register the project's pipelines.
 
-    Returns:
-        A mapping from pipeline names to ``Pipeline`` objects; ``__default__`` is ``train_all``.
+    ``train_<arch>`` trains and evaluates one architecture on the existing model input;
+    ``training`` and ``evaluation`` cover all architectures; ``train_all`` runs everything from data to
+    the cross-architecture comparison and is the default.
     """
     processing = data_processing.create_pipeline()
+    per_arch = {
+        arch: training.create_pipeline(arch) + evaluation.create_pipeline(arch) for arch in ARCHITECTURES
+    }
+    all_training = sum((training.create_pipeline(arch) for arch in ARCHITECTURES), Pipeline([]))
+    all_evaluation = sum(
+        (evaluation.create_pipeline(arch) for arch in ARCHITECTURES),
+        evaluation.create_comparison_pipeline(ARCHITECTURES),
+    )
     pipelines: dict[str, Pipeline] = {
         "data_generation": processing.only_nodes("acquire_dataset"),
         "data_processing": processing,
+        "training": all_training,
+        "evaluation": all_evaluation,
+        **{f"train_{arch}": pipe for arch, pipe in per_arch.items()},
     }
-    pipelines["train_all"] = processing
+    pipelines["train_all"] = processing + all_training + all_evaluation
     pipelines["__default__"] = pipelines["train_all"]
     return pipelines

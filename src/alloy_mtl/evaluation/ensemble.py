@@ -1,0 +1,131 @@
+"""Ensembles of several models' test predictions, returned in the same predictions contract.
+
+Models are aligned by ``image_id`` (every model must have predicted exactly the same images).
+Probabilities are averaged in both methods, so AP, ROC and calibration of an ensemble always use the
+mean probabilities; the methods differ in ``alloy_pred``:
+
+* soft voting: the alloy with the highest mean probability;
+* hard voting: the alloy most models predict, a tie broken by the highest mean probability among
+  the tied alloys.
+
+Regression predictions (``<target>_pred``) are averaged over the models that have the column.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from alloy_mtl.constants import ALLOYS
+from alloy_mtl.evaluation.classification import check_predictions, examples_text, label_indices, prob_columns
+
+logger = logging.getLogger(__name__)
+
+METHODS: tuple[str, ...] = ("soft", "hard")
+
+
+def _aligned(predictions: Mapping[str, pd.DataFrame], alloys: Sequence[str]) -> dict[str, pd.DataFrame]:
+    if not predictions:
+        raise ValueError("ensemble: no model predictions given")
+    aligned: dict[str, pd.DataFrame] = {}
+    reference_name, reference_ids = None, None
+    for name, frame in predictions.items():
+        check_predictions(frame, alloys, name=f"model {name!r}")
+        duplicated = frame["image_id"].duplicated()
+        if duplicated.any():
+            raise ValueError(
+                f"ensemble: model {name!r} has duplicated image_id {examples_text(frame.loc[duplicated, 'image_id'])}"
+            )
+        ids = frame["image_id"].astype(str)
+        if reference_ids is None:
+            reference_name, reference_ids = name, ids
+        else:
+            missing = pd.Series(sorted(set(reference_ids) - set(ids)))
+            extra = pd.Series(sorted(set(ids) - set(reference_ids)))
+            if len(missing) or len(extra):
+                raise ValueError(
+                    f"ensemble: model {name!r} predicted a different set of images than model "
+                    f"{reference_name!r}: {len(missing)} missing ({examples_text(missing)}), "
+                    f"{len(extra)} extra ({examples_text(extra)})"
+                )
+        aligned[name] = frame.assign(image_id=ids).set_index("image_id").loc[reference_ids.to_numpy()]
+    return aligned
+
+
+def _check_same_truth(aligned: dict[str, pd.DataFrame], column: str) -> None:
+    owners = [name for name, frame in aligned.items() if column in frame.columns]
+    first = aligned[owners[0]][column]
+    for name in owners[1:]:
+        other = aligned[name][column]
+        if column == "alloy_true":
+            differs = ~((first.astype(str) == other.astype(str)) | (first.isna() & other.isna()))
+        else:
+            differs = ~np.isclose(first.to_numpy(float), other.to_numpy(float), equal_nan=True)
+        if np.any(differs):
+            raise ValueError(
+                f"ensemble: model {name!r} has a different {column} than model {owners[0]!r} for image_id "
+                f"{examples_text(first.index[np.asarray(differs)].to_series())}"
+            )
+
+
+def _regression_targets(aligned: dict[str, pd.DataFrame]) -> list[str]:
+    targets: list[str] = []
+    for frame in aligned.values():
+        for column in frame.columns:
+            target = str(column).removesuffix("_pred")
+            if column.endswith("_pred") and target != "alloy" and target not in targets:
+                targets.append(target)
+    return targets
+
+
+def ensemble_predictions(
+    predictions: Mapping[str, pd.DataFrame], method: str = "soft", alloys: Sequence[str] = ALLOYS
+) -> pd.DataFrame:
+    """Combine several models' predictions tables (``{model name: DataFrame}``) by soft or hard voting.
+
+    Returns a predictions table in the same contract (rows in the first model's order). Raises
+    ``ValueError`` naming the model when image sets, duplicated ids or true labels disagree.
+    """
+    if method not in METHODS:
+        raise ValueError(f"ensemble: method {method!r} is not one of {list(METHODS)}")
+    alloys = list(alloys)
+    aligned = _aligned(predictions, alloys)
+    if len(aligned) == 1:
+        logger.warning("ensemble of a single model: its predictions are returned unchanged in content")
+    first = next(iter(aligned.values()))
+    probs = np.stack([frame[prob_columns(alloys)].to_numpy(dtype=float) for frame in aligned.values()])
+    mean_probs = probs.mean(axis=0)
+    if method == "soft":
+        choice = mean_probs.argmax(axis=1)
+    else:
+        votes = np.stack([label_indices(frame["alloy_pred"], alloys) for frame in aligned.values()], axis=1)
+        counts = np.apply_along_axis(np.bincount, 1, votes, minlength=len(alloys))
+        tied = counts == counts.max(axis=1, keepdims=True)
+        choice = np.where(tied, mean_probs, -np.inf).argmax(axis=1)
+
+    _check_same_truth(aligned, "alloy_true")
+    result = pd.DataFrame({"image_id": first.index.to_numpy(), "alloy_true": first["alloy_true"].to_numpy()})
+    result["alloy_pred"] = np.asarray(alloys, dtype=object)[choice]
+    result[prob_columns(alloys)] = mean_probs
+    for target in _regression_targets(aligned):
+        owners = [frame for frame in aligned.values() if f"{target}_pred" in frame.columns]
+        if any(f"{target}_true" in frame.columns for frame in owners):
+            _check_same_truth(aligned, f"{target}_true")
+            truth = next(frame for frame in aligned.values() if f"{target}_true" in frame.columns)
+            result[f"{target}_true"] = truth[f"{target}_true"].to_numpy(dtype=float)
+        stacked = np.stack([frame[f"{target}_pred"].to_numpy(dtype=float) for frame in owners])
+        result[f"{target}_pred"] = stacked.mean(axis=0)
+    return result
+
+
+def soft_vote(predictions: Mapping[str, pd.DataFrame], alloys: Sequence[str] = ALLOYS) -> pd.DataFrame:
+    """Soft-voting ensemble: mean probabilities, predicted alloy = their argmax."""
+    return ensemble_predictions(predictions, "soft", alloys)
+
+
+def hard_vote(predictions: Mapping[str, pd.DataFrame], alloys: Sequence[str] = ALLOYS) -> pd.DataFrame:
+    """Hard-voting ensemble: majority of predicted alloys, ties broken by the mean probability."""
+    return ensemble_predictions(predictions, "hard", alloys)

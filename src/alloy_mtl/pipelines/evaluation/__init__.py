@@ -1,0 +1,5 @@
+"""Per-architecture evaluation, the physics ceiling, ensembles and the cross-architecture comparison."""
+
+from alloy_mtl.pipelines.evaluation.pipeline import create_comparison_pipeline, create_pipeline
+
+__all__ = ["create_comparison_pipeline", "create_pipeline"]
