@@ -26,6 +26,7 @@ def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copytree(REPO_ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("credentials*"))
     (project / "conf" / "local").mkdir(exist_ok=True)
     shutil.copy(REPO_ROOT / "pyproject.toml", project / "pyproject.toml")
+    (project / "src").mkdir()  # Kedro requires it; the package itself is imported from the install
     monkeypatch.chdir(project)
     return project
 

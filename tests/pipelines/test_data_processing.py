@@ -1,0 +1,76 @@
+"""The data_processing pipeline end to end, on a small generated dataset and on bad lab input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from alloy_mtl.constants import ALLOYS
+from alloy_mtl.data.store import open_store
+
+SMALL_GENERATION = {"n_images": 240, "image_size": 16, "min_images_per_class": 18, "images_per_specimen": 3}
+
+
+def test_generated_dataset_reaches_model_input_with_splits_and_data_docs(kedro_project, run_pipeline):
+    run_pipeline(kedro_project, "data_processing", {"generation": SMALL_GENERATION})
+
+    store = open_store(kedro_project / "data/05_model_input/xray")
+    metadata = store.metadata
+    assert isinstance(store.images, np.memmap)
+    assert store.images.shape[1:] == (3, 16, 16)
+    assert set(metadata["split"]) == {"train", "val", "test"}
+    # every alloy in every split, and no specimen crosses splits
+    counts = metadata.groupby(["alloy", "split"]).size().unstack(fill_value=0)
+    assert set(counts.index) == set(ALLOYS)
+    assert (counts[["val", "test"]] >= 2).all().all()
+    assert (metadata.groupby("specimen_id")["split"].nunique() == 1).all()
+    assert (kedro_project / "data/08_reporting/data_docs/index.html").stat().st_size > 0
+    report = (kedro_project / "data/08_reporting/validation_report.json").read_text()
+    assert '"success": true' in report
+
+
+def _write_lab_folder(root: Path, thickness: list[float]) -> None:
+    root.mkdir(parents=True)
+    rows = []
+    rng = np.random.default_rng(0)
+    for i, t in enumerate(thickness):
+        alloy = ALLOYS[i % len(ALLOYS)]
+        name = f"img{i}.png"
+        Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(root / name)
+        rows.append(
+            {
+                "image_id": f"lab-{i}",
+                "specimen_id": f"S{i}",
+                "alloy": alloy,
+                "thickness_mm": t,
+                "absorption": 2.0,
+                "kv": "50",
+                "source": "ingested",
+                "path": name,
+            }
+        )
+    pd.DataFrame(rows).to_csv(root / "metadata.csv", index=False)
+
+
+def test_bad_lab_input_fails_before_model_input_is_written(kedro_project, run_pipeline):
+    thickness = [1.0 + i for i in range(30)]
+    thickness[7] = -2.0
+    lab = kedro_project / "lab"
+    _write_lab_folder(lab, thickness)
+
+    with pytest.raises(Exception, match=r"metadata.csv: column 'thickness_mm' row 7 \(image_id=lab-7"):
+        run_pipeline(
+            kedro_project, "data_processing", {"data_source": {"kind": "csv_folder", "path": str(lab)}}
+        )
+
+    assert not (kedro_project / "data/05_model_input/xray").exists()
+    assert not (kedro_project / "data/01_raw/xray_store").exists()
+
+
+def test_unknown_source_kind_is_named(kedro_project, run_pipeline):
+    with pytest.raises(Exception, match=r"data_source.kind: got 'ftp'"):
+        run_pipeline(kedro_project, "data_processing", {"data_source": {"kind": "ftp"}})

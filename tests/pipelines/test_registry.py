@@ -1,0 +1,28 @@
+"""The registered pipelines: names, namespaces and the data -> train -> evaluate chain."""
+
+from __future__ import annotations
+
+from alloy_mtl.pipeline_registry import register_pipelines
+from alloy_mtl.pipelines.training import ARCHITECTURES
+
+
+def test_every_architecture_has_its_namespaced_train_pipeline():
+    pipelines = register_pipelines()
+    for arch in ARCHITECTURES:
+        nodes = {node.name for node in pipelines[f"train_{arch}"].nodes}
+        assert nodes == {f"{arch}.train", f"{arch}.evaluate"}
+        outputs = pipelines[f"train_{arch}"].all_outputs()
+        assert {f"{arch}.model", f"{arch}.history", f"{arch}.metrics", f"{arch}.figures"} <= outputs
+
+
+def test_train_all_runs_from_raw_data_to_the_comparison():
+    pipelines = register_pipelines()
+    train_all = pipelines["train_all"]
+    assert pipelines["__default__"] is train_all
+    # nothing but parameters comes from outside: the pipeline builds every dataset it reads
+    assert {name for name in train_all.inputs() if not name.startswith("params:")} == set()
+    assert {"model_input", "comparison_table", "comparison_markdown", "ap_heatmap"} <= train_all.all_outputs()
+    # all architectures share the one model input and the shared training parameters
+    train_nodes = [n for n in train_all.nodes if n.name.endswith(".train")]
+    assert len(train_nodes) == len(ARCHITECTURES)
+    assert all({"model_input", "params:training"} <= set(n.inputs) for n in train_nodes)
