@@ -1,0 +1,63 @@
+"""Device choice and the device-dependent training settings (autocast, memory format, pinned memory)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` (or None): CUDA when available, else CPU; otherwise the named device.
+
+    Raises:
+        ValueError: an unparsable name, or ``cuda`` asked for on a machine without CUDA.
+    """
+    if name is None or (isinstance(name, str) and name.lower() == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:<n>', got {name!r}") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {name!r} requested but CUDA is not available on this machine")
+    return device
+
+
+def is_cuda(device: torch.device) -> bool:
+    """True for a CUDA device."""
+    return device.type == "cuda"
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, enabled: bool = True) -> Iterator[None]:
+    """bf16 autocast on CUDA (when ``enabled``); a no-op elsewhere."""
+    if enabled and is_cuda(device):
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
+def memory_format(device: torch.device, channels_last: bool = True) -> torch.memory_format:
+    """channels_last on CUDA when asked, else contiguous."""
+    return torch.channels_last if channels_last and is_cuda(device) else torch.contiguous_format
+
+
+def to_device(obj: Any, device: torch.device, non_blocking: bool = True) -> Any:
+    """Move a tensor or a (nested) dict/list/tuple of tensors to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=non_blocking and is_cuda(device))
+    if isinstance(obj, dict):
+        return {k: to_device(v, device, non_blocking) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device, non_blocking) for v in obj)
+    return obj
+
+
+def configure_determinism(device: torch.device, deterministic: bool) -> None:
+    """On CPU with ``deterministic``: ``torch.use_deterministic_algorithms(True, warn_only=True)``."""
+    if deterministic and device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)

@@ -1,0 +1,166 @@
+"""Multi-task model: a shared backbone and one reference-shaped head per task."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from torch import Tensor, nn
+
+from alloy_mtl.mtl.backbones import DEFAULT_ACTIVATIONS, create_backbone, make_activation
+from alloy_mtl.mtl.fds import FDS
+from alloy_mtl.mtl.tasks import TaskSpec
+
+logger = logging.getLogger(__name__)
+
+
+def make_head(
+    num_features: int, num_outputs: int, activation: str, hidden: int = 512, dropout: float = 0.3
+) -> nn.Sequential:
+    """The reference head: Linear(F, hidden) -> activation -> Dropout(dropout) -> Linear(hidden, outputs)."""
+    return nn.Sequential(
+        nn.Linear(num_features, hidden),
+        make_activation(activation),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, num_outputs),
+    )
+
+
+class MultiTaskModel(nn.Module):
+    """Shared backbone with one head per task.
+
+    Classification heads return (B, K) logits, regression heads (B,) values.
+
+    Args:
+        backbone: module mapping (B, C, H, W) -> (B, num_features).
+        num_features: backbone feature size F.
+        tasks: task specifications (one head each, in this order).
+        activation: activation of the heads.
+        hidden: head hidden width.
+        dropout: head dropout.
+        fds: optional FDS modules by regression task name; see ``forward_heads``.
+    """
+
+    def __init__(  # noqa: PLR0917 (signature fixed by the mtl contract)
+        self,
+        backbone: nn.Module,
+        num_features: int,
+        tasks: Sequence[TaskSpec],
+        activation: str,
+        hidden: int = 512,
+        dropout: float = 0.3,
+        fds: Mapping[str, FDS] | None = None,
+    ) -> None:
+        super().__init__()
+        if not tasks:
+            raise ValueError("tasks: expected at least one task")
+        self.backbone = backbone
+        self.num_features = num_features
+        self.tasks = list(tasks)
+        self.heads = nn.ModuleDict(
+            {t.name: make_head(num_features, t.num_outputs, activation, hidden, dropout) for t in self.tasks}
+        )
+        self._regression = {t.name for t in self.tasks if not t.is_classification}
+        fds = dict(fds or {})
+        unknown = sorted(set(fds) - self._regression)
+        if unknown:
+            raise ValueError(f"fds: tasks {unknown} are not regression tasks of this model")
+        self.fds = nn.ModuleDict(fds)
+
+    @property
+    def task_names(self) -> list[str]:
+        """Task names in head order."""
+        return [t.name for t in self.tasks]
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Backbone features (B, F) of an image batch."""
+        return self.backbone(x)
+
+    def forward_heads(
+        self,
+        features: Tensor,
+        targets: Mapping[str, Tensor] | None = None,
+        epoch: int | None = None,
+        masks: Mapping[str, Tensor] | None = None,
+    ) -> dict[str, Tensor]:
+        """Apply every head to shared features.
+
+        With FDS modules attached, pass the batch's (standardised) ``targets`` (and optionally the label
+        ``masks``) and the ``epoch`` while training: the features feeding that task's head are then
+        recalibrated by its FDS module, which also accumulates the epoch's feature statistics. Without
+        targets, or in eval mode, the heads see the raw features.
+        """
+        out: dict[str, Tensor] = {}
+        for name, head in self.heads.items():
+            task_features = features
+            label = None if targets is None else targets.get(name)
+            if name in self.fds and label is not None and epoch is not None:
+                mask = None if masks is None else masks.get(name)
+                task_features = self.fds[name](features, label, epoch, mask)
+            y = head(task_features)
+            out[name] = y.squeeze(-1) if name in self._regression else y
+        return out
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """Predictions per task: (B, K) logits or (B,) regression values."""
+        return self.forward_heads(self.encode(x))
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the shared backbone."""
+        return list(self.backbone.parameters())
+
+    def task_parameters(self, task: str) -> list[nn.Parameter]:
+        """Parameters of one task's head."""
+        if task not in self.heads:
+            raise KeyError(f"task {task!r} is not a head of this model; heads: {list(self.heads)}")
+        return list(self.heads[task].parameters())
+
+
+def build_model(  # noqa: PLR0917 (signature fixed by the mtl contract)
+    arch: str,
+    in_chans: int,
+    image_size: int,
+    tasks: Sequence[TaskSpec],
+    activation: str | None = None,
+    pretrained: bool = False,
+    *,
+    hidden: int = 512,
+    dropout: float = 0.3,
+    fds_train_targets: Mapping[str, object] | None = None,
+    **backbone_kwargs: object,
+) -> MultiTaskModel:
+    """Build backbone + heads for ``arch``.
+
+    Args:
+        arch: backbone name (see ``backbones.ARCHITECTURES``).
+        in_chans: image channels.
+        image_size: image side in pixels.
+        tasks: task specifications.
+        activation: activation for backbone and heads; None takes the model table's default.
+        pretrained: timm pretrained weights.
+        hidden: head hidden width.
+        dropout: head dropout.
+        fds_train_targets: train-split targets (standardised, NaN = missing) by task name; needed to lay out
+            the FDS bins of tasks with FDS enabled (a mapping lacking such a task raises). None (rebuilding
+            a trained model): placeholder bins, replaced by ``load_state_dict``.
+        **backbone_kwargs: passed to ``create_backbone`` (e.g. ``vgg_pre_logits``, ``fnn_hidden``).
+    """
+    act = activation if activation is not None else DEFAULT_ACTIVATIONS.get(arch, "relu")
+    backbone, num_features = create_backbone(arch, in_chans, act, pretrained, image_size, **backbone_kwargs)
+    fds: dict[str, FDS] = {}
+    for task in tasks:
+        if task.fds is None:
+            continue
+        if fds_train_targets is None:
+            # Rebuilding a trained model: the bin edges and statistics come with its state_dict.
+            logger.info("task '%s': FDS bins left as placeholders until a state_dict is loaded", task.name)
+            fds[task.name] = FDS.from_config(num_features, task.fds, np.arange(task.fds.bins + 1.0))
+            continue
+        if task.name not in fds_train_targets:
+            raise ValueError(
+                f"task '{task.name}', field 'fds': enabled, but fds_train_targets has no '{task.name}' "
+                "labels to lay out its bins"
+            )
+        fds[task.name] = FDS.from_config(num_features, task.fds, fds_train_targets[task.name])
+    return MultiTaskModel(backbone, num_features, tasks, act, hidden, dropout, fds)

@@ -1,0 +1,393 @@
+"""Trainer: history, early stopping, LR schedule, determinism, callbacks, predict; torch datasets/loaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from alloy_mtl.mtl.callbacks import Callback, MetricTracker
+from alloy_mtl.mtl.torch_data import ArrayTaskDataset, fit_target_stats, loader_generators, make_dataloader
+from alloy_mtl.mtl.trainer import Trainer, TrainerConfig, predict, seed_everything
+
+
+@dataclass(frozen=True)
+class Task:
+    """Minimal task spec (name, kind, weight, num_outputs) as the trainer reads it."""
+
+    name: str
+    kind: str
+    weight: float = 1.0
+    num_outputs: int = 1
+
+
+TASKS = [Task("alloy", "classification", 1.0, 3), Task("thickness", "regression", 0.5)]
+
+
+class StandInModel(nn.Module):
+    """Follows the mtl contract: encode / forward_heads / forward / shared_parameters / task_parameters."""
+
+    def __init__(self, tasks: list[Task] = TASKS, in_features: int = 16, width: int = 8) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Flatten(), nn.Linear(in_features, width), nn.ReLU())
+        self.kinds = {t.name: t.kind for t in tasks}
+        self.heads = nn.ModuleDict(
+            {
+                t.name: nn.Sequential(
+                    nn.Linear(width, 8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, t.num_outputs)
+                )
+                for t in tasks
+            }
+        )
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.backbone(x)
+
+    def forward_heads(self, features: Tensor) -> dict[str, Tensor]:
+        out = {}
+        for name, head in self.heads.items():
+            y = head(features)
+            out[name] = y if self.kinds[name] == "classification" else y.squeeze(-1)
+        return out
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        return self.forward_heads(self.encode(x))
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return list(self.backbone.parameters())
+
+    def task_parameters(self, task: str) -> list[nn.Parameter]:
+        return list(self.heads[task].parameters())
+
+
+def masked_ce(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    per = F.cross_entropy(pred, target.clamp_min(0), reduction="none")
+    return (per * mask).sum() / mask.sum().clamp_min(1)
+
+
+def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    per = (pred - torch.nan_to_num(target)) ** 2
+    return (per * mask).sum() / mask.sum().clamp_min(1)
+
+
+LOSSES = {"alloy": masked_ce, "thickness": masked_mse}
+
+
+def make_data(n: int = 48, seed: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    images = rng.random((n, 1, 4, 4)).astype(np.float16)
+    alloy = (images.reshape(n, -1)[:, :3].argmax(1)).astype(np.int64)
+    thickness = 5.0 + 3.0 * images.reshape(n, -1)[:, 5].astype(np.float64) + 0.1 * rng.standard_normal(n)
+    alloy[::7] = -1
+    thickness[::5] = np.nan
+    return images, {"alloy": alloy, "thickness": thickness}
+
+
+def make_loaders(batch_size: int = 8, seed: int = 0) -> tuple:
+    images, targets = make_data()
+    train_rows, val_rows = np.arange(32), np.arange(32, 48)
+    stats = fit_target_stats(targets, train_rows)
+    train = ArrayTaskDataset(images, targets, train_rows, target_stats=stats)
+    val = ArrayTaskDataset(images, targets, val_rows, target_stats=stats)
+    return (
+        make_dataloader(train, batch_size, shuffle=True, seed=seed),
+        make_dataloader(val, batch_size, seed=seed),
+        stats,
+    )
+
+
+def make_trainer(tmp_path: Path | None = None, **overrides: object) -> Trainer:
+    seed_everything(0)
+    model = StandInModel()
+    _, _, stats = make_loaders()
+    config = {"epochs": 3, "lr": 1e-2, "progress": False, "min_epochs": 0, "device": "cpu", **overrides}
+    if tmp_path is not None:
+        config["checkpoint_dir"] = str(tmp_path)
+    return Trainer(model, TASKS, LOSSES, config, target_stats=stats)
+
+
+def fit(trainer: Trainer) -> pd.DataFrame:
+    train_loader, val_loader, _ = make_loaders()
+    return trainer.fit(train_loader, val_loader)
+
+
+# --------------------------------------------------------------------------------------------- history
+def test_history_has_contract_columns() -> None:
+    history = fit(make_trainer(gradient_method="pcgrad"))
+    expected = {
+        "epoch", "lr", "epoch_time_s", "train_loss", "val_loss",
+        "train_alloy_loss", "val_alloy_loss", "train_thickness_loss", "val_thickness_loss",
+        "train_alloy_acc", "val_alloy_acc", "val_thickness_mae",
+        "weight_alloy", "weight_thickness", "grad_cos_alloy__thickness", "conflict_share",
+    }  # fmt: skip
+    assert expected <= set(history.columns)
+    assert history["epoch"].tolist() == [1, 2, 3]
+    row = history.iloc[-1]
+    assert row["train_loss"] == pytest.approx(row["train_alloy_loss"] + 0.5 * row["train_thickness_loss"])
+    assert row["weight_thickness"] == 0.5
+    assert 0.0 <= row["conflict_share"] <= 1.0
+
+
+def test_val_metrics_match_hand_computation() -> None:
+    trainer = make_trainer(epochs=1)
+    train_loader, val_loader, stats = make_loaders()
+    trainer.fit(train_loader, val_loader)
+    metrics = trainer.evaluate(val_loader)
+    out = predict(trainer.model, val_loader, stats)
+    mask_a, mask_t = out["alloy_mask"], out["thickness_mask"]
+    acc = (out["alloy_pred"][mask_a] == out["alloy_target"][mask_a]).mean()
+    mae = np.abs(out["thickness_pred"][mask_t] - out["thickness_target"][mask_t]).mean()
+    assert metrics["val_alloy_acc"] == pytest.approx(acc)
+    assert metrics["val_thickness_mae"] == pytest.approx(mae, rel=1e-5)
+    # original units: targets are thickness in mm again
+    images, targets = make_data()
+    assert out["thickness_target"][mask_t] == pytest.approx(targets["thickness"][32:48][mask_t], rel=1e-5)
+    assert np.allclose(out["alloy_probs"].sum(1), 1.0, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------ stopping / schedule
+def test_metric_tracker_patience_and_min_epochs() -> None:
+    tracker = MetricTracker(mode="max", patience=2, min_epochs=5)
+    stops = []
+    improved = []
+    for epoch, value in enumerate([0.5, 0.6, 0.6, 0.55, 0.59, 0.7], start=1):
+        improved.append(tracker.update(epoch, value))
+        stops.append(tracker.should_stop(epoch))
+    # patience exhausted at epoch 4 but min_epochs holds it until 5; an equal value is no improvement
+    assert improved == [True, True, False, False, False, True]
+    assert stops == [False, False, False, False, True, False]
+    assert tracker.best_epoch == 6 and tracker.best == 0.7
+
+
+@pytest.mark.parametrize(("min_epochs", "expected_epochs"), [(0, 3), (5, 5)])
+def test_early_stopping_respects_min_epochs_and_patience(min_epochs: int, expected_epochs: int) -> None:
+    # lr so small that val_loss never improves by min_delta after epoch 1
+    trainer = make_trainer(
+        epochs=8, lr=1e-12, early_stopping_patience=2, min_epochs=min_epochs, min_delta=1e-3, lr_patience=100
+    )
+    history = fit(trainer)
+    assert len(history) == expected_epochs
+    assert trainer.tracker.best_epoch == 1
+
+
+def test_reduce_lr_on_plateau_lowers_lr_after_patience() -> None:
+    # lr so small that the validation accuracy stays exactly constant: no epoch after the first improves
+    trainer = make_trainer(
+        epochs=6, lr=1e-6, lr_patience=1, lr_factor=0.5, early_stopping=False,
+        monitor="val_alloy_acc", monitor_mode="max",
+    )  # fmt: skip
+    history = fit(trainer)
+    assert history["val_alloy_acc"].nunique() == 1
+    # epoch 1 best; epochs 2, 3 bad -> 2 bad epochs > patience 1 after epoch 3: lr halves from epoch 4,
+    # the counter restarts, and after epochs 4, 5 it halves again for epoch 6
+    assert history["lr"].tolist() == pytest.approx([1e-6, 1e-6, 1e-6, 5e-7, 5e-7, 2.5e-7], rel=1e-9)
+
+
+def test_monitor_must_be_an_epoch_metric() -> None:
+    trainer = make_trainer(monitor="val_nothing")
+    with pytest.raises(ValueError, match="monitor 'val_nothing' is not an epoch metric"):
+        fit(trainer)
+
+
+def test_monitoring_val_metric_without_val_loader_fails_before_training() -> None:
+    trainer = make_trainer()
+    train_loader, _, _ = make_loaders()
+    with pytest.raises(ValueError, match="monitor 'val_loss' needs a val_loader"):
+        trainer.fit(train_loader)
+    assert trainer.epoch == 0
+
+
+def test_restore_best_loads_best_epoch_weights(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, epochs=4, monitor="val_alloy_acc", monitor_mode="max")
+    history = fit(trainer)
+    best_epoch = int(history["val_alloy_acc"].to_numpy().argmax()) + 1
+    assert trainer.tracker.best_epoch == best_epoch
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert best["epoch"] == best_epoch
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(value, best["model"][key])
+
+
+# ------------------------------------------------------------------------------------ determinism
+@pytest.mark.parametrize("method", ["equal", "pcgrad_fast"])
+def test_same_seed_gives_identical_history_and_weights(method: str) -> None:
+    runs = []
+    for _ in range(2):
+        trainer = make_trainer(gradient_method=method, restore_best=False)
+        history = fit(trainer).drop(columns="epoch_time_s")
+        runs.append((history, trainer.model.state_dict()))
+    pd.testing.assert_frame_equal(runs[0][0], runs[1][0])
+    for key in runs[0][1]:
+        assert torch.equal(runs[0][1][key], runs[1][1][key])
+
+
+def test_different_seed_changes_the_run() -> None:
+    a = fit(make_trainer(seed=0)).drop(columns="epoch_time_s")
+    b = fit(make_trainer(seed=1)).drop(columns="epoch_time_s")
+    assert not a.equals(b)
+
+
+# -------------------------------------------------------------------------------------- callbacks
+class Recorder(Callback):
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        self.calls.append(("begin",))
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        self.calls.append(("epoch", epoch, metrics))
+
+    def on_train_end(self, trainer: Trainer, history: pd.DataFrame) -> None:
+        self.calls.append(("end", history))
+
+
+def test_callbacks_called_once_per_epoch_with_metrics() -> None:
+    recorder = Recorder()
+    trainer = make_trainer(epochs=3)
+    trainer.callbacks.append(recorder)
+    history = fit(trainer)
+    kinds = [c[0] for c in recorder.calls]
+    assert kinds == ["begin", "epoch", "epoch", "epoch", "end"]
+    for row, call in zip(history.to_dict("records"), recorder.calls[1:4], strict=True):
+        assert call[1] == row["epoch"]
+        assert call[2]["val_loss"] == row["val_loss"]
+    pd.testing.assert_frame_equal(recorder.calls[-1][1], history)
+
+
+# ----------------------------------------------------------------------------------- config errors
+def test_config_rejects_unknown_keys_and_bad_values() -> None:
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['learning_rate'\]"):
+        TrainerConfig.from_params({"learning_rate": 0.1})
+    with pytest.raises(ValueError, match="optimizer 'lbfgs' unknown"):
+        TrainerConfig.from_params({"optimizer": "lbfgs"})
+    with pytest.raises(ValueError, match="invalid lr"):
+        TrainerConfig.from_params({"lr": 0})
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd", "rmsprop"])
+def test_optimizers_by_name(name: str) -> None:
+    trainer = make_trainer(optimizer=name, weight_decay=1e-3, momentum=0.5)
+    assert type(trainer.optimizer).__name__.lower() == name
+    assert trainer.optimizer.param_groups[0]["weight_decay"] == 1e-3
+
+
+def test_uncertainty_log_vars_are_optimised_without_weight_decay() -> None:
+    trainer = make_trainer(gradient_method="uncertainty", epochs=2)
+    before = trainer.method.log_vars.detach().clone()
+    fit(trainer)
+    assert trainer.optimizer.param_groups[1]["weight_decay"] == 0.0
+    assert not torch.equal(before, trainer.method.log_vars.detach())
+
+
+def test_orphan_parameters_are_rejected() -> None:
+    model = StandInModel()
+    model.extra = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="neither in shared_parameters"):
+        Trainer(model, TASKS, LOSSES, {"progress": False, "device": "cpu"})
+
+
+# ------------------------------------------------------------------------------------ torch data
+def test_dataset_reads_read_only_float16_memmap(tmp_path: Path) -> None:
+    images, targets = make_data(n=10)
+    path = tmp_path / "images.npy"
+    np.save(path, images)
+    mm = np.load(path, mmap_mode="r")
+    ds = ArrayTaskDataset(mm, targets, indices=[3, 7], target_stats={"thickness": (5.0, 2.0)})
+    image, target, mask = ds[1]
+    assert image.dtype == torch.float32 and image.shape == (1, 4, 4)
+    assert torch.equal(image, torch.from_numpy(images[7].astype(np.float32)))
+    image.add_(1.0)  # the item is a copy: writing to it is fine and leaves the memmap alone
+    assert np.array_equal(mm[7], images[7])
+    assert target["alloy"].dtype == torch.int64 and mask["alloy"].dtype == torch.bool
+    assert bool(mask["alloy"]) is bool(targets["alloy"][7] >= 0)
+    assert float(target["thickness"]) == pytest.approx((targets["thickness"][7] - 5.0) / 2.0, rel=1e-6)
+    missing = ds[0]  # row 3: alloy present, thickness present? row 0/5/... are NaN
+    assert len(ds) == 2 and missing[0].shape == (1, 4, 4)
+
+
+def test_dataset_masks_missing_labels_and_resizes() -> None:
+    images, targets = make_data(n=10)
+    ds = ArrayTaskDataset(images, targets, image_size=8)
+    image, target, mask = ds[0]  # row 0: alloy -1 and thickness NaN
+    assert image.shape == (1, 8, 8)
+    assert not bool(mask["alloy"]) and int(target["alloy"]) == -1
+    assert not bool(mask["thickness"]) and torch.isnan(target["thickness"])
+
+
+def test_dataset_rejects_bad_input() -> None:
+    images, targets = make_data(n=10)
+    with pytest.raises(ValueError, match=r"images must be \(N, C, H, W\)"):
+        ArrayTaskDataset(images[0], targets)
+    with pytest.raises(ValueError, match=r"target 'alloy' must have shape \(10,\)"):
+        ArrayTaskDataset(images, {"alloy": targets["alloy"][:5]})
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 10\)"):
+        ArrayTaskDataset(images, targets, indices=[0, 10])
+    with pytest.raises(ValueError, match=r"target_stats for unknown task\(s\) \['x'\]"):
+        ArrayTaskDataset(images, targets, target_stats={"x": (0.0, 1.0)})
+
+
+def test_fit_target_stats_ignores_missing_and_classification() -> None:
+    stats = fit_target_stats({"a": np.array([1, 2]), "t": np.array([1.0, np.nan, 3.0])})
+    assert stats == {"t": (2.0, 1.0)}
+
+
+def test_dataloader_is_seeded_and_exposes_its_generator() -> None:
+    images, targets = make_data(n=20)
+    ds = ArrayTaskDataset(images, targets)
+    orders = []
+    for _ in range(2):
+        loader = make_dataloader(ds, 5, shuffle=True, seed=3)
+        orders.append(torch.cat([b[0].reshape(len(b[0]), -1)[:, 0] for b in loader]))
+    assert torch.equal(orders[0], orders[1])
+    assert len(loader_generators(loader)) == 1
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        make_dataloader(ds, 0)
+
+
+# -------------------------------------------------------------------------------- integration
+def test_trainer_with_build_model_and_build_task_losses() -> None:
+    model_mod = pytest.importorskip("alloy_mtl.mtl.model")
+    losses_mod = pytest.importorskip("alloy_mtl.mtl.losses")
+    from alloy_mtl.mtl.tasks import parse_tasks
+
+    tasks = parse_tasks(
+        {
+            "alloy": {
+                "kind": "classification",
+                "target": "alloy",
+                "num_outputs": 5,
+                "loss": "logit_adjusted",
+            },
+            "thickness": {"kind": "regression", "target": "thickness_mm", "loss": "huber"},
+        }
+    )
+    rng = np.random.default_rng(0)
+    images = rng.random((16, 3, 16, 16)).astype(np.float16)
+    targets = {"alloy": rng.integers(0, 5, 16), "thickness": rng.random(16) * 10}
+    stats = fit_target_stats(targets)
+    dataset = ArrayTaskDataset(images, targets, target_stats=stats)
+    seed_everything(0)
+    model = model_mod.build_model("fnn", 3, 16, tasks, fnn_hidden=(32,), hidden=16)
+    losses = losses_mod.build_task_losses(tasks, {k: dataset.targets[k] for k in targets})
+    trainer = Trainer(
+        model,
+        tasks,
+        losses,
+        {"epochs": 1, "progress": False, "device": "cpu", "gradient_method": "pcgrad"},
+        target_stats=stats,
+    )
+    groups = {"shared": model.shared_parameters(), **{t.name: model.task_parameters(t.name) for t in tasks}}
+    before = {k: torch.cat([p.detach().reshape(-1) for p in ps]) for k, ps in groups.items()}
+    history = trainer.fit(make_dataloader(dataset, 8, shuffle=True), make_dataloader(dataset, 8))
+    assert len(history) == 1 and np.isfinite(history["val_loss"].iloc[0])
+    for key, params in groups.items():  # two steps moved the backbone and every head
+        assert not torch.equal(before[key], torch.cat([p.detach().reshape(-1) for p in params])), key
+    out = predict(model, make_dataloader(dataset, 8), stats)
+    assert out["alloy_probs"].shape == (16, 5) and out["thickness_pred"].shape == (16,)
