@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from alloy_mtl.constants import ALLOYS
-from alloy_mtl.mtl.callbacks import Callback
+from alloy_mtl.mtl.callbacks import Callback, LoggingCallback
 from alloy_mtl.mtl.checkpoint import CheckpointMismatchError
 from alloy_mtl.mtl.losses import build_task_losses
 from alloy_mtl.mtl.model import build_model
@@ -118,8 +118,17 @@ def _trainer_config(params: Mapping[str, Any], checkpoint_dir: Path | None, resu
         "seed": int(params.get("seed", 0)),
         "amp": bool(params.get("amp", True)),
         "channels_last": bool(params.get("channels_last", True)),
-        "progress": bool(params.get("progress_bar", True)) or None,
+        "progress": _progress_flag(params.get("progress_bar", "auto")),
     }
+
+
+def _progress_flag(value: Any) -> bool | None:
+    """``auto`` shows the per-epoch progress bar only on a terminal (not in CI or cluster logs)."""
+    if value == "auto" or value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"parameters training.progress_bar: got {value!r}, expected auto, true or false")
 
 
 def _set_aside_checkpoints(checkpoint_dir: Path) -> Path:
@@ -202,9 +211,18 @@ def train_from_params(
     losses = build_task_losses(tasks, train_targets)
     directory = None if checkpoint_dir is None else Path(checkpoint_dir)
 
+    log_keys = ("train_loss", "val_loss", *(f"val_{t.name}_acc" for t in classification), "lr")
+
     def make_trainer(resume_flag: bool) -> Trainer:
         config = _trainer_config(params, directory, resume_flag)
-        return Trainer(model, tasks, losses, config, target_stats=target_stats, callbacks=callbacks)
+        return Trainer(
+            model,
+            tasks,
+            losses,
+            config,
+            target_stats=target_stats,
+            callbacks=[LoggingCallback(log_keys), *callbacks],
+        )
 
     start = time.perf_counter()
     trainer = make_trainer(resume is not False and directory is not None)

@@ -1,0 +1,123 @@
+"""The Kedro-free training recipe: targets, splits, resume policy, predictions contract, model bundle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from alloy_mtl.constants import ALLOYS
+from alloy_mtl.mtl.checkpoint import CheckpointMismatchError
+from alloy_mtl.mtl.experiment import load_model, task_targets, train_from_params
+from alloy_mtl.mtl.tasks import parse_tasks
+
+TASKS = {
+    "alloy": {"kind": "classification", "target": "alloy", "num_outputs": 5, "loss": "logit_adjusted"},
+    "thickness": {"kind": "regression", "target": "thickness_mm", "loss": "mse"},
+}
+
+
+def _data(n_per_split: int = 10) -> tuple[np.ndarray, pd.DataFrame]:
+    rng = np.random.default_rng(0)
+    rows = []
+    for split in ("train", "val", "test"):
+        for i in range(n_per_split):
+            rows.append(
+                {
+                    "image_id": f"{split}-{i}",
+                    "specimen_id": f"{split}-{i}",
+                    "alloy": ALLOYS[i % 5],
+                    "thickness_mm": np.nan if i == 3 else 1.0 + i,
+                    "split": split,
+                }
+            )
+    metadata = pd.DataFrame(rows)
+    images = rng.random((len(metadata), 1, 16, 16)).astype(np.float16)
+    return images, metadata
+
+
+def _params(**overrides) -> dict:
+    params = {
+        "arch": "fnn",
+        "optimizer": "sgd",
+        "lr": 0.01,
+        "weight_decay": 0.0,
+        "activation": "relu",
+        "epochs": 2,
+        "batch_size": 8,
+        "seed": 3,
+        "tasks": TASKS,
+        "progress_bar": False,
+        "model_options": {"fnn_pool_size": 8, "fnn_hidden": [16]},
+    }
+    return params | overrides
+
+
+def test_task_targets_encode_classes_and_keep_missing_regression_labels():
+    _, metadata = _data(5)
+    targets = task_targets(metadata, parse_tasks(TASKS))
+    assert targets["alloy"][:5].tolist() == [0, 1, 2, 3, 4]
+    assert np.isnan(targets["thickness"][3])
+
+
+def test_task_targets_name_the_missing_column_and_unknown_alloys():
+    _, metadata = _data(5)
+    with pytest.raises(ValueError, match="target column 'thickness_mm'"):
+        task_targets(metadata.drop(columns="thickness_mm"), parse_tasks(TASKS))
+    metadata.loc[2, "alloy"] = "6061"
+    with pytest.raises(ValueError, match=r"labels \['6061'\]"):
+        task_targets(metadata, parse_tasks(TASKS))
+
+
+def test_training_result_follows_the_evaluation_contract_and_bundle_rebuilds_the_model(tmp_path):
+    images, metadata = _data()
+    result = train_from_params(images, metadata, _params(), tmp_path / "ckpt")
+    predictions = result.predictions
+    assert len(predictions) == 10
+    assert {"image_id", "alloy_true", "alloy_pred", "thickness_mm_true", "thickness_mm_pred"} <= set(
+        predictions
+    )
+    probs = predictions[[f"prob_{a}" for a in ALLOYS]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert len(result.history) == 2
+    model = load_model(result.bundle)
+    with torch.no_grad():
+        out = model(torch.from_numpy(images[-10:].astype(np.float32)))
+    np.testing.assert_allclose(out["alloy"].softmax(1).numpy(), probs, rtol=1e-4, atol=1e-5)
+
+
+def test_same_seed_gives_identical_predictions(tmp_path):
+    images, metadata = _data()
+    first = train_from_params(images, metadata, _params(), None).predictions
+    second = train_from_params(images, metadata, _params(), None).predictions
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_incompatible_checkpoint_is_set_aside_under_auto_and_refused_under_true(tmp_path):
+    images, metadata = _data()
+    ckpt = tmp_path / "ckpt"
+    train_from_params(images, metadata, _params(), ckpt)
+    other = _params(optimizer="adam", lr=1e-3)
+    with pytest.raises(CheckpointMismatchError):
+        train_from_params(images, metadata, other | {"resume": True}, ckpt)
+    train_from_params(images, metadata, other | {"resume": "auto"}, ckpt)
+    stale = list(tmp_path.glob("ckpt.stale-*"))
+    assert len(stale) == 1 and (stale[0] / "last.pt").is_file()
+    assert (ckpt / "last.pt").is_file()
+
+
+def test_bad_resume_and_progress_values_are_named():
+    images, metadata = _data()
+    with pytest.raises(ValueError, match="training.resume"):
+        train_from_params(images, metadata, _params(resume="sometimes"), None)
+    with pytest.raises(ValueError, match="training.progress_bar"):
+        train_from_params(images, metadata, _params(progress_bar="loud"), None)
+
+
+def test_rerun_of_a_finished_training_resumes_to_the_same_model(tmp_path):
+    images, metadata = _data()
+    first = train_from_params(images, metadata, _params(), tmp_path / "ckpt")
+    again = train_from_params(images, metadata, _params(), tmp_path / "ckpt")
+    pd.testing.assert_frame_equal(first.history, again.history)
+    pd.testing.assert_frame_equal(first.predictions, again.predictions)
