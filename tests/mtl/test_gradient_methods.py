@@ -60,6 +60,22 @@ def test_pcgrad_three_tasks_result_depends_only_on_seeded_order() -> None:
     assert torch.equal(a, b)
 
 
+def test_pcgrad_gramian_form_equals_direct_vector_projection() -> None:
+    torch.manual_seed(2)
+    grads = torch.randn(4, 50, dtype=torch.float64)
+    grads[1] -= 1.5 * grads[0]  # make conflicts likely
+    expected = []
+    gen = torch.Generator().manual_seed(5)
+    for i in range(4):  # the paper's loop on vectors
+        g = grads[i].clone()
+        for j in torch.randperm(4, generator=gen).tolist():
+            if j != i and g @ grads[j] < 0:
+                g = g - (g @ grads[j]) / (grads[j] @ grads[j]) * grads[j]
+        expected.append(g)
+    combined = pcgrad_combine(grads, torch.Generator().manual_seed(5))
+    assert torch.allclose(combined.double(), torch.stack(expected).sum(0), atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["pcgrad", "pcgrad_fast"])
 def test_pcgrad_methods_fill_shared_and_head_grads(name: str) -> None:
     toy = IdentityToy([[1.0, 0.0], [-1.0, 1.0]], point=[2.0, 3.0])

@@ -14,7 +14,7 @@ from typing import Any
 from .base import GradientMethod, StepInfo, task_pairs
 from .diagnostics import EpochDiagnostics
 from .jacobian_descent import AGGREGATORS, JacobianDescent, NNLSDualConeProjector, build_jacobian_descent
-from .pcgrad import PCGrad, PCGradFast, pcgrad_combine
+from .pcgrad import PCGrad, PCGradFast, pcgrad_combine, pcgrad_weights
 from .weighting import EqualWeighting, GradNorm, UncertaintyWeighting
 
 #: Parameter names every method accepts.
@@ -88,5 +88,6 @@ __all__ = [
     "UncertaintyWeighting",
     "build_gradient_method",
     "pcgrad_combine",
+    "pcgrad_weights",
     "task_pairs",
 ]

@@ -81,10 +81,43 @@ def task_gradients(loss: Tensor, inputs: Sequence[Tensor]) -> list[Tensor]:
     return list(grads)
 
 
-def flat_shared_gradients(losses: Sequence[Tensor], shared_params: Sequence[Tensor]) -> Tensor:
-    """(T, D) matrix of the per-task gradients on the shared parameters (graph kept)."""
-    rows = [torch.cat([g.reshape(-1) for g in task_gradients(loss, shared_params)]) for loss in losses]
-    return torch.stack(rows).float()
+def _inner(a: Tensor, b: Tensor) -> Tensor:
+    if a.is_contiguous() and b.is_contiguous():
+        return torch.dot(a.reshape(-1).float(), b.reshape(-1).float())
+    return (a.float() * b.float()).sum()
+
+
+def gramian(per_task: Sequence[Sequence[Tensor]]) -> Tensor:
+    """(T, T) Gramian ``G[k, l] = <g_k, g_l>`` of per-task gradients given as lists of per-parameter tensors.
+
+    Sums per-parameter inner products, so the gradients are never concatenated into a (T, D) matrix.
+    """
+    num_tasks = len(per_task)
+    entries: dict[tuple[int, int], Tensor] = {}
+    for k in range(num_tasks):
+        for j in range(k, num_tasks):
+            entries[k, j] = torch.stack(
+                [_inner(a, b) for a, b in zip(per_task[k], per_task[j], strict=True)]
+            ).sum()
+    return torch.stack(
+        [torch.stack([entries[min(k, j), max(k, j)] for j in range(num_tasks)]) for k in range(num_tasks)]
+    )
+
+
+def shared_gramian(losses: Sequence[Tensor], shared_params: Sequence[Tensor]) -> Tensor:
+    """Gramian of the per-task gradients on the shared parameters (graph kept for the real backward)."""
+    return gramian([task_gradients(loss, shared_params) for loss in losses])
+
+
+def combine(per_task: Sequence[Sequence[Tensor]], weights: Sequence[float]) -> list[Tensor]:
+    """Per parameter, ``sum_k weights[k] * per_task[k][i]`` (weights as host floats: no device sync)."""
+    combined = []
+    for index in range(len(per_task[0])):
+        total = per_task[0][index] * weights[0]
+        for k in range(1, len(per_task)):
+            total.add_(per_task[k][index], alpha=weights[k])
+        combined.append(total)
+    return combined
 
 
 def accumulate_grads(params: Sequence[Tensor], grads: Sequence[Tensor]) -> None:
@@ -95,12 +128,6 @@ def accumulate_grads(params: Sequence[Tensor], grads: Sequence[Tensor]) -> None:
             param.grad = grad.detach().clone()
         else:
             param.grad.add_(grad)
-
-
-def split_flat(vector: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
-    """Split a flat vector into tensors shaped like ``like``."""
-    parts = vector.split([t.numel() for t in like])
-    return [part.reshape(t.shape) for part, t in zip(parts, like, strict=True)]
 
 
 def discover_head_parameters(loss: Tensor, features: Tensor) -> list[Tensor]:
@@ -240,9 +267,7 @@ class GradientMethod:
         ordered = self._ordered_losses(losses)
         cosine = None
         if not self.computes_task_gradients and self.diagnose_now():
-            grads = flat_shared_gradients(ordered, shared_params)
-            cosine = cosine_from_gramian(grads @ grads.T)
-            del grads
+            cosine = cosine_from_gramian(shared_gramian(ordered, shared_params))
         info = self._backward(ordered, list(shared_params), features, task_params)
         if cosine is not None:
             info.cosine = cosine

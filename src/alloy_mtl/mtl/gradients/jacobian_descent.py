@@ -19,7 +19,7 @@ from torchjd import aggregation
 from torchjd.autojac import jac_to_grad, mtl_backward
 from torchjd.linalg import DualConeProjector
 
-from .base import GradientMethod, StepInfo, cosine_from_gramian
+from .base import GradientMethod, StepInfo, accumulate_grads, combine, cosine_from_gramian, gramian
 
 
 class NNLSDualConeProjector(DualConeProjector):
@@ -117,14 +117,22 @@ class JacobianDescent(GradientMethod):
             shared_params=shared_params,
             parallel_chunk_size=self.parallel_chunk_size,
         )
-        jacobians = [p.jac.reshape(self.num_tasks, -1).float() for p in shared_params]
-        gramian = sum(j @ j.T for j in jacobians)
-        del jacobians
-        weights = jac_to_grad(shared_params, self.aggregator)
+        per_task = [[p.jac[k] for p in shared_params] for k in range(self.num_tasks)]
+        gram = gramian(per_task)
+        if isinstance(self.aggregator, aggregation.GramianWeightedAggregator):
+            # torchjd's own Gramian route (jac_to_grad's optimize_gramian_computation), reusing our Gramian
+            weights = self.aggregator.gramian_weighting(gram)
+            accumulate_grads(shared_params, combine(per_task, weights.tolist()))
+            del per_task
+            for param in shared_params:
+                del param.jac
+        else:
+            del per_task
+            weights = jac_to_grad(shared_params, self.aggregator)
         if weights is None:
             weights = torch.full((self.num_tasks,), float("nan"), device=features.device)
         weights = weights.detach().to(features.device) * self.static_weights.to(features.device)
-        return StepInfo(self.task_names, weights, cosine_from_gramian(gramian))
+        return StepInfo(self.task_names, weights, cosine_from_gramian(gram))
 
 
 def build_jacobian_descent(

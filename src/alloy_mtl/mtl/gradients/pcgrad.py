@@ -13,17 +13,41 @@ from .base import (
     GradientMethod,
     StepInfo,
     accumulate_grads,
+    combine,
     cosine_from_gramian,
-    split_flat,
+    gramian,
     task_gradients,
 )
 
 
-def pcgrad_combine(grads: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Combine per-task gradients with PCGrad's projection rule.
+def pcgrad_weights(gramian: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """PCGrad as weights on the original task gradients, computed from their Gramian ``G = J J^T``.
 
-    For every task ``i`` (in order), its gradient is projected, against the other tasks in a random order,
-    onto the normal plane of each *original* gradient ``g_j`` it conflicts with
+    Every projected gradient stays a combination ``sum_k A[i, k] g_k`` of the originals, so the projection
+    rule only needs inner products: for task ``i`` and each other task ``j`` in a random order,
+    ``A[i] <- A[i] - min(A[i] . G[:, j], 0) / G[j, j] * e_j``. Returns ``sum_i A[i]`` (T,), so the combined
+    gradient is ``weights @ J``: exact PCGrad without touching the (T, D) gradients more than twice.
+    Runs on the CPU in float64 (T x T is tiny).
+    """
+    gram = gramian.detach().to("cpu", torch.float64)
+    num_tasks = gram.shape[0]
+    coefficients = torch.eye(num_tasks, dtype=torch.float64)
+    for i in range(num_tasks):
+        order = torch.randperm(num_tasks, generator=generator).tolist()
+        for j in order:
+            if j == i:
+                continue
+            dot = float(coefficients[i] @ gram[:, j])
+            if dot < 0 and gram[j, j] > 0:
+                coefficients[i, j] -= dot / float(gram[j, j])
+    return coefficients.sum(dim=0)
+
+
+def pcgrad_combine(grads: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Combine per-task gradients with PCGrad's projection rule (Yu et al. 2020).
+
+    For every task ``i``, its gradient is projected, against the other tasks in a random order, onto the
+    normal plane of each *original* gradient ``g_j`` it conflicts with
     (``g_i <- g_i - min(g_i.g_j, 0) / |g_j|^2 g_j``); the projected gradients are summed.
 
     Args:
@@ -31,22 +55,13 @@ def pcgrad_combine(grads: Tensor, generator: torch.Generator | None = None) -> T
         generator: CPU generator for the projection orders (reproducible runs).
 
     Returns:
-        (D,) combined gradient. Computed without host synchronisation.
+        (D,) combined gradient.
     """
     if grads.ndim != 2:
         raise ValueError(f"pcgrad_combine: expected a (tasks, dim) matrix, got shape {tuple(grads.shape)}")
-    num_tasks = grads.shape[0]
-    squared_norms = (grads * grads).sum(dim=1)
-    projected = grads.clone()
-    for i in range(num_tasks):
-        order = torch.randperm(num_tasks, generator=generator).tolist()
-        for j in order:
-            if j == i:
-                continue
-            dot = projected[i] @ grads[j]
-            coef = torch.where(dot < 0, dot / squared_norms[j].clamp_min(1e-20), torch.zeros_like(dot))
-            projected[i] = projected[i] - coef * grads[j]
-    return projected.sum(dim=0)
+    matrix = grads.float()
+    weights = pcgrad_weights(matrix @ matrix.T, generator)
+    return weights.to(matrix.device, matrix.dtype) @ matrix
 
 
 class _PCGradBase(GradientMethod):
@@ -82,17 +97,15 @@ class PCGrad(_PCGradBase):
     ) -> StepInfo:
         heads = self._head_parameters(losses, features, task_params)
         num_shared = len(shared_params)
-        rows = []
+        per_task = []
         for loss, head in zip(losses, heads, strict=True):
             grads = task_gradients(loss, shared_params + head)
             accumulate_grads(head, grads[num_shared:])
-            rows.append(torch.cat([g.reshape(-1).float() for g in grads[:num_shared]]))
-        matrix = torch.stack(rows)
-        del rows
-        cosine = cosine_from_gramian(matrix @ matrix.T)
-        combined = pcgrad_combine(matrix, self.generator)
-        accumulate_grads(shared_params, split_flat(combined, shared_params))
-        return StepInfo(self.task_names, self.static_weights.to(features.device), cosine)
+            per_task.append(grads[:num_shared])
+        gram = gramian(per_task)
+        weights = pcgrad_weights(gram, self.generator).tolist()
+        accumulate_grads(shared_params, combine(per_task, weights))
+        return StepInfo(self.task_names, self.static_weights.to(features.device), cosine_from_gramian(gram))
 
 
 class PCGradFast(_PCGradBase):
