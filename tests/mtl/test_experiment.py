@@ -121,3 +121,27 @@ def test_rerun_of_a_finished_training_resumes_to_the_same_model(tmp_path):
     again = train_from_params(images, metadata, _params(), tmp_path / "ckpt")
     pd.testing.assert_frame_equal(first.history, again.history)
     pd.testing.assert_frame_equal(first.predictions, again.predictions)
+
+
+def test_changed_data_or_settings_never_resume_a_stale_checkpoint(tmp_path):
+    images, metadata = _data()
+    ckpt = tmp_path / "ckpt"
+    first = train_from_params(images, metadata, _params(), ckpt)
+    other_data = metadata.copy()
+    other_data.loc[0, "thickness_mm"] = 9.0
+    other_data.loc[0, "image_id"] = "renamed"
+    with pytest.raises(CheckpointMismatchError, match="run.data"):
+        train_from_params(images, other_data, _params(resume=True), ckpt)
+    with pytest.raises(CheckpointMismatchError, match="run.settings"):
+        train_from_params(images, metadata, _params(resume=True, lr=0.02), ckpt)
+    longer = train_from_params(images, metadata, _params(resume=True, epochs=3), ckpt)
+    assert len(longer.history) == 3
+    pd.testing.assert_frame_equal(longer.history.iloc[:2], first.history)
+
+
+def test_diverging_training_stops_with_a_clear_error():
+    from alloy_mtl.mtl.trainer import TrainingDivergedError
+
+    images, metadata = _data()
+    with pytest.raises(TrainingDivergedError, match="epoch 1: training diverged"):
+        train_from_params(images, metadata, _params(lr=1e12, epochs=3), None)

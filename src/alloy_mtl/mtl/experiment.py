@@ -5,6 +5,8 @@ This is the whole recipe that a Kedro node, a benchmark or a notebook calls; it 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import shutil
 import time
@@ -21,6 +23,7 @@ import torch
 from alloy_mtl.constants import ALLOYS
 from alloy_mtl.mtl.callbacks import Callback, LoggingCallback
 from alloy_mtl.mtl.checkpoint import CheckpointMismatchError
+from alloy_mtl.mtl.input_transform import InputNormalizer
 from alloy_mtl.mtl.losses import build_task_losses
 from alloy_mtl.mtl.model import build_model
 from alloy_mtl.mtl.sampler import class_balanced_sampler
@@ -92,7 +95,23 @@ def _subsample(rows: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
     return np.sort(chosen)
 
 
-def _trainer_config(params: Mapping[str, Any], checkpoint_dir: Path | None, resume: bool) -> dict[str, Any]:
+def run_identity(params: Mapping[str, Any], metadata: pd.DataFrame, train_rows: np.ndarray) -> dict[str, str]:
+    """What a checkpoint must share with this run to be resumed: the data and every setting but ``epochs``."""
+    settings = {
+        k: v for k, v in params.items() if k not in {"epochs", "resume", "progress_bar", "num_workers"}
+    }
+    data = metadata[["image_id", "split"]].to_numpy().astype(str).tolist()
+    return {
+        "settings": hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[
+            :16
+        ],
+        "data": hashlib.sha256(json.dumps([data, train_rows.tolist()]).encode()).hexdigest()[:16],
+    }
+
+
+def _trainer_config(
+    params: Mapping[str, Any], checkpoint_dir: Path | None, resume: bool, identity: Mapping[str, str]
+) -> dict[str, Any]:
     monitor = params.get("monitor", {})
     scheduler = params.get("lr_scheduler", {})
     stopping = params.get("early_stopping", {})
@@ -119,6 +138,8 @@ def _trainer_config(params: Mapping[str, Any], checkpoint_dir: Path | None, resu
         "amp": bool(params.get("amp", True)),
         "channels_last": bool(params.get("channels_last", True)),
         "progress": _progress_flag(params.get("progress_bar", "auto")),
+        "run_identity": dict(identity),
+        "grad_clip_norm": params.get("grad_clip_norm"),
     }
 
 
@@ -198,6 +219,7 @@ def train_from_params(
         "test": make_dataloader(datasets["test"], seed=seed, **loader_args),
     }
     model_options = dict(params.get("model_options") or {})
+    model_options.setdefault("input_transform", params.get("input_transform", "neg_log"))
     model = build_model(
         params["arch"],
         in_chans=images.shape[1],
@@ -208,13 +230,16 @@ def train_from_params(
         fds_train_targets=train_targets,
         **model_options,
     )
+    if isinstance(model.normalizer, InputNormalizer):
+        model.normalizer.fit(images, train_rows)
     losses = build_task_losses(tasks, train_targets)
     directory = None if checkpoint_dir is None else Path(checkpoint_dir)
 
+    identity = run_identity(params, metadata, train_rows)
     log_keys = ("train_loss", "val_loss", *(f"val_{t.name}_acc" for t in classification), "lr")
 
     def make_trainer(resume_flag: bool) -> Trainer:
-        config = _trainer_config(params, directory, resume_flag)
+        config = _trainer_config(params, directory, resume_flag, identity)
         return Trainer(
             model,
             tasks,

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from alloy_mtl.mtl.backbones import DEFAULT_ACTIVATIONS, create_backbone, make_activation
 from alloy_mtl.mtl.fds import FDS
+from alloy_mtl.mtl.input_transform import InputNormalizer
 from alloy_mtl.mtl.tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class MultiTaskModel(nn.Module):
         hidden: head hidden width.
         dropout: head dropout.
         fds: optional FDS modules by regression task name; see ``forward_heads``.
+        normalizer: optional input normalisation applied before the backbone (buffers only, no parameters).
     """
 
     def __init__(  # noqa: PLR0917 (signature fixed by the mtl contract)
@@ -51,8 +53,10 @@ class MultiTaskModel(nn.Module):
         hidden: int = 512,
         dropout: float = 0.3,
         fds: Mapping[str, FDS] | None = None,
+        normalizer: InputNormalizer | None = None,
     ) -> None:
         super().__init__()
+        self.normalizer = normalizer if normalizer is not None else nn.Identity()
         if not tasks:
             raise ValueError("tasks: expected at least one task")
         self.backbone = backbone
@@ -74,8 +78,8 @@ class MultiTaskModel(nn.Module):
         return [t.name for t in self.tasks]
 
     def encode(self, x: Tensor) -> Tensor:
-        """Backbone features (B, F) of an image batch."""
-        return self.backbone(x)
+        """Backbone features (B, F) of a raw image batch (normalised first)."""
+        return self.backbone(self.normalizer(x))
 
     def forward_heads(
         self,
@@ -128,6 +132,7 @@ def build_model(  # noqa: PLR0917 (signature fixed by the mtl contract)
     hidden: int = 512,
     dropout: float = 0.3,
     fds_train_targets: Mapping[str, object] | None = None,
+    input_transform: str | None = None,
     **backbone_kwargs: object,
 ) -> MultiTaskModel:
     """Build backbone + heads for ``arch``.
@@ -144,6 +149,8 @@ def build_model(  # noqa: PLR0917 (signature fixed by the mtl contract)
         fds_train_targets: train-split targets (standardised, NaN = missing) by task name; needed to lay out
             the FDS bins of tasks with FDS enabled (a mapping lacking such a task raises). None (rebuilding
             a trained model): placeholder bins, replaced by ``load_state_dict``.
+        input_transform: ``neg_log`` or ``identity`` adds an :class:`InputNormalizer` (statistics set by its
+            ``fit`` or by ``load_state_dict``); None feeds the raw images to the backbone.
         **backbone_kwargs: passed to ``create_backbone`` (e.g. ``vgg_pre_logits``, ``fnn_hidden``).
     """
     act = activation if activation is not None else DEFAULT_ACTIVATIONS.get(arch, "relu")
@@ -163,4 +170,5 @@ def build_model(  # noqa: PLR0917 (signature fixed by the mtl contract)
                 "labels to lay out its bins"
             )
         fds[task.name] = FDS.from_config(num_features, task.fds, fds_train_targets[task.name])
-    return MultiTaskModel(backbone, num_features, tasks, act, hidden, dropout, fds)
+    normalizer = None if input_transform is None else InputNormalizer(in_chans, input_transform)
+    return MultiTaskModel(backbone, num_features, tasks, act, hidden, dropout, fds, normalizer)

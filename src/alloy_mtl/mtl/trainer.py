@@ -73,7 +73,9 @@ class TrainerConfig:
 
     ``monitor`` is any history key (``val_loss``, ``val_alloy_acc``, ...), ``monitor_mode`` min or max.
     ``min_epochs``: early stopping never triggers before this epoch. ``progress`` None: tqdm decides (off
-    when stderr is not a terminal). ``deterministic``: deterministic algorithms on CPU.
+    when stderr is not a terminal). ``deterministic``: deterministic algorithms on CPU. ``run_identity``:
+    what else a resumed checkpoint must match (data, hyperparameters); ``epochs`` is deliberately not part of
+    it, so raising ``epochs`` continues a finished run.
     """
 
     epochs: int = 100
@@ -103,6 +105,7 @@ class TrainerConfig:
     grad_clip_norm: float | None = None
     progress: bool | None = None
     progress_every: int = 10
+    run_identity: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | TrainerConfig | None) -> TrainerConfig:
@@ -235,7 +238,7 @@ class _EpochMeter:
             n = values.get(f"{name}_n", 0.0)
             loss = values.get(f"{name}_loss", 0.0) / n if n > 0 else math.nan
             out[f"{prefix}_{name}_loss"] = loss
-            if not math.isnan(loss):
+            if n > 0:  # a task without labels adds nothing; a diverged one (NaN) shows in the total
                 total += weights[name] * loss
             if task.kind == CLASSIFICATION:
                 out[f"{prefix}_{name}_acc"] = values.get(f"{name}_correct", 0.0) / n if n > 0 else math.nan
@@ -245,6 +248,21 @@ class _EpochMeter:
                 )
         out[f"{prefix}_loss"] = total
         return out
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def _raise_if_diverged(epoch: int, train_metrics: Mapping[str, float]) -> None:
+    """Stop with a clear message instead of saving and predicting with NaN weights."""
+    total = train_metrics["train_loss"]
+    if not math.isfinite(total):
+        bad = sorted(k for k, v in train_metrics.items() if k.endswith("_loss") and not math.isfinite(v))
+        raise TrainingDivergedError(
+            f"epoch {epoch}: training diverged, non-finite {bad}; lower the learning rate or set "
+            "training.grad_clip_norm (the last good checkpoint is kept)"
+        )
 
 
 class Trainer:
@@ -356,6 +374,7 @@ class Trainer:
             "tasks": [[t.name, t.kind, str(getattr(t, "num_outputs", ""))] for t in self.tasks],
             "gradient_method": self.method.name,
             "optimizer": self.config.optimizer.lower(),
+            **{f"run.{key}": value for key, value in self.config.run_identity.items()},
         }
 
     @property
@@ -458,6 +477,7 @@ class Trainer:
             lr = self.lr
             metrics: dict[str, float] = {"epoch": float(epoch), "lr": lr}
             train_metrics, diagnostics = self._train_epoch(train_loader, epoch)
+            _raise_if_diverged(epoch, train_metrics)
             metrics.update(train_metrics)
             if val_loader is not None:
                 metrics.update(self.evaluate(val_loader))
