@@ -104,9 +104,7 @@ def evaluate_reference(
     return metrics, _png_names(figures)
 
 
-def ensemble_architectures(
-    evaluation: dict[str, Any], **predictions: pd.DataFrame
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def ensemble_architectures(**predictions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Soft-voting and hard-voting ensembles over every trained architecture's test predictions."""
     return (
         ensemble_predictions(predictions, method="soft"),

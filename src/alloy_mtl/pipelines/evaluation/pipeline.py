@@ -49,8 +49,7 @@ def create_comparison_pipeline(architectures: Sequence[str], **kwargs) -> Pipeli
             ),
             Node(
                 nodes.ensemble_architectures,
-                inputs={"evaluation": "params:evaluation"}
-                | {arch: f"{arch}.test_predictions" for arch in architectures},
+                inputs={arch: f"{arch}.test_predictions" for arch in architectures},
                 outputs=["ensemble_soft.test_predictions", "ensemble_hard.test_predictions"],
                 name="ensemble_architectures",
             ),
