@@ -145,3 +145,13 @@ def test_diverging_training_stops_with_a_clear_error():
     images, metadata = _data()
     with pytest.raises(TrainingDivergedError, match="epoch 1: training diverged"):
         train_from_params(images, metadata, _params(lr=1e12, epochs=3), None)
+
+
+def test_a_task_without_any_training_label_is_named_with_the_fix():
+    images, metadata = _data()
+    metadata["thickness_mm"] = np.nan
+    with pytest.raises(ValueError, match=r"task 'thickness': no training image has a 'thickness_mm' label"):
+        train_from_params(images, metadata, _params(), None)
+    single_task = _params(tasks={"alloy": TASKS["alloy"]})
+    result = train_from_params(images, metadata, single_task, None)
+    assert "thickness_mm_pred" not in result.predictions

@@ -74,3 +74,24 @@ def test_bad_lab_input_fails_before_model_input_is_written(kedro_project, run_pi
 def test_unknown_source_kind_is_named(kedro_project, run_pipeline):
     with pytest.raises(Exception, match=r"data_source.kind: got 'ftp'"):
         run_pipeline(kedro_project, "data_processing", {"data_source": {"kind": "ftp"}})
+
+
+def test_class_per_folder_lab_images_reach_model_input_with_missing_regression_labels(kedro_project, run_pipeline):
+    root = kedro_project / "lab_classes"
+    rng = np.random.default_rng(1)
+    for alloy in ALLOYS:
+        folder = root / alloy
+        folder.mkdir(parents=True)
+        for i in range(6):
+            pixels = rng.integers(0, 65535, (8, 8), dtype=np.uint16)
+            Image.fromarray(pixels).save(folder / f"{alloy}_{i}.png")
+
+    run_pipeline(kedro_project, "data_processing", {"data_source": {"kind": "class_per_folder", "path": str(root)}})
+
+    store = open_store(kedro_project / "data/05_model_input/xray")
+    assert store.images.shape == (30, 1, 8, 8)
+    assert float(store.images.max()) <= 1.0
+    metadata = store.metadata
+    assert set(metadata["source"]) == {"ingested"}
+    assert metadata["thickness_mm"].isna().all()
+    assert (metadata.groupby("alloy")["split"].nunique() == 3).all()

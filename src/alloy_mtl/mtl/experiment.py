@@ -28,7 +28,7 @@ from alloy_mtl.mtl.losses import build_task_losses
 from alloy_mtl.mtl.model import build_model
 from alloy_mtl.mtl.sampler import class_balanced_sampler
 from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
-from alloy_mtl.mtl.torch_data import ArrayTaskDataset, fit_target_stats, make_dataloader
+from alloy_mtl.mtl.torch_data import ArrayTaskDataset, default_mask, fit_target_stats, make_dataloader
 from alloy_mtl.mtl.trainer import Trainer, predict, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -189,6 +189,12 @@ def train_from_params(
     targets = task_targets(metadata, tasks)
     rows = split_indices(metadata)
     train_rows = _subsample(rows["train"], params.get("max_train_images"), seed)
+    for task in tasks:
+        if not default_mask(targets[task.name][train_rows]).any():
+            raise ValueError(
+                f"task '{task.name}': no training image has a '{task.target}' label; remove the task from "
+                "training.tasks for this dataset (e.g. class-per-folder data has no thickness or absorption)"
+            )
     target_stats = fit_target_stats(targets, train_rows)
     train_targets = {
         name: (values[train_rows] - target_stats[name][0]) / target_stats[name][1]
