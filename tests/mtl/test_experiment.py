@@ -152,6 +152,11 @@ def test_a_task_without_any_training_label_is_named_with_the_fix():
     metadata["thickness_mm"] = np.nan
     with pytest.raises(ValueError, match=r"task 'thickness': no training image has a 'thickness_mm' label"):
         train_from_params(images, metadata, _params(), None)
-    single_task = _params(tasks={"alloy": TASKS["alloy"]})
+    single_task = _params(tasks={**TASKS, "thickness": {**TASKS["thickness"], "enabled": False}})
     result = train_from_params(images, metadata, single_task, None)
     assert "thickness_mm_pred" not in result.predictions
+    assert list(result.bundle["tasks"]) == ["alloy"]
+    with pytest.raises(ValueError, match="every task is disabled"):
+        train_from_params(
+            images, metadata, _params(tasks={"alloy": {**TASKS["alloy"], "enabled": False}}), None
+        )

@@ -50,6 +50,18 @@ class TrainingResult:
     """Parameter count, device, wall time, epochs trained."""
 
 
+def enabled_tasks(task_params: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The task specs whose ``enabled`` flag is not false, without the flag (a config can switch tasks off)."""
+    active = {
+        name: {k: v for k, v in spec.items() if k != "enabled"}
+        for name, spec in task_params.items()
+        if spec.get("enabled", True)
+    }
+    if not active:
+        raise ValueError("training.tasks: every task is disabled; enable at least one")
+    return active
+
+
 def task_targets(metadata: pd.DataFrame, tasks: Sequence[TaskSpec]) -> dict[str, np.ndarray]:
     """Per-task target arrays from the metadata: class indices (-1 = missing) or floats (NaN = missing).
 
@@ -185,15 +197,17 @@ def train_from_params(
         raise ValueError(f"parameters training.resume: got {resume!r}, expected auto, true or false")
     seed = int(params.get("seed", 0))
     seed_everything(seed)
-    tasks = parse_tasks(params["tasks"])
+    task_params = enabled_tasks(params["tasks"])
+    tasks = parse_tasks(task_params)
     targets = task_targets(metadata, tasks)
     rows = split_indices(metadata)
     train_rows = _subsample(rows["train"], params.get("max_train_images"), seed)
     for task in tasks:
         if not default_mask(targets[task.name][train_rows]).any():
             raise ValueError(
-                f"task '{task.name}': no training image has a '{task.target}' label; remove the task from "
-                "training.tasks for this dataset (e.g. class-per-folder data has no thickness or absorption)"
+                f"task '{task.name}': no training image has a '{task.target}' label; set "
+                f"training.tasks.{task.name}.enabled: false for this dataset (class-per-folder data has no "
+                "thickness or absorption)"
             )
     target_stats = fit_target_stats(targets, train_rows)
     train_targets = {
@@ -281,7 +295,7 @@ def train_from_params(
         "image_size": int(image_size),
         "activation": params.get("activation"),
         "model_options": model_options,
-        "tasks": params["tasks"],
+        "tasks": task_params,
         "target_stats": {k: [float(v[0]), float(v[1])] for k, v in trainer.target_stats.items()},
         "alloys": list(ALLOYS),
     }
