@@ -8,19 +8,9 @@ import pytest
 from alloy_mtl.constants import ALLOYS
 from alloy_mtl.physics.estimator import PhysicsLimitEstimator
 from alloy_mtl.physics.simulator import SimulationConfig, simulate_dataset
+from tests.physics.settings import DETECTOR_NOISE_FREE
 
-NOISE_FREE = dict(
-    composition_spread=0.0,
-    wedge_slope_sigma=0.0,
-    dose=float("inf"),
-    drift=0.0,
-    heel_jitter=0.0,
-    gain_sigma=0.0,
-    offset_sigma=0.0,
-    fixed_pattern_gain_sigma=0.0,
-    fixed_pattern_offset_sigma=0.0,
-    dead_pixel_fraction=0.0,
-)
+NOISE_FREE = dict(DETECTOR_NOISE_FREE, composition_spread=0.0, wedge_slope_sigma=0.0)
 
 
 def test_recovers_alloy_and_thickness_on_noise_free_images() -> None:

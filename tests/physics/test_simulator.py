@@ -13,18 +13,10 @@ from alloy_mtl.physics.simulator import (
     plan_dataset,
     simulate_dataset,
 )
+from tests.physics.settings import DETECTOR_NOISE_FREE
 
 SMALL = dict(n_images=60, image_size=16, imbalance_ratio=5.0, min_images_per_class=4)
-NOISE_FREE = dict(
-    dose=float("inf"),
-    drift=0.0,
-    heel_jitter=0.0,
-    gain_sigma=0.0,
-    offset_sigma=0.0,
-    fixed_pattern_gain_sigma=0.0,
-    fixed_pattern_offset_sigma=0.0,
-    dead_pixel_fraction=0.0,
-)
+NOISE_FREE = DETECTOR_NOISE_FREE
 
 
 def test_class_counts_realise_ratio_and_order() -> None:

@@ -65,8 +65,6 @@ def assign_splits(data: XrayData, split: dict[str, Any]) -> pd.DataFrame:
         thickness_bins=split["thickness_bins"],
         seed=split["seed"],
     ).to_numpy()
-    summary = split_summary(metadata, metadata["split"])
-    logger.info("Split counts per alloy:\n%s", summary.to_string())
     return metadata
 
 
@@ -102,4 +100,6 @@ def build_model_input(data: XrayData, metadata: pd.DataFrame, validation_report:
 
 def summarise_splits(metadata: pd.DataFrame) -> pd.DataFrame:
     """Image counts per alloy and split, the table a reader checks for the tail classes."""
-    return split_summary(metadata, metadata["split"]).reset_index()
+    summary = split_summary(metadata, metadata["split"])
+    logger.info("Split counts per alloy:\n%s", summary.to_string())
+    return summary.reset_index()
