@@ -24,12 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from alloy_mtl.mtl.device import configure_determinism
+from alloy_mtl.mtl.device import configure_determinism, seed_everything
 from alloy_mtl.mtl.losses import build_task_losses
 from alloy_mtl.mtl.model import build_model
+from alloy_mtl.mtl.optimizers import build_optimizer
 from alloy_mtl.mtl.tasks import parse_tasks
 from alloy_mtl.mtl.torch_data import ArrayTaskDataset, fit_target_stats, make_dataloader
-from alloy_mtl.mtl.trainer import Trainer, build_optimizer, seed_everything
+from alloy_mtl.mtl.trainer import Trainer
 
 RESULTS = Path(__file__).parent / "results" / "bench_training.json"
 TASK_PARAMS = {
@@ -102,15 +103,17 @@ def _trainer_runner(
 ) -> Callable[[], float]:
     """One more epoch of our Trainer per call (no validation, no checkpoints, no progress bar)."""
     model = _model(tasks, size, tiny)
-    config = {
-        "epochs": 1, "optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-4, "gradient_method": method,
-        "gradient_params": {"diagnostics_every": diagnostics_every}, "monitor": "train_loss",
-        "early_stopping": False, "restore_best": False, "progress": False, "device": "cpu",
+    model.target_scaler.set_stats(stats)
+    settings = {
+        "epochs": 1, "optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-4,
+        "gradient_method": {"name": method, "diagnostics_every": diagnostics_every},
+        "monitor": {"metric": "train_loss"}, "early_stopping": {"enabled": False}, "restore_best": False,
+        "progress_bar": False, "device": "cpu",
     }  # fmt: skip
-    trainer = Trainer(model, tasks, losses, config, target_stats=stats)
+    trainer = Trainer(model, tasks, losses, settings)
 
     def epoch() -> float:
-        trainer.config.epochs = trainer.epoch + 1
+        trainer.settings = trainer.settings.model_copy(update={"epochs": trainer.epoch + 1})
         start = time.perf_counter()
         trainer.fit(loader)
         return time.perf_counter() - start

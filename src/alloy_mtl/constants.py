@@ -18,3 +18,8 @@ METADATA_COLUMNS: tuple[str, ...] = (
 """Required columns of the per-image metadata table (the data contract)."""
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+CLASSIFICATION = "classification"
+REGRESSION = "regression"
+TASK_KINDS: tuple[str, ...] = (CLASSIFICATION, REGRESSION)
+"""The kinds of task a ``TaskSpec`` can be."""

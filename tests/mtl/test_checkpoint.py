@@ -17,7 +17,9 @@ from alloy_mtl.mtl.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from alloy_mtl.mtl.trainer import Trainer, seed_everything
+from alloy_mtl.mtl.checkpointing import CheckpointCallback
+from alloy_mtl.mtl.device import seed_everything
+from alloy_mtl.mtl.trainer import Trainer
 
 from .test_trainer import LOSSES, TASKS, StandInModel, Task, make_loaders
 
@@ -28,13 +30,13 @@ def _trainer(checkpoint_dir: Path, epochs: int, resume: bool, method: str, **ove
     if not resume:
         seed_everything(0)
         model = StandInModel()
-    config = {
-        "epochs": epochs, "lr": 1e-2, "progress": False, "device": "cpu", "min_epochs": 0,
-        "gradient_method": method, "checkpoint_dir": str(checkpoint_dir), "resume": resume,
-        "restore_best": False, "gradient_params": {"diagnostics_every": 3}, **overrides,
+    settings = {
+        "epochs": epochs, "lr": 1e-2, "progress_bar": False, "device": "cpu", "early_stopping": {"min_epochs": 0},
+        "gradient_method": {"name": method, "diagnostics_every": 3}, "restore_best": False, **overrides,
     }  # fmt: skip
     _, _, stats = make_loaders()
-    return Trainer(model, TASKS, LOSSES, config, target_stats=stats)
+    model.target_scaler.set_stats(stats)
+    return Trainer(model, TASKS, LOSSES, settings, callbacks=[CheckpointCallback(checkpoint_dir, resume)])
 
 
 def _fit(trainer: Trainer) -> pd.DataFrame:
@@ -78,13 +80,12 @@ def test_resume_of_finished_run_trains_nothing_more(tmp_path: Path) -> None:
 def test_resume_refuses_checkpoint_of_other_tasks(tmp_path: Path) -> None:
     _fit(_trainer(tmp_path, epochs=1, resume=False, method="equal"))
     tasks = [Task("alloy", "classification", 1.0, 4), TASKS[1]]  # 4 classes instead of 3
-    _, _, stats = make_loaders()
     other = Trainer(
         StandInModel(tasks),
         tasks,
         LOSSES,
-        {"epochs": 2, "progress": False, "device": "cpu", "checkpoint_dir": str(tmp_path), "resume": True},
-        target_stats=stats,
+        {"epochs": 2, "progress_bar": False, "device": "cpu"},
+        callbacks=[CheckpointCallback(tmp_path, resume=True)],
     )
     with pytest.raises(CheckpointMismatchError, match=r"different configuration.*(model|tasks)"):
         _fit(other)
@@ -162,11 +163,12 @@ def test_resume_with_fds_model_matches_uninterrupted_run(tmp_path: Path) -> None
         model = model_mod.build_model(
             "fnn", 1, 8, tasks, fnn_hidden=(8,), hidden=8, fds_train_targets=train_targets
         )
-        config = {
-            "epochs": epochs, "progress": False, "device": "cpu", "checkpoint_dir": str(directory),
-            "resume": resume, "restore_best": False, "min_epochs": 0,
+        settings = {
+            "epochs": epochs, "progress_bar": False, "device": "cpu", "restore_best": False,
+            "early_stopping": {"min_epochs": 0},
         }  # fmt: skip
-        trainer = Trainer(model, tasks, losses_mod.build_task_losses(tasks, train_targets), config)
+        losses = losses_mod.build_task_losses(tasks, train_targets)
+        trainer = Trainer(model, tasks, losses, settings, callbacks=[CheckpointCallback(directory, resume)])
         trainer.fit(make_dataloader(dataset, 8, shuffle=True), make_dataloader(dataset, 8))
         return trainer
 

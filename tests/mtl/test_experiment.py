@@ -140,7 +140,7 @@ def test_changed_data_or_settings_never_resume_a_stale_checkpoint(tmp_path):
 
 
 def test_diverging_training_stops_with_a_clear_error():
-    from alloy_mtl.mtl.trainer import TrainingDivergedError
+    from alloy_mtl.mtl.meter import TrainingDivergedError
 
     images, metadata = _data()
     with pytest.raises(TrainingDivergedError, match="epoch 1: training diverged"):

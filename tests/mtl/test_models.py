@@ -52,7 +52,9 @@ def _has(module: nn.Module, types: tuple[type, ...]) -> bool:
 def built() -> dict[tuple[str, int], tuple[nn.Module, int]]:
     """Every backbone with its default activation, for 1 and 3 channels, built once."""
     return {
-        (arch, chans): create_backbone(arch, chans, vgg_pre_logits=False, image_size=32)
+        (arch, chans): create_backbone(
+            arch, chans, image_size=32, **({"vgg_pre_logits": False} if arch == "vgg16" else {})
+        )
         for arch in ARCHITECTURES
         for chans in (1, 3)
     }

@@ -12,9 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from alloy_mtl.config import ParameterError
 from alloy_mtl.mtl.callbacks import Callback, MetricTracker
+from alloy_mtl.mtl.checkpointing import CheckpointCallback
+from alloy_mtl.mtl.device import seed_everything
+from alloy_mtl.mtl.inference import predict
+from alloy_mtl.mtl.model import TargetScaler
 from alloy_mtl.mtl.torch_data import ArrayTaskDataset, fit_target_stats, loader_generators, make_dataloader
-from alloy_mtl.mtl.trainer import Trainer, TrainerConfig, predict, seed_everything
+from alloy_mtl.mtl.trainer import Trainer
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class StandInModel(nn.Module):
 
     def __init__(self, tasks: list[Task] = TASKS, in_features: int = 16, width: int = 8) -> None:
         super().__init__()
+        self.target_scaler = TargetScaler([t.name for t in tasks if t.kind == "regression"])
         self.backbone = nn.Sequential(nn.Flatten(), nn.Linear(in_features, width), nn.ReLU())
         self.kinds = {t.name: t.kind for t in tasks}
         self.heads = nn.ModuleDict(
@@ -49,7 +55,7 @@ class StandInModel(nn.Module):
     def encode(self, x: Tensor) -> Tensor:
         return self.backbone(x)
 
-    def forward_heads(self, features: Tensor) -> dict[str, Tensor]:
+    def forward_heads(self, features: Tensor, **_: object) -> dict[str, Tensor]:
         out = {}
         for name, head in self.heads.items():
             y = head(features)
@@ -103,13 +109,15 @@ def make_loaders(batch_size: int = 8, seed: int = 0) -> tuple:
 
 
 def make_trainer(tmp_path: Path | None = None, **overrides: object) -> Trainer:
+    """A trainer on the stand-in model; ``overrides`` are training settings (YAML keys, nested sections)."""
     seed_everything(0)
     model = StandInModel()
     _, _, stats = make_loaders()
-    config = {"epochs": 3, "lr": 1e-2, "progress": False, "min_epochs": 0, "device": "cpu", **overrides}
-    if tmp_path is not None:
-        config["checkpoint_dir"] = str(tmp_path)
-    return Trainer(model, TASKS, LOSSES, config, target_stats=stats)
+    model.target_scaler.set_stats(stats)
+    stopping = {"min_epochs": 0, **overrides.pop("early_stopping", {})}  # type: ignore[dict-item]
+    settings = {"epochs": 3, "lr": 1e-2, "progress_bar": False, "device": "cpu", "early_stopping": stopping}
+    callbacks = [] if tmp_path is None else [CheckpointCallback(tmp_path)]
+    return Trainer(model, TASKS, LOSSES, {**settings, **overrides}, callbacks=callbacks)
 
 
 def fit(trainer: Trainer) -> pd.DataFrame:
@@ -119,7 +127,7 @@ def fit(trainer: Trainer) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------------------------- history
 def test_history_has_contract_columns() -> None:
-    history = fit(make_trainer(gradient_method="pcgrad"))
+    history = fit(make_trainer(gradient_method={"name": "pcgrad"}))
     expected = {
         "epoch", "lr", "epoch_time_s", "train_loss", "val_loss",
         "train_alloy_loss", "val_alloy_loss", "train_thickness_loss", "val_thickness_loss",
@@ -139,7 +147,7 @@ def test_val_metrics_match_hand_computation() -> None:
     train_loader, val_loader, stats = make_loaders()
     trainer.fit(train_loader, val_loader)
     metrics = trainer.evaluate(val_loader)
-    out = predict(trainer.model, val_loader, stats)
+    out = predict(trainer.model, val_loader, TASKS)
     mask_a, mask_t = out["alloy_mask"], out["thickness_mask"]
     acc = (out["alloy_pred"][mask_a] == out["alloy_target"][mask_a]).mean()
     mae = np.abs(out["thickness_pred"][mask_t] - out["thickness_target"][mask_t]).mean()
@@ -169,7 +177,10 @@ def test_metric_tracker_patience_and_min_epochs() -> None:
 def test_early_stopping_respects_min_epochs_and_patience(min_epochs: int, expected_epochs: int) -> None:
     # lr so small that val_loss never improves by min_delta after epoch 1
     trainer = make_trainer(
-        epochs=8, lr=1e-12, early_stopping_patience=2, min_epochs=min_epochs, min_delta=1e-3, lr_patience=100
+        epochs=8,
+        lr=1e-12,
+        early_stopping={"patience": 2, "min_epochs": min_epochs, "min_delta": 1e-3},
+        lr_scheduler={"patience": 100},
     )
     history = fit(trainer)
     assert len(history) == expected_epochs
@@ -179,8 +190,8 @@ def test_early_stopping_respects_min_epochs_and_patience(min_epochs: int, expect
 def test_reduce_lr_on_plateau_lowers_lr_after_patience() -> None:
     # lr so small that the validation accuracy stays exactly constant: no epoch after the first improves
     trainer = make_trainer(
-        epochs=6, lr=1e-6, lr_patience=1, lr_factor=0.5, early_stopping=False,
-        monitor="val_alloy_acc", monitor_mode="max",
+        epochs=6, lr=1e-6, lr_scheduler={"patience": 1, "factor": 0.5}, early_stopping={"enabled": False},
+        monitor={"metric": "val_alloy_acc", "mode": "max"},
     )  # fmt: skip
     history = fit(trainer)
     assert history["val_alloy_acc"].nunique() == 1
@@ -190,7 +201,7 @@ def test_reduce_lr_on_plateau_lowers_lr_after_patience() -> None:
 
 
 def test_monitor_must_be_an_epoch_metric() -> None:
-    trainer = make_trainer(monitor="val_nothing")
+    trainer = make_trainer(monitor={"metric": "val_nothing"})
     with pytest.raises(ValueError, match="monitor 'val_nothing' is not an epoch metric"):
         fit(trainer)
 
@@ -204,7 +215,7 @@ def test_monitoring_val_metric_without_val_loader_fails_before_training() -> Non
 
 
 def test_restore_best_loads_best_epoch_weights(tmp_path: Path) -> None:
-    trainer = make_trainer(tmp_path, epochs=4, monitor="val_alloy_acc", monitor_mode="max")
+    trainer = make_trainer(tmp_path, epochs=4, monitor={"metric": "val_alloy_acc", "mode": "max"})
     history = fit(trainer)
     best_epoch = int(history["val_alloy_acc"].to_numpy().argmax()) + 1
     assert trainer.tracker.best_epoch == best_epoch
@@ -219,7 +230,7 @@ def test_restore_best_loads_best_epoch_weights(tmp_path: Path) -> None:
 def test_same_seed_gives_identical_history_and_weights(method: str) -> None:
     runs = []
     for _ in range(2):
-        trainer = make_trainer(gradient_method=method, restore_best=False)
+        trainer = make_trainer(gradient_method={"name": method}, restore_best=False)
         history = fit(trainer).drop(columns="epoch_time_s")
         runs.append((history, trainer.model.state_dict()))
     pd.testing.assert_frame_equal(runs[0][0], runs[1][0])
@@ -263,12 +274,12 @@ def test_callbacks_called_once_per_epoch_with_metrics() -> None:
 
 # ----------------------------------------------------------------------------------- config errors
 def test_config_rejects_unknown_keys_and_bad_values() -> None:
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['learning_rate'\]"):
-        TrainerConfig.from_params({"learning_rate": 0.1})
-    with pytest.raises(ValueError, match="optimizer 'lbfgs' unknown"):
-        TrainerConfig.from_params({"optimizer": "lbfgs"})
-    with pytest.raises(ValueError, match="invalid lr"):
-        TrainerConfig.from_params({"lr": 0})
+    with pytest.raises(ParameterError, match=r"training.learning_rate: unknown key"):
+        Trainer(StandInModel(), TASKS, LOSSES, {"learning_rate": 0.1})
+    with pytest.raises(ParameterError, match="optimizer 'lbfgs' unknown"):
+        Trainer(StandInModel(), TASKS, LOSSES, {"optimizer": "lbfgs"})
+    with pytest.raises(ParameterError, match=r"training.lr: Input should be greater than 0"):
+        Trainer(StandInModel(), TASKS, LOSSES, {"lr": 0})
 
 
 @pytest.mark.parametrize("name", ["adam", "adamw", "sgd", "rmsprop"])
@@ -279,7 +290,7 @@ def test_optimizers_by_name(name: str) -> None:
 
 
 def test_uncertainty_log_vars_are_optimised_without_weight_decay() -> None:
-    trainer = make_trainer(gradient_method="uncertainty", epochs=2)
+    trainer = make_trainer(gradient_method={"name": "uncertainty"}, epochs=2)
     before = trainer.method.log_vars.detach().clone()
     fit(trainer)
     assert trainer.optimizer.param_groups[1]["weight_decay"] == 0.0
@@ -290,7 +301,7 @@ def test_orphan_parameters_are_rejected() -> None:
     model = StandInModel()
     model.extra = nn.Linear(2, 2)
     with pytest.raises(ValueError, match="neither in shared_parameters"):
-        Trainer(model, TASKS, LOSSES, {"progress": False, "device": "cpu"})
+        Trainer(model, TASKS, LOSSES, {"progress_bar": False, "device": "cpu"})
 
 
 # ------------------------------------------------------------------------------------ torch data
@@ -375,13 +386,13 @@ def test_trainer_with_build_model_and_build_task_losses() -> None:
     dataset = ArrayTaskDataset(images, targets, target_stats=stats)
     seed_everything(0)
     model = model_mod.build_model("fnn", 3, 16, tasks, fnn_hidden=(32,), hidden=16)
+    model.target_scaler.set_stats(stats)
     losses = losses_mod.build_task_losses(tasks, {k: dataset.targets[k] for k in targets})
     trainer = Trainer(
         model,
         tasks,
         losses,
-        {"epochs": 1, "progress": False, "device": "cpu", "gradient_method": "pcgrad"},
-        target_stats=stats,
+        {"epochs": 1, "progress_bar": False, "device": "cpu", "gradient_method": {"name": "pcgrad"}},
     )
     groups = {"shared": model.shared_parameters(), **{t.name: model.task_parameters(t.name) for t in tasks}}
     before = {k: torch.cat([p.detach().reshape(-1) for p in ps]) for k, ps in groups.items()}
@@ -389,5 +400,5 @@ def test_trainer_with_build_model_and_build_task_losses() -> None:
     assert len(history) == 1 and np.isfinite(history["val_loss"].iloc[0])
     for key, params in groups.items():  # two steps moved the backbone and every head
         assert not torch.equal(before[key], torch.cat([p.detach().reshape(-1) for p in params])), key
-    out = predict(model, make_dataloader(dataset, 8), stats)
+    out = predict(model, make_dataloader(dataset, 8), tasks)
     assert out["alloy_probs"].shape == (16, 5) and out["thickness_pred"].shape == (16,)

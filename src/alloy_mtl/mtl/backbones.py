@@ -14,10 +14,15 @@ import timm
 import timm.layers.activations as timm_act
 from torch import Tensor, nn
 
+from alloy_mtl.config.registry import Registry
+
 logger = logging.getLogger(__name__)
 
-TIMM_ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "vgg16", "efficientnet_b0")
-ARCHITECTURES = (*TIMM_ARCHITECTURES, "fnn")
+#: Architecture name -> backbone builder ``(in_chans, activation, pretrained, image_size, **options)``
+#: returning ``(module, F)``; its keyword options are the ``model_options`` a configuration may set.
+BACKBONES: Registry[tuple[nn.Module, int]] = Registry(
+    "architecture", supplied=("in_chans", "activation", "pretrained", "image_size")
+)
 
 #: Activation per architecture, from the reference study's model table.
 DEFAULT_ACTIVATIONS: dict[str, str] = {
@@ -177,62 +182,112 @@ def _timm_backbone(
     return model, num_features
 
 
+def _checked_timm_backbone(
+    name: str, in_chans: int, activation: str, pretrained: bool, vgg_pre_logits: bool, **timm_kwargs: object
+) -> tuple[nn.Module, int]:
+    model, num_features = _timm_backbone(
+        name, in_chans, activation, pretrained, vgg_pre_logits, **timm_kwargs
+    )
+    if activation_names(model) != {activation}:
+        replaced = replace_activations(model, activation)
+        logger.info(
+            "%s: act_layer not honoured everywhere; swapped %d activation modules to %s",
+            name,
+            replaced,
+            activation,
+        )
+    return model, num_features
+
+
+def _register_timm(name: str) -> None:
+    def build(
+        in_chans: int, activation: str, pretrained: bool, image_size: int, *, drop_rate: float = 0.0
+    ) -> tuple[nn.Module, int]:
+        return _checked_timm_backbone(name, in_chans, activation, pretrained, False, drop_rate=drop_rate)
+
+    BACKBONES.register(name)(build)
+
+
+for _name in ("resnet18", "resnet34", "resnet50"):
+    _register_timm(_name)
+
+
+@BACKBONES.register("vgg16")
+def _vgg16(
+    in_chans: int,
+    activation: str,
+    pretrained: bool,
+    image_size: int,
+    *,
+    vgg_pre_logits: bool = True,
+    drop_rate: float = 0.0,
+) -> tuple[nn.Module, int]:
+    """VGG16; ``vgg_pre_logits`` keeps timm's 4096-wide ConvMlp (faithful, F=4096), False global-average-pools
+    the conv features instead (F=512, ~9x fewer parameters)."""
+    if image_size < _VGG_MIN_IMAGE_SIZE:
+        raise ValueError(
+            f"image_size: vgg16 needs images of at least {_VGG_MIN_IMAGE_SIZE} px, got {image_size}"
+        )
+    return _checked_timm_backbone(
+        "vgg16", in_chans, activation, pretrained, vgg_pre_logits, drop_rate=drop_rate
+    )
+
+
+_register_timm("efficientnet_b0")
+
+
+@BACKBONES.register("fnn")
+def _fnn(
+    in_chans: int,
+    activation: str,
+    pretrained: bool,
+    image_size: int,
+    *,
+    fnn_pool_size: int = 16,
+    fnn_hidden: Sequence[int] = (1024, 512),
+    fnn_dropout: float = 0.0,
+) -> tuple[nn.Module, int]:
+    """MLP on the image average-pooled to ``fnn_pool_size`` (capped at ``image_size``); F = last width."""
+    if pretrained:
+        raise ValueError("pretrained: no pretrained weights exist for the 'fnn' backbone")
+    fnn = FNNBackbone(in_chans, min(fnn_pool_size, image_size), fnn_hidden, activation, fnn_dropout)
+    return fnn, fnn.num_features
+
+
+ARCHITECTURES: tuple[str, ...] = BACKBONES.names
+TIMM_ARCHITECTURES: tuple[str, ...] = tuple(name for name in ARCHITECTURES if name != "fnn")
+
+
 def create_backbone(
     name: str,
     in_chans: int,
     activation: str | None = None,
     pretrained: bool = False,
     image_size: int = 32,
-    *,
-    vgg_pre_logits: bool = True,
-    fnn_pool_size: int = 16,
-    fnn_hidden: Sequence[int] = (1024, 512),
-    fnn_dropout: float = 0.0,
-    **timm_kwargs: object,
+    **options: object,
 ) -> tuple[nn.Module, int]:
     """Build a backbone mapping (B, in_chans, H, W) images to (B, F) features.
 
     Args:
-        name: one of ``ARCHITECTURES``.
+        name: one of ``ARCHITECTURES`` (the keys of :data:`BACKBONES`).
         in_chans: image channels (energy channels), >= 1.
         activation: activation name; None takes the architecture's default from the model table.
         pretrained: load timm's pretrained weights (downloads; not available for ``fnn``).
         image_size: image side in pixels (sets the FNN input size; VGG needs >= 32).
-        vgg_pre_logits: keep timm's 4096-wide ConvMlp pre-logits on vgg16 (faithful, F=4096); False
-            replaces it by global average pooling of the conv features (F=512, ~9x fewer parameters).
-        fnn_pool_size: side the image is average-pooled to before the FNN (capped at ``image_size``).
-        fnn_hidden: FNN hidden widths; the last one is F.
-        fnn_dropout: dropout after each FNN hidden layer.
-        **timm_kwargs: passed to ``timm.create_model`` (e.g. ``drop_rate``).
+        **options: the architecture's own options (``BACKBONES.accepted(name)``), e.g. ``vgg_pre_logits``,
+            ``fnn_hidden``, ``drop_rate``.
 
     Returns:
         ``(module, F)``.
 
     Raises:
-        ValueError: unknown architecture or activation, bad channel count or image size.
+        ValueError: unknown architecture, option or activation, bad channel count or image size.
     """
-    if name not in ARCHITECTURES:
+    if name not in BACKBONES:
         raise ValueError(f"architecture: unknown {name!r}; expected one of {ARCHITECTURES}")
     if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
         raise ValueError(f"in_chans: expected an integer >= 1, got {in_chans!r}")
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise ValueError(f"image_size: expected a positive integer, got {image_size!r}")
     act = canonical_activation(activation if activation is not None else DEFAULT_ACTIVATIONS[name])
-
-    if name == "fnn":
-        if pretrained:
-            raise ValueError("pretrained: no pretrained weights exist for the 'fnn' backbone")
-        fnn = FNNBackbone(in_chans, min(fnn_pool_size, image_size), fnn_hidden, act, fnn_dropout)
-        return fnn, fnn.num_features
-
-    if name == "vgg16" and image_size < _VGG_MIN_IMAGE_SIZE:
-        raise ValueError(
-            f"image_size: vgg16 needs images of at least {_VGG_MIN_IMAGE_SIZE} px, got {image_size}"
-        )
-    model, num_features = _timm_backbone(name, in_chans, act, pretrained, vgg_pre_logits, **timm_kwargs)
-    if activation_names(model) != {act}:
-        replaced = replace_activations(model, act)
-        logger.info(
-            "%s: act_layer not honoured everywhere; swapped %d activation modules to %s", name, replaced, act
-        )
-    return model, num_features
+    return BACKBONES.build(name, in_chans, act, pretrained, image_size, **options)

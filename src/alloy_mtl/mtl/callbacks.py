@@ -16,7 +16,14 @@ logger = logging.getLogger(__name__)
 
 
 class Callback:
-    """Base callback; override any hook. Hooks run in the order the callbacks were given."""
+    """Base callback; override any hook.
+
+    Hooks run in ascending ``order`` at an epoch's and the training's end and in descending ``order`` at
+    its start (equal orders keep the order the callbacks were given), so a callback with a high order, such
+    as checkpointing, restores state before the others start and saves it after they changed it.
+    """
+
+    order: int = 0
 
     def on_train_begin(self, trainer: Trainer) -> None:
         """Called once before the first (or resumed) epoch."""

@@ -1,11 +1,13 @@
-"""Device choice and the device-dependent training settings (autocast, memory format, pinned memory)."""
+"""Device choice, the device-dependent training settings (autocast, memory format) and seeding."""
 
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -61,3 +63,10 @@ def configure_determinism(device: torch.device, deterministic: bool) -> None:
     """On CPU with ``deterministic``: ``torch.use_deterministic_algorithms(True, warn_only=True)``."""
     if deterministic and device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy's global generator and ``random``."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)

@@ -19,14 +19,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from alloy_mtl.config.registry import Registry
+from alloy_mtl.constants import CLASSIFICATION, REGRESSION
 from alloy_mtl.mtl.lds import LDSWeights, lds_weights
-from alloy_mtl.mtl.tasks import TaskSpec
+
+if TYPE_CHECKING:
+    from alloy_mtl.mtl.tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
 
@@ -255,39 +260,76 @@ def _train_labels(task: TaskSpec, train_targets: Mapping[str, np.ndarray] | None
     )
 
 
+#: Loss name -> builder ``(task, train_targets, **loss_params)``; ``kind`` says which tasks may use it and
+#: the builder's keyword parameters (with defaults) are the ``loss_params`` a configuration may set.
+LOSSES: Registry[TaskLoss] = Registry("loss", supplied=("task", "train_targets"))
+
+
+@LOSSES.register("cross_entropy", kind=CLASSIFICATION)
+def _cross_entropy(task: TaskSpec, train_targets: Mapping[str, np.ndarray] | None) -> TaskLoss:
+    return CrossEntropyTaskLoss(task.name, task.num_outputs)
+
+
+@LOSSES.register("logit_adjusted", kind=CLASSIFICATION)
+def _logit_adjusted(
+    task: TaskSpec, train_targets: Mapping[str, np.ndarray] | None, tau: float = 1.0
+) -> TaskLoss:
+    counts = class_counts(_train_labels(task, train_targets), task.num_outputs)
+    return LogitAdjustedLoss(task.name, task.num_outputs, class_log_prior(counts), tau=tau)
+
+
+@LOSSES.register("balanced_softmax", kind=CLASSIFICATION)
+def _balanced_softmax(task: TaskSpec, train_targets: Mapping[str, np.ndarray] | None) -> TaskLoss:
+    counts = class_counts(_train_labels(task, train_targets), task.num_outputs)
+    return BalancedSoftmaxLoss(task.name, task.num_outputs, class_log_prior(counts))
+
+
+@LOSSES.register("cb_focal", kind=CLASSIFICATION)
+def _cb_focal(
+    task: TaskSpec, train_targets: Mapping[str, np.ndarray] | None, beta: float = 0.999, gamma: float = 1.0
+) -> TaskLoss:
+    counts = class_counts(_train_labels(task, train_targets), task.num_outputs)
+    return ClassBalancedFocalLoss(task.name, task.num_outputs, counts, beta=beta, gamma=gamma)
+
+
+def _lds(task: TaskSpec, train_targets: Mapping[str, np.ndarray] | None) -> LDSWeights | None:
+    if task.lds is None:
+        return None
+    c = task.lds
+    return lds_weights(
+        _train_labels(task, train_targets),
+        bins=c.bins,
+        kernel=c.kernel,
+        kernel_size=c.kernel_size,
+        sigma=c.sigma,
+        reweight=c.reweight,
+    )
+
+
+@LOSSES.register("mse", kind=REGRESSION)
+def _mse(task: TaskSpec, train_targets: Mapping[str, np.ndarray] | None) -> TaskLoss:
+    return RegressionLoss(task.name, "mse", lds=_lds(task, train_targets))
+
+
+@LOSSES.register("l1", kind=REGRESSION)
+def _l1(task: TaskSpec, train_targets: Mapping[str, np.ndarray] | None) -> TaskLoss:
+    return RegressionLoss(task.name, "l1", lds=_lds(task, train_targets))
+
+
+@LOSSES.register("huber", kind=REGRESSION)
+def _huber(task: TaskSpec, train_targets: Mapping[str, np.ndarray] | None, delta: float = 1.0) -> TaskLoss:
+    return RegressionLoss(task.name, "huber", delta=delta, lds=_lds(task, train_targets))
+
+
 def build_task_loss(task: TaskSpec, train_targets: Mapping[str, np.ndarray] | None = None) -> TaskLoss:
-    """The loss of one task; priors and LDS weights come from its train labels.
+    """The loss of one task (see :data:`LOSSES`); priors and LDS weights come from its train labels.
 
     ``train_targets`` is keyed by task name (or target column) and holds the train split's labels in the
     units the loss receives (class indices with -1 missing; standardised floats with NaN missing).
     """
-    p = task.loss_params
-    if task.is_classification:
-        k = task.num_outputs
-        if task.loss == "cross_entropy":
-            return CrossEntropyTaskLoss(task.name, k)
-        counts = class_counts(_train_labels(task, train_targets), k)
-        if task.loss == "logit_adjusted":
-            return LogitAdjustedLoss(task.name, k, class_log_prior(counts), tau=p.get("tau", 1.0))
-        if task.loss == "balanced_softmax":
-            return BalancedSoftmaxLoss(task.name, k, class_log_prior(counts))
-        if task.loss == "cb_focal":
-            return ClassBalancedFocalLoss(
-                task.name, k, counts, beta=p.get("beta", 0.999), gamma=p.get("gamma", 1.0)
-            )
-        raise ValueError(f"task '{task.name}', field 'loss': unknown classification loss {task.loss!r}")
-    lds = None
-    if task.lds is not None:
-        c = task.lds
-        lds = lds_weights(
-            _train_labels(task, train_targets),
-            bins=c.bins,
-            kernel=c.kernel,
-            kernel_size=c.kernel_size,
-            sigma=c.sigma,
-            reweight=c.reweight,
-        )
-    return RegressionLoss(task.name, task.loss, delta=p.get("delta", 1.0), lds=lds)
+    if task.loss not in LOSSES or LOSSES.info(task.loss)["kind"] != task.kind:
+        raise ValueError(f"task '{task.name}', field 'loss': unknown {task.kind} loss {task.loss!r}")
+    return LOSSES.build(task.loss, task, train_targets, **task.loss_params)
 
 
 def build_task_losses(

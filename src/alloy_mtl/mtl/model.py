@@ -6,10 +6,11 @@ import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 
 from alloy_mtl.mtl.backbones import DEFAULT_ACTIVATIONS, create_backbone, make_activation
-from alloy_mtl.mtl.fds import FDS
+from alloy_mtl.mtl.fds import FDS, FDSCallback
 from alloy_mtl.mtl.input_transform import InputNormalizer
 from alloy_mtl.mtl.tasks import TaskSpec
 
@@ -28,6 +29,46 @@ def make_head(
     )
 
 
+class TargetScaler(nn.Module):
+    """Standardisation of the regression targets, held as buffers so a saved model predicts in original units.
+
+    The heads learn ``(y - mean) / std``; :meth:`destandardize` maps their outputs back. Statistics are set
+    from the training split (:meth:`set_stats`) or come with a loaded ``state_dict``.
+    """
+
+    def __init__(self, tasks: Sequence[str]) -> None:
+        super().__init__()
+        self.tasks = list(tasks)
+        self.register_buffer("mean", torch.zeros(len(self.tasks), dtype=torch.float64))
+        self.register_buffer("std", torch.ones(len(self.tasks), dtype=torch.float64))
+
+    def set_stats(self, stats: Mapping[str, tuple[float, float]]) -> TargetScaler:
+        """Set ``{task: (mean, std)}`` for every task of the scaler.
+
+        Raises:
+            ValueError: a task of the scaler has no statistics.
+        """
+        missing = [t for t in self.tasks if t not in stats]
+        if missing:
+            raise ValueError(f"TargetScaler: no statistics for task(s) {missing}")
+        with torch.no_grad():
+            for i, task in enumerate(self.tasks):
+                self.mean[i], self.std[i] = float(stats[task][0]), float(stats[task][1])
+        return self
+
+    def stats(self) -> dict[str, tuple[float, float]]:
+        """``{task: (mean, std)}``."""
+        return {t: (float(self.mean[i]), float(self.std[i])) for i, t in enumerate(self.tasks)}
+
+    def destandardize(self, outputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Regression outputs in original units; other outputs unchanged."""
+        out = dict(outputs)
+        for i, task in enumerate(self.tasks):
+            if task in out:
+                out[task] = out[task] * self.std[i].to(out[task].dtype) + self.mean[i].to(out[task].dtype)
+        return out
+
+
 class MultiTaskModel(nn.Module):
     """Shared backbone with one head per task.
 
@@ -42,6 +83,9 @@ class MultiTaskModel(nn.Module):
         dropout: head dropout.
         fds: optional FDS modules by regression task name; see ``forward_heads``.
         normalizer: optional input normalisation applied before the backbone (buffers only, no parameters).
+
+    ``target_scaler`` holds the regression targets' standardisation: ``forward`` returns standardised
+    values (what the losses see), :meth:`predict` original units.
     """
 
     def __init__(  # noqa: PLR0917 (signature fixed by the mtl contract)
@@ -66,6 +110,7 @@ class MultiTaskModel(nn.Module):
             {t.name: make_head(num_features, t.num_outputs, activation, hidden, dropout) for t in self.tasks}
         )
         self._regression = {t.name for t in self.tasks if not t.is_classification}
+        self.target_scaler = TargetScaler([t.name for t in self.tasks if not t.is_classification])
         fds = dict(fds or {})
         unknown = sorted(set(fds) - self._regression)
         if unknown:
@@ -107,8 +152,16 @@ class MultiTaskModel(nn.Module):
         return out
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        """Predictions per task: (B, K) logits or (B,) regression values."""
+        """Outputs per task: (B, K) logits or (B,) standardised regression values."""
         return self.forward_heads(self.encode(x))
+
+    def predict(self, x: Tensor) -> dict[str, Tensor]:
+        """Outputs per task with regression values in original units (what a deployed model returns)."""
+        return self.target_scaler.destandardize(self(x))
+
+    def training_callbacks(self) -> list[FDSCallback]:
+        """Callbacks the trainer must run for this model (FDS folds its feature statistics every epoch)."""
+        return [FDSCallback(self)] if len(self.fds) else []
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters of the shared backbone."""

@@ -1,6 +1,7 @@
 """Task specifications for the multi-task model, parsed from Kedro parameters (plain dicts).
 
-A task entry looks like::
+``TaskSpec`` is the one home of a task's facts: kind, target column, class names, number of outputs, loss.
+Dataset building, prediction, the predictions frame and evaluation ask the spec. A task entry looks like::
 
     thickness: {
         kind: regression,
@@ -22,29 +23,19 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-CLASSIFICATION = "classification"
-REGRESSION = "regression"
-TASK_KINDS = (CLASSIFICATION, REGRESSION)
+import numpy as np
+import pandas as pd
 
-CLASSIFICATION_LOSSES = ("cross_entropy", "logit_adjusted", "balanced_softmax", "cb_focal")
-REGRESSION_LOSSES = ("mse", "l1", "huber")
+from alloy_mtl.constants import ALLOYS, CLASSIFICATION, REGRESSION, TASK_KINDS
+from alloy_mtl.mtl.losses import LOSSES
 
-#: Allowed ``loss_params`` per loss, with their defaults.
-LOSS_PARAM_DEFAULTS: dict[str, dict[str, float]] = {
-    "cross_entropy": {},
-    "logit_adjusted": {"tau": 1.0},
-    "balanced_softmax": {},
-    "cb_focal": {"beta": 0.999, "gamma": 1.0},
-    "mse": {},
-    "l1": {},
-    "huber": {"delta": 1.0},
-}
+__all__ = ["CLASSIFICATION", "REGRESSION", "TASK_KINDS", "FDSConfig", "LDSConfig", "TaskSpec", "parse_tasks"]
 
 LDS_KERNELS = ("gaussian", "triang", "laplace")
 LDS_REWEIGHTS = ("inv", "sqrt_inv")
 _REWEIGHT_ALIASES = {"inv": "inv", "inverse": "inv", "sqrt_inv": "sqrt_inv"}
 
-_TASK_KEYS = ("kind", "target", "num_outputs", "loss", "weight", "loss_params", "lds", "fds")
+_TASK_KEYS = ("kind", "target", "num_outputs", "classes", "loss", "weight", "loss_params", "lds", "fds")
 _TASK_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -82,7 +73,10 @@ class TaskSpec:
         kind: ``classification`` or ``regression``.
         target: metadata column holding the label.
         num_outputs: number of classes (classification) or 1 (regression).
-        loss: loss name (see ``CLASSIFICATION_LOSSES`` / ``REGRESSION_LOSSES``).
+        classes: class labels as they appear in the target column, in output order (classification; the
+            five alloys by default when there are five outputs, else ``"0"``, ``"1"``, ...); empty for
+            regression.
+        loss: loss name, a key of :data:`alloy_mtl.mtl.losses.LOSSES` of the task's kind.
         weight: static, non-negative task weight.
         loss_params: loss hyper-parameters, defaults filled in.
         lds: LDS settings when enabled, else None.
@@ -98,11 +92,58 @@ class TaskSpec:
     loss_params: dict[str, float] = field(default_factory=dict)
     lds: LDSConfig | None = None
     fds: FDSConfig | None = None
+    classes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind == CLASSIFICATION and not self.classes:
+            object.__setattr__(self, "classes", default_classes(self.num_outputs))
 
     @property
     def is_classification(self) -> bool:
         """True for a classification task."""
         return self.kind == CLASSIFICATION
+
+    def encode(self, column: pd.Series) -> np.ndarray:
+        """Training targets from a metadata column: class indices (-1 = missing) or floats (NaN = missing).
+
+        Raises:
+            ValueError: a label that is not one of ``classes``, naming the task and the labels.
+        """
+        if not self.is_classification:
+            return pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+        labels = column.astype("string")
+        index = {label: i for i, label in enumerate(self.classes)}
+        unknown = sorted(set(labels.dropna()) - set(index))
+        if unknown:
+            raise ValueError(
+                f"task '{self.name}': labels {unknown} are not among its classes {list(self.classes)}"
+            )
+        return labels.map(index).fillna(-1).astype(np.int64).to_numpy()
+
+    def truth(self, column: pd.Series) -> np.ndarray:
+        """The ``<target>_true`` column of the predictions frame (labels as strings, or floats)."""
+        if self.is_classification:
+            return column.astype("string").to_numpy()
+        return pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+
+    def prediction_columns(self, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """This task's columns of the predictions frame from :func:`~alloy_mtl.mtl.inference.predict` output.
+
+        Classification: ``<target>_pred`` (label) and ``prob_<class>`` per class; regression: ``<target>_pred``.
+        """
+        if not self.is_classification:
+            return {f"{self.target}_pred": outputs[f"{self.name}_pred"]}
+        columns = {f"{self.target}_pred": np.asarray(self.classes)[outputs[f"{self.name}_pred"]]}
+        probs = outputs[f"{self.name}_probs"]
+        columns.update({f"prob_{label}": probs[:, i] for i, label in enumerate(self.classes)})
+        return columns
+
+
+def default_classes(num_outputs: int) -> tuple[str, ...]:
+    """The five alloys for a five-way task, else the class indices as strings."""
+    if num_outputs == len(ALLOYS):
+        return ALLOYS
+    return tuple(str(i) for i in range(num_outputs))
 
 
 def _error(task: str, fld: str, message: str) -> ValueError:
@@ -126,7 +167,7 @@ def _parse_loss_params(task: str, loss: str, raw: Any) -> dict[str, float]:
         raw = {}
     if not isinstance(raw, Mapping):
         raise _error(task, "loss_params", f"expected a mapping, got {type(raw).__name__}")
-    allowed = LOSS_PARAM_DEFAULTS[loss]
+    allowed = LOSSES.accepted(loss)
     unknown = sorted(set(raw) - set(allowed))
     if unknown:
         raise _error(
@@ -230,16 +271,20 @@ def _parse_task(name: Any, raw: Any) -> TaskSpec:
     if not isinstance(target, str) or not target:
         raise _error(name, "target", f"expected a column name, got {target!r}")
 
+    classes = _parse_classes(name, kind, raw)
     if kind == CLASSIFICATION:
-        if "num_outputs" not in raw:
+        if "num_outputs" not in raw and not classes:
             raise _error(name, "num_outputs", "required for a classification task (number of classes)")
-        num_outputs = _integer(name, "num_outputs", raw["num_outputs"], 2)
-        losses, default_loss = CLASSIFICATION_LOSSES, "cross_entropy"
+        num_outputs = _integer(name, "num_outputs", raw.get("num_outputs", len(classes)), 2)
+        if classes and len(classes) != num_outputs:
+            raise _error(name, "classes", f"{len(classes)} classes for num_outputs={num_outputs}")
+        default_loss = "cross_entropy"
     else:
         num_outputs = _integer(name, "num_outputs", raw.get("num_outputs", 1), 1)
         if num_outputs != 1:
             raise _error(name, "num_outputs", f"a regression task has 1 output, got {num_outputs}")
-        losses, default_loss = REGRESSION_LOSSES, "mse"
+        default_loss = "mse"
+    losses = tuple(loss for loss in LOSSES.names if LOSSES.info(loss)["kind"] == kind)
 
     loss = raw.get("loss", default_loss)
     if loss not in losses:
@@ -263,7 +308,19 @@ def _parse_task(name: Any, raw: Any) -> TaskSpec:
         loss_params=loss_params,
         lds=lds,
         fds=fds,
+        classes=classes,
     )
+
+
+def _parse_classes(task: str, kind: str, raw: Mapping[str, Any]) -> tuple[str, ...]:
+    classes = raw.get("classes")
+    if classes is None:
+        return ()
+    if kind != CLASSIFICATION:
+        raise _error(task, "classes", "only classification tasks have classes")
+    if not isinstance(classes, (list, tuple)) or len({str(c) for c in classes}) != len(classes):
+        raise _error(task, "classes", f"expected a list of distinct labels, got {classes!r}")
+    return tuple(str(c) for c in classes)
 
 
 def parse_tasks(params: Mapping[str, Any]) -> list[TaskSpec]:

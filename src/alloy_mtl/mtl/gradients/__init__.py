@@ -36,6 +36,22 @@ METHOD_NAMES: tuple[str, ...] = (*_METHODS, *AGGREGATORS)
 _SHARED_OPTIONAL = ("task_kinds", "seed")
 
 
+def gradient_method_parameters(name: str) -> tuple[str, frozenset[str]]:
+    """The canonical name of method ``name`` and the parameters it accepts.
+
+    Raises:
+        ValueError: unknown method, listing the known ones.
+    """
+    key = str(name).lower()
+    if key in _METHODS:
+        specific = _METHODS[key][1]
+    elif key in AGGREGATORS:
+        specific = (*AGGREGATORS[key][1], "parallel_chunk_size")
+    else:
+        raise ValueError(f"gradient method {name!r} unknown; expected one of {list(METHOD_NAMES)}")
+    return key, frozenset({*COMMON_PARAMS, *_SHARED_OPTIONAL, *specific})
+
+
 def build_gradient_method(
     name: str, task_names: Sequence[str], params: Mapping[str, Any] | None = None
 ) -> GradientMethod:
@@ -53,23 +69,17 @@ def build_gradient_method(
     Raises:
         ValueError: unknown method or parameter, naming what is allowed.
     """
-    key = str(name).lower()
+    key, allowed = gradient_method_parameters(name)
     params = dict(params or {})
-    if key in _METHODS:
-        cls, specific = _METHODS[key]
-    elif key in AGGREGATORS:
-        cls, specific = JacobianDescent, (*AGGREGATORS[key][1], "parallel_chunk_size")
-    else:
-        raise ValueError(f"gradient method {name!r} unknown; expected one of {list(METHOD_NAMES)}")
-    allowed = {*COMMON_PARAMS, *_SHARED_OPTIONAL, *specific}
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise ValueError(
             f"gradient method {key!r}: unknown parameter(s) {unknown}; allowed: {sorted(allowed)}"
         )
     common = {k: params[k] for k in COMMON_PARAMS if k in params}
-    if cls is JacobianDescent:
+    if key in AGGREGATORS:
         return build_jacobian_descent(key, task_names, params, **common)
+    cls, specific = _METHODS[key]
     kwargs = {k: params[k] for k in specific if k in params}
     return cls(task_names, **common, **kwargs)
 
@@ -87,6 +97,7 @@ __all__ = [
     "StepInfo",
     "UncertaintyWeighting",
     "build_gradient_method",
+    "gradient_method_parameters",
     "pcgrad_combine",
     "pcgrad_weights",
     "task_pairs",

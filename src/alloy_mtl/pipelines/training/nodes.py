@@ -1,10 +1,8 @@
-"""Node of the training pipeline: merge the shared and per-architecture parameters, then train."""
+"""Node of the training pipeline: parse the shared and per-architecture parameters once, then train."""
 
 from __future__ import annotations
 
-import copy
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,19 +10,9 @@ import pandas as pd
 
 from alloy_mtl.data.store import XrayData
 from alloy_mtl.mtl.experiment import train_from_params
+from alloy_mtl.mtl.params import parse_training_params
 
 logger = logging.getLogger(__name__)
-
-
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """``override`` laid over ``base``, recursing into nested mappings (neither input is modified)."""
-    merged = copy.deepcopy(dict(base))
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
 
 
 def train_architecture(
@@ -38,12 +26,19 @@ def train_architecture(
         train_options: this architecture's overrides (``params:<arch>.train_options``; must name ``arch``).
 
     Returns:
-        Model bundle (best weights + rebuild recipe), per-epoch history, test predictions, run summary.
-        Checkpoints for resuming go to ``<checkpoint_root>/<arch>/checkpoints``.
+        Model bundle (best weights + rebuild recipe), per-epoch history, test predictions, and a run summary
+        holding the resolved parameters. Checkpoints for resuming go to
+        ``<checkpoint_root>/<arch>/checkpoints``.
+
+    Raises:
+        alloy_mtl.config.ParameterError: unknown keys or bad values, named by their YAML path, before any work.
     """
-    params = deep_merge(training, train_options)
-    if "arch" not in params:
-        raise ValueError("train_options must name the architecture ('arch'), e.g. arch: resnet18")
-    checkpoint_dir = Path(params["checkpoint_root"]) / params["arch"] / "checkpoints"
+    params = parse_training_params(training, train_options, arch=str(train_options.get("arch", "")))
+    checkpoint_dir = Path(params.checkpoint_root) / params.arch / "checkpoints"
     result = train_from_params(model_input.images, model_input.metadata, params, checkpoint_dir)
-    return result.bundle, result.history, result.predictions, {**result.summary, "params": params}
+    return (
+        result.bundle,
+        result.history,
+        result.predictions,
+        {**result.summary, "params": params.model_dump(mode="json")},
+    )

@@ -1,0 +1,107 @@
+"""What the trainer needs of tasks and models (protocols) and its per-epoch metrics: sums and divergence."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+from alloy_mtl.constants import CLASSIFICATION
+
+
+class TaskLike(Protocol):
+    """What the trainer needs of a task spec (``alloy_mtl.mtl.tasks.TaskSpec`` fits)."""
+
+    name: str
+    kind: str
+    weight: float
+
+
+class MultiTaskModelLike(Protocol):
+    """The model interface of the mtl contract."""
+
+    def encode(self, x: Tensor) -> Tensor: ...
+    def forward_heads(
+        self, features: Tensor, targets: Mapping[str, Tensor] | None = None, epoch: int | None = None
+    ) -> dict[str, Tensor]: ...
+    def shared_parameters(self) -> list[nn.Parameter]: ...
+    def task_parameters(self, task: str) -> list[nn.Parameter]: ...
+
+
+class EpochMeter:
+    """Per-task sums kept as device tensors; one host sync when the epoch's metrics are read.
+
+    Args:
+        tasks: the tasks.
+        target_std: ``{task: std}`` of the standardised regression targets (MAE in original units).
+    """
+
+    def __init__(self, tasks: Sequence[TaskLike], target_std: Mapping[str, float]) -> None:
+        self.tasks = list(tasks)
+        self.std = {t.name: float(target_std.get(t.name, 1.0)) for t in self.tasks}
+        self.sums: dict[str, Tensor] = {}
+
+    def _add(self, key: str, value: Tensor) -> None:
+        value = value.detach().double()
+        self.sums[key] = value if key not in self.sums else self.sums[key] + value
+
+    @torch.no_grad()
+    def update(
+        self,
+        losses: Mapping[str, Tensor],
+        outputs: Mapping[str, Tensor],
+        targets: Mapping[str, Tensor],
+        masks: Mapping[str, Tensor],
+        with_mae: bool,
+    ) -> None:
+        """Add one batch."""
+        for task in self.tasks:
+            name = task.name
+            mask = masks[name]
+            count = mask.sum()
+            self._add(f"{name}_n", count)
+            self._add(f"{name}_loss", losses[name].detach() * count)
+            if task.kind == CLASSIFICATION:
+                correct = (outputs[name].argmax(dim=1) == targets[name]) & mask
+                self._add(f"{name}_correct", correct.sum())
+            elif with_mae:
+                error = (outputs[name].float().reshape(-1) - targets[name].float()).abs()
+                self._add(f"{name}_abs", torch.where(mask, error, torch.zeros_like(error)).sum())
+
+    def summary(self, prefix: str, weights: Mapping[str, float]) -> dict[str, float]:
+        """``<prefix>_<task>_loss|acc|mae`` and the weighted ``<prefix>_loss``."""
+        values = {k: float(v) for k, v in self.sums.items()}
+        out: dict[str, float] = {}
+        total = 0.0
+        for task in self.tasks:
+            name = task.name
+            n = values.get(f"{name}_n", 0.0)
+            loss = values.get(f"{name}_loss", 0.0) / n if n > 0 else math.nan
+            out[f"{prefix}_{name}_loss"] = loss
+            if n > 0:  # a task without labels adds nothing; a diverged one (NaN) shows in the total
+                total += weights[name] * loss
+            if task.kind == CLASSIFICATION:
+                out[f"{prefix}_{name}_acc"] = values.get(f"{name}_correct", 0.0) / n if n > 0 else math.nan
+            elif f"{name}_abs" in values:
+                out[f"{prefix}_{name}_mae"] = (
+                    values[f"{name}_abs"] * self.std[name] / n if n > 0 else math.nan
+                )
+        out[f"{prefix}_loss"] = total
+        return out
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def raise_if_diverged(epoch: int, train_metrics: Mapping[str, float]) -> None:
+    """Stop with a clear message instead of saving and predicting with NaN weights."""
+    if not math.isfinite(train_metrics["train_loss"]):
+        bad = sorted(k for k, v in train_metrics.items() if k.endswith("_loss") and not math.isfinite(v))
+        raise TrainingDivergedError(
+            f"epoch {epoch}: training diverged, non-finite {bad}; lower the learning rate or set "
+            "training.grad_clip_norm (the last good checkpoint is kept)"
+        )

@@ -1,0 +1,219 @@
+"""The typed training parameters: one frozen model mirroring ``conf/base/parameters_training.yml``.
+
+Every default of a training setting lives here and nowhere else. A Kedro node parses the merged YAML
+(``training`` with the architecture's ``train_options`` laid over it) once with :func:`parse_training_params`;
+unknown keys and bad values fail before any work, each named by its YAML path. The trainer reads the
+:class:`TrainerSettings` part; the recipe in ``experiment.py`` reads the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from alloy_mtl.config.base import ParamsModel, parse_params
+from alloy_mtl.mtl.backbones import BACKBONES, canonical_activation
+from alloy_mtl.mtl.gradients import gradient_method_parameters
+from alloy_mtl.mtl.input_transform import TRANSFORMS
+from alloy_mtl.mtl.optimizers import OPTIMIZERS
+from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
+
+#: Model options handled by the model itself (the head), beside the backbone's own options.
+HEAD_OPTIONS = ("hidden", "dropout")
+
+
+class Monitor(ParamsModel):
+    """The validation metric that drives the LR schedule, early stopping and the best checkpoint."""
+
+    metric: str = "val_loss"
+    mode: Literal["min", "max"] = "min"
+
+
+class LRScheduler(ParamsModel):
+    """Learning-rate schedule on the monitored metric."""
+
+    name: Literal["reduce_on_plateau"] = "reduce_on_plateau"
+    patience: int = Field(3, ge=0)
+    factor: float = Field(0.1, gt=0, lt=1)
+    min_lr: float = Field(0.0, ge=0)
+
+
+class EarlyStopping(ParamsModel):
+    """Stop after ``patience`` epochs without improvement, never before ``min_epochs``."""
+
+    enabled: bool = True
+    patience: int = Field(10, ge=0)
+    min_epochs: int = Field(15, ge=0)
+    min_delta: float = Field(0.0, ge=0)
+
+
+class GradientMethodParams(ParamsModel, extra="allow"):
+    """The gradient method by name and its own parameters (checked against the method's accepted ones)."""
+
+    name: str = "equal"
+    diagnostics_every: int = Field(20, ge=0)
+
+    @model_validator(mode="after")
+    def _known_method_and_parameters(self) -> GradientMethodParams:
+        key, allowed = gradient_method_parameters(self.name)
+        unknown = sorted(set(self.options) - allowed)
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown} for method {key!r}; allowed: {sorted(allowed)}")
+        return self
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The method's parameters (everything but ``name``)."""
+        return {"diagnostics_every": self.diagnostics_every, **(self.model_extra or {})}
+
+
+class TrainerSettings(ParamsModel):
+    """What the :class:`~alloy_mtl.mtl.trainer.Trainer` honours."""
+
+    epochs: int = Field(10, ge=1)
+    optimizer: str = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    grad_clip_norm: float | None = Field(5.0, gt=0)
+    monitor: Monitor = Monitor()
+    lr_scheduler: LRScheduler = LRScheduler()
+    early_stopping: EarlyStopping = EarlyStopping()
+    gradient_method: GradientMethodParams = GradientMethodParams()
+    restore_best: bool = True
+    seed: int = 42
+    deterministic: bool = True
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    progress_bar: Literal["auto"] | bool = "auto"
+    progress_every: int = Field(10, ge=1)
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, value: str) -> str:
+        return OPTIMIZERS.check(value.lower())
+
+    @property
+    def show_progress(self) -> bool | None:
+        """None lets tqdm decide (a bar only on a terminal), else the explicit choice."""
+        return None if self.progress_bar == "auto" else bool(self.progress_bar)
+
+
+class TrainingParams(TrainerSettings):
+    """One architecture's complete training configuration."""
+
+    arch: str
+    tasks: dict[str, dict[str, Any]]
+    batch_size: int = Field(32, ge=1)
+    num_workers: int = Field(0, ge=0)
+    input_transform: str = "neg_log"
+    resume: Literal["auto"] | bool = "auto"
+    checkpoint_root: str = "data/06_models"
+    max_train_images: int | None = Field(None, ge=1)
+    image_size: int | None = Field(None, ge=1)
+    class_balanced_sampler: bool = False
+    activation: str | None = None
+    pretrained: bool = False
+    model_options: dict[str, Any] = {}
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, value: str) -> str:
+        return BACKBONES.check(value)
+
+    @field_validator("activation")
+    @classmethod
+    def _known_activation(cls, value: str | None) -> str | None:
+        return None if value is None else canonical_activation(value)
+
+    @field_validator("input_transform")
+    @classmethod
+    def _known_transform(cls, value: str) -> str:
+        if value not in TRANSFORMS:
+            raise ValueError(f"unknown input transform {value!r}; expected one of {list(TRANSFORMS)}")
+        return value
+
+    @field_validator("tasks")
+    @classmethod
+    def _valid_tasks(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, spec in value.items():
+            if not isinstance(spec, Mapping):
+                raise ValueError(f"task '{name}': expected a mapping of fields, got {type(spec).__name__}")
+            enabled = spec.get("enabled", True)
+            if not isinstance(enabled, bool):
+                raise ValueError(f"task '{name}', field 'enabled': expected true or false, got {enabled!r}")
+        parse_tasks({name: _without_enabled(spec) for name, spec in value.items()})
+        if not any(spec.get("enabled", True) for spec in value.values()):
+            raise ValueError("every task is disabled; enable at least one")
+        return value
+
+    @model_validator(mode="after")
+    def _known_model_options(self) -> TrainingParams:
+        allowed = {*BACKBONES.accepted(self.arch), *HEAD_OPTIONS}
+        unknown = sorted(set(self.model_options) - allowed)
+        if unknown:
+            raise ValueError(
+                f"model_options: unknown option(s) {unknown} for {self.arch}; allowed: {sorted(allowed)}"
+            )
+        return self
+
+    @property
+    def task_specs(self) -> list[TaskSpec]:
+        """The enabled tasks, parsed (a configuration switches a task off with ``enabled: false``)."""
+        return parse_tasks(self.enabled_tasks)
+
+    @property
+    def enabled_tasks(self) -> dict[str, dict[str, Any]]:
+        """Raw specs of the enabled tasks, without the ``enabled`` flag (what a model bundle records)."""
+        return {n: _without_enabled(s) for n, s in self.tasks.items() if s.get("enabled", True)}
+
+    def trainer_settings(self) -> TrainerSettings:
+        """The part the trainer reads."""
+        return TrainerSettings.model_validate(self.model_dump(include=set(TrainerSettings.model_fields)))
+
+
+def _without_enabled(spec: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in spec.items() if k != "enabled"}
+
+
+def parse_training_params(
+    params: Mapping[str, Any] | TrainingParams, overrides: Mapping[str, Any] | None = None, arch: str = ""
+) -> TrainingParams:
+    """Parse ``params`` (the shared ``training`` section) with ``overrides`` (``<arch>.train_options``) laid over it.
+
+    Problems are named by the YAML place they come from: ``training.epochz: unknown key; did you mean
+    epochs?`` or ``resnet18.train_options.lr: ...``.
+
+    Raises:
+        alloy_mtl.config.ParameterError: every unknown key and invalid value, listed.
+    """
+    if isinstance(params, TrainingParams) and not overrides:
+        return params
+    base = params.model_dump() if isinstance(params, TrainingParams) else dict(params)
+    overrides = dict(overrides or {})
+    merged = deep_merge(base, overrides)
+    option_root = f"{arch or overrides.get('arch', '<arch>')}.train_options"
+
+    def where(dotted: str) -> str:
+        node: Any = overrides
+        for part in dotted.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                return f"training.{dotted}"
+            node = node[part]
+        return f"{option_root}.{dotted}"
+
+    return parse_params(TrainingParams, merged, "training", where)
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` laid over ``base``, recursing into nested mappings (neither input is modified)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
