@@ -2,11 +2,10 @@
 from the Kedro defaults. For further information, including these default values, see
 https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration"""
 
-# Instantiated project hooks.
-# For example, after creating a hooks.py and defining a ProjectHooks class there, do
-# from alloy_mtl.hooks import ProjectHooks
-# Hooks are executed in a Last-In-First-Out (LIFO) order.
-# HOOKS = (ProjectHooks(),)
+from alloy_mtl.parameter_hooks import ParameterCheckHooks
+
+# Instantiated project hooks (executed in Last-In-First-Out order).
+HOOKS = (ParameterCheckHooks(),)
 
 # Installed plugins for which to disable hook auto-registration.
 # MLflow tracking is wired explicitly by the project (see tracking/), not by auto-registered hooks.

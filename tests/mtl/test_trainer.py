@@ -278,7 +278,7 @@ def test_config_rejects_unknown_keys_and_bad_values() -> None:
         Trainer(StandInModel(), TASKS, LOSSES, {"learning_rate": 0.1})
     with pytest.raises(ParameterError, match="optimizer 'lbfgs' unknown"):
         Trainer(StandInModel(), TASKS, LOSSES, {"optimizer": "lbfgs"})
-    with pytest.raises(ParameterError, match=r"training.lr: Input should be greater than 0"):
+    with pytest.raises(ParameterError, match=r"training.lr: got 0, expected greater than 0"):
         Trainer(StandInModel(), TASKS, LOSSES, {"lr": 0})
 
 

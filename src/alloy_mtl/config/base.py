@@ -67,6 +67,8 @@ def _describe(
         hint = f"; did you mean {close[0]}?" if close else ""
         return f"{path}: unknown key{hint} (allowed: {', '.join(allowed)})"
     message = str(error["msg"]).removeprefix("Value error, ")
+    if message.startswith("Input should be ") and "input" in error:
+        return f"{path}: got {error['input']!r}, expected {message.removeprefix('Input should be ')}"
     if error["type"] not in {"value_error", "assertion_error"} and "input" in error:
         message += f" (got {error['input']!r})"
     return f"{path}: {message}"

@@ -16,17 +16,12 @@ from typing import Any
 
 import pandas as pd
 
-from alloy_mtl.constants import ALLOYS
 from alloy_mtl.data.errors import DataValidationError
+from alloy_mtl.data.params import ValidationParams
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PARAMS: dict[str, Any] = {
-    "required_alloys": list(ALLOYS),
-    "thickness_range_mm": [0.05, 100.0],
-    "absorption_range_per_cm": [0.1, 50.0],
-    "suite_name": "xray_dataset",
-}
+DEFAULT_PARAMS: dict[str, Any] = ValidationParams().suite_settings()
 """Parameters of :func:`run_expectations`; a ``params`` dict overrides any of them."""
 
 

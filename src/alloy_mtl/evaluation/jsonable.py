@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 
-def to_jsonable(value: Any) -> Any:
+def to_jsonable(value: Any) -> Any:  # noqa: PLR0911 (one return per JSON type)
     """Return ``value`` with numpy types turned into Python ones and NaN/inf turned into ``None``.
 
     Mappings become dicts with ``str`` keys, sequences and arrays become lists; anything else that is

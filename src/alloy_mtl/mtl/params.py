@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from alloy_mtl.config.base import ParamsModel, parse_params
 from alloy_mtl.mtl.backbones import BACKBONES, canonical_activation
@@ -19,6 +19,9 @@ from alloy_mtl.mtl.gradients import gradient_method_parameters
 from alloy_mtl.mtl.input_transform import TRANSFORMS
 from alloy_mtl.mtl.optimizers import OPTIMIZERS
 from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
+
+#: Gradient-method parameters the trainer sets from the tasks and the seed.
+TRAINER_SUPPLIED = frozenset({"task_weights", "task_kinds", "seed"})
 
 #: Model options handled by the model itself (the head), beside the backbone's own options.
 HEAD_OPTIONS = ("hidden", "dropout")
@@ -57,7 +60,8 @@ class GradientMethodParams(ParamsModel, extra="allow"):
 
     @model_validator(mode="after")
     def _known_method_and_parameters(self) -> GradientMethodParams:
-        key, allowed = gradient_method_parameters(self.name)
+        key, accepted = gradient_method_parameters(self.name)
+        allowed = accepted - TRAINER_SUPPLIED
         unknown = sorted(set(self.options) - allowed)
         if unknown:
             raise ValueError(f"unknown parameter(s) {unknown} for method {key!r}; allowed: {sorted(allowed)}")
@@ -150,15 +154,17 @@ class TrainingParams(TrainerSettings):
             raise ValueError("every task is disabled; enable at least one")
         return value
 
-    @model_validator(mode="after")
-    def _known_model_options(self) -> TrainingParams:
-        allowed = {*BACKBONES.accepted(self.arch), *HEAD_OPTIONS}
-        unknown = sorted(set(self.model_options) - allowed)
+    @field_validator("model_options")
+    @classmethod
+    def _known_model_options(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        arch = info.data.get("arch")
+        if arch is None:  # the architecture itself is wrong: reported on its own
+            return value
+        allowed = {*BACKBONES.accepted(arch), *HEAD_OPTIONS}
+        unknown = sorted(set(value) - allowed)
         if unknown:
-            raise ValueError(
-                f"model_options: unknown option(s) {unknown} for {self.arch}; allowed: {sorted(allowed)}"
-            )
-        return self
+            raise ValueError(f"unknown option(s) {unknown} for {arch}; allowed: {sorted(allowed)}")
+        return value
 
     @property
     def task_specs(self) -> list[TaskSpec]:

@@ -253,7 +253,7 @@ def _parse_fds(task: str, raw: Any) -> FDSConfig | None:
     return FDSConfig(**cfg)
 
 
-def _parse_task(name: Any, raw: Any) -> TaskSpec:
+def _parse_task(name: Any, raw: Any) -> TaskSpec:  # noqa: C901, PLR0912 (one check per task field, in reading order)
     if not isinstance(name, str) or not _TASK_NAME_RE.match(name) or "__" in name:
         raise ValueError(
             f"task name {name!r}: expected letters, digits and single underscores, starting with a letter"

@@ -204,7 +204,7 @@ class PhysicsLimitEstimator:
         mean = np.where(valid, images, 0.0).sum(axis=2, dtype=np.float64) / n_rows
         return -np.log(np.clip(mean, 1e-6, None)), n_rows
 
-    def _fit(self, images: np.ndarray) -> pd.DataFrame:
+    def _fit(self, images: np.ndarray) -> pd.DataFrame:  # noqa: PLR0915 (one vectorised fit; splitting it scatters the likelihood)
         config = self.config
         n_img, n_ch = images.shape[:2]
         n_al, n_comp = len(self.alloys), _N_COMPONENTS

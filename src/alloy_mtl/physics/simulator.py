@@ -156,7 +156,7 @@ class SimulationConfig:
         object.__setattr__(self, "wedge_thickness_mm", tuple(float(v) for v in self.wedge_thickness_mm))
         self._validate()
 
-    def _validate(self) -> None:
+    def _validate(self) -> None:  # noqa: C901, PLR0912 (one check per setting, every problem collected)
         def fail(name: str, expected: str) -> None:
             raise ValueError(f"SimulationConfig.{name} must be {expected}, got {getattr(self, name)!r}")
 

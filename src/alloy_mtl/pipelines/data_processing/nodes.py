@@ -8,17 +8,17 @@ from typing import Any
 
 import pandas as pd
 
+from alloy_mtl.config import parse_params
 from alloy_mtl.data.expectations import raise_for_failures, run_expectations
 from alloy_mtl.data.generated_source import generate_xray_data
 from alloy_mtl.data.image_stats import image_statistics
 from alloy_mtl.data.ingest import ingest_dataset
+from alloy_mtl.data.params import DataSourceParams, SplitParams, ValidationParams
 from alloy_mtl.data.schema import validate_metadata
 from alloy_mtl.data.split import split_dataset, split_summary
 from alloy_mtl.data.store import XrayData
 
 logger = logging.getLogger(__name__)
-
-SOURCE_KINDS = ("generated", "csv_folder", "class_per_folder")
 
 
 def acquire_dataset(source: dict[str, Any], generation: dict[str, Any]) -> XrayData:
@@ -31,20 +31,13 @@ def acquire_dataset(source: dict[str, Any], generation: dict[str, Any]) -> XrayD
     Returns:
         Images and their metadata; the metadata already passed the pandera schema.
     """
-    kind = source.get("kind", "generated")
-    if kind not in SOURCE_KINDS:
-        raise ValueError(
-            f"parameters data_source.kind: got '{kind}', expected one of {', '.join(SOURCE_KINDS)}"
-        )
-    if kind == "generated":
+    params = parse_params(DataSourceParams, source, "data_source")
+    if params.kind == "generated":
         data = generate_xray_data(generation)
         where = "generated dataset"
     else:
-        root = source.get("path")
-        if not root:
-            raise ValueError(f"parameters data_source.path: required when data_source.kind is '{kind}'")
-        data = ingest_dataset(root, kind, **(source.get("options") or {}))
-        where = str(root)
+        data = ingest_dataset(params.path, params.kind, **params.options)
+        where = str(params.path)
     validate_metadata(data.metadata, where=where)
     logger.info("Acquired %d images of shape %s from %s", len(data.metadata), data.images.shape[1:], where)
     return data
@@ -57,13 +50,14 @@ def compute_image_statistics(data: XrayData) -> pd.DataFrame:
 
 def assign_splits(data: XrayData, split: dict[str, Any]) -> pd.DataFrame:
     """Metadata with a ``split`` column: stratified by alloy and thickness bin, grouped by specimen."""
+    params = parse_params(SplitParams, split, "split")
     metadata = data.metadata.copy()
     metadata["split"] = split_dataset(
         metadata,
-        fractions=split["fractions"],
-        min_per_class=split["min_per_class"],
-        thickness_bins=split["thickness_bins"],
-        seed=split["seed"],
+        fractions=params.fractions,
+        min_per_class=params.min_per_class,
+        thickness_bins=params.thickness_bins,
+        seed=params.seed,
     ).to_numpy()
     return metadata
 
@@ -76,9 +70,9 @@ def validate_dataset(
     Data Docs HTML is written to ``validation.data_docs_dir`` whether the suite passes or not, so a failing
     run can be inspected.
     """
+    params = parse_params(ValidationParams, validation, "validation")
     validate_metadata(metadata, where="split metadata")
-    gx_params = {k: v for k, v in validation.items() if k != "data_docs_dir"}
-    summary = run_expectations(metadata, image_stats, Path(validation["data_docs_dir"]), gx_params)
+    summary = run_expectations(metadata, image_stats, Path(params.data_docs_dir), params.suite_settings())
     raise_for_failures(summary, where="split metadata + image statistics")
     logger.info(
         "Great Expectations suite passed (imbalance ratio %.1f); Data Docs at %s",

@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from alloy_mtl.config import parse_params
 from alloy_mtl.constants import ALLOYS
+from alloy_mtl.data.params import DataSourceParams
 from alloy_mtl.data.store import XrayData
 from alloy_mtl.evaluation.comparison import (
     ap_by_alloy_table,
@@ -18,23 +20,38 @@ from alloy_mtl.evaluation.comparison import (
     training_summary_table,
 )
 from alloy_mtl.evaluation.ensemble import ensemble_predictions
+from alloy_mtl.evaluation.params import EvaluationParams
 from alloy_mtl.evaluation.plots import ap_heatmap
 from alloy_mtl.evaluation.report import evaluate_model
+from alloy_mtl.mtl.params import parse_training_params
+from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
 from alloy_mtl.physics.estimator import PhysicsLimitEstimator
 from alloy_mtl.physics.simulator import SimulationConfig
 
 logger = logging.getLogger(__name__)
 
 PHYSICS_ROW = "physics_limit"
-REGRESSION_TARGETS = ("thickness_mm", "absorption")
+#: The tasks of the physics estimator and the ensembles' common contract (the default task set).
+REFERENCE_TASKS = parse_tasks(
+    {
+        "alloy": {"kind": "classification", "target": "alloy", "num_outputs": 5},
+        "thickness": {"kind": "regression", "target": "thickness_mm"},
+        "absorption": {"kind": "regression", "target": "absorption"},
+    }
+)
 
 
-def _train_labels(model_input: XrayData) -> dict[str, np.ndarray]:
+def _train_labels(model_input: XrayData, tasks: list[TaskSpec]) -> dict[str, np.ndarray]:
+    """The train split's labels by target column, as each task's spec reads them."""
     train = model_input.metadata[model_input.metadata["split"] == "train"]
-    labels: dict[str, np.ndarray] = {"alloy": train["alloy"].astype(str).to_numpy()}
-    for target in REGRESSION_TARGETS:
-        labels[target] = pd.to_numeric(train[target], errors="coerce").to_numpy(dtype=float)
-    return labels
+    return {task.target: task.truth(train[task.target]) for task in tasks if task.target in train.columns}
+
+
+def _evaluation_settings(evaluation: dict[str, Any], tasks: list[TaskSpec]) -> dict[str, Any]:
+    settings = parse_params(EvaluationParams, evaluation, "evaluation").model_dump()
+    classes = next((t.classes for t in tasks if t.is_classification), ALLOYS)
+    specs = {t.name: {"kind": t.kind, "target": t.target} for t in tasks}
+    return {**settings, "alloys": list(classes), "tasks": specs}
 
 
 def _png_names(figures: dict[str, Figure]) -> dict[str, Figure]:
@@ -48,14 +65,18 @@ def evaluate_architecture(
     training_summary: dict[str, Any],
     evaluation: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Figure]]:
-    """``metrics.json`` and PNG figures of one trained architecture on the held-out test split."""
+    """``metrics.json`` and PNG figures of one trained architecture on the held-out test split.
+
+    The tasks (kinds, target columns, class names) are those the model was trained with, from the resolved
+    parameters in ``training_summary``.
+    """
+    tasks = parse_training_params(training_summary["params"]).task_specs
     params = {
-        **evaluation,
+        **_evaluation_settings(evaluation, tasks),
         "model_name": training_summary["arch"],
         "n_params": training_summary["n_params"],
-        "tasks": training_summary["params"]["tasks"],
     }
-    metrics, figures = evaluate_model(test_predictions, history, _train_labels(model_input), params)
+    metrics, figures = evaluate_model(test_predictions, history, _train_labels(model_input, tasks), params)
     metrics["training"]["wall_time_s"] = training_summary["wall_time_s"]
     return metrics, _png_names(figures)
 
@@ -68,8 +89,9 @@ def physics_limit_predictions(
     For ingested lab data the forward model's settings are unknown, so the table is empty and the
     comparison has no physics row.
     """
-    if data_source.get("kind", "generated") != "generated":
-        logger.info("physics-limit estimator skipped: data source is %s", data_source.get("kind"))
+    source = parse_params(DataSourceParams, data_source, "data_source")
+    if source.kind != "generated":
+        logger.info("physics-limit estimator skipped: data source is %s", source.kind)
         return pd.DataFrame()
     metadata = model_input.metadata
     rows = np.flatnonzero(metadata["split"].to_numpy() == "test")
@@ -98,9 +120,8 @@ def evaluate_reference(
     """Metrics and figures of a model without training history (physics estimator, ensembles)."""
     if predictions.empty:
         return {}, {}
-    metrics, figures = evaluate_model(
-        predictions, None, _train_labels(model_input), {**evaluation, "model_name": name}
-    )
+    params = {**_evaluation_settings(evaluation, REFERENCE_TASKS), "model_name": name}
+    metrics, figures = evaluate_model(predictions, None, _train_labels(model_input, REFERENCE_TASKS), params)
     return metrics, _png_names(figures)
 
 
@@ -131,7 +152,8 @@ def compare_architectures(
     if physics_metrics:
         per_model[PHYSICS_ROW] = physics_metrics
         reference = PHYSICS_ROW
-    table = comparison_table(per_model, tail_classes=evaluation.get("tail_classes"), reference=reference)
+    settings = parse_params(EvaluationParams, evaluation, "evaluation")
+    table = comparison_table(per_model, tail_classes=settings.tail_classes, reference=reference)
     markdown = "\n".join(
         [
             "# Cross-architecture comparison (test split)",

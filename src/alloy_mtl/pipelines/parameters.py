@@ -1,0 +1,57 @@
+"""Parse every parameter section a pipeline reads, before any node runs, reporting all problems at once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from alloy_mtl.config import ParameterError, ParamsModel, parse_params
+from alloy_mtl.data.params import DataSourceParams, SplitParams, ValidationParams
+from alloy_mtl.evaluation.params import EvaluationParams
+from alloy_mtl.mtl.params import parse_training_params
+from alloy_mtl.physics.simulator import SimulationConfig
+
+SECTIONS: dict[str, type[ParamsModel]] = {
+    "data_source": DataSourceParams,
+    "split": SplitParams,
+    "validation": ValidationParams,
+    "evaluation": EvaluationParams,
+}
+TRAIN_OPTIONS_SUFFIX = ".train_options"
+
+
+def _problems(check: Callable[[], Any], section: str) -> list[str]:
+    try:
+        check()
+    except ParameterError as err:
+        return err.problems
+    except ValueError as err:
+        return [f"{section}: {err}"]
+    return []
+
+
+def check_parameters(params: Mapping[str, Any]) -> None:
+    """Validate the parameter sections present in ``params`` (Kedro names without ``params:``).
+
+    ``training`` is checked merged with each ``<arch>.train_options`` present.
+
+    Raises:
+        ParameterError: every unknown key and bad value of every section, each with its YAML path.
+    """
+    problems: list[str] = []
+    for section, model in SECTIONS.items():
+        if section in params:
+            problems += _problems(lambda m=model, s=section: parse_params(m, params[s], s), section)
+    if "generation" in params:
+        problems += _problems(lambda: SimulationConfig.from_params(params["generation"]), "generation")
+    options = {
+        k.removesuffix(TRAIN_OPTIONS_SUFFIX): v for k, v in params.items() if k.endswith(TRAIN_OPTIONS_SUFFIX)
+    }
+    if "training" in params:
+        for arch, overrides in options.items():
+            found = _problems(
+                lambda a=arch, o=overrides: parse_training_params(params["training"], o, a), arch
+            )
+            problems += [p for p in found if p not in problems]
+    if problems:
+        raise ParameterError(problems)

@@ -1,0 +1,82 @@
+"""Wrong parameters stop a run before its first node, each named by its YAML path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from alloy_mtl.config import ParameterError
+from alloy_mtl.pipelines.parameters import check_parameters
+
+
+def test_a_typo_in_training_stops_the_run_before_any_node(kedro_project, run_pipeline):
+    with pytest.raises(ParameterError, match=r"training.epochz: unknown key; did you mean epochs\?"):
+        run_pipeline(kedro_project, "train_fnn", {"training": {"epochz": 3}})
+    assert not (kedro_project / "data" / "06_models").exists()
+
+
+def test_every_problem_of_every_section_is_listed_once():
+    params = {
+        "training": {"epochz": 3, "tasks": {"alloy": {"kind": "classification", "num_outputs": 5}}},
+        "resnet18.train_options": {"arch": "resnet18", "lr": -1.0, "model_options": {"fnn_hidden": [8]}},
+        "fnn.train_options": {"arch": "fnn", "optimizer": "lbgfs"},
+        "split": {"fractions": {"train": 0.8, "val": 0.2}},
+        "data_source": {"kind": "csv_folder"},
+        "evaluation": {"ece_bin": 10},
+        "generation": {"n_imgs": 3},
+    }
+    with pytest.raises(ParameterError) as err:
+        check_parameters(params)
+    problems = err.value.problems
+    expected = [
+        "training.epochz: unknown key; did you mean epochs?",
+        "resnet18.train_options.lr: got -1.0, expected greater than 0",
+        "resnet18.train_options.model_options: unknown option(s) ['fnn_hidden'] for resnet18",
+        "fnn.train_options.optimizer: optimizer 'lbgfs' unknown (expected one of adam, adamw, sgd, rmsprop)",
+        "split: fractions: missing split(s) ['test']",
+        "data_source: path: required when kind is 'csv_folder'",
+        "evaluation.ece_bin: unknown key; did you mean ece_bins?",
+        "generation: unknown SimulationConfig key(s) 'n_imgs'",
+    ]
+    for fragment in expected:
+        assert any(fragment in problem for problem in problems), (fragment, problems)
+    assert sum("training.epochz" in p for p in problems) == 1  # reported once, not once per architecture
+
+
+def test_the_shipped_configurations_parse(kedro_project):
+    from kedro.config import OmegaConfigLoader
+
+    for env in ("local", "paper"):
+        loader = OmegaConfigLoader(
+            str(kedro_project / "conf"),
+            base_env="base",
+            default_run_env=env,
+            merge_strategy={"parameters": "soft"},
+        )
+        check_parameters(
+            loader["parameters"]
+            | {
+                f"{arch}.train_options": section["train_options"]
+                for arch, section in loader["parameters"].items()
+                if isinstance(section, dict) and "train_options" in section
+            }
+        )
+
+
+@pytest.mark.slow
+def test_kedro_run_exits_non_zero_naming_the_key(kedro_project):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "kedro", "run", "--pipeline", "train_fnn", "--params", "training.epochz=3"],
+        cwd=kedro_project,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "training.epochz: unknown key" in result.stdout + result.stderr
+    assert not (kedro_project / "data" / "06_models").exists()
