@@ -402,3 +402,19 @@ def test_trainer_with_build_model_and_build_task_losses() -> None:
         assert not torch.equal(before[key], torch.cat([p.detach().reshape(-1) for p in params])), key
     out = predict(model, make_dataloader(dataset, 8), tasks)
     assert out["alloy_probs"].shape == (16, 5) and out["thickness_pred"].shape == (16,)
+
+
+def test_reconfigure_optimizer_mid_run_keeps_model_and_schedule() -> None:
+    trainer = make_trainer(epochs=2, optimizer="adam")
+    fit(trainer)
+    weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    bad_epochs = trainer.scheduler.num_bad_epochs
+    trainer.reconfigure_optimizer("sgd", lr=0.05, weight_decay=1e-3, momentum=0.8)
+    assert isinstance(trainer.optimizer, torch.optim.SGD) and trainer.scheduler.optimizer is trainer.optimizer
+    assert trainer.lr == 0.05 and trainer.settings.optimizer == "sgd"
+    assert trainer.scheduler.num_bad_epochs == bad_epochs
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(value, weights[key]), key
+    trainer.settings = trainer.settings.model_copy(update={"epochs": 3})
+    history = fit(trainer)  # training goes on with the new optimizer
+    assert len(history) == 3 and history["lr"].iloc[-1] == pytest.approx(0.05)
