@@ -29,7 +29,10 @@ MLFLOW_MODULE = "alloy_mtl.deploy.mlflow_run"
 
 
 def with_signature(
-    func: Callable[..., Any], name: str, parameters: Mapping[str, type], defaults: Mapping[str, Any] | None = None
+    func: Callable[..., Any],
+    name: str,
+    parameters: Mapping[str, type],
+    defaults: Mapping[str, Any] | None = None,
 ) -> Callable[..., Any]:
     """Give ``func(*args)`` the typed signature KFP reads to build a component's or pipeline's inputs."""
     defaults = defaults or {}
@@ -104,7 +107,9 @@ def _environment(task: PipelineTask, config: KubeflowConfig) -> None:
     for key in sorted(env):
         task.set_env_variable(key, env[key])
     for secret in config.secrets:
-        kubernetes.use_secret_as_env(task, secret.name, dict(sorted(secret.keys.items())), optional=secret.optional)
+        kubernetes.use_secret_as_env(
+            task, secret.name, dict(sorted(secret.keys.items())), optional=secret.optional
+        )
     kubernetes.set_image_pull_policy(task, config.image_pull_policy)
 
 
@@ -126,7 +131,11 @@ def _resources(task: PipelineTask, resources: GroupResources) -> None:
         kubernetes.add_toleration(task, **toleration.model_dump())
     if resources.shm_size:
         kubernetes.empty_dir_mount(
-            task, volume_name=SHM_VOLUME, mount_path="/dev/shm", medium="Memory", size_limit=resources.shm_size
+            task,
+            volume_name=SHM_VOLUME,
+            mount_path="/dev/shm",
+            medium="Memory",
+            size_limit=resources.shm_size,
         )
     if resources.retry.count:
         task.set_retry(
@@ -167,7 +176,9 @@ def build_pipeline(plan: DeploymentPlan) -> Callable[..., Any]:
 
         tasks: dict[str, PipelineTask] = {}
         for step in plan.steps:
-            task = step_component(plan, step)(**{name: values[name] for name in step.parameters}, mlflow_run_id=run_id)
+            task = step_component(plan, step)(
+                **{name: values[name] for name in step.parameters}, mlflow_run_id=run_id
+            )
             task.set_display_name(step.group)
             task.set_caching_options(step.caching)
             _resources(task, step.resources)

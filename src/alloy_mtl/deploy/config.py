@@ -191,6 +191,13 @@ class KubeflowConfig(_Strict):
         problems: list[str] = []
         resolved: dict[str, GroupResources] = {}
         default = self.resources.get(DEFAULT_KEY)
+        default_ok = True
+        if default is not None:
+            try:
+                GroupResources.model_validate(default)
+            except ValidationError as error:
+                problems.extend(_lines(error, prefix=f"resources.{DEFAULT_KEY}"))
+                default_ok = False
         for group in groups:
             entry = self.resources.get(group)
             if entry is None and default is None:
@@ -199,6 +206,8 @@ class KubeflowConfig(_Strict):
                     f"{DEFAULT_KEY} entry"
                 )
                 continue
+            if entry is None and not default_ok:
+                continue  # the default's problems are reported once, above
             merged = _deep_merge(default or {}, entry or {})
             try:
                 resolved[group] = GroupResources.model_validate(merged)

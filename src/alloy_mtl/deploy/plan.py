@@ -27,7 +27,12 @@ MLFLOW_TASK = "mlflow-start-run"
 CREATE_PVC_TASK = "createpvc"
 DELETE_PVC_TASK = "deletepvc"
 RESERVED_TASKS = frozenset({MLFLOW_TASK, CREATE_PVC_TASK, DELETE_PVC_TASK})
-_PYTHON_TYPES: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str, "bool": bool}
+_PYTHON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "int": int,
+    "float": (int, float),
+    "str": str,
+    "bool": bool,
+}
 
 
 @dataclass(frozen=True)
@@ -216,7 +221,9 @@ def _memory_crossings(grouping: Grouping, project: ProjectView) -> list[str]:
     return problems
 
 
-def _final_inputs(final: str, final_pipeline: Pipeline, pipeline: Pipeline, project: ProjectView) -> list[str]:
+def _final_inputs(
+    final: str, final_pipeline: Pipeline, pipeline: Pipeline, project: ProjectView
+) -> list[str]:
     produced = pipeline.all_outputs()
     problems = []
     for dataset in sorted(final_pipeline.inputs()):
@@ -235,9 +242,7 @@ def _is_memory(kind: str | None) -> bool:
     return kind is None or kind.rsplit(".", 1)[-1].endswith("MemoryDataset")
 
 
-def _parameters(
-    config: KubeflowConfig, project: ProjectView
-) -> tuple[list[PipelineParameter], list[str]]:
+def _parameters(config: KubeflowConfig, project: ProjectView) -> tuple[list[PipelineParameter], list[str]]:
     parameters, problems = [], []
     for name, spec in config.parameters.items():
         default = spec.default
@@ -252,7 +257,11 @@ def _parameters(
         if default is None and spec.type == "str":
             default = ""  # the step then keeps the configured value
         wanted = _PYTHON_TYPES[spec.type]
-        if default is None or not isinstance(default, wanted) or (spec.type != "bool" and isinstance(default, bool)):
+        if (
+            default is None
+            or not isinstance(default, wanted)
+            or (spec.type != "bool" and isinstance(default, bool))
+        ):
             problems.append(
                 f"pipeline parameter '{name}' is declared {spec.type} but its default "
                 f"({spec.kedro} = {default!r}) is not"

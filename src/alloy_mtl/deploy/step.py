@@ -74,9 +74,7 @@ def _yaml_string(value: str) -> str:
     return value if plain else "'" + value.replace("'", "''") + "'"
 
 
-def kedro_command(
-    pipeline: str, env: str | None, nodes: str | None, params: Mapping[str, str]
-) -> list[str]:
+def kedro_command(pipeline: str, env: str | None, nodes: str | None, params: Mapping[str, str]) -> list[str]:
     """The ``kedro run`` command line of one step."""
     command = [sys.executable, "-m", "kedro", "run", "--pipeline", pipeline]
     if env:
