@@ -1,0 +1,61 @@
+"""Read what the compiler needs from a Kedro project: its pipelines, catalog, parameters and kubeflow.yml."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kedro.config import MissingConfigException
+from kedro.pipeline import Pipeline
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ENV = "base"
+KUBEFLOW_PATTERNS = ["kubeflow*", "kubeflow*/**", "**/kubeflow*"]
+
+
+@dataclass(frozen=True)
+class ProjectView:
+    """The parts of a Kedro project that compiling a pipeline reads.
+
+    ``dataset_type`` gives a dataset's fully qualified class as the catalog resolves it (factories
+    included), or ``None`` when the catalog does not know it (Kedro then uses a ``MemoryDataset``).
+    """
+
+    pipelines: Mapping[str, Pipeline]
+    dataset_type: Callable[[str], str | None]
+    parameters: Mapping[str, Any]
+    kubeflow: Mapping[str, Any]
+    env: str
+
+
+def load_project(project_path: Path, env: str = DEFAULT_ENV) -> ProjectView:
+    """Bootstrap the project at ``project_path`` and read it in configuration environment ``env``.
+
+    ``env`` defaults to ``base`` so that a compile reads only committed configuration: the same files give
+    the same YAML on every clone, whatever ``conf/local`` holds.
+    """
+    from kedro.framework.project import pipelines
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project_path)
+    with KedroSession.create(project_path=project_path, env=env) as session:
+        context = session.load_context()
+        context.config_loader.config_patterns.setdefault("kubeflow", KUBEFLOW_PATTERNS)
+        try:
+            kubeflow = context.config_loader["kubeflow"]
+        except MissingConfigException:
+            kubeflow = {}
+        catalog = context.catalog
+        parameters = context.params
+    return ProjectView(
+        pipelines={name: pipelines[name] for name in sorted(pipelines)},
+        dataset_type=catalog.get_type,
+        parameters=parameters,
+        kubeflow=kubeflow,
+        env=env,
+    )

@@ -1,0 +1,134 @@
+"""What every pipeline step executes: ``kedro run --env ... --pipeline ... --nodes ... --params ...``.
+
+The container components and the lightweight ``kfp.local`` components call this same entry point::
+
+    python -m alloy_mtl.deploy.step --env base --pipeline train_all --nodes resnet18.train,resnet18.evaluate \
+        --param training.epochs:int=10 --mlflow-run-id <id>
+
+``--param KEY:TYPE=VALUE`` carries a typed pipeline parameter; an empty ``str`` value keeps the configured
+Kedro value. A non-empty ``--mlflow-run-id`` becomes ``MLFLOW_RUN_ID``, so the step joins the parent run
+the first step opened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no"}
+
+
+class StepArgumentError(ValueError):
+    """A ``--param`` that cannot be passed to ``kedro run --params``."""
+
+
+def parse_param(argument: str) -> tuple[str, str | None]:
+    """``KEY:TYPE=VALUE`` -> (``KEY``, the value as Kedro's ``--params`` should read it, or None to skip).
+
+    KFP renders numbers as it stores them (``10`` or ``10.0``): an ``int`` that is whole is written as one.
+
+    Raises:
+        StepArgumentError: naming the argument, for a malformed one or a value of the wrong type.
+    """
+    head, sep, value = argument.partition("=")
+    key, colon, kind = head.rpartition(":")
+    if not sep or not colon or not key:
+        raise StepArgumentError(f"--param '{argument}' is not KEY:TYPE=VALUE")
+    if kind == "str":
+        if value == "":
+            return key, None
+        if "," in value:
+            raise StepArgumentError(f"--param '{key}': kedro run --params cannot carry a comma in '{value}'")
+        return key, _yaml_string(value)
+    try:
+        if kind == "int":
+            number = float(value)
+            if not number.is_integer():
+                raise ValueError(value)
+            return key, str(int(number))
+        if kind == "float":
+            return key, repr(float(value))
+        if kind == "bool" and value.lower() in _TRUE | _FALSE:
+            return key, "true" if value.lower() in _TRUE else "false"
+    except ValueError:
+        pass
+    raise StepArgumentError(f"--param '{key}': '{value}' is not a valid {kind}")
+
+
+def _yaml_string(value: str) -> str:
+    """Kedro reads ``--params`` values as YAML: quote a string that YAML would read as something else."""
+    try:
+        plain = isinstance(yaml.safe_load(value), str)
+    except yaml.YAMLError:
+        plain = False
+    return value if plain else "'" + value.replace("'", "''") + "'"
+
+
+def kedro_command(pipeline: str, env: str | None, nodes: str | None, params: Mapping[str, str]) -> list[str]:
+    """The ``kedro run`` command line of one step."""
+    command = [sys.executable, "-m", "kedro", "run", "--pipeline", pipeline]
+    if env:
+        command += ["--env", env]
+    if nodes:
+        command += ["--nodes", nodes]
+    if params:
+        command += ["--params", ",".join(f"{key}={value}" for key, value in params.items())]
+    return command
+
+
+def run_step(
+    pipeline: str,
+    *,
+    env: str | None = None,
+    nodes: str | None = None,
+    params: Sequence[str] = (),
+    mlflow_run_id: str = "",
+    project_dir: Path | None = None,
+) -> int:
+    """Run the Kedro nodes of one step in ``project_dir`` and return ``kedro run``'s exit status."""
+    overrides = {key: value for key, value in map(parse_param, params) if value is not None}
+    command = kedro_command(pipeline, env, nodes, overrides)
+    environment = dict(os.environ)
+    if mlflow_run_id:
+        environment["MLFLOW_RUN_ID"] = mlflow_run_id
+    logger.info("Step runs: %s (MLFLOW_RUN_ID=%s)", " ".join(command[1:]), mlflow_run_id or "unset")
+    return subprocess.run(command, cwd=project_dir, env=environment, check=False).returncode
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point of a step."""
+    parser = argparse.ArgumentParser(prog="python -m alloy_mtl.deploy.step", description=__doc__)
+    parser.add_argument("--pipeline", required=True)
+    parser.add_argument("--env", default=None)
+    parser.add_argument("--nodes", default=None)
+    parser.add_argument("--param", action="append", default=[], metavar="KEY:TYPE=VALUE")
+    parser.add_argument("--mlflow-run-id", default="")
+    parser.add_argument("--project-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return run_step(
+            args.pipeline,
+            env=args.env,
+            nodes=args.nodes,
+            params=args.param,
+            mlflow_run_id=args.mlflow_run_id,
+            project_dir=args.project_dir,
+        )
+    except StepArgumentError as error:
+        parser.error(str(error))
+    return 2  # pragma: no cover - parser.error exits
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""train_all compiled from the committed configuration, read back with kfp's own loader.
+
+The expectations come from the Kedro graph (``register_pipelines``) and kubeflow.yml, not from the
+compiler: which nodes a task runs is read from its container arguments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from google.protobuf import json_format
+from kfp import components
+
+from alloy_mtl.cli import cli
+from alloy_mtl.pipeline_registry import register_pipelines
+from tests.conftest import REPO_ROOT
+from tests.deploy.conftest import REFRESH
+
+INFRASTRUCTURE = {"createpvc", "deletepvc", "mlflow-start-run"}
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The refresh command itself, run through the project CLI into a temporary file."""
+    output = tmp_path_factory.mktemp("kfp") / "train_all.yaml"
+    result = CliRunner().invoke(
+        cli,
+        ["kubeflow", "compile", "--pipeline", "train_all", "-o", str(output)],
+        obj=SimpleNamespace(project_path=REPO_ROOT),
+    )
+    assert result.exit_code == 0, result.output
+    assert f"Compiled train_all (8 steps) to {output}" in result.output
+    return output
+
+
+@pytest.fixture(scope="module")
+def spec(compiled: Path) -> dict[str, Any]:
+    component = components.load_component_from_file(str(compiled))
+    return {
+        "pipeline": json_format.MessageToDict(component.pipeline_spec),
+        "platform": json_format.MessageToDict(component.platform_spec),
+    }
+
+
+def _tasks(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return spec["pipeline"]["root"]["dag"]["tasks"]
+
+
+def _container(spec: dict[str, Any], task: str) -> dict[str, Any]:
+    executor = spec["pipeline"]["components"][f"comp-{task}"]["executorLabel"]
+    return spec["pipeline"]["deploymentSpec"]["executors"][executor]["container"]
+
+
+def _k8s(spec: dict[str, Any], task: str) -> dict[str, Any]:
+    executor = spec["pipeline"]["components"][f"comp-{task}"]["executorLabel"]
+    return spec["platform"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"][executor]
+
+
+def _step_nodes(spec: dict[str, Any]) -> dict[str, list[str]]:
+    """Task -> the Kedro nodes it runs, read from ``--nodes`` in its container arguments."""
+    steps = {}
+    for task in _tasks(spec):
+        if task in INFRASTRUCTURE:
+            continue
+        args = _container(spec, task)["args"]
+        steps[task] = args[args.index("--nodes") + 1].split(",")
+    return steps
+
+
+def test_committed_yaml_is_what_a_fresh_compile_writes(compiled: Path):
+    committed = REPO_ROOT / "pipelines" / "train_all.yaml"
+    assert committed.exists(), f"pipelines/train_all.yaml is missing: run `{REFRESH}`"
+    assert committed.read_bytes() == compiled.read_bytes(), (
+        f"pipelines/train_all.yaml is stale (Kedro pipelines or conf changed): run `{REFRESH}` and commit it"
+    )
+
+
+def test_one_task_per_group_running_every_node_once(spec):
+    steps = _step_nodes(spec)
+    nodes = [name for names in steps.values() for name in names]
+    assert sorted(nodes) == sorted(node.name for node in register_pipelines()["train_all"].nodes)
+    assert set(_tasks(spec)) == set(steps) | INFRASTRUCTURE
+    # default grouping: data processing and comparison one step each, one per architecture namespace
+    assert steps["data"][0] == "acquire_dataset"
+    assert steps["resnet18"] == ["resnet18.train", "resnet18.evaluate"]
+
+
+def test_dependent_tasks_equal_the_kedro_graph(spec):
+    steps = _step_nodes(spec)
+    task_of = {name: task for task, names in steps.items() for name in names}
+    expected: dict[str, set[str]] = {task: set() for task in steps}
+    for child, parents in register_pipelines()["train_all"].node_dependencies.items():
+        expected[task_of[child.name]] |= {task_of[p.name] for p in parents} - {task_of[child.name]}
+    for task in steps:
+        depends = set(_tasks(spec)[task].get("dependentTasks", []))
+        assert depends - {"createpvc", "mlflow-start-run"} == expected[task], task
+        assert {"createpvc", "mlflow-start-run"} <= depends  # the volume and the MLflow run come first
+    leaves = {task for task in steps if not any(task in deps for deps in expected.values())}
+    assert set(_tasks(spec)["deletepvc"]["dependentTasks"]) == leaves | {"createpvc"}
+
+
+def test_six_training_tasks_request_a_gpu_after_the_data_and_before_the_comparison(spec):
+    pipelines = register_pipelines()
+    training_nodes = {node.name for node in pipelines["training"].nodes}
+    steps = _step_nodes(spec)
+    training = {task for task, names in steps.items() if training_nodes & set(names)}
+    assert len(training) == 6
+    for task in _tasks(spec):
+        accelerator = _container(spec, task).get("resources", {}).get("accelerator")
+        if task in training:
+            assert accelerator["resourceType"] == "nvidia.com/gpu" and accelerator["resourceCount"] == "1"
+            assert "data" in _tasks(spec)[task]["dependentTasks"]
+            assert _k8s(spec, task)["tolerations"][0]["key"] == "nvidia.com/gpu"
+        else:
+            assert accelerator is None, f"{task} must not request a GPU"
+    assert training <= set(_tasks(spec)["comparison"]["dependentTasks"])
+
+
+def test_retries_caching_volume_shm_and_secrets_on_every_step(spec, repo_kubeflow):
+    resources = repo_kubeflow["resources"]
+    for task, config in _tasks(spec).items():
+        assert config["cachingOptions"].get("enableCache", False) is False, task  # run-scoped volume
+        if task in INFRASTRUCTURE:
+            continue
+        group = config["taskInfo"]["name"]  # the display name is the Kedro group
+        wanted = resources.get(group, resources["__default__"])["retry"]
+        assert config["retryPolicy"]["maxRetryCount"] == wanted["count"], task
+        assert config["retryPolicy"]["backoffDuration"] == wanted["backoff"], task
+        k8s = _k8s(spec, task)
+        (mount,) = k8s["pvcMount"]
+        assert mount["mountPath"] == "/home/alloy/app/data"
+        assert mount["pvcNameParameter"]["taskOutputParameter"] == {
+            "producerTask": "createpvc",
+            "outputParameterKey": "name",
+        }
+        (shm,) = k8s["emptyDirMounts"]
+        assert (shm["mountPath"], shm["medium"]) == ("/dev/shm", "Memory")
+        assert k8s["secretAsEnv"][0]["secretName"] == "mlflow-credentials"
+        assert int(k8s["activeDeadlineSeconds"]) > 0
+
+
+def test_typed_parameters_with_the_kedro_defaults_reach_the_steps_that_read_them(spec):
+    params = yaml.safe_load((REPO_ROOT / "conf/base/parameters_training.yml").read_text())
+    inputs = spec["pipeline"]["root"]["inputDefinitions"]["parameters"]
+    assert inputs["epochs"] == {
+        "parameterType": "NUMBER_INTEGER",
+        "defaultValue": params["training"]["epochs"],
+        "isOptional": True,
+    }
+    assert inputs["seed"]["defaultValue"] == params["training"]["seed"]
+    assert inputs["data_source_path"]["parameterType"] == "STRING"
+    args = _container(spec, "resnet18")["args"]
+    assert "training.epochs:int={{$.inputs.parameters['epochs']}}" in args
+    assert _tasks(spec)["resnet18"]["inputs"]["parameters"]["epochs"] == {"componentInputParameter": "epochs"}
+    assert not any("data_source" in arg for arg in args)  # training does not read the data source
+    data_args = _container(spec, "data")["args"]
+    assert "data_source.path:str={{$.inputs.parameters['data_source_path']}}" in data_args
+
+
+def test_every_step_joins_the_mlflow_run_the_first_task_opens(spec):
+    for task in _step_nodes(spec):
+        run_id = _tasks(spec)[task]["inputs"]["parameters"]["mlflow_run_id"]
+        assert run_id["taskOutputParameter"] == {
+            "producerTask": "mlflow-start-run",
+            "outputParameterKey": "run_id",
+        }
+        args = _container(spec, task)["args"]
+        assert args[:2] == ["--env", "base"] and args[args.index("--pipeline") + 1] == "train_all"
+        assert _container(spec, task)["command"] == ["python", "-m", "alloy_mtl.deploy.step"]
+    assert _container(spec, "mlflow-start-run")["command"] == ["python", "-m", "alloy_mtl.deploy.mlflow_run"]
