@@ -8,7 +8,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import CatalogProtocol
 from kedro.pipeline import Pipeline
 
-from alloy_mtl.pipelines.parameters import check_parameters
+from alloy_mtl.parameters import check_parameters
 
 
 class ParameterCheckHooks:

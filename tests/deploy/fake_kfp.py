@@ -35,7 +35,7 @@ class FakeKfp:
     def calls(self, method: str, path: str) -> list[Request]:
         return [r for r in self.requests if r.method == method and r.path == f"{API}{path}"]
 
-    def answer(self, request: Request) -> tuple[int, dict[str, Any]]:
+    def answer(self, request: Request) -> tuple[int, dict[str, Any]]:  # noqa: PLR0911 (one answer per route)
         route = (request.method, request.path.removeprefix(API))
         if route == ("GET", "/healthz"):
             return 200, {"multi_user": False}

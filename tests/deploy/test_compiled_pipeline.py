@@ -11,12 +11,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import yaml
 from click.testing import CliRunner
 from google.protobuf import json_format
 from kfp import components
 
 from alloy_mtl.cli import cli
+from alloy_mtl.mtl.params import TrainingParams
 from alloy_mtl.pipeline_registry import register_pipelines
 from tests.conftest import REPO_ROOT
 from tests.deploy.conftest import REFRESH
@@ -145,14 +145,14 @@ def test_retries_caching_volume_shm_and_secrets_on_every_step(spec, repo_kubeflo
 
 
 def test_typed_parameters_with_the_kedro_defaults_reach_the_steps_that_read_them(spec):
-    params = yaml.safe_load((REPO_ROOT / "conf/base/parameters_training.yml").read_text())
+    defaults = TrainingParams.model_fields  # the YAML holds only what differs from the typed defaults
     inputs = spec["pipeline"]["root"]["inputDefinitions"]["parameters"]
     assert inputs["epochs"] == {
         "parameterType": "NUMBER_INTEGER",
-        "defaultValue": params["training"]["epochs"],
+        "defaultValue": defaults["epochs"].default,
         "isOptional": True,
     }
-    assert inputs["seed"]["defaultValue"] == params["training"]["seed"]
+    assert inputs["seed"]["defaultValue"] == defaults["seed"].default
     assert inputs["data_source_path"]["parameterType"] == "STRING"
     args = _container(spec, "resnet18")["args"]
     assert "training.epochs:int={{$.inputs.parameters['epochs']}}" in args

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from alloy_mtl.config import ParameterError
-from alloy_mtl.pipelines.parameters import check_parameters
+from alloy_mtl.parameters import check_parameters
 
 
 def test_a_typo_in_training_stops_the_run_before_any_node(kedro_project, run_pipeline):

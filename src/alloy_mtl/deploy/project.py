@@ -11,6 +11,8 @@ from typing import Any
 from kedro.config import MissingConfigException
 from kedro.pipeline import Pipeline
 
+from alloy_mtl.parameters import with_defaults
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_ENV = "base"
@@ -51,7 +53,7 @@ def load_project(project_path: Path, env: str = DEFAULT_ENV) -> ProjectView:
         except MissingConfigException:
             kubeflow = {}
         catalog = context.catalog
-        parameters = context.params
+        parameters = with_defaults(context.params)
     return ProjectView(
         pipelines={name: pipelines[name] for name in sorted(pipelines)},
         dataset_type=catalog.get_type,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from alloy_mtl.config import ParameterError, ParamsModel, parse_params
 from alloy_mtl.data.params import DataSourceParams, SplitParams, ValidationParams
 from alloy_mtl.evaluation.params import EvaluationParams
-from alloy_mtl.mtl.params import parse_training_params
+from alloy_mtl.mtl.params import TrainingParams, deep_merge, parse_training_params
 from alloy_mtl.physics.simulator import SimulationConfig
 
 SECTIONS: dict[str, type[ParamsModel]] = {
@@ -55,3 +56,26 @@ def check_parameters(params: Mapping[str, Any]) -> None:
             problems += [p for p in found if p not in problems]
     if problems:
         raise ParameterError(problems)
+
+
+def with_defaults(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with each known section completed by its typed model's defaults (YAML values win).
+
+    The YAML files hold only what differs from the defaults; tools that need a setting's effective value
+    without running a node (the Kubeflow compiler's pipeline parameters) read it here.
+    """
+    models: dict[str, type[ParamsModel]] = {**SECTIONS, "training": TrainingParams}
+    completed = dict(params)
+    for section, model in models.items():
+        defaults = {
+            name: field.get_default(call_default_factory=True)
+            for name, field in model.model_fields.items()
+            if not field.is_required()
+        }
+        defaults = json.loads(json.dumps(defaults, default=_jsonable))
+        completed[section] = deep_merge(defaults, params.get(section) or {})
+    return completed
+
+
+def _jsonable(value: Any) -> Any:
+    return value.model_dump(mode="json") if isinstance(value, ParamsModel) else str(value)
