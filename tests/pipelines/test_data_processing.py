@@ -76,7 +76,9 @@ def test_unknown_source_kind_is_named(kedro_project, run_pipeline):
         run_pipeline(kedro_project, "data_processing", {"data_source": {"kind": "ftp"}})
 
 
-def test_class_per_folder_lab_images_reach_model_input_with_missing_regression_labels(kedro_project, run_pipeline):
+def test_class_per_folder_lab_images_reach_model_input_with_missing_regression_labels(
+    kedro_project, run_pipeline
+):
     root = kedro_project / "lab_classes"
     rng = np.random.default_rng(1)
     for alloy in ALLOYS:
@@ -86,7 +88,9 @@ def test_class_per_folder_lab_images_reach_model_input_with_missing_regression_l
             pixels = rng.integers(0, 65535, (8, 8), dtype=np.uint16)
             Image.fromarray(pixels).save(folder / f"{alloy}_{i}.png")
 
-    run_pipeline(kedro_project, "data_processing", {"data_source": {"kind": "class_per_folder", "path": str(root)}})
+    run_pipeline(
+        kedro_project, "data_processing", {"data_source": {"kind": "class_per_folder", "path": str(root)}}
+    )
 
     store = open_store(kedro_project / "data/05_model_input/xray")
     assert store.images.shape == (30, 1, 8, 8)

@@ -61,3 +61,11 @@ def mlflow_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
     yield {"uri": uri, "client": client, "experiment_id": experiment_id, "root": Path(root)}
     mlflow.set_tracking_uri(previous)
     mlflow.set_registry_uri(previous)
+
+
+@pytest.fixture(autouse=True)
+def point_mlflow_at_backend(mlflow_backend: dict[str, Any]) -> None:
+    """Each tracking test starts with MLflow's global URI on the shared test database (a Kedro session run by
+    another test may have moved it)."""
+    mlflow.set_tracking_uri(mlflow_backend["uri"])
+    mlflow.set_registry_uri(mlflow_backend["uri"])

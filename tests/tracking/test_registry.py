@@ -11,6 +11,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from alloy_mtl.tracking.registry import (
     CHALLENGER,
     CHAMPION,
+    FINGERPRINT_TAG,
     MODEL_URI_TAG,
     PIPELINE_TAG,
     GateSettings,
@@ -30,7 +31,9 @@ def gate(mlflow_backend):
     return GateSettings(model_name=f"alloy_mtl_test_{next(_names)}", metric=METRIC, min_margin=0.01)
 
 
-def training_run(backend, scores: dict[str, float | None], pipeline: str = "train_all") -> str:
+def training_run(
+    backend, scores: dict[str, float | None], pipeline: str = "train_all", fingerprint: str = "data-1"
+) -> str:
     """A finished parent run with one nested run per model: a logged model and its test metric."""
     client, experiment_id = backend["client"], backend["experiment_id"]
     parent = client.create_run(experiment_id, run_name=pipeline, tags={PIPELINE_TAG: pipeline}).info.run_id
@@ -39,7 +42,7 @@ def training_run(backend, scores: dict[str, float | None], pipeline: str = "trai
             experiment_id, run_name=arch, tags={MLFLOW_PARENT_RUN_ID: parent, PIPELINE_TAG: pipeline}
         ).info.run_id
         model = client.create_logged_model(experiment_id, source_run_id=run_id, name="model")
-        tags = [RunTag(MODEL_URI_TAG, f"models:/{model.model_id}")]
+        tags = [RunTag(MODEL_URI_TAG, f"models:/{model.model_id}"), RunTag(FINGERPRINT_TAG, fingerprint)]
         metrics = [] if score is None else [Metric(METRIC, score, 0, 0)]
         client.log_batch(run_id, metrics=metrics, tags=tags)
         client.set_terminated(run_id)
@@ -88,9 +91,11 @@ def test_better_challenger_is_promoted_worse_is_not(mlflow_backend, gate):
     assert promoted["decision"] == "promoted" and promoted["champion_score"] == "0.7"
     assert aliases(mlflow_backend, gate.model_name) == {CHAMPION: "3", CHALLENGER: "3"}
 
-    training_run(mlflow_backend, {"fnn": 0.5})
+    training_run(mlflow_backend, {"fnn": 0.5}, fingerprint="data-2")
     worse = run_gate(client, gate, experiments)
     assert worse["decision"] == "kept_champion"
+    assert "different test data" in worse["reason"]
+    assert (worse["challenger_dataset"], worse["champion_dataset"]) == ("data-2", "data-1")
     assert aliases(mlflow_backend, gate.model_name) == {CHAMPION: "3", CHALLENGER: "4"}
     tags = client.get_model_version(gate.model_name, "4").tags
     assert (tags["gate.challenger_score"], tags["gate.champion_score"]) == ("0.5", "0.8")
@@ -128,7 +133,9 @@ def test_gate_failing_half_way_never_leaves_the_registry_without_a_champion(
 def test_no_candidate_and_bad_settings_are_named(mlflow_backend, gate):
     client = mlflow_backend["client"]
     empty = client.create_experiment(f"empty_{gate.model_name}")
-    with pytest.raises(RegistryError, match=r"no finished parent run of pipeline\(s\) \['train_all'\]"):
+    with pytest.raises(
+        RegistryError, match=r"no finished parent run of pipeline\(s\) \['train_all', '__default__'\]"
+    ):
         run_gate(client, gate, [empty])
     with pytest.raises(ValueError, match=r"registry.mode: got 'best'"):
         parse_gate_settings({"mode": "best"}, where="registry")

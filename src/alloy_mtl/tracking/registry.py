@@ -35,6 +35,7 @@ MODEL_URI_TAG = "alloy_mtl.model_uri"
 """Tag of a nested run that logged a servable model (its ``models:/m-<id>`` URI)."""
 PIPELINE_TAG = "alloy_mtl.pipeline"
 SOURCE_RUN_TAG = "alloy_mtl.source_run_id"
+FINGERPRINT_TAG = "alloy_mtl.dataset_fingerprint"
 GATE_PREFIX = "gate."
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -52,7 +53,7 @@ class GateSettings:
     mode: str = "max"
     min_margin: float = 0.005
     parent_run_id: str | None = None
-    from_pipelines: tuple[str, ...] = ("train_all",)
+    from_pipelines: tuple[str, ...] = ("train_all", "__default__")
 
 
 def parse_gate_settings(params: Mapping[str, Any], where: str = "parameters registry") -> GateSettings:
@@ -194,6 +195,13 @@ def run_score(client: MlflowClient, run_id: str | None, metric: str) -> float | 
     return client.get_run(run_id).data.metrics.get(metric)
 
 
+def run_tag(client: MlflowClient, run_id: str | None, tag: str) -> str:
+    """A tag of a run, ``none`` when the run or tag is absent."""
+    if not run_id:
+        return "none"
+    return str(client.get_run(run_id).data.tags.get(tag, "none"))
+
+
 def decide(challenger: float | None, champion: float | None, settings: GateSettings) -> tuple[bool, str]:
     """Whether the challenger wins, and why (no registry access: the rule alone)."""
     metric, margin = settings.metric, settings.min_margin
@@ -241,6 +249,12 @@ def promote(client: MlflowClient, settings: GateSettings, challenger: ModelVersi
         promoted, reason = decide(challenger_score, champion_score, settings)
     if promoted and (champion is None or str(champion.version) != version):
         client.set_registered_model_alias(name, CHAMPION, version)  # one atomic move: never champion-less
+    data = {
+        "challenger_dataset": run_tag(client, challenger.run_id, FINGERPRINT_TAG),
+        "champion_dataset": run_tag(client, None if champion is None else champion.run_id, FINGERPRINT_TAG),
+    }
+    if champion is not None and str(champion.version) != version and len(set(data.values())) > 1:
+        reason += "; note: the scores come from different test data (dataset fingerprints differ)"
     decision = {
         "decision": "promoted" if promoted else "kept_champion",
         "metric": settings.metric,
@@ -250,6 +264,7 @@ def promote(client: MlflowClient, settings: GateSettings, challenger: ModelVersi
         "champion_score": _text(champion_score),
         "champion_version_before": champion_version or "none",
         "reason": reason,
+        **data,
     }
     for key, value in decision.items():
         client.set_model_version_tag(name, version, f"{GATE_PREFIX}{key}", value)

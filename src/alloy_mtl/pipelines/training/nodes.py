@@ -12,6 +12,7 @@ import pandas as pd
 
 from alloy_mtl.data.store import XrayData
 from alloy_mtl.mtl.experiment import train_from_params
+from alloy_mtl.tracking.callback import training_callbacks
 
 logger = logging.getLogger(__name__)
 
@@ -45,5 +46,6 @@ def train_architecture(
     if "arch" not in params:
         raise ValueError("train_options must name the architecture ('arch'), e.g. arch: resnet18")
     checkpoint_dir = Path(params["checkpoint_root"]) / params["arch"] / "checkpoints"
-    result = train_from_params(model_input.images, model_input.metadata, params, checkpoint_dir)
+    callbacks = training_callbacks(params["arch"])  # per-epoch MLflow metrics when a run is tracked
+    result = train_from_params(model_input.images, model_input.metadata, params, checkpoint_dir, callbacks)
     return result.bundle, result.history, result.predictions, {**result.summary, "params": params}
