@@ -1,10 +1,11 @@
-"""Project pipelines: data_generation, data_processing, train_<arch>, evaluation and train_all."""
+"""Project pipelines: data_generation, data_processing, train_<arch>, evaluation, registry, inference and
+train_all."""
 
 from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from alloy_mtl.pipelines import data_processing, evaluation, training
+from alloy_mtl.pipelines import data_processing, evaluation, inference, registry, training
 from alloy_mtl.pipelines.training import ARCHITECTURES
 
 
@@ -12,8 +13,9 @@ def register_pipelines() -> dict[str, Pipeline]:
     """Register the project's pipelines.
 
     ``train_<arch>`` trains and evaluates one architecture on the existing model input;
-    ``training`` and ``evaluation`` cover all architectures; ``train_all`` runs everything from data to
-    the cross-architecture comparison and is the default.
+    ``training`` and ``evaluation`` cover all architectures; ``registry`` runs the MLflow promotion gate over
+    already-logged runs; ``inference`` predicts a folder of images with the champion; ``train_all`` runs
+    everything from data to the comparison, ending with the gate, and is the default.
     """
     processing = data_processing.create_pipeline()
     per_arch = {
@@ -30,7 +32,10 @@ def register_pipelines() -> dict[str, Pipeline]:
         "training": all_training,
         "evaluation": all_evaluation,
         **{f"train_{arch}": pipe for arch, pipe in per_arch.items()},
+        "registry": registry.create_pipeline(),
+        "inference": inference.create_pipeline(),
     }
-    pipelines["train_all"] = processing + all_training + all_evaluation
+    gate = registry.create_pipeline(after=[f"{arch}.metrics" for arch in ARCHITECTURES])
+    pipelines["train_all"] = processing + all_training + all_evaluation + gate
     pipelines["__default__"] = pipelines["train_all"]
     return pipelines

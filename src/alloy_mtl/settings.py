@@ -2,10 +2,13 @@
 from the Kedro defaults. For further information, including these default values, see
 https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration"""
 
+# Instantiated project hooks, executed in Last-In-First-Out order: the parameter check runs first, so a
+# wrong parameter stops the run before MLflow opens it. MLflow tracking: one parent run per `kedro run`,
+# one nested run per model (see alloy_mtl.hooks).
+from alloy_mtl.hooks import MlflowTrackingHooks
 from alloy_mtl.parameter_hooks import ParameterCheckHooks
 
-# Instantiated project hooks (executed in Last-In-First-Out order).
-HOOKS = (ParameterCheckHooks(),)
+HOOKS = (MlflowTrackingHooks(), ParameterCheckHooks())
 
 # Installed plugins for which to disable hook auto-registration.
 # MLflow tracking is wired explicitly by the project (see tracking/), not by auto-registered hooks.
@@ -37,10 +40,8 @@ CONFIG_LOADER_ARGS = {
     "default_run_env": "local",
     # Environments (`--env paper`, conf/local) override single nested keys instead of whole sections.
     "merge_strategy": {"parameters": "soft", "catalog": "soft"},
-    # "config_patterns": {
-    #     "spark" : ["spark*/"],
-    #     "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
-    # }
+    # conf/<env>/mlflow.yml: tracking URI and experiment (read by alloy_mtl.hooks)
+    "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**"]},
 }
 
 # Class that manages Kedro's library components.

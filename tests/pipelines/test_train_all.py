@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
+import tifffile
 import torch
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from alloy_mtl.constants import ALLOYS
+from alloy_mtl.data.store import open_store
 from alloy_mtl.datasets import TorchBundleDataset
 from alloy_mtl.mtl.experiment import load_model
 from alloy_mtl.pipelines.training import ARCHITECTURES
@@ -19,7 +25,8 @@ TINY = {
 
 
 @pytest.mark.slow
-def test_train_all_produces_models_histories_reports_and_comparison(kedro_project, run_pipeline):
+def test_train_all_produces_models_histories_reports_and_comparison(kedro_project, run_pipeline, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # the embedded default: mlflow.db at the project root
     run_pipeline(kedro_project, "train_all", TINY)
 
     data = kedro_project / "data"
@@ -41,3 +48,78 @@ def test_train_all_produces_models_histories_reports_and_comparison(kedro_projec
     assert set(ARCHITECTURES) | {"ensemble_soft", "ensemble_hard", "physics_limit"} == set(table["model"])
     assert (data / "08_reporting/comparison.md").read_text().count("resnet18") >= 2
     assert (data / "08_reporting/ap_heatmap.png").stat().st_size > 1000
+
+    check_mlflow(kedro_project)
+    check_registry_rerun_and_inference(kedro_project, run_pipeline)
+
+
+def check_mlflow(project):
+    """mlflow.db at the project root: the parent run, one nested run per model, metrics, artifacts, aliases."""
+    assert (project / "mlflow.db").is_file() and (project / "mlartifacts").is_dir()
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("alloy_mtl")
+    runs = client.search_runs([experiment.experiment_id])
+    [parent] = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags]
+    assert parent.info.status == "FINISHED" and parent.data.tags["alloy_mtl.pipeline"] == "train_all"
+    assert parent.data.params["training.epochs"] == "1"
+    assert {
+        "kedro.env",
+        "git.commit",
+        "torch.version",
+        "kedro.version",
+        "alloy_mtl.dataset_fingerprint",
+    } <= set(parent.data.tags)
+    top = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"comparison", "data", "data_docs", "registry"} <= top
+    children = {
+        r.info.run_name: r for r in runs if r.data.tags.get(MLFLOW_PARENT_RUN_ID) == parent.info.run_id
+    }
+    assert set(children) == set(ARCHITECTURES) | {"ensemble_soft", "ensemble_hard", "physics_limit"}
+    for name, run in children.items():
+        assert run.info.status == "FINISHED", name
+        assert "test.classification.macro_ap" in run.data.metrics, name
+        assert (
+            run.data.tags["alloy_mtl.dataset_fingerprint"]
+            == parent.data.tags["alloy_mtl.dataset_fingerprint"]
+        )
+    for arch in ARCHITECTURES:
+        run = children[arch]
+        epochs = len(pd.read_csv(project / f"data/07_model_output/{arch}/history.csv"))
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+        assert steps == list(range(1, epochs + 1)), arch
+        assert run.data.params["arch"] == arch and run.data.tags["alloy_mtl.model_uri"].startswith(
+            "models:/m-"
+        )
+        assert {"figures", "metrics.json", "history.csv"} <= {
+            a.path for a in client.list_artifacts(run.info.run_id)
+        }
+    aliases = client.get_registered_model("alloy_mtl").aliases
+    assert {"champion", "challenger"} <= set(aliases)
+    champion = client.get_model_version_by_alias("alloy_mtl", "champion")
+    assert champion.tags["gate.decision"] == "promoted"
+
+
+def check_registry_rerun_and_inference(project, run_pipeline):
+    """The gate alone over the logged runs changes nothing; inference predicts a folder with a bad file."""
+    run_pipeline(project, "registry")
+    decision = json.loads((project / "data/08_reporting/registry_decision.json").read_text())
+    assert decision["changed"] is False
+
+    folder = project / "new_images"
+    folder.mkdir()
+    store = open_store(project / "data/05_model_input/xray")
+    counts = np.round(np.asarray(store.images[:2], dtype=np.float32).clip(0, 1) * 65535).astype(np.uint16)
+    for i, image in enumerate(counts):
+        tifffile.imwrite(folder / f"good_{i}.tif", image)
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(Exception, match=r"1 of 3 file\(s\) could not be predicted"):
+        run_pipeline(project, "inference", {"inference": {"input": str(folder)}})
+    predictions = pd.read_csv(
+        project / "data/07_model_output/inference/predictions.csv", dtype={"alloy": str}
+    )
+    assert list(predictions["file"]) == ["broken.png", "good_0.tif", "good_1.tif"]
+    good = predictions.iloc[1:]
+    assert good["error"].isna().all() and set(good["alloy"].astype(str)) <= set(map(str, ALLOYS))
+    np.testing.assert_allclose(good.filter(like="prob_").sum(axis=1), 1.0, rtol=1e-5)
+    assert (good["thickness_mm"] > 0).all()
+    assert "unreadable or corrupt" in predictions.loc[0, "error"]

@@ -11,6 +11,7 @@ import pandas as pd
 from alloy_mtl.data.store import XrayData
 from alloy_mtl.mtl.experiment import train_from_params
 from alloy_mtl.mtl.params import parse_training_params
+from alloy_mtl.tracking.callback import training_callbacks
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,8 @@ def train_architecture(
     """
     params = parse_training_params(training, train_options, arch=str(train_options.get("arch", "")))
     checkpoint_dir = Path(params.checkpoint_root) / params.arch / "checkpoints"
-    result = train_from_params(model_input.images, model_input.metadata, params, checkpoint_dir)
+    callbacks = training_callbacks(params.arch)  # per-epoch MLflow metrics when a run is tracked
+    result = train_from_params(model_input.images, model_input.metadata, params, checkpoint_dir, callbacks)
     return (
         result.bundle,
         result.history,

@@ -1,0 +1,49 @@
+"""Node of the registry pipeline: a thin wrapper over :func:`alloy_mtl.tracking.registry.run_gate`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from alloy_mtl.tracking.registry import RegistryError, parse_gate_settings, run_gate
+from alloy_mtl.tracking.runs import active_tracker, experiment_name
+
+logger = logging.getLogger(__name__)
+
+
+def promote_champion(registry: dict[str, Any], *after: Any) -> dict[str, Any]:
+    """Register the best model of the chosen training run as ``challenger``; promote it if it wins.
+
+    Args:
+        registry: ``params:registry`` (see ``conf/base/parameters_registry.yml``).
+        *after: ignored; inside ``train_all`` the per-architecture metrics are passed only so that the gate
+            runs after every model is evaluated.
+
+    Returns:
+        The gate's decision (saved as ``registry_decision`` and logged to the parent run).
+    """
+    settings = parse_gate_settings(registry)
+    client = MlflowClient(mlflow.get_tracking_uri())
+    tracker = active_tracker()
+    if tracker is not None:
+        experiment_ids = [tracker.experiment_id]
+    else:
+        experiment = client.get_experiment_by_name(experiment_name())
+        if experiment is None:
+            raise RegistryError(
+                f"MLflow experiment '{experiment_name()}' does not exist at {mlflow.get_tracking_uri()}; "
+                "run `kedro run --pipeline train_all` first"
+            )
+        experiment_ids = [experiment.experiment_id]
+    decision = run_gate(
+        client, settings, experiment_ids, current_parent=None if tracker is None else tracker.parent_run_id
+    )
+    if tracker is not None:
+        tracker.set_tags(
+            tracker.parent_run_id,
+            {f"gate.{k}": v for k, v in decision.items() if k in ("decision", "version", "arch", "reason")},
+        )
+    return decision

@@ -1,0 +1,128 @@
+"""Predict a folder of PNG/TIFF radiographs with a registered model; one CSV row per file.
+
+Files are read with the ingest reader (:func:`alloy_mtl.data.ingest.read_image`, the same bit-depth scaling as
+training data). A file that cannot be used (corrupt, wrong channel count, wrong size) gets its error in its
+row; the others are still predicted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from alloy_mtl.data.ingest import IMAGE_SUFFIXES, read_image
+
+logger = logging.getLogger(__name__)
+
+CHAMPION_URI = "models:/{name}@champion"
+
+
+class Predictor(Protocol):
+    """What inference needs of a loaded MLflow pyfunc."""
+
+    def predict(self, data: Any, params: dict[str, Any] | None = None) -> pd.DataFrame: ...
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """``parameters_inference.yml`` ``inference`` (validated by :func:`parse_inference_settings`)."""
+
+    input: Path
+    model_uri: str
+    recursive: bool = False
+    batch_size: int = 64
+
+
+def parse_inference_settings(params: Mapping[str, Any], model_name: str) -> InferenceSettings:
+    """Validate the ``inference`` parameters before anything is loaded or written.
+
+    Raises:
+        ValueError: naming ``inference.<key>`` and what was expected.
+    """
+    known = {"input", "model_uri", "recursive", "batch_size"}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(f"parameters inference: unknown key(s) {unknown}; expected {sorted(known)}")
+    folder = params.get("input")
+    if not folder:
+        raise ValueError(
+            "parameters inference.input: not set; pass the folder of images, e.g. "
+            "`kedro run --pipeline inference --params inference.input=/lab/new_images`"
+        )
+    path = Path(str(folder)).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"parameters inference.input: '{path}' is not a folder of PNG/TIFF images")
+    batch_size = params.get("batch_size", 64)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"parameters inference.batch_size: got {batch_size!r}, expected a positive integer")
+    recursive = params.get("recursive", False)
+    if not isinstance(recursive, bool):
+        raise ValueError(f"parameters inference.recursive: got {recursive!r}, expected true or false")
+    model_uri = params.get("model_uri") or CHAMPION_URI.format(name=model_name)
+    return InferenceSettings(input=path, model_uri=str(model_uri), recursive=recursive, batch_size=batch_size)
+
+
+def image_files(folder: Path, recursive: bool = False) -> list[Path]:
+    """PNG/TIFF files of ``folder`` (sorted).
+
+    Raises:
+        ValueError: the folder holds none.
+    """
+    pattern = "**/*" if recursive else "*"
+    files = sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"parameters inference.input: '{folder}' holds no {'/'.join(IMAGE_SUFFIXES)} files")
+    return files
+
+
+def predict_files(
+    model: Predictor, files: list[Path], in_chans: int, image_size: int, *, root: Path, batch_size: int = 64
+) -> pd.DataFrame:
+    """One row per file: ``file`` (relative to ``root``), the model's output columns and ``error``.
+
+    Each file is read and checked (``in_chans`` channels, ``image_size`` x ``image_size`` pixels: the model's
+    training geometry) on its own; valid images are predicted in batches as I/I0 floats.
+    """
+    rows: list[dict[str, Any]] = []
+    good: list[tuple[int, np.ndarray]] = []
+    for file in files:
+        row: dict[str, Any] = {"file": file.relative_to(root).as_posix(), "error": ""}
+        try:
+            image = read_image(file)
+            if image.shape[0] != in_chans:
+                raise ValueError(f"{image.shape[0]} channel(s), the model expects {in_chans}")
+            if image.shape[1:] != (image_size, image_size):
+                raise ValueError(
+                    f"size {image.shape[1]}x{image.shape[2]}, the model expects {image_size}x{image_size}"
+                )
+            good.append((len(rows), image))
+        except Exception as exc:  # one bad file must not stop the others
+            row["error"] = f"{type(exc).__name__}: {exc}"
+            logger.warning("inference: %s: %s", file, row["error"])
+        rows.append(row)
+    for start in range(0, len(good), batch_size):
+        chunk = good[start : start + batch_size]
+        batch = np.stack([image for _, image in chunk]).astype(np.float32)
+        try:
+            predicted = model.predict(batch, params={"bit_depth": "float"})
+        except Exception as exc:  # keep going: the batch's rows carry the error
+            for index, _ in chunk:
+                rows[index]["error"] = f"{type(exc).__name__}: {exc}"
+            continue
+        for (index, _), record in zip(chunk, predicted.to_dict("records"), strict=True):
+            rows[index].update(record)
+    frame = pd.DataFrame(rows)
+    ordered = ["file", *[c for c in frame.columns if c not in ("file", "error")], "error"]
+    return frame[ordered]
+
+
+def failed_rows(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose ``error`` is set."""
+    errors = predictions["error"].fillna("").astype(str)
+    return predictions[errors != ""]

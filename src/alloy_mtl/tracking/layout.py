@@ -1,0 +1,113 @@
+"""What each pipeline dataset logs, and to which run: the MLflow layout of a ``kedro run``.
+
+Namespaced datasets (``<model>.<leaf>``: ``resnet18.metrics``, ``ensemble_soft.figures``, ...) go to the
+nested run of ``<model>``; project-wide datasets (comparison, validation) go to the parent run.
+
+| dataset leaf | logged as |
+|---|---|
+| ``model`` (an architecture's bundle) | the pyfunc model ``model`` (+ tag ``alloy_mtl.model_uri``) |
+| ``training_summary`` | the resolved training parameters (dotted keys), ``training_summary.json``, size/time metrics |
+| ``history`` | ``history.csv`` (the per-epoch metrics are logged live by the epoch callback) |
+| ``metrics`` | ``metrics.json`` and every numeric leaf as metric ``test.<path>`` |
+| ``figures`` | ``figures/<name>.png`` |
+| ``test_predictions`` | ``test_predictions.csv`` |
+| ``comparison_table`` / ``comparison_markdown`` / ``ap_heatmap`` | ``comparison/`` on the parent |
+| ``validation_report`` / ``split_summary`` | ``data/`` on the parent |
+| ``registry_decision`` | ``registry/decision.json`` on the parent |
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from alloy_mtl.tracking.params import flatten_numbers
+from alloy_mtl.tracking.registry import MODEL_URI_TAG
+from alloy_mtl.tracking.runs import RunTracker
+
+logger = logging.getLogger(__name__)
+
+MODEL_LEAVES = ("model", "training_summary", "history", "metrics", "figures", "test_predictions")
+PARENT_DATASETS: dict[str, str] = {
+    "comparison_table": "comparison/comparison.csv",
+    "comparison_markdown": "comparison/comparison.md",
+    "ap_heatmap": "comparison/ap_heatmap.png",
+    "validation_report": "data/validation_report.json",
+    "split_summary": "data/split_summary.csv",
+    "registry_decision": "registry/decision.json",
+}
+
+
+def route(dataset_name: str) -> tuple[str | None, str] | None:
+    """``(model key or None for the parent, leaf)`` for a tracked dataset, None for an untracked one."""
+    if dataset_name in PARENT_DATASETS:
+        return None, dataset_name
+    key, _, leaf = dataset_name.rpartition(".")
+    if key and leaf in MODEL_LEAVES:
+        return key, leaf
+    return None
+
+
+def log_dataset(tracker: RunTracker, dataset_name: str, data: Any) -> None:
+    """Log a saved dataset's content to its run (see the module table); untracked datasets are ignored."""
+    target = route(dataset_name)
+    if target is None or not tracker.is_owner():
+        return
+    key, leaf = target
+    run_id = tracker.run_for(key)
+    if run_id is None:
+        return
+    client = tracker.client
+    if key is None:
+        _log_artifact_value(client, run_id, PARENT_DATASETS[leaf], data)
+    elif leaf == "model":
+        if isinstance(data, Mapping) and "state_dict" in data:
+            from alloy_mtl.tracking.model_logging import log_bundle_model
+
+            info = log_bundle_model(data, run_id, name="model", tags={"alloy_mtl.model_key": key})
+            tracker.set_tags(run_id, {MODEL_URI_TAG: info.model_uri, "alloy_mtl.arch": str(data["arch"])})
+    elif leaf == "training_summary":
+        summary = dict(data)
+        params = summary.pop("params", None)
+        if isinstance(params, Mapping):
+            tracker.log_params(run_id, params)
+        client.log_dict(run_id, dict(data), "training_summary.json")
+        tracker.log_metrics(run_id, flatten_numbers(summary, "training"))
+    elif leaf == "metrics":
+        client.log_dict(run_id, dict(data), "metrics.json")
+        tracker.log_metrics(run_id, flatten_numbers(data, "test"))
+    elif leaf == "figures":
+        for name, figure in dict(data).items():
+            client.log_figure(run_id, figure, f"figures/{Path(name).with_suffix('.png').name}")
+    else:  # history, test_predictions
+        _log_artifact_value(client, run_id, f"{leaf}.csv", data)
+
+
+def _log_artifact_value(client: Any, run_id: str, artifact_file: str, data: Any) -> None:
+    if isinstance(data, pd.DataFrame):
+        client.log_text(run_id, data.to_csv(index=False), artifact_file)
+    elif isinstance(data, Mapping):
+        client.log_dict(run_id, dict(data), artifact_file)
+    elif isinstance(data, str):
+        client.log_text(run_id, data, artifact_file)
+    elif hasattr(data, "savefig"):
+        client.log_figure(run_id, data, artifact_file)
+    else:
+        logger.warning("not logging %s: unsupported type %s", artifact_file, type(data).__name__)
+
+
+def dataset_fingerprint(images: np.ndarray, metadata: pd.DataFrame) -> str:
+    """A 16-hex digest of the model input: image bytes (streamed in chunks), shape, dtype and metadata."""
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(f"{images.shape}|{images.dtype}".encode())
+    flat = images.reshape(len(images), -1) if len(images) else images
+    for start in range(0, len(flat), 1024):
+        digest.update(np.ascontiguousarray(flat[start : start + 1024]).tobytes())
+    digest.update(pd.util.hash_pandas_object(metadata.astype(str), index=False).to_numpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,35 @@
+"""MLflow wiring of `kedro run`: fail before any node on an unusable URI; wrong settings are named."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from alloy_mtl.tracking.config import TrackingConfigError, TrackingUnavailableError
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_tracking_server_fails_before_any_node_runs(kedro_project, run_pipeline, monkeypatch):
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(TrackingUnavailableError, match=rf"MLflow tracking server {uri} is unreachable"):
+        run_pipeline(kedro_project, "data_processing")
+    assert not (kedro_project / "data/01_raw/xray_store").exists()
+
+
+def test_a_wrong_mlflow_yml_key_is_named(kedro_project, run_pipeline):
+    (kedro_project / "conf/local/mlflow.yml").write_text("server:\n  tracking_uri: sqlite:///x.db\n")
+    with pytest.raises(TrackingConfigError, match=r"unknown key 'server.tracking_uri'"):
+        run_pipeline(kedro_project, "data_processing")
+
+
+def test_inference_without_an_input_folder_fails_before_writing(kedro_project, run_pipeline):
+    with pytest.raises(Exception, match=r"inference.input: not set"):
+        run_pipeline(kedro_project, "inference")
+    assert not (kedro_project / "data/07_model_output/inference").exists()

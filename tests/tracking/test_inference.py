@@ -1,0 +1,61 @@
+"""Inference over a folder: one row per file, bad files carry their error, settings checked first."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from alloy_mtl.tracking.inference import failed_rows, image_files, parse_inference_settings, predict_files
+
+
+class FakeModel:
+    """Predicts the mean pixel as thickness (so rows can be matched to files)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[tuple[int, ...], dict]] = []
+
+    def predict(self, data, params=None):
+        self.calls.append((data.shape, params))
+        return pd.DataFrame({"alloy": ["5083"] * len(data), "thickness_mm": data.mean(axis=(1, 2, 3))})
+
+
+def _png(path, array):
+    Image.fromarray(array).save(path)
+
+
+def test_bad_files_get_their_error_and_the_others_are_predicted(tmp_path):
+    rgb = np.full((8, 8, 3), 51, np.uint8)  # 3 channels, I/I0 = 0.2
+    _png(tmp_path / "a.png", rgb)
+    _png(tmp_path / "b_gray.png", np.full((8, 8), 51, np.uint8))  # 1 channel
+    _png(tmp_path / "c_small.png", np.full((4, 4, 3), 51, np.uint8))  # wrong size
+    (tmp_path / "d_corrupt.png").write_bytes(b"not a png")
+    _png(tmp_path / "e.png", np.full((8, 8, 3), 102, np.uint8))
+    (tmp_path / "notes.txt").write_text("ignored")
+    model = FakeModel()
+
+    files = image_files(tmp_path)
+    frame = predict_files(model, files, in_chans=3, image_size=8, root=tmp_path)
+
+    assert list(frame.columns) == ["file", "alloy", "thickness_mm", "error"]
+    assert list(frame["file"]) == ["a.png", "b_gray.png", "c_small.png", "d_corrupt.png", "e.png"]
+    np.testing.assert_allclose(frame.loc[[0, 4], "thickness_mm"], [0.2, 0.4], rtol=1e-6)
+    assert "1 channel(s), the model expects 3" in frame.loc[1, "error"]
+    assert "size 4x4, the model expects 8x8" in frame.loc[2, "error"]
+    assert "unreadable or corrupt" in frame.loc[3, "error"]
+    assert list(failed_rows(frame)["file"]) == ["b_gray.png", "c_small.png", "d_corrupt.png"]
+    assert model.calls == [((2, 3, 8, 8), {"bit_depth": "float"})]
+
+
+def test_settings_are_checked_before_anything_is_read(tmp_path):
+    with pytest.raises(ValueError, match=r"inference.input: not set"):
+        parse_inference_settings({"input": None}, "alloy_mtl")
+    with pytest.raises(ValueError, match=r"inference.input: '.*missing' is not a folder"):
+        parse_inference_settings({"input": str(tmp_path / "missing")}, "alloy_mtl")
+    with pytest.raises(ValueError, match=r"inference.batch_size: got 0"):
+        parse_inference_settings({"input": str(tmp_path), "batch_size": 0}, "alloy_mtl")
+    with pytest.raises(ValueError, match=r"holds no .png/.tif/.tiff files"):
+        image_files(tmp_path)
+    settings = parse_inference_settings({"input": str(tmp_path)}, "alloy_mtl")
+    assert settings.model_uri == "models:/alloy_mtl@champion"

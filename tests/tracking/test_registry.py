@@ -1,0 +1,155 @@
+"""The promotion gate against a real sqlite MLflow registry: the four cases, idempotence, a failing gate."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from mlflow.entities import Metric, RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from alloy_mtl.tracking.registry import (
+    CHALLENGER,
+    CHAMPION,
+    FINGERPRINT_TAG,
+    MODEL_URI_TAG,
+    PIPELINE_TAG,
+    GateSettings,
+    RegistryError,
+    decide,
+    parse_gate_settings,
+    run_gate,
+)
+
+METRIC = "test.classification.macro_ap"
+_names = itertools.count()
+
+
+@pytest.fixture
+def gate(mlflow_backend):
+    """A fresh registered-model name (one sqlite database for all tests) and its settings."""
+    return GateSettings(model_name=f"alloy_mtl_test_{next(_names)}", metric=METRIC, min_margin=0.01)
+
+
+def training_run(
+    backend, scores: dict[str, float | None], pipeline: str = "train_all", fingerprint: str = "data-1"
+) -> str:
+    """A finished parent run with one nested run per model: a logged model and its test metric."""
+    client, experiment_id = backend["client"], backend["experiment_id"]
+    parent = client.create_run(experiment_id, run_name=pipeline, tags={PIPELINE_TAG: pipeline}).info.run_id
+    for arch, score in scores.items():
+        run_id = client.create_run(
+            experiment_id, run_name=arch, tags={MLFLOW_PARENT_RUN_ID: parent, PIPELINE_TAG: pipeline}
+        ).info.run_id
+        model = client.create_logged_model(experiment_id, source_run_id=run_id, name="model")
+        tags = [RunTag(MODEL_URI_TAG, f"models:/{model.model_id}"), RunTag(FINGERPRINT_TAG, fingerprint)]
+        metrics = [] if score is None else [Metric(METRIC, score, 0, 0)]
+        client.log_batch(run_id, metrics=metrics, tags=tags)
+        client.set_terminated(run_id)
+    client.set_terminated(parent)
+    return parent
+
+
+def aliases(backend, name: str) -> dict[str, str]:
+    return {k: str(v) for k, v in backend["client"].get_registered_model(name).aliases.items()}
+
+
+def registry_state(backend, name: str) -> tuple:
+    client = backend["client"]
+    versions = client.search_model_versions(f"name = '{name}'")
+    return aliases(backend, name), sorted((v.version, tuple(sorted(v.tags.items()))) for v in versions)
+
+
+def test_first_model_becomes_champion_and_rerun_changes_nothing(mlflow_backend, gate):
+    parent = training_run(mlflow_backend, {"resnet18": 0.6, "fnn": 0.7, "vgg16": None})
+    first = run_gate(mlflow_backend["client"], gate, [mlflow_backend["experiment_id"]])
+    assert first["parent_run_id"] == parent
+    assert (first["arch"], first["decision"], first["version"]) == ("fnn", "promoted", "1")
+    assert "first model" in first["reason"]
+    assert aliases(mlflow_backend, gate.model_name) == {CHAMPION: "1", CHALLENGER: "1"}
+    tags = mlflow_backend["client"].get_model_version(gate.model_name, "1").tags
+    assert tags["gate.decision"] == "promoted" and tags["gate.challenger_score"] == "0.7"
+
+    before = registry_state(mlflow_backend, gate.model_name)
+    again = run_gate(mlflow_backend["client"], gate, [mlflow_backend["experiment_id"]])
+    assert again["changed"] is False and again["decision"] == "promoted"
+    assert registry_state(mlflow_backend, gate.model_name) == before
+
+
+def test_better_challenger_is_promoted_worse_is_not(mlflow_backend, gate):
+    client, experiments = mlflow_backend["client"], [mlflow_backend["experiment_id"]]
+    training_run(mlflow_backend, {"resnet18": 0.70})
+    run_gate(client, gate, experiments)
+
+    training_run(mlflow_backend, {"resnet34": 0.705})  # better, but by less than the margin
+    kept = run_gate(client, gate, experiments)
+    assert kept["decision"] == "kept_champion" and "does not beat" in kept["reason"]
+    assert aliases(mlflow_backend, gate.model_name) == {CHAMPION: "1", CHALLENGER: "2"}
+
+    training_run(mlflow_backend, {"resnet50": 0.80})
+    promoted = run_gate(client, gate, experiments)
+    assert promoted["decision"] == "promoted" and promoted["champion_score"] == "0.7"
+    assert aliases(mlflow_backend, gate.model_name) == {CHAMPION: "3", CHALLENGER: "3"}
+
+    training_run(mlflow_backend, {"fnn": 0.5}, fingerprint="data-2")
+    worse = run_gate(client, gate, experiments)
+    assert worse["decision"] == "kept_champion"
+    assert "different test data" in worse["reason"]
+    assert (worse["challenger_dataset"], worse["champion_dataset"]) == ("data-2", "data-1")
+    assert aliases(mlflow_backend, gate.model_name) == {CHAMPION: "3", CHALLENGER: "4"}
+    tags = client.get_model_version(gate.model_name, "4").tags
+    assert (tags["gate.challenger_score"], tags["gate.champion_score"]) == ("0.5", "0.8")
+    assert tags["gate.champion_version_before"] == "3"
+
+
+@pytest.mark.parametrize("failing_call", ["set_registered_model_alias", "set_model_version_tag"])
+def test_gate_failing_half_way_never_leaves_the_registry_without_a_champion(
+    mlflow_backend, gate, monkeypatch, failing_call
+):
+    client, experiments = mlflow_backend["client"], [mlflow_backend["experiment_id"]]
+    training_run(mlflow_backend, {"resnet18": 0.6})
+    run_gate(client, gate, experiments)
+    training_run(mlflow_backend, {"resnet50": 0.9})
+
+    original = getattr(type(client), failing_call)
+
+    def flaky(self, name, alias_or_version, *args, **kwargs):
+        if failing_call == "set_registered_model_alias" and alias_or_version != CHAMPION:
+            return original(self, name, alias_or_version, *args, **kwargs)
+        raise RuntimeError("injected registry failure")
+
+    monkeypatch.setattr(type(client), failing_call, flaky)
+    with pytest.raises(RuntimeError, match="injected"):
+        run_gate(client, gate, experiments)
+    assert CHAMPION in aliases(mlflow_backend, gate.model_name)  # old or new champion, never none
+
+    monkeypatch.setattr(type(client), failing_call, original)
+    finished = run_gate(client, gate, experiments)  # the rerun completes the interrupted decision
+    assert finished["decision"] == "promoted"
+    assert aliases(mlflow_backend, gate.model_name)[CHAMPION] == "2"
+    assert client.get_model_version(gate.model_name, "2").tags["gate.decision"] == "promoted"
+
+
+def test_no_candidate_and_bad_settings_are_named(mlflow_backend, gate):
+    client = mlflow_backend["client"]
+    empty = client.create_experiment(f"empty_{gate.model_name}")
+    with pytest.raises(
+        RegistryError, match=r"no finished parent run of pipeline\(s\) \['train_all', '__default__'\]"
+    ):
+        run_gate(client, gate, [empty])
+    with pytest.raises(ValueError, match=r"registry.mode: got 'best'"):
+        parse_gate_settings({"mode": "best"}, where="registry")
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['metrics'\]"):
+        parse_gate_settings({"metrics": "x"})
+    with pytest.raises(ValueError, match=r"min_margin: got -1"):
+        parse_gate_settings({"min_margin": -1})
+
+
+def test_the_rule_alone():
+    settings = GateSettings(min_margin=0.01)
+    assert decide(0.8, 0.7, settings)[0] is True
+    assert decide(0.705, 0.7, settings)[0] is False
+    assert decide(0.7, 0.7, GateSettings(min_margin=0.0))[0] is False  # a tie never moves the champion
+    assert decide(float("nan"), 0.7, settings)[0] is False
+    assert decide(0.1, None, settings)[0] is True
+    assert decide(0.1, 0.2, GateSettings(mode="min", min_margin=0.05))[0] is True

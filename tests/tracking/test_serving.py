@@ -1,0 +1,167 @@
+"""The registered champion outside this code base: served over HTTP, and loaded in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from alloy_mtl.tracking.model_logging import PYFUNC_FILE, log_bundle_model, module_closure
+from alloy_mtl.tracking.registry import MODEL_URI_TAG, PIPELINE_TAG, GateSettings, run_gate
+
+from .conftest import make_bundle
+
+pytestmark = pytest.mark.slow
+
+CHAMPION = "models:/alloy_mtl@champion"
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory: pytest.TempPathFactory):
+    """A sqlite MLflow whose ``alloy_mtl`` champion is a tiny untrained model logged like train_all does."""
+    root = tmp_path_factory.mktemp("served")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("alloy_mtl", artifact_location=(root / "mlartifacts").as_uri())
+    parent = client.create_run(experiment, run_name="train_all", tags={PIPELINE_TAG: "train_all"}).info.run_id
+    child = client.create_run(experiment, run_name="fnn", tags={MLFLOW_PARENT_RUN_ID: parent}).info.run_id
+    info = log_bundle_model(make_bundle(in_chans=3, image_size=8, seed=3), child)
+    client.set_tag(child, MODEL_URI_TAG, info.model_uri)
+    client.log_metric(child, "test.classification.macro_ap", 0.5)
+    for run_id in (child, parent):
+        client.set_terminated(run_id)
+    run_gate(client, GateSettings(), [experiment])
+    images = np.random.default_rng(7).uniform(0.1, 0.9, (3, 3, 8, 8)).astype(np.float32)
+    expected = mlflow.pyfunc.load_model(CHAMPION).predict(images)
+    yield {"uri": uri, "root": Path(root), "images": images, "expected": expected}
+    mlflow.set_tracking_uri(previous)
+
+
+def _clean_env(uri: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return {**env, "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
+FRESH = """
+import json, sys
+import numpy as np
+import mlflow.pyfunc
+model = mlflow.pyfunc.load_model("models:/alloy_mtl@champion")
+out = model.predict(np.load(sys.argv[1]))
+import alloy_mtl
+print(json.dumps({
+    "pred": out.to_dict("list"),
+    "package": alloy_mtl.__file__,
+    "modules": sorted(m for m in sys.modules if m.startswith("alloy_mtl")),
+    "kedro": any(m == "kedro" or m.startswith("kedro.") for m in sys.modules),
+}))
+"""
+
+
+def test_champion_loads_in_a_fresh_process_with_only_the_code_it_declares(champion, tmp_path):
+    np.save(tmp_path / "images.npy", champion["images"])
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH, str(tmp_path / "images.npy")],
+        cwd=tmp_path,
+        env=_clean_env(champion["uri"]),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    repo_src = Path(__file__).resolve().parents[2] / "src"
+    assert not answer["package"].startswith(str(repo_src)), (
+        "alloy_mtl came from the repository, not the model"
+    )
+    assert "/code/alloy_mtl/" in answer["package"]
+    declared = {
+        "alloy_mtl" + ("." + ".".join(p.with_suffix("").parts) if p.parts != ("__init__.py",) else "")
+        for p in module_closure(PYFUNC_FILE)
+    }
+    declared = {m.removesuffix(".__init__") for m in declared}
+    assert set(answer["modules"]) <= declared, set(answer["modules"]) - declared
+    assert not answer["kedro"]
+    np.testing.assert_allclose(
+        answer["pred"]["thickness_mm"], champion["expected"]["thickness_mm"], rtol=1e-5
+    )
+    assert answer["pred"]["alloy"] == list(champion["expected"]["alloy"])
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _post(url: str, payload: dict) -> dict:
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def test_served_champion_answers_a_posted_radiograph_like_the_in_process_model(champion, tmp_path):
+    port = _free_port()
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen(
+        [
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            CHAMPION,
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=tmp_path,
+        env=_clean_env(champion["uri"]),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/ping", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "server did not answer /ping within 180 s"
+            time.sleep(1)
+        images = champion["images"]
+        answer = _post(f"{base}/invocations", {"inputs": images.tolist()})["predictions"]
+        expected = champion["expected"]
+        assert [row["alloy"] for row in answer] == list(expected["alloy"])
+        np.testing.assert_allclose([row["absorption"] for row in answer], expected["absorption"], rtol=1e-5)
+        np.testing.assert_allclose([row["prob_6082"] for row in answer], expected["prob_6082"], rtol=1e-5)
+        counts = np.round(images * 65535).tolist()  # 16-bit detector counts, as a lab script would send
+        raw = _post(f"{base}/invocations", {"inputs": counts, "params": {"bit_depth": "16"}})["predictions"]
+        np.testing.assert_allclose([row["absorption"] for row in raw], expected["absorption"], rtol=1e-3)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
