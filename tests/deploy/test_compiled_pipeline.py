@@ -34,7 +34,7 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
         obj=SimpleNamespace(project_path=REPO_ROOT),
     )
     assert result.exit_code == 0, result.output
-    assert f"Compiled train_all (8 steps) to {output}" in result.output
+    assert f"Compiled train_all (9 steps) to {output}" in result.output
     return output
 
 
