@@ -59,8 +59,11 @@ def test_a_fourth_regression_task_trains_predicts_and_is_evaluated(tmp_path):
     # predictions are in original units (the model undoes its own standardisation)
     assert 2.0 < predictions["density_g_cm3_pred"].mean() < 3.5
 
-    metrics, figures = evaluate_architecture(predictions, history, data, summary, {"ece_bins": 5})
+    no_set = pd.DataFrame(columns=["image_id"])
+    metrics, figures = evaluate_architecture(predictions, no_set, history, data, summary, {"ece_bins": 5})
     assert set(metrics["regression"]) == {"thickness", "density"}
     assert metrics["regression"]["density"]["target"] == "density_g_cm3"
     assert np.isfinite(metrics["regression"]["density"]["overall"]["mae"])
     assert "scatter_density.png" in figures
+    low, high = metrics["ci95"]["regression"]["density"]["r2"]  # resampled by the model input's specimens
+    assert low <= metrics["regression"]["density"]["overall"]["r2"] <= high

@@ -21,6 +21,7 @@ from alloy_mtl.pipelines.training import ARCHITECTURES
 TINY = {
     "generation": {"n_images": 200, "image_size": 32, "min_images_per_class": 18, "images_per_specimen": 3},
     "training": {"epochs": 1, "batch_size": 16, "max_train_images": 48, "progress_bar": False},
+    "evaluation": {"evaluation_set": {"n_images": 60}, "bootstrap": {"n_resamples": 50}},
 }
 
 
@@ -46,6 +47,12 @@ def test_train_all_produces_models_histories_reports_and_comparison(kedro_projec
 
     table = pd.read_csv(data / "08_reporting/comparison.csv")
     assert set(ARCHITECTURES) | {"ensemble_soft", "ensemble_hard", "physics_limit"} == set(table["model"])
+    assert set(table["evaluated_on"]) == {"test", "evaluation_set"}
+    large = table[table["evaluated_on"] == "evaluation_set"].set_index("model")
+    # a percentile interval need not contain the point estimate, but it is a proper, finite interval
+    assert (large["macro_ap_ci_low"] < large["macro_ap_ci_high"]).all()
+    ).all()
+    assert "Large evaluation set (60 images" in (data / "08_reporting/comparison.md").read_text()
     assert (data / "08_reporting/comparison.md").read_text().count("resnet18") >= 2
     assert (data / "08_reporting/ap_heatmap.png").stat().st_size > 1000
 

@@ -34,6 +34,13 @@ def _get(metrics: Mapping[str, Any], *path: str) -> float:
     return np.nan if value is None else float(value)
 
 
+def _interval(metrics: Mapping[str, Any], *path: str) -> tuple[float, float]:
+    value: Any = metrics.get("ci95") or {}
+    for key in path:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return (float(value[0]), float(value[1])) if isinstance(value, (list, tuple)) else (np.nan, np.nan)
+
+
 def _row(
     metrics: Mapping[str, Any], alloys: Sequence[str], tail_classes: Sequence[str] | None, tasks: list[str]
 ) -> dict[str, float]:
@@ -48,6 +55,11 @@ def _row(
         row[column] = _get(metrics, "training", column)
     for task in tasks:
         row[f"r2_{task}"] = _get(metrics, "regression", task, "overall", "r2")
+    for metric in ("macro_ap", "balanced_accuracy"):
+        interval = _interval(metrics, "classification", metric)
+        row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = interval
+    for task in tasks:
+        row[f"r2_{task}_ci_low"], row[f"r2_{task}_ci_high"] = _interval(metrics, "regression", task, "r2")
     row["epoch_time_s"] = _get(metrics, "training", "mean_epoch_time_s")
     row["epochs_trained"] = _get(metrics, "training", "epochs_trained")
     row["n_params"] = _get(metrics, "model", "n_params")
@@ -100,6 +112,22 @@ def ap_by_alloy_table(table: pd.DataFrame, alloys: Sequence[str] = ALLOYS) -> pd
     """The study's first table from :func:`comparison_table`: AP per alloy and macro AP, columns named by alloy."""
     columns = {f"ap_{alloy}": alloy for alloy in alloys} | {"macro_ap": "macro"}
     return table[list(columns)].rename(columns=columns)
+
+
+def headline_table(table: pd.DataFrame, tasks: Sequence[str] = ()) -> pd.DataFrame:
+    """Macro AP, tail AP, balanced accuracy and R2 per task, each as ``value [low, high]`` (95% interval)."""
+
+    def cell(row: pd.Series, metric: str) -> str:
+        value = row.get(metric, np.nan)
+        if not np.isfinite(value):
+            return MISSING_TEXT
+        low, high = row.get(f"{metric}_ci_low", np.nan), row.get(f"{metric}_ci_high", np.nan)
+        return f"{value:.3f} [{low:.3f}, {high:.3f}]" if np.isfinite(low) else f"{value:.3f}"
+
+    metrics = ["macro_ap", "tail_ap", "balanced_accuracy", *(f"r2_{task}" for task in tasks)]
+    metrics = [m for m in metrics if m in table.columns]
+    out = pd.DataFrame({m: [cell(row, m) for _, row in table.iterrows()] for m in metrics}, index=table.index)
+    return out
 
 
 def training_summary_table(table: pd.DataFrame) -> pd.DataFrame:

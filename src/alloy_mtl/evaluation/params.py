@@ -7,6 +7,27 @@ from pydantic import Field
 from alloy_mtl.config.base import ParamsModel
 
 
+class BootstrapParams(ParamsModel):
+    """Specimen-level bootstrap of the headline metrics' intervals (0 resamples switches it off)."""
+
+    n_resamples: int = Field(1000, ge=0)
+    seed: int = 0
+    level: float = Field(0.95, gt=0, lt=1)
+
+
+class EvaluationSetParams(ParamsModel):
+    """A large simulated evaluation set of fresh specimens, balanced across alloys (generated data only).
+
+    The split's test set has a handful of tail specimens; this set is what ranks models. Its specimens come
+    from a seed of their own, so none of them is in the training data.
+    """
+
+    enabled: bool = True
+    n_images: int = Field(3000, ge=0)
+    seed_offset: int = 1_000_003
+    images_per_specimen: int = Field(3, ge=1)
+
+
 class EvaluationParams(ParamsModel):
     """Tail classes, shot-bin thresholds and calibration bins of the per-model evaluation."""
 
@@ -15,3 +36,5 @@ class EvaluationParams(ParamsModel):
     class_shot_thresholds: dict[str, int] = {"many": 100, "few": 20}
     shot_bins: int | list[float] | dict[str, int | list[float]] = 50
     ece_bins: int = Field(15, ge=1)
+    bootstrap: BootstrapParams = BootstrapParams()
+    evaluation_set: EvaluationSetParams = EvaluationSetParams()

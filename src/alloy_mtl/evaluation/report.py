@@ -11,7 +11,9 @@
 * ``shot_thresholds`` (``{"many": 100, "few": 20}``) and ``shot_bins`` (an int, explicit edges, or a
   dict task -> either; default 50) for the regression shot regions;
 * ``class_shot_thresholds`` for the alloy groups (default: ``shot_thresholds``);
-* ``ece_bins`` (15).
+* ``ece_bins`` (15);
+* ``bootstrap`` (``n_resamples``, ``seed``, ``level``): with a ``specimen_id`` column in the predictions,
+  ``metrics["ci95"]`` holds specimen-bootstrap intervals of the headline metrics.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from matplotlib.figure import Figure
 
 from alloy_mtl.constants import ALLOYS
 from alloy_mtl.evaluation import plots
+from alloy_mtl.evaluation.bootstrap import metric_intervals
 from alloy_mtl.evaluation.classification import ECE_BINS, classification_metrics, labelled_rows
 from alloy_mtl.evaluation.jsonable import to_jsonable
 from alloy_mtl.evaluation.regression import (
@@ -167,6 +170,9 @@ def evaluate_model(
         "regression": regression,
         "training": training_summary(history, classification_task(params)),
     }
+    bootstrap = dict(params.get("bootstrap") or {})
+    if "specimen_id" in predictions.columns and bootstrap.get("n_resamples", 0) > 0:
+        metrics["ci95"] = to_jsonable(metric_intervals(predictions, alloys, tasks, **bootstrap))
 
     figures: dict[str, Figure] = {}
     _figure(figures, "pr_curves", lambda: plots.pr_curves(predictions, classification, alloys, name))

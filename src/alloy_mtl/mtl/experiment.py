@@ -271,6 +271,26 @@ def predictions_frame(
     return frame
 
 
+def predict_images(
+    bundle: Mapping[str, Any], images: np.ndarray, metadata: pd.DataFrame, batch_size: int = 256
+) -> pd.DataFrame:
+    """Predictions of a trained bundle for labelled images, in the evaluation contract (plus ``specimen_id``)."""
+    model = load_model(bundle)
+    tasks = parse_tasks(bundle["tasks"])
+    labels = task_targets(metadata, tasks)
+    size = int(bundle["image_size"])
+    dataset = ArrayTaskDataset(
+        images,
+        labels,
+        target_stats=model.target_scaler.stats(),
+        image_size=None if images.shape[-1] == size else size,
+    )
+    outputs = predict(model, make_dataloader(dataset, batch_size), tasks, device="cpu")
+    frame = predictions_frame(outputs, metadata, tasks)
+    frame.insert(1, "specimen_id", metadata["specimen_id"].to_numpy())
+    return frame
+
+
 def load_model(bundle: Mapping[str, Any]) -> MultiTaskModel:
     """Rebuild the trained model from a bundle written by :func:`train_from_params` (eval mode).
 

@@ -13,9 +13,16 @@ def create_pipeline(architecture: str, **kwargs) -> Pipeline:
     template = Pipeline(
         [
             Node(
+                nodes.predict_evaluation_set,
+                inputs=["model", "params:data_source", "params:generation", "params:evaluation"],
+                outputs="evaluation_set_predictions",
+                name="predict_evaluation_set",
+            ),
+            Node(
                 nodes.evaluate_architecture,
                 inputs=[
                     "test_predictions",
+                    "evaluation_set_predictions",
                     "history",
                     "model_input",
                     "training_summary",
@@ -23,11 +30,14 @@ def create_pipeline(architecture: str, **kwargs) -> Pipeline:
                 ],
                 outputs=["metrics", "figures"],
                 name="evaluate",
-            )
+            ),
         ]
     )
     return Pipeline(
-        template, namespace=architecture, inputs={"model_input"}, parameters={"params:evaluation"}
+        template,
+        namespace=architecture,
+        inputs={"model_input"},
+        parameters={"params:evaluation", "params:data_source", "params:generation"},
     )
 
 
@@ -37,26 +47,39 @@ def create_comparison_pipeline(architectures: Sequence[str], **kwargs) -> Pipeli
         [
             Node(
                 nodes.physics_limit_predictions,
-                inputs=["model_input", "params:data_source", "params:generation"],
-                outputs="physics_limit.test_predictions",
+                inputs=["model_input", "params:data_source", "params:generation", "params:evaluation"],
+                outputs=["physics_limit.test_predictions", "physics_limit.evaluation_set_predictions"],
                 name="physics_limit_predictions",
             ),
             Node(
                 partial(nodes.evaluate_reference, name="physics_limit"),
-                inputs=["physics_limit.test_predictions", "model_input", "params:evaluation"],
+                inputs=[
+                    "physics_limit.test_predictions",
+                    "physics_limit.evaluation_set_predictions",
+                    "model_input",
+                    "params:evaluation",
+                ],
                 outputs=["physics_limit.metrics", "physics_limit.figures"],
                 name="evaluate_physics_limit",
             ),
-            Node(
-                nodes.ensemble_architectures,
-                inputs={arch: f"{arch}.test_predictions" for arch in architectures},
-                outputs=["ensemble_soft.test_predictions", "ensemble_hard.test_predictions"],
-                name="ensemble_architectures",
-            ),
+            *[
+                Node(
+                    nodes.ensemble_architectures,
+                    inputs={arch: f"{arch}.{predictions}" for arch in architectures},
+                    outputs=[f"ensemble_soft.{predictions}", f"ensemble_hard.{predictions}"],
+                    name=f"ensemble_{predictions}",
+                )
+                for predictions in ("test_predictions", "evaluation_set_predictions")
+            ],
             *[
                 Node(
                     partial(nodes.evaluate_reference, name=name),
-                    inputs=[f"{name}.test_predictions", "model_input", "params:evaluation"],
+                    inputs=[
+                        f"{name}.test_predictions",
+                        f"{name}.evaluation_set_predictions",
+                        "model_input",
+                        "params:evaluation",
+                    ],
                     outputs=[f"{name}.metrics", f"{name}.figures"],
                     name=f"evaluate_{name}",
                 )
