@@ -51,7 +51,6 @@ def test_train_all_produces_models_histories_reports_and_comparison(kedro_projec
     large = table[table["evaluated_on"] == "evaluation_set"].set_index("model")
     # a percentile interval need not contain the point estimate, but it is a proper, finite interval
     assert (large["macro_ap_ci_low"] < large["macro_ap_ci_high"]).all()
-    ).all()
     assert "Large evaluation set (60 images" in (data / "08_reporting/comparison.md").read_text()
     assert (data / "08_reporting/comparison.md").read_text().count("resnet18") >= 2
     assert (data / "08_reporting/ap_heatmap.png").stat().st_size > 1000
