@@ -87,7 +87,7 @@ def test_one_task_per_group_running_every_node_once(spec):
     assert set(_tasks(spec)) == set(steps) | INFRASTRUCTURE
     # default grouping: data processing and comparison one step each, one per architecture namespace
     assert steps["data"][0] == "acquire_dataset"
-    assert steps["resnet18"] == ["resnet18.train", "resnet18.evaluate"]
+    assert steps["resnet18"] == ["resnet18.train", "resnet18.predict_evaluation_set", "resnet18.evaluate"]
 
 
 def test_dependent_tasks_equal_the_kedro_graph(spec):
@@ -157,7 +157,9 @@ def test_typed_parameters_with_the_kedro_defaults_reach_the_steps_that_read_them
     args = _container(spec, "resnet18")["args"]
     assert "training.epochs:int={{$.inputs.parameters['epochs']}}" in args
     assert _tasks(spec)["resnet18"]["inputs"]["parameters"]["epochs"] == {"componentInputParameter": "epochs"}
-    assert not any("data_source" in arg for arg in args)  # training does not read the data source
+    # the evaluation-set prediction reads the data source (it simulates the set only for generated data)
+    assert "data_source.kind:str={{$.inputs.parameters['data_source_kind']}}" in args
+    assert not any("data_source" in arg for arg in _container(spec, "registry")["args"])
     data_args = _container(spec, "data")["args"]
     assert "data_source.path:str={{$.inputs.parameters['data_source_path']}}" in data_args
 
