@@ -1,4 +1,4 @@
-"""Grouped, stratified, seeded split with guaranteed minima for long-tailed classes."""
+"""Grouped, stratified, seeded split with guaranteed minima for long-tailed classes; the lab's own split."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from alloy_mtl.constants import ALLOYS
-from alloy_mtl.data.split import split_dataset, split_summary
+from alloy_mtl.data.errors import DataValidationError
+from alloy_mtl.data.split import assign_split, resolve_strategy, split_dataset, split_summary
 
 from .conftest import make_metadata
 
@@ -96,3 +97,69 @@ def test_split_summary_counts() -> None:
         "1050": {"train": 2, "val": 0, "test": 0, "total": 2},
         "2017": {"train": 0, "val": 1, "test": 1, "total": 2},
     }
+
+
+def with_given_split(specimens_per_split: dict[str, int]) -> pd.DataFrame:
+    """Every alloy with the given number of specimens (2 images each) per lab split."""
+    total = sum(specimens_per_split.values())
+    md = make_metadata(dict.fromkeys(ALLOYS, total), images_per_specimen=2)
+    labels = [s for s, n in specimens_per_split.items() for _ in range(n)]
+    number = md["specimen_id"].str.rsplit("-", n=1).str[1].astype(int)
+    md["given_split"] = [labels[k] for k in number]
+    return md
+
+
+def test_auto_keeps_the_given_split() -> None:
+    md = with_given_split({"train": 6, "val": 2, "test": 2})  # 60 / 20 / 20, not 70 / 15 / 15
+    split, used = assign_split(md, "auto", seed=3)
+    assert used == "given"
+    assert split.tolist() == md["given_split"].tolist()
+    assert split_summary(md, split, used)["strategy"].eq("given").all()
+
+
+def test_auto_without_a_given_split_splits_grouped(tail: pd.DataFrame) -> None:
+    split, used = assign_split(tail, "auto", seed=1)
+    assert used == "grouped"
+    pd.testing.assert_series_equal(split, split_dataset(tail, seed=1))
+
+
+def test_grouped_resplits_data_that_carry_a_split() -> None:
+    md = with_given_split({"train": 6, "val": 2, "test": 2})
+    split, used = assign_split(md, "grouped")
+    assert used == "grouped"
+    assert split.tolist() != md["given_split"].tolist()
+
+
+def test_given_requires_a_split_in_the_data(tail: pd.DataFrame) -> None:
+    with pytest.raises(DataValidationError, match=r"strategy 'given': the data carry no split"):
+        resolve_strategy(tail, "given")
+
+
+def test_a_specimen_crossing_the_given_splits_is_refused() -> None:
+    md = with_given_split({"train": 6, "val": 2, "test": 2})
+    crossing = md.index[md["specimen_id"] == "spec-7075-0"][1]
+    md.loc[crossing, "given_split"] = "test"  # one image of a train specimen filed under test
+    with pytest.raises(DataValidationError) as err:
+        assign_split(md, "auto")
+    message = str(err.value)
+    assert "1 specimen(s) cross splits" in message
+    assert "'spec-7075-0' (test: 1, train: 1 images)" in message
+    assert "split.strategy: grouped" in message
+
+
+def test_given_split_short_of_the_minima_names_each_alloy() -> None:
+    md = with_given_split({"train": 6, "val": 1, "test": 2})
+    with pytest.raises(DataValidationError) as err:
+        assign_split(md, "given", min_per_class={"val": 2, "test": 2})
+    message = str(err.value)
+    for alloy in ALLOYS:
+        assert f"alloy '{alloy}' has 1 specimen(s) in val, split.min_per_class.val needs 2" in message
+    split, _ = assign_split(md, "given", min_per_class={"val": 1, "test": 2})
+    assert (split == "val").sum() == 10
+
+
+def test_given_split_with_unlabelled_images_is_refused() -> None:
+    md = with_given_split({"train": 6, "val": 2, "test": 2})
+    md.loc[[3, 4], "given_split"] = None
+    with pytest.raises(DataValidationError, match=r"2 image\(s\) have no split: img-1050-1-1, img-1050-2-0"):
+        assign_split(md, "auto")

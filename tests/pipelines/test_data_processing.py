@@ -99,3 +99,67 @@ def test_class_per_folder_lab_images_reach_model_input_with_missing_regression_l
     assert set(metadata["source"]) == {"ingested"}
     assert metadata["thickness_mm"].isna().all()
     assert (metadata.groupby("alloy")["split"].nunique() == 3).all()
+
+
+def _write_lab_class_folders(root: Path) -> None:
+    """train|val|test/<designation as labs write it>/*.png, grey radiographs saved as 8-bit RGB."""
+    names = {
+        "1050": "Al1050",
+        "2017": "AA2017",
+        "5083": "EN AW-5083",
+        "6082": "6082-T6",
+        "7075": "AlZn5.5MgCu",
+    }
+    rng = np.random.default_rng(2)
+    for split, n in {"train": 3, "val": 2, "test": 2}.items():
+        for name in names.values():
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for k in range(n):
+                grey = rng.integers(0, 255, (8, 8), dtype=np.uint8)
+                Image.fromarray(np.stack([grey] * 3, axis=-1)).save(folder / f"{split}{k}.png")
+
+
+def test_lab_folders_as_labs_write_them_keep_their_own_split(kedro_project, run_pipeline):
+    root = kedro_project / "lab"
+    _write_lab_class_folders(root)
+
+    run_pipeline(
+        kedro_project, "data_processing", {"data_source": {"kind": "class_per_folder", "path": str(root)}}
+    )
+
+    store = open_store(kedro_project / "data/05_model_input/xray")
+    metadata = store.metadata
+    assert store.images.shape == (35, 1, 8, 8)
+    assert (metadata["split"] == metadata["given_split"]).all()
+    assert metadata["split"].value_counts().to_dict() == {"train": 15, "val": 10, "test": 10}
+    summary = pd.read_csv(kedro_project / "data/08_reporting/split_summary.csv")
+    assert set(summary["strategy"]) == {"given"}
+    report = pd.read_csv(kedro_project / "data/08_reporting/ingest_report.csv")
+    assert set(report["status"]) == {"ok"} and len(report) == 35
+
+
+def test_every_bad_lab_file_in_one_error_with_the_report_written(kedro_project, run_pipeline):
+    root = kedro_project / "lab"
+    _write_lab_class_folders(root)
+    (root / "train" / "Al1050" / "empty.png").write_bytes(b"")
+    Image.fromarray(np.zeros((8, 8, 4), dtype=np.uint8)).save(root / "val" / "AA2017" / "rgba.png")
+    source = {"kind": "class_per_folder", "path": str(root)}
+
+    with pytest.raises(Exception, match=r"2 problem\(s\) ingesting") as err:
+        run_pipeline(kedro_project, "data_processing", {"data_source": source})
+
+    assert "empty.png: empty file (0 bytes)" in str(err.value)
+    assert "rgba.png: RGBA image" in str(err.value)
+    assert not (kedro_project / "data/01_raw/xray_store").exists()
+    assert not (kedro_project / "data/05_model_input/xray").exists()
+    report = pd.read_csv(kedro_project / "data/08_reporting/ingest_report.csv")
+    assert report["status"].value_counts().to_dict() == {"ok": 35, "bad": 2}
+
+    run_pipeline(
+        kedro_project, "data_processing", {"data_source": {**source, "options": {"on_bad_file": "skip"}}}
+    )
+
+    assert open_store(kedro_project / "data/05_model_input/xray").images.shape[0] == 35
+    report = pd.read_csv(kedro_project / "data/08_reporting/ingest_report.csv")
+    assert report["status"].value_counts().to_dict() == {"ok": 35, "skipped": 2}

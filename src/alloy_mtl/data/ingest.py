@@ -1,85 +1,212 @@
-"""Bring-your-own-data: read a folder of PNG/TIFF radiographs into :class:`XrayData` (nothing is written).
+"""Bring-your-own-data: read a lab folder of PNG/TIFF radiographs into :class:`XrayData` and a report of
+every file (nothing is written).
 
-Two layouts are supported (``ingest_dataset(root, layout=...)``):
+Two layouts (``scan_dataset(root, layout, options)``; options: :class:`alloy_mtl.data.params.IngestOptions`):
 
 ``"csv_folder"``
     ``root/metadata.csv`` with the data-contract columns; ``path`` is relative to ``root``. Required columns:
-    ``image_id, specimen_id, alloy, path``; ``thickness_mm``, ``absorption`` (missing -> NaN) and ``kv``
-    (missing -> "") are optional. One row per image. A row's ``path`` names either one file holding the
-    whole image (grayscale -> 1 channel; multi-page or multi-sample TIFF, or RGB PNG -> one channel per
-    page/sample) or one single-channel file per channel separated by ``";"`` (``"a_40kv.png;a_80kv.png"``),
-    stacked in the order given.
+    ``image_id, specimen_id, alloy, path``; ``thickness_mm``, ``absorption`` (missing -> NaN), ``kv``
+    (missing -> "") and ``split`` (the lab's own split, kept in ``given_split``) are optional. One row per
+    image. A row's ``path`` names either one file holding the whole image (grayscale or grey-as-RGB -> 1
+    channel; multi-page or multi-sample TIFF, or RGB with distinct channels -> one channel per page/sample)
+    or one single-channel file per channel separated by ``";"`` (``"a_40kv.png;a_80kv.png"``).
 
 ``"class_per_folder"``
-    ``root/{train,val,test}/<alloy>/*.png|*.tif|*.tiff`` or ``root/<alloy>/*`` without split folders. The
-    alloy is the folder name; thickness and absorption are NaN; the split folder is kept in ``given_split``.
-    ``specimen_id`` is ``"<alloy>/<stem>"`` (prefixed by the alloy so that equally named files of different
-    alloys stay different specimens), or ``"<alloy>/<match>"`` where ``specimen_pattern`` is a regular
-    expression searched in the stem (its first group, or the whole match when it has none).
-    ``image_id`` is the file path relative to ``root`` without its suffix.
+    ``root/{train,val,test}/<alloy>/*.png|*.tif|*.tiff`` or ``root/<alloy>/*`` without split folders
+    (``training``, ``valid``, ``validation``, ``testing`` are split folders too). The split folder is kept
+    in ``given_split``; thickness and absorption are NaN. ``specimen_id`` is ``"<alloy folder>/<stem>"``, or
+    ``"<alloy folder>/<match>"`` where ``specimen_pattern`` is a regular expression searched in the stem (its
+    first group, or the whole match when it has none). ``image_id`` is the file path relative to ``root``
+    without its suffix.
 
-Pixels are scaled by bit depth (uint8 / 255, uint16 / 65535, floats kept) to float32. Every image must have
-the shape of the first one and only finite pixels; a bad file raises :class:`DataValidationError` naming it.
+The ``alloy`` (folder name or CSV value) is any spelling :func:`parse_designation` accepts (``Al1050``,
+``EN AW-7075-T6``, ``AlZn5.5MgCu``) or a key of ``alloy_names``; the text as written is kept in
+``alloy_designation``, the national variant letter in ``alloy_variant`` and the temper in ``temper``.
+
+Every problem is collected before anything fails: each file gets a status in the report
+(:mod:`alloy_mtl.data.ingest_report`); :func:`ingest_dataset` raises one :class:`DataValidationError`
+listing them all, or, with ``on_bad_file: skip``, drops the bad files and goes on. Every image must have the
+shape most images have and only finite pixels; 16-bit images are scaled by ``bit_depth`` when declared, and
+a warning names the likely bit depth when their maximum stays far below 65535.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import tifffile
-from PIL import Image
 
-from alloy_mtl.constants import ALLOYS, METADATA_COLUMNS, SPLITS
+from alloy_mtl.config import parse_params
+from alloy_mtl.constants import METADATA_COLUMNS, SPLITS
+from alloy_mtl.data.designations import DesignationError, parse_designation
 from alloy_mtl.data.errors import DataValidationError
+from alloy_mtl.data.images import IMAGE_SUFFIXES, load_image, read_image
+from alloy_mtl.data.ingest_report import REPORT_COLUMNS, raise_for_report
+from alloy_mtl.data.params import IngestOptions
 from alloy_mtl.data.schema import validate_metadata
+from alloy_mtl.data.split import GIVEN_COLUMN, SPLIT_ALIASES, canonical_split
 from alloy_mtl.data.store import XrayData
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "LAYOUTS",
+    "Ingested",
+    "ingest_class_folders",
+    "ingest_csv_folder",
+    "ingest_dataset",
+    "read_image",
+    "scan_dataset",
+]
 
 logger = logging.getLogger(__name__)
 
 LAYOUTS: tuple[str, ...] = ("csv_folder", "class_per_folder")
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".tif", ".tiff")
 CHANNEL_SEPARATOR = ";"
-_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
-_PNG_MODES = ("L", "I;16", "I;16B", "I;16L", "RGB")
+#: A 16-bit dataset whose maximum stays below this share of 65535 draws the bit-depth warning.
+LOW_RANGE_SHARE = 0.25
 
 
-def ingest_dataset(root: str | Path, layout: str, **options: object) -> XrayData:
-    """Read a dataset laid out as ``layout`` (``"csv_folder"`` or ``"class_per_folder"``) under ``root``.
+@dataclass
+class Ingested:
+    """The usable images (bad files dropped) and the report of every file with its status."""
 
-    ``options`` go to :func:`ingest_csv_folder` or :func:`ingest_class_folders`.
+    data: XrayData
+    report: pd.DataFrame
+
+
+@dataclass
+class _Entry:
+    """One image (a CSV row or a file of an alloy folder) or a bad folder without images."""
+
+    index: int
+    row: dict[str, Any]
+    files: list[Path]
+    location: str
+    problem: str = ""
+    image: np.ndarray | None = None
+    raw_max16: float = math.nan
+
+    @property
+    def path_text(self) -> str:
+        return CHANNEL_SEPARATOR.join(str(f) for f in self.files) or self.location
+
+    def fail(self, problem: str) -> None:
+        """Mark the entry bad; when the location is not the file itself the problem names the file."""
+        prefix = f"{self.path_text}: "
+        if self.location == self.path_text:
+            problem = problem.removeprefix(prefix)
+        self.problem = problem
+
+
+@dataclass
+class _Scan:
+    entries: list[_Entry] = field(default_factory=list)
+    ignored: list[tuple[Path, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def ingest_dataset(
+    root: str | Path, layout: str, options: IngestOptions | None = None, **overrides: object
+) -> XrayData:
+    """Read a dataset laid out as ``layout`` under ``root``; fail listing every problem (see module docstring).
+
+    Raises:
+        DataValidationError: every bad file (unless ``on_bad_file`` is ``skip``) and every dataset problem.
     """
-    if layout == "csv_folder":
-        return ingest_csv_folder(root, **options)  # type: ignore[arg-type]
-    if layout == "class_per_folder":
-        return ingest_class_folders(root, **options)  # type: ignore[arg-type]
-    raise ValueError(f"ingest_dataset: unknown layout {layout!r}; expected one of {list(LAYOUTS)}")
+    ingested = scan_dataset(root, layout, options, **overrides)
+    raise_for_report(ingested.report, where=str(root))
+    return ingested.data
 
 
 def ingest_csv_folder(
-    root: str | Path,
-    metadata_file: str = "metadata.csv",
-    required_alloys: Iterable[str] | None = ALLOYS,
+    root: str | Path, options: IngestOptions | None = None, **overrides: object
 ) -> XrayData:
-    """Read ``root/metadata_file`` and the images its ``path`` column names (see the module docstring).
+    """:func:`ingest_dataset` of the ``csv_folder`` layout."""
+    return ingest_dataset(root, "csv_folder", options, **overrides)
+
+
+def ingest_class_folders(
+    root: str | Path, options: IngestOptions | None = None, **overrides: object
+) -> XrayData:
+    """:func:`ingest_dataset` of the ``class_per_folder`` layout."""
+    return ingest_dataset(root, "class_per_folder", options, **overrides)
+
+
+def scan_dataset(
+    root: str | Path, layout: str, options: IngestOptions | None = None, **overrides: object
+) -> Ingested:
+    """Read every file of the dataset, recording each file's status instead of failing on the first.
 
     Args:
         root: the dataset folder.
-        metadata_file: CSV name inside ``root``.
-        required_alloys: alloys that must have at least one image (``None``: no check).
+        layout: ``"csv_folder"`` or ``"class_per_folder"``.
+        options: ingest options; ``overrides`` (keyword options) are merged over them.
 
     Raises:
-        DataValidationError: bad metadata (every failure listed) or a bad image file (named).
+        DataValidationError: problems that leave no file to examine (folder or CSV missing, CSV unparsable,
+            required columns missing).
+        ValueError: an unknown layout.
+        ParameterError: unknown or bad options.
     """
+    opts = _options(options, overrides)
     root = Path(root)
-    csv_path = root / metadata_file
+    if layout == "csv_folder":
+        scan, where = _scan_csv(root, opts), str(root / opts.metadata_file)
+    elif layout == "class_per_folder":
+        scan, where = _scan_class_folders(root, opts), str(root)
+    else:
+        raise ValueError(f"ingest_dataset: unknown layout {layout!r}; expected one of {list(LAYOUTS)}")
+    return _finish(scan, where, opts)
+
+
+def _options(options: IngestOptions | None, overrides: Mapping[str, object]) -> IngestOptions:
+    base = options.model_dump(exclude_unset=True) if options is not None else {}
+    return parse_params(IngestOptions, {**base, **overrides}, "data_source.options")
+
+
+# ---- csv_folder ----
+
+
+def _scan_csv(root: Path, opts: IngestOptions) -> _Scan:
+    csv_path = root / opts.metadata_file
+    metadata = _read_csv(csv_path)
+    scan = _Scan()
+    if "split" in metadata.columns:
+        scan.errors += _given_split_from_csv(metadata)
+    for index, record in zip(metadata.index, metadata.to_dict("records"), strict=True):
+        files = _split_paths(root, record["path"])
+        entry = _Entry(
+            index=int(index),
+            row={**record, "path": CHANNEL_SEPARATOR.join(str(f) for f in files)},
+            files=files,
+            location=f"{csv_path} row {index} (image_id={record['image_id']})",
+        )
+        if not files:
+            entry.fail("empty path")
+        _designate(entry, record["alloy"], opts.alloy_names, column="column 'alloy': ")
+        scan.entries.append(entry)
+    listed = {f.resolve() for entry in scan.entries for f in entry.files}
+    scan.ignored = [
+        (f, f"not listed in {opts.metadata_file}")
+        for f in _visible_files(root)
+        if f.suffix.lower() in IMAGE_SUFFIXES and f.resolve() not in listed
+    ]
+    return scan
+
+
+def _read_csv(csv_path: Path) -> pd.DataFrame:
+    """The metadata CSV with the optional columns completed (problems that stop the scan raise)."""
     if not csv_path.is_file():
         raise DataValidationError(f"{csv_path}: metadata CSV not found")
-    text_columns = {"image_id": str, "specimen_id": str, "alloy": str, "kv": str, "path": str}
+    text_columns = {"image_id": str, "specimen_id": str, "alloy": str, "kv": str, "path": str, "split": str}
     try:
         raw = pd.read_csv(csv_path, dtype=text_columns)
     except (ValueError, OSError, pd.errors.ParserError) as exc:
@@ -94,174 +221,154 @@ def ingest_csv_folder(
         if column not in metadata.columns:
             metadata[column] = np.nan
     metadata["kv"] = metadata["kv"].fillna("") if "kv" in metadata.columns else ""
+    metadata["path"] = metadata["path"].fillna("")
     metadata["source"] = "ingested"
-    files = [_split_paths(root, value) for value in metadata["path"].fillna("")]
-    metadata["path"] = [CHANNEL_SEPARATOR.join(str(f) for f in group) for group in files]
-    metadata = _ordered(metadata)
-    metadata = validate_metadata(metadata, where=str(csv_path), required_alloys=required_alloys)
-    for row, group in enumerate(files):
-        if not group:
-            raise DataValidationError(
-                f"{csv_path}: row {row} (image_id={metadata['image_id'].iloc[row]}): empty path"
-            )
-    images = _read_all(files)
-    return XrayData(images=images, metadata=metadata)
+    return metadata
 
 
-def ingest_class_folders(
-    root: str | Path,
-    specimen_pattern: str | None = None,
-    kv: str = "",
-    required_alloys: Iterable[str] | None = ALLOYS,
-) -> XrayData:
-    """Read ``root/[split/]<alloy>/*.png|tif|tiff`` (see the module docstring).
-
-    Args:
-        root: the dataset folder.
-        specimen_pattern: regular expression searched in each file stem to derive the specimen (first
-            group, or the whole match); ``None``: the stem itself.
-        kv: value of the ``kv`` column for every image (the folder layout does not record it).
-        required_alloys: alloys that must have at least one image (``None``: no check).
-
-    Raises:
-        DataValidationError: an unknown alloy or unexpected folder, a stem the pattern does not match,
-            or a bad image file.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataValidationError(f"{root}: dataset folder not found")
-    folders = _subfolders(root)
-    has_splits = any(p.name in SPLITS for p in folders)
-    if has_splits:
-        strays = [p.name for p in folders if p.name not in SPLITS]
-        if strays:
-            raise DataValidationError(
-                f"{root}: folders {strays} are neither split folders {list(SPLITS)} nor allowed beside them"
-            )
-        alloy_folders = [(split.name, p) for split in folders for p in _subfolders(split)]
-    else:
-        alloy_folders = [(None, p) for p in folders]
-    pattern = re.compile(specimen_pattern) if specimen_pattern else None
-    rows, files = [], []
-    for split, folder in alloy_folders:
-        if folder.name not in ALLOYS:
-            raise DataValidationError(
-                f"{folder}: unknown alloy folder {folder.name!r}; allowed alloys are {list(ALLOYS)}"
-            )
-        for file in sorted(folder.iterdir()):
-            if not file.is_file() or file.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            rows.append(
-                {
-                    "image_id": file.relative_to(root).with_suffix("").as_posix(),
-                    "specimen_id": f"{folder.name}/{_specimen(file, pattern)}",
-                    "alloy": folder.name,
-                    "thickness_mm": np.nan,
-                    "absorption": np.nan,
-                    "kv": kv,
-                    "source": "ingested",
-                    "path": str(file),
-                    **({"given_split": split} if has_splits else {}),
-                }
-            )
-            files.append([file])
-    if not rows:
-        raise DataValidationError(f"{root}: no {'/'.join(IMAGE_SUFFIXES)} images found in alloy folders")
-    metadata = validate_metadata(pd.DataFrame(rows), where=str(root), required_alloys=required_alloys)
-    return XrayData(images=_read_all(files), metadata=metadata)
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read one PNG or TIFF file as a float32 C x H x W array scaled to [0, 1] by bit depth.
-
-    Raises:
-        DataValidationError: the file is missing, unreadable or corrupt, has an unsupported pixel type,
-            or holds NaN/inf pixels.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataValidationError(f"{path}: image file not found")
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            array = _read_tiff(path)
-        else:
-            array = _read_pil(path)
-    except DataValidationError:
-        raise
-    except Exception as exc:  # Pillow and tifffile raise many unrelated types for a corrupt file
-        raise DataValidationError(
-            f"{path}: unreadable or corrupt image file ({type(exc).__name__}: {exc})"
-        ) from exc
-    if array.dtype in _SCALE:
-        scaled = array.astype(np.float32) / np.float32(_SCALE[array.dtype])
-    elif np.issubdtype(array.dtype, np.floating):
-        scaled = array.astype(np.float32)
-    else:
-        raise DataValidationError(
-            f"{path}: unsupported pixel type {array.dtype}; expected uint8, uint16 or float"
-        )
-    n_bad = int(np.count_nonzero(~np.isfinite(scaled)))
-    if n_bad:
-        raise DataValidationError(f"{path}: {n_bad} NaN/inf pixel(s); every pixel must be finite")
-    return scaled
-
-
-def _read_pil(path: Path) -> np.ndarray:
-    """A PNG (or other Pillow format) as C x H x W in its stored dtype."""
-    with Image.open(path) as image:
-        if image.mode not in _PNG_MODES:
-            raise DataValidationError(
-                f"{path}: unsupported image mode {image.mode!r}; expected one of {list(_PNG_MODES)}"
-            )
-        array = np.asarray(image)
-    if array.ndim == 2:
-        return array[None]
-    return np.moveaxis(array, -1, 0)
-
-
-def _read_tiff(path: Path) -> np.ndarray:
-    """A TIFF's first series as C x H x W: every axis other than Y and X (pages, samples) becomes a channel."""
-    with tifffile.TiffFile(path) as tif:
-        if not tif.series:
-            raise DataValidationError(f"{path}: unreadable or corrupt TIFF (no image data)")
-        series = tif.series[0]
-        array, axes = series.asarray(), series.axes
-    if "Y" not in axes or "X" not in axes:
-        raise DataValidationError(f"{path}: TIFF axes {axes!r} have no Y/X plane")
-    array = np.moveaxis(array, (axes.index("Y"), axes.index("X")), (-2, -1))
-    return array.reshape(-1, *array.shape[-2:])
-
-
-def _read_all(files: Sequence[Sequence[Path]]) -> np.ndarray:
-    """Read every image (its channel files stacked) into one N x C x H x W float32 array of a common shape."""
-    images: np.ndarray | None = None
-    first = ""
-    for i, group in enumerate(files):
-        image = np.concatenate([_read_channel(f, several=len(group) > 1) for f in group], axis=0)
-        name = CHANNEL_SEPARATOR.join(str(f) for f in group)
-        if images is None:
-            images, first = np.empty((len(files), *image.shape), dtype=np.float32), name
-        elif image.shape != images.shape[1:]:
-            raise DataValidationError(
-                f"{name}: image shape {image.shape} (C, H, W) differs from the expected shape "
-                f"{images.shape[1:]} set by {first}; all images must share one shape"
-            )
-        images[i] = image
-    logger.info("Ingested %d images of shape %s", len(files), None if images is None else images.shape[1:])
-    return images if images is not None else np.empty((0, 1, 1, 1), dtype=np.float32)
-
-
-def _read_channel(path: Path, several: bool) -> np.ndarray:
-    """One file; when the image is split into per-channel files each must hold exactly one channel."""
-    image = read_image(path)
-    if several and image.shape[0] != 1:
-        raise DataValidationError(f"{path}: a per-channel file must hold one channel, found {image.shape[0]}")
-    return image
+def _given_split_from_csv(metadata: pd.DataFrame) -> list[str]:
+    """Move the CSV ``split`` column to ``given_split`` (aliases mapped); unknown values are problems."""
+    values = metadata.pop("split")
+    canonical = values.map(canonical_split)
+    unknown = values.notna() & canonical.isna()
+    metadata[GIVEN_COLUMN] = canonical.where(canonical.notna(), None)
+    return [
+        f"column 'split' row {row} (image_id={metadata.loc[row, 'image_id']}, value={values[row]!r}): "
+        f"expected one of {list(SPLITS)} (or {sorted(set(SPLIT_ALIASES) - set(SPLITS))}) or empty"
+        for row in metadata.index[unknown]
+    ]
 
 
 def _split_paths(root: Path, value: str) -> list[Path]:
     """The files of a CSV ``path`` cell (``;``-separated for per-channel files), relative to ``root``."""
-    return [root / part.strip() for part in value.split(CHANNEL_SEPARATOR) if part.strip()]
+    return [root / part.strip() for part in str(value).split(CHANNEL_SEPARATOR) if part.strip()]
+
+
+# ---- class_per_folder ----
+
+
+def _scan_class_folders(root: Path, opts: IngestOptions) -> _Scan:
+    if not root.is_dir():
+        raise DataValidationError(f"{root}: dataset folder not found")
+    pattern = re.compile(opts.specimen_pattern) if opts.specimen_pattern else None
+    scan = _Scan()
+    for split, folder, stray in _alloy_folders(root):
+        images = [f for f in _visible_files(folder, recursive=False) if f.suffix.lower() in IMAGE_SUFFIXES]
+        folder_problem = stray or _designation_problem(folder.name, opts.alloy_names)
+        if not images and folder_problem:
+            scan.entries.append(_folder_entry(len(scan.entries), folder, split, folder_problem))
+        for file in images:
+            entry = _file_entry(len(scan.entries), root, file, split, opts.kv)
+            if folder_problem:
+                entry.location, entry.problem = str(folder), folder_problem
+            else:
+                _designate(entry, folder.name, opts.alloy_names)
+                _assign_specimen(entry, folder.name, file, pattern)
+            scan.entries.append(entry)
+    listed = {f for entry in scan.entries for f in entry.files}
+    scan.ignored = [(f, _ignored_reason(f)) for f in _visible_files(root) if f not in listed]
+    return scan
+
+
+def _alloy_folders(root: Path) -> Iterator[tuple[str | None, Path, str]]:
+    """``(split or None, folder, problem)`` of every alloy folder; a stray beside split folders is a problem."""
+    folders = _subfolders(root)
+    if not any(canonical_split(p.name) for p in folders):
+        yield from ((None, p, "") for p in folders)
+        return
+    for folder in folders:
+        split = canonical_split(folder.name)
+        if split is None:
+            yield (
+                None,
+                folder,
+                f"folder {folder.name!r} is neither a split folder {list(SPLITS)} nor allowed beside them",
+            )
+            continue
+        yield from ((split, p, "") for p in _subfolders(folder))
+
+
+def _file_entry(index: int, root: Path, file: Path, split: str | None, kv: str) -> _Entry:
+    row = {
+        "image_id": file.relative_to(root).with_suffix("").as_posix(),
+        "specimen_id": "",
+        "alloy": "",
+        "thickness_mm": np.nan,
+        "absorption": np.nan,
+        "kv": kv,
+        "source": "ingested",
+        "path": str(file),
+        "alloy_designation": file.parent.name,
+    }
+    if split is not None:
+        row[GIVEN_COLUMN] = split
+    return _Entry(index=index, row=row, files=[file], location=str(file))
+
+
+def _folder_entry(index: int, folder: Path, split: str | None, problem: str) -> _Entry:
+    row = {"image_id": "", "alloy": "", "alloy_designation": folder.name, GIVEN_COLUMN: split}
+    return _Entry(index=index, row=row, files=[], location=str(folder), problem=problem)
+
+
+def _assign_specimen(entry: _Entry, folder: str, file: Path, pattern: re.Pattern[str] | None) -> None:
+    """``specimen_id`` of a file of an alloy folder (see the module docstring), or the pattern's problem."""
+    if pattern is None:
+        entry.row["specimen_id"] = f"{folder}/{file.stem}"
+        return
+    match = pattern.search(file.stem)
+    if match is None:
+        entry.fail(f"specimen_pattern {pattern.pattern!r} does not match the stem {file.stem!r}")
+        return
+    entry.row["specimen_id"] = f"{folder}/{match.group(1) if pattern.groups else match.group(0)}"
+
+
+def _designation_problem(name: str, names: Mapping[str, str]) -> str:
+    """Why a folder name designates none of the five alloys ("" when it does)."""
+    try:
+        parse_designation(name, names)
+    except DesignationError as err:
+        return str(err)
+    return ""
+
+
+def _ignored_reason(file: Path) -> str:
+    if file.suffix.lower() not in IMAGE_SUFFIXES:
+        return f"not a {'/'.join(IMAGE_SUFFIXES)} image"
+    return "not directly inside an alloy folder ([split/]<alloy>/<image>)"
+
+
+# ---- shared ----
+
+
+def _designate(entry: _Entry, text: object, names: Mapping[str, str], column: str = "") -> None:
+    """Set the entry's alloy, designation, variant and temper from ``text``, or its problem."""
+    if entry.problem:
+        return
+    if text is None or (isinstance(text, float) and math.isnan(text)) or not str(text).strip():
+        entry.problem = f"{column}empty alloy; expected an alloy designation"
+        return
+    try:
+        designation = parse_designation(text, names)
+    except DesignationError as err:
+        entry.problem = f"{column}{err}"
+        return
+    own_temper = entry.row.get("temper")
+    entry.row.update(
+        alloy=designation.alloy,
+        alloy_designation=designation.text,
+        alloy_variant=designation.variant,
+        temper=own_temper if isinstance(own_temper, str) and own_temper.strip() else designation.temper,
+    )
+
+
+def _visible_files(folder: Path, recursive: bool = True) -> list[Path]:
+    """Sorted files under ``folder``, hidden ones and those in hidden folders (``.ipynb_checkpoints``) left out."""
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(
+        p
+        for p in found
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
 def _subfolders(folder: Path) -> list[Path]:
@@ -269,19 +376,130 @@ def _subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _specimen(file: Path, pattern: re.Pattern[str] | None) -> str:
-    """The specimen part of a file's id (see :func:`ingest_class_folders`)."""
-    if pattern is None:
-        return file.stem
-    match = pattern.search(file.stem)
-    if match is None:
-        raise DataValidationError(
-            f"{file}: specimen_pattern {pattern.pattern!r} does not match the stem {file.stem!r}"
+def _finish(scan: _Scan, where: str, opts: IngestOptions) -> Ingested:
+    """Read the images, judge shapes and bit depth, validate what is left, and build data and report."""
+    for entry in scan.entries:
+        _read_entry(entry, opts.bit_depth)
+    _check_shapes(scan.entries)
+    _warn_low_range(scan.entries, opts.bit_depth, where)
+    kept = [e for e in scan.entries if not e.problem]
+    metadata, errors = _validated(kept, where, opts)
+    if not scan.entries:
+        errors = [
+            f"no {'/'.join(IMAGE_SUFFIXES)} images found (see the layouts in README 'Bring your own data')"
+        ]
+    images = _stack(kept)
+    bad = "skipped" if opts.on_bad_file == "skip" else "bad"
+    report = _report(scan, [*scan.errors, *errors], where, bad)
+    return Ingested(XrayData(images=images, metadata=metadata), report)
+
+
+def _read_entry(entry: _Entry, bit_depth: int | None) -> None:
+    """Read the entry's channel files into ``entry.image``, or record why it cannot be used."""
+    if entry.problem:
+        return
+    try:
+        loaded = [load_image(f, bit_depth, grey_rgb=True) for f in entry.files]
+    except DataValidationError as err:
+        entry.fail(str(err))
+        return
+    if len(loaded) > 1:
+        for file, image in zip(entry.files, loaded, strict=True):
+            if image.pixels.shape[0] != 1:
+                entry.fail(f"{file}: a per-channel file must hold one channel, found {image.pixels.shape[0]}")
+                return
+    entry.image = np.concatenate([image.pixels for image in loaded], axis=0)
+    maxima = [image.raw_max for image in loaded if image.stored_dtype == np.uint16]
+    entry.raw_max16 = max(maxima) if maxima else math.nan
+
+
+def _check_shapes(entries: list[_Entry]) -> None:
+    """Every image must have the shape most images have; the others are bad, naming that shape."""
+    read = [(e, e.image.shape) for e in entries if e.image is not None]
+    if not read:
+        return
+    expected, count = Counter(shape for _, shape in read).most_common(1)[0]
+    first = next(e for e, shape in read if shape == expected)
+    for entry, shape in read:
+        if shape != expected:
+            entry.fail(
+                f"{entry.path_text}: image shape {shape} (C, H, W) differs from the expected shape {expected} "
+                f"of {count} of {len(read)} images (first: {first.path_text}); all images must share one shape"
+            )
+            entry.image = None
+
+
+def _warn_low_range(entries: list[_Entry], bit_depth: int | None, where: str) -> None:
+    """Warn when 16-bit images use only a small part of 0..65535 and no ``bit_depth`` was declared."""
+    maxima = [e.raw_max16 for e in entries if not e.problem and not math.isnan(e.raw_max16)]
+    if bit_depth is not None or not maxima:
+        return
+    top = max(maxima)
+    if top < 65535 * LOW_RANGE_SHARE:
+        bits = max(int(top).bit_length(), 1)
+        logger.warning(
+            "%s: the %d 16-bit image(s) reach at most %d of 65535, so they are scaled into [0, %.3f]; from a "
+            "%d-bit detector? set data_source.options.bit_depth: %d to scale by the true range",
+            where,
+            len(maxima),
+            int(top),
+            top / 65535,
+            bits,
+            bits,
         )
-    return match.group(1) if pattern.groups else match.group(0)
 
 
-def _ordered(metadata: pd.DataFrame) -> pd.DataFrame:
-    """Contract columns first, extra CSV columns after them."""
-    extra = [c for c in metadata.columns if c not in METADATA_COLUMNS]
-    return metadata[[c for c in METADATA_COLUMNS if c in metadata.columns] + extra]
+def _validated(kept: list[_Entry], where: str, opts: IngestOptions) -> tuple[pd.DataFrame, list[str]]:
+    """The metadata of the usable entries, schema-checked; the schema's problems as lines (not raised)."""
+    if not kept:
+        empty = pd.DataFrame({c: pd.Series(dtype=object) for c in METADATA_COLUMNS})
+        return empty, ["no usable image: every image is bad"]
+    metadata = pd.DataFrame([e.row for e in kept], index=[e.index for e in kept])
+    metadata = metadata[
+        [c for c in METADATA_COLUMNS if c in metadata.columns]
+        + [c for c in metadata.columns if c not in METADATA_COLUMNS]
+    ]
+    try:
+        metadata = validate_metadata(metadata, where=where, required_alloys=opts.required_alloys)
+    except DataValidationError as err:
+        return metadata.reset_index(drop=True), [
+            line.removeprefix(f"{where}: ") for line in str(err).splitlines()
+        ]
+    return metadata.reset_index(drop=True), []
+
+
+def _stack(kept: list[_Entry]) -> np.ndarray:
+    """One N x C x H x W float32 array; each entry's image is released once copied."""
+    if not kept:
+        return np.empty((0, 1, 1, 1), dtype=np.float32)
+    images: np.ndarray | None = None
+    for i, entry in enumerate(kept):
+        if images is None:
+            images = np.empty((len(kept), *np.shape(entry.image)), dtype=np.float32)
+        images[i], entry.image = entry.image, None
+    assert images is not None
+    logger.info("Ingested %d images of shape %s", len(kept), images.shape[1:])
+    return images
+
+
+def _report(scan: _Scan, errors: list[str], where: str, bad: str) -> pd.DataFrame:
+    """Every entry, ignored file and dataset problem as one report row (:data:`REPORT_COLUMNS`)."""
+    rows = [
+        {
+            "path": entry.path_text,
+            "image_id": entry.row.get("image_id", ""),
+            "designation": entry.row.get("alloy_designation", ""),
+            "alloy": entry.row.get("alloy", ""),
+            "given_split": entry.row.get(GIVEN_COLUMN),
+            "status": bad if entry.problem else "ok",
+            "location": entry.location,
+            "problem": entry.problem,
+        }
+        for entry in scan.entries
+    ]
+    rows += [
+        {"path": str(f), "status": "ignored", "location": str(f), "problem": why} for f, why in scan.ignored
+    ]
+    rows += [{"path": where, "status": "error", "location": where, "problem": line} for line in errors]
+    report = pd.DataFrame(rows, columns=list(REPORT_COLUMNS))
+    return report.astype(object).where(report.notna(), "").astype(str)

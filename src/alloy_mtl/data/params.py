@@ -8,10 +8,56 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from alloy_mtl.config.base import ParamsModel
 from alloy_mtl.constants import ALLOYS, SPLITS
+from alloy_mtl.data.designations import DesignationError, parse_designation
+
+#: Options that only one ingest layout reads.
+LAYOUT_OPTIONS: dict[str, tuple[str, ...]] = {
+    "csv_folder": ("metadata_file",),
+    "class_per_folder": ("specimen_pattern", "kv"),
+}
+
+
+class IngestOptions(ParamsModel):
+    """How a lab folder is read (``data_source.options``); see :mod:`alloy_mtl.data.ingest`."""
+
+    metadata_file: str = "metadata.csv"
+    """csv_folder: the metadata CSV inside the folder."""
+    specimen_pattern: str | None = None
+    """class_per_folder: regular expression searched in each file stem for the specimen (first group)."""
+    kv: str = ""
+    """class_per_folder: the ``kv`` value of every image."""
+    required_alloys: tuple[str, ...] | None = ALLOYS
+    """Alloys that must have at least one image (``null``: no check)."""
+    alloy_names: dict[str, str] = {}
+    """Folder name or CSV ``alloy`` value -> designation, for names the designation parser does not know."""
+    on_bad_file: Literal["fail", "skip"] = "fail"
+    """``fail``: any bad file stops the run (every one listed); ``skip``: bad files are dropped and reported."""
+    bit_depth: int | None = Field(None, ge=1, le=16)
+    """True bit depth of 16-bit images (12 for a 12-bit detector): they are scaled by 2**bit_depth - 1."""
+
+    @field_validator("alloy_names", mode="before")
+    @classmethod
+    def _names_as_text(cls, value: Any) -> Any:
+        if isinstance(value, dict):  # YAML reads {my_folder: 1050} as an int
+            return {str(k): str(v) for k, v in value.items()}
+        return value
+
+    @field_validator("alloy_names")
+    @classmethod
+    def _names_designate_alloys(cls, value: dict[str, str]) -> dict[str, str]:
+        problems = []
+        for name, designation in value.items():
+            try:
+                parse_designation(designation)
+            except DesignationError as err:
+                problems.append(f"{name!r}: {err.reason}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
 
 
 class DataSourceParams(ParamsModel):
@@ -19,18 +65,32 @@ class DataSourceParams(ParamsModel):
 
     kind: Literal["generated", "csv_folder", "class_per_folder"] = "generated"
     path: str | None = None
-    options: dict[str, Any] = {}
+    options: IngestOptions = IngestOptions()
 
     @model_validator(mode="after")
     def _path_for_lab_data(self) -> DataSourceParams:
         if self.kind != "generated" and not self.path:
             raise ValueError(f"path: required when kind is '{self.kind}'")
+        foreign = [
+            key
+            for layout, keys in LAYOUT_OPTIONS.items()
+            if layout != self.kind
+            for key in keys
+            if key in self.options.model_fields_set
+        ]
+        if foreign:
+            raise ValueError(f"options {foreign}: not read when kind is '{self.kind}'")
         return self
 
 
 class SplitParams(ParamsModel):
-    """Specimen-grouped split stratified by alloy and thickness bin; minima count specimens."""
+    """Specimen-grouped split stratified by alloy and thickness bin; minima count specimens.
 
+    ``strategy``: ``auto`` keeps the split the data carry (split folders, a CSV ``split`` column) and
+    otherwise splits; ``given`` requires the data's own split; ``grouped`` always splits (fractions, seed).
+    """
+
+    strategy: Literal["auto", "given", "grouped"] = "auto"
     seed: int = 42
     fractions: dict[Literal["train", "val", "test"], float] = {"train": 0.7, "val": 0.15, "test": 0.15}
     min_per_class: dict[Literal["train", "val", "test"], int] = {"train": 1, "val": 2, "test": 2}

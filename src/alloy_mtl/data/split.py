@@ -1,4 +1,10 @@
-"""Long-tail-safe train/val/test split: grouped by specimen, stratified by alloy and thickness, seeded.
+"""Train/val/test split: the lab's own split kept when the data carry one, else a long-tail-safe split
+grouped by specimen, stratified by alloy and thickness, seeded.
+
+Strategy (:func:`assign_split`): ``given`` keeps the ``given_split`` column (split folders of a
+class-per-folder set, a CSV ``split`` column) after checking that no specimen crosses splits, every image has
+a split and every alloy has the split minima; ``grouped`` splits as below; ``auto`` is ``given`` when the
+data carry a split and ``grouped`` otherwise.
 
 How it works: specimens (never images) are assigned, so all images of a specimen share a split. Within each
 alloy, specimens are ordered by thickness bin and, inside a bin, at random (``seed``); walking that order,
@@ -22,7 +28,21 @@ import numpy as np
 import pandas as pd
 
 from alloy_mtl.constants import ALLOYS, SPLITS
+from alloy_mtl.data.errors import DataValidationError
 
+STRATEGIES: tuple[str, ...] = ("auto", "given", "grouped")
+GIVEN_COLUMN = "given_split"
+#: Names labs give their split folders or CSV values (case-insensitive) -> the split.
+SPLIT_ALIASES: dict[str, str] = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
+MAX_LISTED = 10
 DEFAULT_FRACTIONS: dict[str, float] = {"train": 0.7, "val": 0.15, "test": 0.15}
 DEFAULT_MIN_PER_CLASS: dict[str, int] = {"val": 2, "test": 2}
 MISSING_BIN = -1
@@ -78,13 +98,126 @@ def split_dataset(
     return pd.Series(metadata["specimen_id"].map(assignment), index=metadata.index, name="split", dtype=str)
 
 
-def split_summary(metadata: pd.DataFrame, split: pd.Series) -> pd.DataFrame:
-    """Image counts per alloy (rows, in ALLOYS order) and split (columns, in SPLITS order) plus a total."""
+def canonical_split(name: object) -> str | None:
+    """The split a folder name or CSV value means (``Valid`` -> ``val``), None for anything else."""
+    return SPLIT_ALIASES.get(str(name).strip().lower()) if isinstance(name, str) else None
+
+
+def resolve_strategy(metadata: pd.DataFrame, strategy: str) -> str:
+    """``given`` or ``grouped``: what ``strategy`` means for these data.
+
+    Raises:
+        ValueError: an unknown strategy, or ``given`` for data that carry no split.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"split strategy {strategy!r}: expected one of {list(STRATEGIES)}")
+    has_given = GIVEN_COLUMN in metadata.columns and bool(metadata[GIVEN_COLUMN].notna().any())
+    if strategy == "auto":
+        return "given" if has_given else "grouped"
+    if strategy == "given" and not has_given:
+        raise DataValidationError(
+            "split.strategy 'given': the data carry no split (no train/val/test folders, no 'split' column "
+            "in the metadata CSV); use strategy auto or grouped"
+        )
+    return strategy
+
+
+def assign_split(
+    metadata: pd.DataFrame,
+    strategy: str = "auto",
+    *,
+    fractions: Mapping[str, float] | None = None,
+    min_per_class: Mapping[str, int] | None = None,
+    thickness_bins: int = 3,
+    seed: int = 0,
+) -> tuple[pd.Series, str]:
+    """The split of every row and the strategy used (``given`` or ``grouped``, see the module docstring).
+
+    Raises:
+        DataValidationError: a given split that cannot be kept (every reason listed).
+        ValueError: as :func:`split_dataset` for a grouped split.
+    """
+    used = resolve_strategy(metadata, strategy)
+    if used == "given":
+        return given_split(metadata, min_per_class), used
+    return split_dataset(metadata, fractions, min_per_class, thickness_bins, seed), used
+
+
+def given_split(metadata: pd.DataFrame, min_per_class: Mapping[str, int] | None = None) -> pd.Series:
+    """The data's own split (``given_split``), checked: every row has one, no specimen crosses splits, and
+    every alloy has ``min_per_class`` specimens per split (default train 1, val 2, test 2).
+
+    Raises:
+        DataValidationError: listing every image without a split, crossing specimen and alloy short of a
+            minimum, with the ways out.
+    """
+    minima = {"train": 1, **(DEFAULT_MIN_PER_CLASS if min_per_class is None else min_per_class)}
+    given = metadata[GIVEN_COLUMN]
+    problems = _unsplit_rows(metadata) + _crossing_specimens(metadata) + _short_minima(metadata, minima)
+    if problems:
+        raise DataValidationError(
+            "the data's own train/val/test split cannot be kept (split.strategy auto or given):\n  "
+            + "\n  ".join(problems)
+            + "\nfix the split folders or the CSV 'split' column, lower split.min_per_class, or set "
+            "split.strategy: grouped to re-split by specimen"
+        )
+    return pd.Series(given.astype(str), index=metadata.index, name="split", dtype=str)
+
+
+def _listed(items: list[str]) -> str:
+    more = len(items) - MAX_LISTED
+    return ", ".join(items[:MAX_LISTED]) + (f" and {more} more" if more > 0 else "")
+
+
+def _unsplit_rows(metadata: pd.DataFrame) -> list[str]:
+    missing = metadata.loc[metadata[GIVEN_COLUMN].isna(), "image_id"].astype(str).tolist()
+    return [f"{len(missing)} image(s) have no split: {_listed(missing)}"] if missing else []
+
+
+def _crossing_specimens(metadata: pd.DataFrame) -> list[str]:
+    labelled = metadata[metadata[GIVEN_COLUMN].notna()]
+    per_split = labelled.groupby(["specimen_id", GIVEN_COLUMN], sort=True).size()
+    n_splits = per_split.groupby(level=0).size()
+    crossing = n_splits[n_splits > 1].index.tolist()
+    described = [
+        f"{specimen!r} ("
+        + ", ".join(f"{split}: {n}" for split, n in per_split.loc[specimen].items())
+        + " images)"
+        for specimen in crossing
+    ]
+    if not described:
+        return []
+    return [
+        f"{len(crossing)} specimen(s) cross splits (images of one specimen must share a split): "
+        f"{_listed(described)}; a specimen is '<alloy folder>/<file stem>' or what "
+        "data_source.options.specimen_pattern extracts, or the CSV 'specimen_id'"
+    ]
+
+
+def _short_minima(metadata: pd.DataFrame, minima: Mapping[str, int]) -> list[str]:
+    labelled = metadata[metadata[GIVEN_COLUMN].notna()]
+    counts = labelled.groupby(["alloy", GIVEN_COLUMN])["specimen_id"].nunique()
+    problems = []
+    for alloy in sorted(labelled["alloy"].astype(str).unique()):
+        for split in SPLITS:
+            have, need = int(counts.get((alloy, split), 0)), int(minima.get(split, 0))
+            if have < need:
+                problems.append(
+                    f"alloy {alloy!r} has {have} specimen(s) in {split}, split.min_per_class.{split} needs {need}"
+                )
+    return problems
+
+
+def split_summary(metadata: pd.DataFrame, split: pd.Series, strategy: str | None = None) -> pd.DataFrame:
+    """Image counts per alloy (rows, in ALLOYS order) and split (columns, in SPLITS order) plus a total;
+    with ``strategy``, a ``strategy`` column naming how the split was made."""
     table = pd.crosstab(metadata["alloy"].astype(str), split.reindex(metadata.index))
     alloys = [a for a in ALLOYS if a in table.index] + sorted(a for a in table.index if a not in ALLOYS)
     columns = [s for s in SPLITS if s in table.columns] + sorted(c for c in table.columns if c not in SPLITS)
     table = table.reindex(index=alloys, columns=columns, fill_value=0)
     table["total"] = table.sum(axis=1)
+    if strategy is not None:
+        table["strategy"] = strategy
     table.index.name, table.columns.name = "alloy", "split"
     return table
 

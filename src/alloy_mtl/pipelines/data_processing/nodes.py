@@ -12,35 +12,52 @@ from alloy_mtl.config import parse_params
 from alloy_mtl.data.expectations import raise_for_failures, run_expectations
 from alloy_mtl.data.generated_source import generate_xray_data
 from alloy_mtl.data.image_stats import image_statistics
-from alloy_mtl.data.ingest import ingest_dataset
+from alloy_mtl.data.ingest import scan_dataset
+from alloy_mtl.data.ingest_report import empty_report, raise_for_report
 from alloy_mtl.data.params import DataSourceParams, SplitParams, ValidationParams
 from alloy_mtl.data.schema import validate_metadata
-from alloy_mtl.data.split import split_dataset, split_summary
+from alloy_mtl.data.split import assign_split, resolve_strategy, split_summary
 from alloy_mtl.data.store import XrayData
 
 logger = logging.getLogger(__name__)
 
+REPORT_NOTE = "every file's status: the ingest_report dataset (data/08_reporting/ingest_report.csv)"
 
-def acquire_dataset(source: dict[str, Any], generation: dict[str, Any]) -> XrayData:
-    """Generate the physics-simulated dataset or ingest a lab's images, as ``source.kind`` says.
+
+def acquire_dataset(source: dict[str, Any], generation: dict[str, Any]) -> tuple[XrayData, pd.DataFrame]:
+    """Generate the physics-simulated dataset or read a lab's images, as ``source.kind`` says.
+
+    Bad lab files do not stop this node: they are recorded in the ingest report, which is saved even when
+    :func:`accept_dataset` then refuses the data.
 
     Args:
         source: ``kind`` (generated | csv_folder | class_per_folder), ``path`` and ``options`` for ingestion.
         generation: parameters of the wedge radiograph simulator (used when ``kind`` is generated).
 
     Returns:
-        Images and their metadata; the metadata already passed the pandera schema.
+        The usable images with their metadata, and the report of every file (empty for generated data).
     """
     params = parse_params(DataSourceParams, source, "data_source")
     if params.kind == "generated":
-        data = generate_xray_data(generation)
-        where = "generated dataset"
-    else:
-        data = ingest_dataset(params.path, params.kind, **params.options)
-        where = str(params.path)
-    validate_metadata(data.metadata, where=where)
-    logger.info("Acquired %d images of shape %s from %s", len(data.metadata), data.images.shape[1:], where)
-    return data
+        return generate_xray_data(generation), empty_report()
+    ingested = scan_dataset(params.path, params.kind, params.options)
+    return ingested.data, ingested.report
+
+
+def accept_dataset(candidate: XrayData, ingest_report: pd.DataFrame, source: dict[str, Any]) -> XrayData:
+    """The dataset, once its ingest report holds no bad file or dataset problem (skipped files are logged).
+
+    Raises:
+        DataValidationError: listing every problem of the report, before anything is written.
+    """
+    params = parse_params(DataSourceParams, source, "data_source")
+    where = "generated dataset" if params.kind == "generated" else str(params.path)
+    raise_for_report(ingest_report, where=where, report_note=REPORT_NOTE)
+    validate_metadata(candidate.metadata, where=where)
+    logger.info(
+        "Acquired %d images of shape %s from %s", len(candidate.metadata), candidate.images.shape[1:], where
+    )
+    return candidate
 
 
 def compute_image_statistics(data: XrayData) -> pd.DataFrame:
@@ -49,16 +66,20 @@ def compute_image_statistics(data: XrayData) -> pd.DataFrame:
 
 
 def assign_splits(data: XrayData, split: dict[str, Any]) -> pd.DataFrame:
-    """Metadata with a ``split`` column: stratified by alloy and thickness bin, grouped by specimen."""
+    """Metadata with a ``split`` column: the data's own split when ``split.strategy`` keeps it, else
+    stratified by alloy and thickness bin, grouped by specimen."""
     params = parse_params(SplitParams, split, "split")
     metadata = data.metadata.copy()
-    metadata["split"] = split_dataset(
+    labels, used = assign_split(
         metadata,
+        params.strategy,
         fractions=params.fractions,
         min_per_class=params.min_per_class,
         thickness_bins=params.thickness_bins,
         seed=params.seed,
-    ).to_numpy()
+    )
+    metadata["split"] = labels.to_numpy()
+    logger.info("Split strategy %s (split.strategy: %s)", used, params.strategy)
     return metadata
 
 
@@ -92,8 +113,9 @@ def build_model_input(data: XrayData, metadata: pd.DataFrame, validation_report:
     return XrayData(images=data.images, metadata=metadata.reset_index(drop=True))
 
 
-def summarise_splits(metadata: pd.DataFrame) -> pd.DataFrame:
-    """Image counts per alloy and split, the table a reader checks for the tail classes."""
-    summary = split_summary(metadata, metadata["split"])
+def summarise_splits(metadata: pd.DataFrame, split: dict[str, Any]) -> pd.DataFrame:
+    """Image counts per alloy and split, the table a reader checks for the tail classes, with the strategy."""
+    params = parse_params(SplitParams, split, "split")
+    summary = split_summary(metadata, metadata["split"], strategy=resolve_strategy(metadata, params.strategy))
     logger.info("Split counts per alloy:\n%s", summary.to_string())
     return summary.reset_index()

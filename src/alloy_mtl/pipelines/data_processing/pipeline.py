@@ -1,4 +1,4 @@
-"""data_processing: acquire -> statistics -> split -> validate -> model input."""
+"""data_processing: acquire (+ ingest report) -> accept -> statistics -> split -> validate -> model input."""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -12,8 +12,14 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 nodes.acquire_dataset,
                 inputs=["params:data_source", "params:generation"],
-                outputs="raw_xray",
+                outputs=["source_candidate", "ingest_report"],
                 name="acquire_dataset",
+            ),
+            Node(
+                nodes.accept_dataset,
+                inputs=["source_candidate", "ingest_report", "params:data_source"],
+                outputs="raw_xray",
+                name="accept_dataset",
             ),
             Node(
                 nodes.compute_image_statistics,
@@ -34,6 +40,11 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "model_input",
                 name="build_model_input",
             ),
-            Node(nodes.summarise_splits, "split_metadata", "split_summary", name="summarise_splits"),
+            Node(
+                nodes.summarise_splits,
+                ["split_metadata", "params:split"],
+                "split_summary",
+                name="summarise_splits",
+            ),
         ]
     )
