@@ -418,3 +418,23 @@ def test_reconfigure_optimizer_mid_run_keeps_model_and_schedule() -> None:
     trainer.settings = trainer.settings.model_copy(update={"epochs": 3})
     history = fit(trainer)  # training goes on with the new optimizer
     assert len(history) == 3 and history["lr"].iloc[-1] == pytest.approx(0.05)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_min_lr() -> None:
+    trainer = make_trainer(
+        epochs=6,
+        lr=0.1,
+        lr_scheduler={"name": "cosine", "warmup_epochs": 2, "min_lr": 0.001},
+        restore_best=False,
+    )
+    history = fit(trainer)
+    lrs = history["lr"].tolist()
+    assert lrs[0] == pytest.approx(0.1 / 3) and lrs[1] == pytest.approx(0.2 / 3)
+    assert lrs[2] == pytest.approx(0.1)
+    assert lrs[2] > lrs[3] > lrs[4] > lrs[5] > 0.001
+
+
+def test_time_budget_stops_training_early() -> None:
+    trainer = make_trainer(epochs=50, time_budget_s=1e-6, early_stopping={"enabled": False})
+    history = fit(trainer)
+    assert len(history) == 1 and not trainer.stopped

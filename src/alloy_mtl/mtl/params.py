@@ -35,12 +35,15 @@ class Monitor(ParamsModel):
 
 
 class LRScheduler(ParamsModel):
-    """Learning-rate schedule on the monitored metric."""
+    """Learning-rate schedule (``alloy_mtl.mtl.schedules``): the reference study's ``reduce_on_plateau``
+    (``patience``, ``factor``) or ``cosine`` (``warmup_epochs`` linear warm-up, then half-cosine decay);
+    both stop at ``min_lr``."""
 
-    name: Literal["reduce_on_plateau"] = "reduce_on_plateau"
+    name: Literal["reduce_on_plateau", "cosine"] = "reduce_on_plateau"
     patience: int = Field(3, ge=0)
     factor: float = Field(0.1, gt=0, lt=1)
     min_lr: float = Field(0.0, ge=0)
+    warmup_epochs: int = Field(0, ge=0)
 
 
 class EarlyStopping(ParamsModel):
@@ -94,6 +97,7 @@ class TrainerSettings(ParamsModel):
     channels_last: bool = True
     progress_bar: Literal["auto"] | bool = "auto"
     progress_every: int = Field(10, ge=1)
+    time_budget_s: float | None = Field(None, gt=0)
 
     @field_validator("optimizer")
     @classmethod

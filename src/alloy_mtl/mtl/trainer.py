@@ -41,6 +41,7 @@ from alloy_mtl.mtl.inference import split_batch
 from alloy_mtl.mtl.meter import EpochMeter, TaskLike, raise_if_diverged
 from alloy_mtl.mtl.optimizers import build_optimizer, rebuild_optimizer
 from alloy_mtl.mtl.params import TrainerSettings
+from alloy_mtl.mtl.schedules import build_schedule
 from alloy_mtl.mtl.torch_data import loader_generators
 
 logger = logging.getLogger(__name__)
@@ -115,14 +116,7 @@ class Trainer:
             weight_decay=self.settings.weight_decay,
             momentum=self.settings.momentum,
         )
-        schedule = self.settings.lr_scheduler
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer,
-            mode=self.settings.monitor.mode,
-            factor=schedule.factor,
-            patience=schedule.patience,
-            min_lr=schedule.min_lr,
-        )
+        self.scheduler = build_schedule(self.optimizer, self.settings)
         stopping = self.settings.early_stopping
         self.tracker = MetricTracker(
             mode=self.settings.monitor.mode,
@@ -247,8 +241,18 @@ class Trainer:
         for callback in self._ordered_callbacks(starting=True):
             callback.on_train_begin(self)
 
+        started = time.perf_counter()
+        budget = self.settings.time_budget_s
         while not self.stopped and self.epoch < self.settings.epochs:
             self._run_epoch(train_loader, val_loader)
+            if (
+                budget is not None
+                and time.perf_counter() - started >= budget
+                and self.epoch < self.settings.epochs
+            ):
+                # a time budget ties the epoch count to the machine: same seed, other speed, other result
+                logger.info("time budget of %.0f s spent after epoch %d; training stops", budget, self.epoch)
+                break
 
         if self.settings.restore_best and self.best_state is not None:
             self.model.load_state_dict(self.best_state)
