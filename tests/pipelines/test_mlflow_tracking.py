@@ -33,3 +33,12 @@ def test_inference_without_an_input_folder_fails_before_writing(kedro_project, r
     with pytest.raises(Exception, match=r"inference.input: not set"):
         run_pipeline(kedro_project, "inference")
     assert not (kedro_project / "data/07_model_output/inference").exists()
+
+
+def test_gate_inside_train_all_is_skipped_when_tracking_is_off():
+    from alloy_mtl.pipelines.registry.nodes import promote_champion
+    from alloy_mtl.tracking import runs
+
+    runs.set_active(None)
+    decision = promote_champion({"model_name": "alloy_mtl"}, {"classification": {}})
+    assert decision["decision"] == "skipped" and decision["changed"] is False

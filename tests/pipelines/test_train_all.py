@@ -55,7 +55,10 @@ def test_train_all_produces_models_histories_reports_and_comparison(kedro_projec
 
 def check_mlflow(project):
     """mlflow.db at the project root: the parent run, one nested run per model, metrics, artifacts, aliases."""
-    assert (project / "mlflow.db").is_file() and (project / "mlartifacts").is_dir()
+    assert (project / "mlflow.db").is_file() and not (project / "mlruns").exists()
+    assert len(list((project / "mlartifacts").glob("*/models/m-*/artifacts/artifacts/bundle.pt"))) == len(
+        ARCHITECTURES
+    )
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("alloy_mtl")
     runs = client.search_runs([experiment.experiment_id])
@@ -114,7 +117,9 @@ def check_registry_rerun_and_inference(project, run_pipeline):
     (folder / "broken.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(Exception, match=r"1 of 3 file\(s\) could not be predicted"):
         run_pipeline(project, "inference", {"inference": {"input": str(folder)}})
-    predictions = pd.read_csv(project / "data/07_model_output/inference/predictions.csv", dtype={"alloy": str})
+    predictions = pd.read_csv(
+        project / "data/07_model_output/inference/predictions.csv", dtype={"alloy": str}
+    )
     assert list(predictions["file"]) == ["broken.png", "good_0.tif", "good_1.tif"]
     good = predictions.iloc[1:]
     assert good["error"].isna().all() and set(good["alloy"].astype(str)) <= set(map(str, ALLOYS))
