@@ -55,6 +55,7 @@ class MlflowTrackingHooks:
         self.env: str | None = None
         self.params: dict[str, Any] = {}
         self.tracker: RunTracker | None = None
+        self.catalog: Any = None
         self._remaining: Counter[str] = Counter()
         self._failed: set[str] = set()
         self._fingerprinted = False
@@ -101,6 +102,7 @@ class MlflowTrackingHooks:
         tags = provenance_tags(self.project_path or ".", self.env, label, run_params.get("run_id"))
         tracker.start_parent(self.settings.run_name or label, tags, self.params)
         self.tracker = tracker
+        self.catalog = catalog
         self._remaining = Counter(key for node in pipeline.nodes for key in _node_keys(node))
         self._failed = set()
         self._fingerprinted = False
@@ -141,7 +143,22 @@ class MlflowTrackingHooks:
             return
         if dataset_name == FINGERPRINTED:
             self._fingerprint(data)
-        layout.log_dataset(self.tracker, dataset_name, data)
+        layout.log_dataset(self.tracker, dataset_name, data, self._saved_path(dataset_name))
+
+    def _saved_path(self, dataset_name: str) -> Path | None:
+        """The local file or folder the catalog saved ``dataset_name`` to (None if remote or unknown).
+
+        Reads the ``_filepath``/``_protocol`` attributes of kedro-datasets' file datasets, as kedro-mlflow's
+        ``MlflowArtifactDataset`` does.
+        """
+        try:
+            dataset = self.catalog.get(dataset_name)
+        except Exception:
+            return None
+        path = getattr(dataset, "_filepath", None)
+        if path is None or getattr(dataset, "_protocol", "file") != "file":
+            return None
+        return Path(str(path))
 
     def _fingerprint(self, data: Any) -> None:
         if self.tracker is None or self._fingerprinted or not hasattr(data, "images"):
