@@ -91,7 +91,7 @@ class MlflowTrackingHooks:
         client = MlflowClient(self.uri)
         try:
             artifacts = default_artifact_location(
-                self.uri, self.settings.artifact_location, self.project_path or "."
+                self.uri, self.settings.artifact_location, self.project_path or ".", self.settings.experiment
             )
             experiment_id = ensure_experiment(client, self.settings.experiment, artifacts)
         except Exception as exc:
@@ -116,11 +116,19 @@ class MlflowTrackingHooks:
 
     @hook_impl
     def after_node_run(self, node: Node, inputs: dict[str, Any]) -> None:
-        """Count the node done; after the validation node, log the Data Docs folder."""
+        """Count the node done, log its parameters to its model runs; log the Data Docs folder after the
+        validation node."""
         if self.tracker is None:
             return
+        settings = {
+            name.removeprefix("params:"): value
+            for name, value in inputs.items()
+            if name.startswith("params:") and not _training_param(name)
+        }
         for key in _node_keys(node):
             self._remaining[key] -= 1
+            if settings:  # e.g. evaluation.* (training parameters come merged, from the training summary)
+                self.tracker.log_params(self.tracker.child(key), settings)
         validation = inputs.get("params:validation")
         if isinstance(validation, dict) and validation.get("data_docs_dir") and self.project_path is not None:
             folder = self.project_path / str(validation["data_docs_dir"])
@@ -195,6 +203,11 @@ class MlflowTrackingHooks:
         set_active(None)
         if tracker is not None:
             tracker.end_all(statuses, parent_status)
+
+
+def _training_param(name: str) -> bool:
+    """``params:training`` and ``params:<arch>.train_options``: logged merged, from the training summary."""
+    return name == "params:training" or name.endswith(".train_options")
 
 
 def _node_keys(node: Node) -> set[str]:

@@ -24,6 +24,7 @@ def tracker(mlflow_backend):
     runs.set_active(tracker)
     yield tracker
     runs.set_active(None)
+    tracker._kill_if_open()  # no run left RUNNING by a test
 
 
 def test_nested_runs_inherit_tags_and_log_epochs_metrics_and_artifacts(
@@ -77,6 +78,14 @@ def test_failed_work_ends_failed_and_nothing_stays_running(tracker, mlflow_backe
     statuses = {key: client.get_run(run_id).info.status for key, run_id in tracker.children.items()}
     assert statuses == {"resnet18": "FAILED", "fnn": "FINISHED"}
     assert client.get_run(tracker.parent_run_id).info.status == "FAILED"
+
+
+def test_an_interrupted_run_is_ended_killed_at_exit(tracker, mlflow_backend):
+    tracker.child("fnn")
+    tracker._kill_if_open()  # what atexit calls after Ctrl-C
+    client = mlflow_backend["client"]
+    assert client.get_run(tracker.children["fnn"]).info.status == "KILLED"
+    assert client.get_run(tracker.parent_run_id).info.status == "KILLED"
 
 
 def test_only_the_owning_process_writes(tracker, monkeypatch, mlflow_backend):
