@@ -55,6 +55,7 @@ class MlflowTrackingHooks:
         self.env: str | None = None
         self.params: dict[str, Any] = {}
         self.tracker: RunTracker | None = None
+        self.catalog: Any = None
         self._remaining: Counter[str] = Counter()
         self._failed: set[str] = set()
         self._fingerprinted = False
@@ -90,7 +91,7 @@ class MlflowTrackingHooks:
         client = MlflowClient(self.uri)
         try:
             artifacts = default_artifact_location(
-                self.uri, self.settings.artifact_location, self.project_path or "."
+                self.uri, self.settings.artifact_location, self.project_path or ".", self.settings.experiment
             )
             experiment_id = ensure_experiment(client, self.settings.experiment, artifacts)
         except Exception as exc:
@@ -101,6 +102,7 @@ class MlflowTrackingHooks:
         tags = provenance_tags(self.project_path or ".", self.env, label, run_params.get("run_id"))
         tracker.start_parent(self.settings.run_name or label, tags, self.params)
         self.tracker = tracker
+        self.catalog = catalog
         self._remaining = Counter(key for node in pipeline.nodes for key in _node_keys(node))
         self._failed = set()
         self._fingerprinted = False
@@ -114,11 +116,19 @@ class MlflowTrackingHooks:
 
     @hook_impl
     def after_node_run(self, node: Node, inputs: dict[str, Any]) -> None:
-        """Count the node done; after the validation node, log the Data Docs folder."""
+        """Count the node done, log its parameters to its model runs; log the Data Docs folder after the
+        validation node."""
         if self.tracker is None:
             return
+        settings = {
+            name.removeprefix("params:"): value
+            for name, value in inputs.items()
+            if name.startswith("params:") and not _training_param(name)
+        }
         for key in _node_keys(node):
             self._remaining[key] -= 1
+            if settings:  # e.g. evaluation.* (training parameters come merged, from the training summary)
+                self.tracker.log_params(self.tracker.child(key), settings)
         validation = inputs.get("params:validation")
         if isinstance(validation, dict) and validation.get("data_docs_dir") and self.project_path is not None:
             folder = self.project_path / str(validation["data_docs_dir"])
@@ -141,7 +151,22 @@ class MlflowTrackingHooks:
             return
         if dataset_name == FINGERPRINTED:
             self._fingerprint(data)
-        layout.log_dataset(self.tracker, dataset_name, data)
+        layout.log_dataset(self.tracker, dataset_name, data, self._saved_path(dataset_name))
+
+    def _saved_path(self, dataset_name: str) -> Path | None:
+        """The local file or folder the catalog saved ``dataset_name`` to (None if remote or unknown).
+
+        Reads the ``_filepath``/``_protocol`` attributes of kedro-datasets' file datasets, as kedro-mlflow's
+        ``MlflowArtifactDataset`` does.
+        """
+        try:
+            dataset = self.catalog.get(dataset_name)
+        except Exception:
+            return None
+        path = getattr(dataset, "_filepath", None)
+        if path is None or getattr(dataset, "_protocol", "file") != "file":
+            return None
+        return Path(str(path))
 
     def _fingerprint(self, data: Any) -> None:
         if self.tracker is None or self._fingerprinted or not hasattr(data, "images"):
@@ -178,6 +203,11 @@ class MlflowTrackingHooks:
         set_active(None)
         if tracker is not None:
             tracker.end_all(statuses, parent_status)
+
+
+def _training_param(name: str) -> bool:
+    """``params:training`` and ``params:<arch>.train_options``: logged merged, from the training summary."""
+    return name == "params:training" or name.endswith(".train_options")
 
 
 def _node_keys(node: Node) -> set[str]:

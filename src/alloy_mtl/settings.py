@@ -39,7 +39,7 @@ CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
     # Environments (`--env paper`, conf/local) override single nested keys instead of whole sections.
-    "merge_strategy": {"parameters": "soft", "catalog": "soft"},
+    "merge_strategy": {"parameters": "soft", "catalog": "soft", "mlflow": "soft"},
     # conf/<env>/mlflow.yml: tracking URI and experiment (read by alloy_mtl.hooks)
     "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**"]},
 }

@@ -33,3 +33,27 @@ def test_inference_without_an_input_folder_fails_before_writing(kedro_project, r
     with pytest.raises(Exception, match=r"inference.input: not set"):
         run_pipeline(kedro_project, "inference")
     assert not (kedro_project / "data/07_model_output/inference").exists()
+
+
+def test_gate_inside_train_all_is_skipped_when_tracking_is_off():
+    from alloy_mtl.pipelines.registry.nodes import promote_champion
+    from alloy_mtl.tracking import runs
+
+    runs.set_active(None)
+    decision = promote_champion({"model_name": "alloy_mtl"}, {"classification": {}})
+    assert decision["decision"] == "skipped" and decision["changed"] is False
+
+
+def test_a_run_failing_mid_way_ends_failed(kedro_project, run_pipeline, isolated_mlflow):
+    from mlflow.tracking import MlflowClient
+
+    (kedro_project / "conf/local/mlflow.yml").write_text("tracking:\n  run:\n    name: failing-data-source\n")
+    with pytest.raises(Exception, match=r"data_source.kind: got 'ftp'"):
+        run_pipeline(kedro_project, "data_processing", {"data_source": {"kind": "ftp"}})
+    client = MlflowClient(isolated_mlflow)
+    experiment = client.get_experiment_by_name("alloy_mtl")
+    [run] = client.search_runs(
+        [experiment.experiment_id], filter_string="attributes.run_name = 'failing-data-source'"
+    )
+    assert run.info.status == "FAILED"
+    assert run.data.tags["alloy_mtl.pipeline"] == "data_processing"

@@ -61,7 +61,9 @@ def test_train_all_produces_models_histories_reports_and_comparison(kedro_projec
 
 def check_mlflow(project):
     """mlflow.db at the project root: the parent run, one nested run per model, metrics, artifacts, aliases."""
-    assert (project / "mlflow.db").is_file() and (project / "mlartifacts").is_dir()
+    assert (project / "mlflow.db").is_file() and not (project / "mlruns").exists()
+    bundles = list((project / "mlartifacts/alloy_mtl/models").glob("m-*/artifacts/artifacts/bundle.pt"))
+    assert len(bundles) == len(ARCHITECTURES)
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("alloy_mtl")
     runs = client.search_runs([experiment.experiment_id])
@@ -84,6 +86,7 @@ def check_mlflow(project):
     for name, run in children.items():
         assert run.info.status == "FINISHED", name
         assert "test.classification.macro_ap" in run.data.metrics, name
+        assert "evaluation.ece_bins" in run.data.params, name
         assert (
             run.data.tags["alloy_mtl.dataset_fingerprint"]
             == parent.data.tags["alloy_mtl.dataset_fingerprint"]
@@ -93,6 +96,9 @@ def check_mlflow(project):
         epochs = len(pd.read_csv(project / f"data/07_model_output/{arch}/history.csv"))
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
         assert steps == list(range(1, epochs + 1)), arch
+        assert {"lr", "val_alloy_acc", "weight_alloy", "conflict_share", "grad_cos_alloy__thickness"} <= set(
+            run.data.metrics
+        ), arch
         assert run.data.params["arch"] == arch and run.data.tags["alloy_mtl.model_uri"].startswith(
             "models:/m-"
         )

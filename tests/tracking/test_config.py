@@ -24,7 +24,9 @@ def test_default_is_an_absolute_sqlite_file_at_the_project_root_whatever_the_cwd
     uri, source = resolve_tracking_uri(project, None, environ={})
     assert uri == f"sqlite:///{project.resolve() / 'mlflow.db'}"
     assert source == "default"
-    assert default_artifact_location(uri, None, project) == (project.resolve() / "mlartifacts").as_uri()
+    expected = (project.resolve() / "mlartifacts" / "alloy_mtl").as_uri()
+    assert default_artifact_location(uri, None, project, "alloy_mtl") == expected
+    assert default_artifact_location(uri, "store/art", project) == (project.resolve() / "store/art").as_uri()
 
 
 def test_relative_sqlite_in_mlflow_yml_is_taken_from_the_project_root(tmp_path):

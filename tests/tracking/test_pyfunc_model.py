@@ -54,8 +54,10 @@ def test_the_model_carries_only_the_modules_it_imports():
     assert "mtl/trainer.py" not in files and "mtl/experiment.py" not in files
 
 
-def test_logged_model_predicts_like_the_model_itself(mlflow_backend, bundle_factory):
+def test_logged_model_predicts_like_the_model_itself(mlflow_backend, bundle_factory, tmp_path, monkeypatch):
     import mlflow
+
+    monkeypatch.chdir(tmp_path)  # nothing may land in the working directory (MLflow's ./mlruns default)
 
     bundle = bundle_factory(in_chans=3, image_size=8)
     client = mlflow_backend["client"]
@@ -82,6 +84,10 @@ def test_logged_model_predicts_like_the_model_itself(mlflow_backend, bundle_fact
     with pytest.raises(Exception, match=r"[Ss]hape"):
         loaded.predict(np.full((1, 2, 8, 8), 0.5, np.float32))
     assert info.metadata["in_chans"] == 3 and info.metadata["image_size"] == 8
+    assert list(tmp_path.iterdir()) == []
+    stored = mlflow_backend["root"] / "mlartifacts" / "models" / info.model_id / "artifacts"
+    assert (stored / "artifacts" / "bundle.pt").is_file() and (stored / "code" / "alloy_mtl").is_dir()
+    assert mlflow_backend["client"].get_logged_model(info.model_id).source_run_id == run.info.run_id
     assert info.signature.params.to_dict()[0]["name"] == "bit_depth"
     assert (
         pyfunc_model.BUNDLE_ARTIFACT in loaded.metadata.to_dict()["flavors"]["python_function"]["artifacts"]

@@ -24,10 +24,11 @@ def tracker(mlflow_backend):
     runs.set_active(tracker)
     yield tracker
     runs.set_active(None)
+    tracker._kill_if_open()  # no run left RUNNING by a test
 
 
 def test_nested_runs_inherit_tags_and_log_epochs_metrics_and_artifacts(
-    tracker, mlflow_backend, bundle_factory
+    tracker, mlflow_backend, bundle_factory, tmp_path
 ):
     client = mlflow_backend["client"]
     [callback] = training_callbacks("fnn")
@@ -43,8 +44,12 @@ def test_nested_runs_inherit_tags_and_log_epochs_metrics_and_artifacts(
     log_dataset(tracker, "fnn.training_summary", {"n_params": 10, "params": {"arch": "fnn", "lr": 0.01}})
     log_dataset(tracker, "fnn.model", bundle_factory())
     log_dataset(tracker, "comparison_table", pd.DataFrame({"model": ["fnn"], "macro_ap": [0.75]}))
+    (tmp_path / "roc_curves.png").write_bytes(b"png written by the catalog")
+    log_dataset(tracker, "ensemble_soft.figures", {"roc_curves.png": object()}, saved_path=tmp_path)
     tracker.end_all()
 
+    ensemble = tracker.children["ensemble_soft"]
+    assert [a.path for a in client.list_artifacts(ensemble, "figures")] == ["figures/roc_curves.png"]
     child = client.get_run(tracker.children["fnn"])
     assert child.data.tags[MLFLOW_PARENT_RUN_ID] == tracker.parent_run_id
     assert child.data.tags["alloy_mtl.pipeline"] == "train_all"
@@ -73,6 +78,14 @@ def test_failed_work_ends_failed_and_nothing_stays_running(tracker, mlflow_backe
     statuses = {key: client.get_run(run_id).info.status for key, run_id in tracker.children.items()}
     assert statuses == {"resnet18": "FAILED", "fnn": "FINISHED"}
     assert client.get_run(tracker.parent_run_id).info.status == "FAILED"
+
+
+def test_an_interrupted_run_is_ended_killed_at_exit(tracker, mlflow_backend):
+    tracker.child("fnn")
+    tracker._kill_if_open()  # what atexit calls after Ctrl-C
+    client = mlflow_backend["client"]
+    assert client.get_run(tracker.children["fnn"]).info.status == "KILLED"
+    assert client.get_run(tracker.parent_run_id).info.status == "KILLED"
 
 
 def test_only_the_owning_process_writes(tracker, monkeypatch, mlflow_backend):

@@ -193,9 +193,11 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(rest) if rest else None
 
 
-def default_artifact_location(uri: str, configured: str | None, project_path: str | Path) -> str | None:
+def default_artifact_location(
+    uri: str, configured: str | None, project_path: str | Path, experiment: str = "alloy_mtl"
+) -> str | None:
     """Artifact root for a new experiment: the configured one (relative paths from the project root), else
-    ``mlartifacts/`` beside a sqlite database, else None (a tracking server chooses its own)."""
+    ``mlartifacts/<experiment>/`` beside a sqlite database, else None (a tracking server chooses its own)."""
     if configured:
         if "://" in configured:
             return configured
@@ -203,7 +205,7 @@ def default_artifact_location(uri: str, configured: str | None, project_path: st
         return (path if path.is_absolute() else (Path(project_path) / path).resolve()).as_uri()
     db = sqlite_path(uri)
     if db is not None:
-        return (db.parent / DEFAULT_ARTIFACTS).as_uri()
+        return (db.parent / DEFAULT_ARTIFACTS / experiment).as_uri()
     return None
 
 

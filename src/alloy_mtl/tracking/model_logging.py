@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from mlflow.models import Model, ModelSignature, infer_signature
 from mlflow.models.model import ModelInfo
+from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
 import alloy_mtl
@@ -165,7 +166,8 @@ def log_bundle_model(
     """Log ``bundle`` as the alloy-mtl pyfunc under ``run_id`` (uses the global MLflow tracking URI).
 
     Returns:
-        MLflow's ``ModelInfo`` (``model_uri`` is ``models:/m-<id>``; ``runs:/<run_id>/<name>`` loads too).
+        MLflow's ``ModelInfo`` (``model_uri`` is ``models:/m-<id>``); the model's files live under the run's
+        experiment artifact root (``<artifact root>/models/m-<id>/artifacts``).
     """
     with tempfile.TemporaryDirectory(prefix="alloy_mtl_model_") as tmp:
         folder = Path(tmp)
@@ -175,6 +177,16 @@ def log_bundle_model(
         example = example_input(bundle)
         model = pyfunc_model.rebuild_model(bundle)
         output = pyfunc_model.predict_frame(model, bundle, example)
+        # Create the logged model in the run's own experiment: Model.log alone would put it in the fluent
+        # "current" experiment (the Default one, whose artifact root is ./mlruns of the working directory).
+        client = MlflowClient()
+        logged = client.create_logged_model(
+            experiment_id=client.get_run(run_id).info.experiment_id,
+            name=name,
+            source_run_id=run_id,
+            tags=dict(tags or {}),
+            model_type="alloy_mtl",
+        )
         info = Model.log(
             artifact_path=None,
             name=name,
@@ -193,7 +205,7 @@ def log_bundle_model(
                 "classes": [list(t.classes) for t in parse_tasks(bundle["tasks"]) if t.is_classification],
                 "tasks": sorted(bundle["tasks"]),
             },
-            tags=dict(tags or {}),
+            model_id=logged.model_id,
         )
     logger.info("logged %s model to run %s as %s", bundle["arch"], run_id, info.model_uri)
     return info

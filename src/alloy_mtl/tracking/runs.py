@@ -11,6 +11,7 @@ DataLoader worker or a DDP rank > 0 that inherits the tracker never logs.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
@@ -75,6 +76,7 @@ class RunTracker:
         self.parent_tags: dict[str, str] = {}
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        self._closed = False
 
     # ---- ownership ------------------------------------------------------------------------------------
     def is_owner(self) -> bool:
@@ -89,6 +91,7 @@ class RunTracker:
         self.parent_tags = {k: str(v) for k, v in tags.items()}
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=self.parent_tags)
         self.parent_run_id = run.info.run_id
+        atexit.register(self._kill_if_open)  # Ctrl-C or SystemExit skip Kedro's error hooks
         self.log_params(self.parent_run_id, params)
         logger.info(
             "MLflow parent run %s (%s) in experiment %s", run_name, self.parent_run_id, self.experiment_id
@@ -133,9 +136,19 @@ class RunTracker:
         if run_id is not None:
             self.client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.from_string(status)))
 
+    def _kill_if_open(self) -> None:
+        """At interpreter exit: end runs still RUNNING (an interrupted ``kedro run``) as KILLED."""
+        if not self.is_owner() or self._closed:
+            return
+        try:
+            self.end_all(dict.fromkeys(self.children, "KILLED"), parent_status="KILLED")
+        except Exception:  # the backend may be gone at exit; nothing more can be done
+            logger.exception("could not end the MLflow runs at exit")
+
     def end_all(self, statuses: Mapping[str, str] | None = None, parent_status: str = "FINISHED") -> None:
         """End every nested run (``statuses[key]`` or FINISHED) and then the parent with ``parent_status``."""
         statuses = statuses or {}
+        self._closed = True
         for key in list(self.children):
             try:
                 self.end(key, statuses.get(key, "FINISHED"))

@@ -19,8 +19,9 @@ def promote_champion(registry: dict[str, Any], *after: Any) -> dict[str, Any]:
 
     Args:
         registry: ``params:registry`` (see ``conf/base/parameters_registry.yml``).
-        *after: ignored; inside ``train_all`` the per-architecture metrics are passed only so that the gate
-            runs after every model is evaluated.
+        *after: inside ``train_all`` the per-architecture metrics, passed only so that the gate runs after
+            every model is evaluated (their values are not used). With them and tracking off, the gate is
+            skipped: the run logged no model, and promoting an older run's model would surprise.
 
     Returns:
         The gate's decision (saved as ``registry_decision`` and logged to the parent run).
@@ -28,6 +29,10 @@ def promote_champion(registry: dict[str, Any], *after: Any) -> dict[str, Any]:
     settings = parse_gate_settings(registry)
     client = MlflowClient(mlflow.get_tracking_uri())
     tracker = active_tracker()
+    if after and tracker is None:  # inside train_all with tracking off: this run logged no model to compare
+        reason = "MLflow tracking is off for this run (conf mlflow.yml), so it logged no model to register"
+        logger.warning("registry gate skipped: %s", reason)
+        return {"decision": "skipped", "reason": reason, "changed": False}
     if tracker is not None:
         experiment_ids = [tracker.experiment_id]
     else:
