@@ -48,8 +48,11 @@ def test_a_run_failing_mid_way_ends_failed(kedro_project, run_pipeline, isolated
     from mlflow.tracking import MlflowClient
 
     (kedro_project / "conf/local/mlflow.yml").write_text("tracking:\n  run:\n    name: failing-data-source\n")
-    with pytest.raises(Exception, match=r"data_source.kind: got 'ftp'"):
-        run_pipeline(kedro_project, "data_processing", {"data_source": {"kind": "ftp"}})
+    missing = kedro_project / "no_such_lab_folder"
+    with pytest.raises(Exception, match="no_such_lab_folder"):  # fails inside the first node
+        run_pipeline(
+            kedro_project, "data_processing", {"data_source": {"kind": "csv_folder", "path": str(missing)}}
+        )
     client = MlflowClient(isolated_mlflow)
     experiment = client.get_experiment_by_name("alloy_mtl")
     [run] = client.search_runs(

@@ -54,7 +54,9 @@ def route(dataset_name: str) -> tuple[str | None, str] | None:
     return None
 
 
-def log_dataset(tracker: RunTracker, dataset_name: str, data: Any, saved_path: Path | None = None) -> None:
+def log_dataset(  # noqa: PLR0912 (one branch per kind of dataset in the module table)
+    tracker: RunTracker, dataset_name: str, data: Any, saved_path: Path | None = None
+) -> None:
     """Log a saved dataset's content to its run (see the module table); untracked datasets are ignored.
 
     ``saved_path``: where the catalog wrote the dataset on the local disk, if known; figures are then logged
