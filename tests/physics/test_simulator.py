@@ -148,3 +148,15 @@ def test_single_channel() -> None:
     images, meta = simulate_dataset(SimulationConfig(seed=0, kv=[50], **SMALL))
     assert images.shape[1] == 1 and (meta["kv"] == "50").all()
     assert 0.0 <= images.min() and images.max() < 1.05
+
+
+def test_a_detector_seed_keeps_the_fixed_pattern_across_datasets_of_new_specimens():
+    from alloy_mtl.physics.simulator import plan_dataset
+
+    first = plan_dataset(SimulationConfig(seed=1, n_images=40))
+    same_detector = plan_dataset(SimulationConfig(seed=2, n_images=40, detector_seed=1))
+    other_detector = plan_dataset(SimulationConfig(seed=2, n_images=40))
+    np.testing.assert_array_equal(first.fixed_gain, same_detector.fixed_gain)
+    np.testing.assert_array_equal(first.dead, same_detector.dead)
+    assert not np.array_equal(first.fixed_gain, other_detector.fixed_gain)
+    assert not np.array_equal(first.mu, same_detector.mu)  # new specimens

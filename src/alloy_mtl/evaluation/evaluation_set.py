@@ -21,11 +21,17 @@ from alloy_mtl.physics.simulator import SimulationConfig, simulate_dataset
 def evaluation_set_config(
     generation: Mapping[str, Any] | None, params: EvaluationSetParams
 ) -> SimulationConfig:
-    """The training data's simulator settings with a seed of its own, balanced classes and ``n_images``."""
+    """The training data's simulator settings with a seed of its own, balanced classes and ``n_images``.
+
+    New specimens and exposures, the same detector: the fixed pattern (per-pixel gain and offset, dead
+    pixels) is the training data's, as it is for a lab's next batch on its own instrument.
+    """
     base = SimulationConfig.from_params(generation)
+    detector = base.seed if base.detector_seed is None else base.detector_seed
     return dataclasses.replace(
         base,
         seed=base.seed + params.seed_offset,
+        detector_seed=detector,
         n_images=params.n_images,
         imbalance_ratio=1.0,
         images_per_specimen=params.images_per_specimen,

@@ -88,6 +88,9 @@ class SimulationConfig:
 
     Attributes:
         seed: seed of every random draw (same seed -> bit-identical output).
+        detector_seed: seed of the detector's fixed pattern (per-pixel gain and offset, dead pixels); None
+            derives it from ``seed``. Datasets imaged with one detector share it (an evaluation set of new
+            specimens keeps the training data's detector).
         n_images: target number of images (the long-tail rounding and per-class minimum may add a few).
         image_size: H = W in pixels.
         kv: tube voltage of each channel (kV); one entry gives single-energy images.
@@ -120,6 +123,7 @@ class SimulationConfig:
     """
 
     seed: int = 0
+    detector_seed: int | None = None
     n_images: int = 1000
     image_size: int = 32
     kv: tuple[float, ...] = (40.0, 50.0, 80.0)
@@ -349,6 +353,8 @@ def _specimen_counts(n_class: int, per_specimen: int) -> list[int]:
 def plan_dataset(config: SimulationConfig) -> DatasetPlan:
     """Draw specimens (composition, density, slope), image windows and per-exposure nuisances."""
     plan_seq, fixed_seq, _ = np.random.SeedSequence(config.seed).spawn(3)
+    if config.detector_seed is not None:
+        fixed_seq = np.random.SeedSequence(config.detector_seed).spawn(3)[1]
     rng = np.random.default_rng(plan_seq)
     counts = class_counts(
         config.n_images, config.imbalance_ratio, config.class_order, config.min_images_per_class
