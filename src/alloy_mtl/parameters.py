@@ -11,12 +11,14 @@ from alloy_mtl.data.params import DataSourceParams, SplitParams, ValidationParam
 from alloy_mtl.evaluation.params import EvaluationParams
 from alloy_mtl.mtl.params import TrainingParams, deep_merge, parse_training_params
 from alloy_mtl.physics.simulator import SimulationConfig
+from alloy_mtl.properties.params import AlloyPropertiesParams
 
 SECTIONS: dict[str, type[ParamsModel]] = {
     "data_source": DataSourceParams,
     "split": SplitParams,
     "validation": ValidationParams,
     "evaluation": EvaluationParams,
+    "alloy_properties": AlloyPropertiesParams,
 }
 TRAIN_OPTIONS_SUFFIX = ".train_options"
 

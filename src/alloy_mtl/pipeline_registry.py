@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from alloy_mtl.pipelines import data_processing, evaluation, inference, registry, training
+from alloy_mtl.pipelines import alloy_properties, data_processing, evaluation, inference, registry, training
 from alloy_mtl.pipelines.training import ARCHITECTURES
 
 
@@ -14,7 +14,7 @@ def register_pipelines() -> dict[str, Pipeline]:
 
     ``train_<arch>`` trains and evaluates one architecture on the existing model input;
     ``training`` and ``evaluation`` cover all architectures; ``registry`` runs the MLflow promotion gate over
-    already-logged runs; ``inference`` predicts a folder of images with the champion; ``train_all`` runs
+    already-logged runs; ``alloy_properties`` runs the STL vs MTL alloy-property study; ``inference`` predicts a folder of images with the champion; ``train_all`` runs
     everything from data to the comparison, ending with the gate, and is the default.
     """
     processing = data_processing.create_pipeline()
@@ -34,6 +34,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         **{f"train_{arch}": pipe for arch, pipe in per_arch.items()},
         "registry": registry.create_pipeline(),
         "inference": inference.create_pipeline(),
+        "alloy_properties": alloy_properties.create_pipeline(),  # the tabular study; not part of train_all
     }
     gate = registry.create_pipeline(after=[f"{arch}.metrics" for arch in ARCHITECTURES])
     pipelines["train_all"] = processing + all_training + all_evaluation + gate
