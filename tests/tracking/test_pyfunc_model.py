@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from alloy_mtl.mtl.model import load_model
 from alloy_mtl.tracking import pyfunc_model
 from alloy_mtl.tracking.model_logging import PYFUNC_FILE, log_bundle_model, module_closure
-from alloy_mtl.tracking.pyfunc_model import predict_frame, rebuild_model, to_intensity
+from alloy_mtl.tracking.pyfunc_model import predict_frame, to_intensity
 
 
 def test_bit_depths_scale_like_the_ingest_reader():
@@ -40,7 +41,7 @@ def test_bad_input_is_named(images, bit_depth, message):
 
 
 def test_regression_outputs_are_destandardised_and_logits_pass_through(bundle_factory):
-    model = rebuild_model(bundle_factory())
+    model = load_model(bundle_factory())
     x = torch.rand(2, 3, 8, 8)
     raw, predicted = model(x), model.predict(x)
     torch.testing.assert_close(predicted["thickness"], raw["thickness"] * 2.0 + 4.0)
@@ -67,7 +68,7 @@ def test_logged_model_predicts_like_the_model_itself(mlflow_backend, bundle_fact
     images = np.random.default_rng(0).uniform(0.2, 0.95, (4, 3, 8, 8)).astype(np.float32)
 
     served = loaded.predict(images)
-    expected = predict_frame(rebuild_model(bundle), bundle, images)
+    expected = predict_frame(load_model(bundle), bundle, images)
     assert list(served.columns) == [
         "alloy", "prob_1050", "prob_2017", "prob_5083", "prob_6082", "prob_7075", "thickness_mm", "absorption"
     ]  # fmt: skip

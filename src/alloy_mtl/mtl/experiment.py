@@ -27,7 +27,7 @@ from alloy_mtl.mtl.device import seed_everything
 from alloy_mtl.mtl.inference import predict
 from alloy_mtl.mtl.input_transform import InputNormalizer
 from alloy_mtl.mtl.losses import build_task_losses
-from alloy_mtl.mtl.model import MultiTaskModel, build_model
+from alloy_mtl.mtl.model import build_model, load_model
 from alloy_mtl.mtl.optimizers import OPTIMIZERS
 from alloy_mtl.mtl.params import TrainingParams, parse_training_params
 from alloy_mtl.mtl.sampler import class_balanced_sampler
@@ -289,21 +289,3 @@ def predict_images(
     frame = predictions_frame(outputs, metadata, tasks)
     frame.insert(1, "specimen_id", metadata["specimen_id"].to_numpy())
     return frame
-
-
-def load_model(bundle: Mapping[str, Any]) -> MultiTaskModel:
-    """Rebuild the trained model from a bundle written by :func:`train_from_params` (eval mode).
-
-    ``model.predict(x)`` then gives regression outputs in original units.
-    """
-    model = build_model(
-        bundle["arch"],
-        in_chans=int(bundle["in_chans"]),
-        image_size=int(bundle["image_size"]),
-        tasks=parse_tasks(bundle["tasks"]),
-        activation=bundle.get("activation"),
-        pretrained=False,
-        **dict(bundle.get("model_options") or {}),
-    )
-    model.load_state_dict(bundle["state_dict"])
-    return model.eval()

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from alloy_mtl.mtl.backbones import DEFAULT_ACTIVATIONS, create_backbone, make_activation
 from alloy_mtl.mtl.fds import FDS, FDSCallback
 from alloy_mtl.mtl.input_transform import InputNormalizer
-from alloy_mtl.mtl.tasks import TaskSpec
+from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -225,3 +225,19 @@ def build_model(  # noqa: PLR0917 (signature fixed by the mtl contract)
         fds[task.name] = FDS.from_config(num_features, task.fds, fds_train_targets[task.name])
     normalizer = None if input_transform is None else InputNormalizer(in_chans, input_transform)
     return MultiTaskModel(backbone, num_features, tasks, act, hidden, dropout, fds, normalizer)
+
+
+def load_model(bundle: Mapping[str, object]) -> MultiTaskModel:
+    """Rebuild a trained model from its bundle (``arch``, ``in_chans``, ``image_size``, ``activation``,
+    ``model_options``, ``tasks``, ``state_dict``), in eval mode; ``model.predict(x)`` gives original units."""
+    model = build_model(
+        str(bundle["arch"]),
+        in_chans=int(bundle["in_chans"]),
+        image_size=int(bundle["image_size"]),
+        tasks=parse_tasks(bundle["tasks"]),
+        activation=bundle.get("activation"),
+        pretrained=False,
+        **dict(bundle.get("model_options") or {}),
+    )
+    model.load_state_dict(bundle["state_dict"])
+    return model.eval()

@@ -26,6 +26,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
 import alloy_mtl
+from alloy_mtl.mtl.model import load_model
 from alloy_mtl.mtl.tasks import parse_tasks
 from alloy_mtl.tracking import pyfunc_model
 
@@ -175,7 +176,7 @@ def log_bundle_model(
         torch.save(dict(bundle), weights)
         code = package_model_code(folder / "code")
         example = example_input(bundle)
-        model = pyfunc_model.rebuild_model(bundle)
+        model = load_model(bundle)
         output = pyfunc_model.predict_frame(model, bundle, example)
         # Create the logged model in the run's own experiment: Model.log alone would put it in the fluent
         # "current" experiment (the Default one, whose artifact root is ./mlruns of the working directory).

@@ -6,29 +6,24 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from alloy_mtl.config.base import flatten
+
 MAX_PARAM_VALUE_LENGTH = 6000
 """MLflow 3 refuses parameter values longer than this; longer values are cut (and end with '...')."""
 
 
-def flatten_params(params: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str, str]:
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested parameters as ``{"a.b.c": "value"}`` with string values, ready for ``log_params``.
 
-    Mappings recurse; lists and other values are written as JSON (``[40, 50, 80]``), ``None`` as ``null``.
-    An empty mapping is kept as ``{}`` so that a setting that is explicitly empty stays visible.
+    The keys are :func:`alloy_mtl.config.flatten`'s (the dotted form of the typed parameter models); lists
+    and other values are written as JSON (``[40, 50, 80]``), ``None`` as ``null``, an explicitly empty
+    mapping as ``{}``.
 
     Args:
         params: the resolved parameters (nested mappings).
-        prefix: key prefix (e.g. ``"training"``), joined with ``sep``.
-        sep: separator between levels.
+        prefix: key prefix (e.g. ``"training"``).
     """
-    flat: dict[str, str] = {}
-    for key, value in params.items():
-        name = f"{prefix}{sep}{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten_params(value, name, sep))
-        else:
-            flat[name] = _as_text(value)
-    return flat
+    return {key: _as_text(value) for key, value in flatten(params, f"{prefix}." if prefix else "").items()}
 
 
 def _as_text(value: Any) -> str:

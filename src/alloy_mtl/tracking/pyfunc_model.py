@@ -25,7 +25,7 @@ import torch
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
-from alloy_mtl.mtl.model import build_model
+from alloy_mtl.mtl.model import load_model
 from alloy_mtl.mtl.tasks import parse_tasks
 
 BUNDLE_ARTIFACT = "bundle"
@@ -81,21 +81,6 @@ def _guess_bit_depth(values: np.ndarray) -> str:
     raise ValueError(f"input: integer-valued pixels up to {high:.0f} exceed 16 bits; send I/I0 floats")
 
 
-def rebuild_model(bundle: Mapping[str, Any]) -> torch.nn.Module:
-    """The eval-mode model of a bundle written by ``alloy_mtl.mtl.experiment.train_from_params``."""
-    model = build_model(
-        bundle["arch"],
-        in_chans=int(bundle["in_chans"]),
-        image_size=int(bundle["image_size"]),
-        tasks=parse_tasks(bundle["tasks"]),
-        activation=bundle.get("activation"),
-        pretrained=False,
-        **dict(bundle.get("model_options") or {}),
-    )
-    model.load_state_dict(bundle["state_dict"])
-    return model.eval()
-
-
 def predict_frame(
     model: torch.nn.Module, bundle: Mapping[str, Any], intensity: np.ndarray, batch_size: int = 64
 ) -> pd.DataFrame:
@@ -135,7 +120,7 @@ class AlloyMtlModel(PythonModel):
         """Read the weights (``weights_only=True``) and rebuild the model."""
         torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
         self.bundle = torch.load(context.artifacts[BUNDLE_ARTIFACT], map_location="cpu", weights_only=True)
-        self.model = rebuild_model(self.bundle)
+        self.model = load_model(self.bundle)
 
     def predict(self, context, model_input, params=None):  # untyped: MLflow reads hints as a schema
         """Predict a batch of radiographs (see the module docstring for input and params)."""
