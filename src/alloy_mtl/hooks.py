@@ -27,6 +27,8 @@ from kedro.pipeline import Pipeline
 from kedro.pipeline.node import Node
 from mlflow.tracking import MlflowClient
 
+from alloy_mtl.config import parse_params
+from alloy_mtl.data.params import ValidationParams
 from alloy_mtl.tracking import layout
 from alloy_mtl.tracking.config import (
     TrackingSettings,
@@ -129,9 +131,9 @@ class MlflowTrackingHooks:
             self._remaining[key] -= 1
             if settings:  # e.g. evaluation.* (training parameters come merged, from the training summary)
                 self.tracker.log_params(self.tracker.child(key), settings)
-        validation = inputs.get("params:validation")
-        if isinstance(validation, dict) and validation.get("data_docs_dir") and self.project_path is not None:
-            folder = self.project_path / str(validation["data_docs_dir"])
+        if "params:validation" in inputs and self.project_path is not None:
+            docs = parse_params(ValidationParams, inputs["params:validation"], "validation").data_docs_dir
+            folder = self.project_path / docs
             if folder.is_dir() and self.tracker.parent_run_id:
                 self.tracker.client.log_artifacts(self.tracker.parent_run_id, str(folder), "data_docs")
 
