@@ -29,6 +29,7 @@ from mlflow.tracking import MlflowClient
 
 from alloy_mtl.config import parse_params
 from alloy_mtl.data.params import ValidationParams
+from alloy_mtl.parameters import with_defaults
 from alloy_mtl.tracking import layout
 from alloy_mtl.tracking.config import (
     TrackingSettings,
@@ -76,7 +77,7 @@ class MlflowTrackingHooks:
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
         set_experiment_name(self.settings.experiment)
-        self.params = dict(context.params)
+        self.params = with_defaults(context.params)  # the YAML values with the typed models' defaults
         logger.info("MLflow tracking URI %s (from %s)", self.uri, source)
 
     @hook_impl
@@ -122,11 +123,12 @@ class MlflowTrackingHooks:
         validation node."""
         if self.tracker is None:
             return
-        settings = {
+        given = {
             name.removeprefix("params:"): value
             for name, value in inputs.items()
             if name.startswith("params:") and not _training_param(name)
         }
+        settings = {key: value for key, value in with_defaults(given).items() if key in given}  # resolved
         for key in _node_keys(node):
             self._remaining[key] -= 1
             if settings:  # e.g. evaluation.* (training parameters come merged, from the training summary)
