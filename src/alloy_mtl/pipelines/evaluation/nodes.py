@@ -200,6 +200,21 @@ def ensemble_architectures(**predictions: pd.DataFrame) -> tuple[pd.DataFrame, p
     return soft, hard
 
 
+def _headline_section(title: str, table: pd.DataFrame, tasks: list[str]) -> list[str]:
+    """Markdown lines: the headline metrics with their intervals, then AP by alloy."""
+    close = "; " if "(" in title else " ("
+    return [
+        f"## {title}{close}95% specimen-bootstrap intervals)",
+        "",
+        to_markdown(headline_table(table, tasks)),
+        "",
+        "### Average precision by alloy",
+        "",
+        to_markdown(ap_by_alloy_table(table)),
+        "",
+    ]
+
+
 def compare_architectures(
     physics_metrics: dict[str, Any],
     soft_metrics: dict[str, Any],
@@ -231,26 +246,10 @@ def compare_architectures(
         large = comparison_table(evaluation_set, tail_classes=settings.tail_classes, reference=reference)
         n_images = max(m.get("n_images", 0) for m in evaluation_set.values())
         tables.insert(0, ("evaluation_set", large))
-        sections += [
-            f"## Large evaluation set ({n_images} images of fresh specimens, balanced; 95% specimen-bootstrap "
-            "intervals)",
-            "",
-            to_markdown(headline_table(large, tasks)),
-            "",
-            "### Average precision by alloy",
-            "",
-            to_markdown(ap_by_alloy_table(large)),
-            "",
-        ]
+        title = f"Large evaluation set ({n_images} images of fresh specimens, balanced"
+        sections += _headline_section(title, large, tasks)
+    sections += _headline_section("Test split", test, tasks)
     sections += [
-        "## Test split (95% specimen-bootstrap intervals)",
-        "",
-        to_markdown(headline_table(test, tasks)),
-        "",
-        "### Average precision by alloy",
-        "",
-        to_markdown(ap_by_alloy_table(test)),
-        "",
         "## Final training and validation accuracy and loss",
         "",
         to_markdown(training_summary_table(test)),
