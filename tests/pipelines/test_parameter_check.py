@@ -68,7 +68,9 @@ def test_the_shipped_configurations_parse(kedro_project):
 
 @pytest.mark.slow
 def test_kedro_run_exits_non_zero_naming_the_key(kedro_project):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    # the installed package, not this process's sys.path: a test that loaded a logged MLflow model put its
+    # partial copy of alloy_mtl (only the modules the pyfunc needs) on sys.path
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     result = subprocess.run(
         [sys.executable, "-m", "kedro", "run", "--pipeline", "train_fnn", "--params", "training.epochz=3"],
         cwd=kedro_project,
