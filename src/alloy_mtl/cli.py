@@ -149,10 +149,7 @@ def run_once(
     from alloy_mtl.deploy import client
 
     with _errors():
-        plan = _plan(obj, pipeline, env)
-        arguments = client.parse_arguments(params, plan.parameters)
-        endpoint = client.resolve_host(host, plan.config.host)
-        kfp_client = client.connect(endpoint, plan.config.namespace)
+        plan, arguments, endpoint, kfp_client = _submission(obj, pipeline, env, host, params)
         name = run_name or f"{plan.kfp_name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
         with _package(plan, package) as path:
             run_id = client.run(
@@ -165,6 +162,18 @@ def run_once(
                 namespace=plan.config.namespace,
             )
     click.echo(f"Started run {name}: {run_id}")
+
+
+def _submission(
+    obj: Any, pipeline: str, env: str, host: str | None, params: tuple[str, ...]
+) -> tuple[Any, dict[str, Any], str, Any]:
+    """The plan, the typed parameter overrides, the KFP endpoint and a connected client of a run or schedule."""
+    from alloy_mtl.deploy import client
+
+    plan = _plan(obj, pipeline, env)
+    arguments = client.parse_arguments(params, plan.parameters)
+    endpoint = client.resolve_host(host, plan.config.host)
+    return plan, arguments, endpoint, client.connect(endpoint, plan.config.namespace)
 
 
 @kubeflow.command()
@@ -197,10 +206,7 @@ def schedule(
 
     with _errors():
         expression = validate_cron(cron)
-        plan = _plan(obj, pipeline, env)
-        arguments = client.parse_arguments(params, plan.parameters)
-        endpoint = client.resolve_host(host, plan.config.host)
-        kfp_client = client.connect(endpoint, plan.config.namespace)
+        plan, arguments, endpoint, kfp_client = _submission(obj, pipeline, env, host, params)
         name = job_name or f"{plan.kfp_name}-schedule"
         with _package(plan, package) as path:
             recurring_id = client.schedule(
