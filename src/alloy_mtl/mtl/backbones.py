@@ -255,7 +255,6 @@ def _fnn(
 
 
 ARCHITECTURES: tuple[str, ...] = BACKBONES.names
-TIMM_ARCHITECTURES: tuple[str, ...] = tuple(name for name in ARCHITECTURES if name != "fnn")
 
 
 def create_backbone(
