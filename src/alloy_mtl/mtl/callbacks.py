@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from alloy_mtl.mtl.distributed import is_main_process
+
 if TYPE_CHECKING:
     from .trainer import Trainer
 
@@ -45,7 +47,9 @@ class LoggingCallback(Callback):
         self.keys = keys
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
-        """Log ``keys`` of ``metrics``."""
+        """Log ``keys`` of ``metrics`` (rank 0 only under DDP: the others hold the same numbers)."""
+        if not is_main_process():
+            return
         shown = ", ".join(f"{k}={metrics[k]:.4g}" for k in self.keys if k in metrics)
         logger.info("epoch %d: %s", epoch, shown)
 

@@ -15,6 +15,7 @@ from alloy_mtl.mtl.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from alloy_mtl.mtl.distributed import is_main_process
 
 if TYPE_CHECKING:
     from alloy_mtl.mtl.trainer import Trainer
@@ -25,7 +26,8 @@ logger = logging.getLogger(__name__)
 class CheckpointCallback(Callback):
     """Writes ``last.pt`` every epoch and ``best.pt`` when the monitored metric improves; resumes from them.
 
-    It runs last at an epoch's end (after callbacks that change state, such as FDS) and first at the start
+    Every rank of a data-parallel run resumes from the same files; only rank 0 writes them. It runs last at an
+    epoch's end (after callbacks that change state, such as FDS) and first at the start
     (so the others see the resumed state).
 
     Args:
@@ -71,7 +73,9 @@ class CheckpointCallback(Callback):
         logger.info("resumed from %s at epoch %d", last, trainer.epoch)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
-        """Save ``last.pt``, and ``best.pt`` on improvement."""
+        """Save ``last.pt``, and ``best.pt`` on improvement (rank 0 only under DDP: the replicas are identical)."""
+        if not is_main_process():
+            return
         state = {**trainer.state_dict(), "fingerprint": self.fingerprint(trainer)}
         save_checkpoint(state, self.directory / LAST_CHECKPOINT)
         if trainer.tracker.best_epoch == epoch:

@@ -13,24 +13,26 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from alloy_mtl.mtl.callbacks import Callback, LoggingCallback
 from alloy_mtl.mtl.checkpoint import CheckpointMismatchError
 from alloy_mtl.mtl.checkpointing import CheckpointCallback
+from alloy_mtl.mtl.ddp_trainer import DistributedTrainer
 from alloy_mtl.mtl.device import seed_everything
+from alloy_mtl.mtl.distributed import is_main_process, setup_distributed
 from alloy_mtl.mtl.inference import predict
 from alloy_mtl.mtl.input_transform import InputNormalizer
+from alloy_mtl.mtl.loaders import training_loaders
 from alloy_mtl.mtl.losses import build_task_losses
 from alloy_mtl.mtl.model import build_model, load_model
 from alloy_mtl.mtl.optimizers import OPTIMIZERS
 from alloy_mtl.mtl.params import TrainingParams, parse_training_params
-from alloy_mtl.mtl.sampler import class_balanced_sampler
 from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
 from alloy_mtl.mtl.torch_data import ArrayTaskDataset, default_mask, fit_target_stats, make_dataloader
 from alloy_mtl.mtl.trainer import Trainer
@@ -38,7 +40,9 @@ from alloy_mtl.mtl.trainer import Trainer
 logger = logging.getLogger(__name__)
 
 #: Settings that may change between a run and its resumption.
-RESUMABLE_SETTINGS = frozenset({"epochs", "resume", "progress_bar", "progress_every", "num_workers"})
+RESUMABLE_SETTINGS = frozenset(
+    {"epochs", "resume", "progress_bar", "progress_every", "num_workers", "prefetch_factor", "data_on_device"}
+)
 
 
 @dataclass
@@ -147,6 +151,7 @@ def train_from_params(
     """
     params = parse_training_params(params)
     _warn_ignored(params)
+    context = setup_distributed(params.distributed, params.device)  # None unless torchrun started several
     seed_everything(params.seed)
     tasks = params.task_specs
     targets = task_targets(metadata, tasks)
@@ -173,7 +178,7 @@ def train_from_params(
         else values[train_rows]
         for name, values in targets.items()
     }
-    loaders = _loaders(datasets, params, tasks, train_targets)
+    loaders = training_loaders(datasets, params, tasks, train_targets, context)
     model = build_model(
         params.arch,
         in_chans=images.shape[1],
@@ -195,7 +200,7 @@ def train_from_params(
 
     def fit(resume: bool) -> tuple[Trainer, pd.DataFrame]:
         saving = [] if directory is None else [CheckpointCallback(directory, resume, identity)]
-        trainer = Trainer(
+        trainer = (Trainer if context is None else partial(DistributedTrainer, context=context))(
             model,
             tasks,
             losses,
@@ -211,7 +216,9 @@ def train_from_params(
         if params.resume is True or directory is None:
             raise
         # The fingerprint is checked before any state is loaded, so the model still holds its initial weights.
-        moved = _set_aside_checkpoints(directory)
+        moved = _set_aside_checkpoints(directory) if is_main_process() else directory
+        if context is not None:
+            context.barrier()  # every rank starts afresh only once rank 0 moved the folder
         logger.warning("checkpoints in %s came from another configuration; moved to %s", directory, moved)
         trainer, history = fit(False)
     wall = time.perf_counter() - start
@@ -238,25 +245,6 @@ def train_from_params(
     }
     logger.info("trained %s: %d epochs in %.1f s on %s", params.arch, len(history), wall, trainer.device)
     return TrainingResult(bundle=bundle, history=history, predictions=predictions, summary=summary)
-
-
-def _loaders(
-    datasets: Mapping[str, ArrayTaskDataset],
-    params: TrainingParams,
-    tasks: Sequence[TaskSpec],
-    train_targets: Mapping[str, np.ndarray],
-) -> dict[str, torch.utils.data.DataLoader]:
-    sampler = None
-    classification = [t for t in tasks if t.is_classification]
-    if params.class_balanced_sampler and classification:
-        generator = torch.Generator().manual_seed(params.seed)
-        sampler = class_balanced_sampler(train_targets[classification[0].name], generator=generator)
-    common = {"batch_size": params.batch_size, "num_workers": params.num_workers, "seed": params.seed}
-    return {
-        "train": make_dataloader(datasets["train"], shuffle=True, sampler=sampler, **common),
-        "val": make_dataloader(datasets["val"], **common),
-        "test": make_dataloader(datasets["test"], **common),
-    }
 
 
 def predictions_frame(

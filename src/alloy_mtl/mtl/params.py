@@ -123,6 +123,12 @@ class TrainingParams(TrainerSettings):
     max_train_images: int | None = Field(None, ge=1)
     image_size: int | None = Field(None, ge=1)
     class_balanced_sampler: bool = False
+    #: torch DDP over the processes torchrun started: ``auto`` when there are several, ``true`` requires it.
+    distributed: Literal["auto"] | bool = "auto"
+    #: keep each split on the training device and batch it there (``auto``: on CUDA when it fits easily).
+    data_on_device: Literal["auto"] | bool = "auto"
+    #: batches each loader worker prepares ahead (with ``num_workers`` > 0).
+    prefetch_factor: int = Field(2, ge=1)
     activation: str | None = None
     pretrained: bool = False
     model_options: dict[str, Any] = {}

@@ -154,6 +154,7 @@ def make_dataloader(
     sampler: Sampler | None = None,
     drop_last: bool = False,
     persistent_workers: bool = False,
+    prefetch_factor: int = 2,
 ) -> DataLoader:
     """A ``DataLoader`` with a seeded generator and seeded workers.
 
@@ -162,6 +163,7 @@ def make_dataloader(
         seed: seeds the loader's generator (shuffling order, worker seeds).
         pin_memory: True/False, or ``auto`` (pin when CUDA is available).
         sampler: e.g. a class-balanced ``WeightedRandomSampler``; replaces shuffling.
+        prefetch_factor: batches each worker prepares ahead (with ``num_workers`` > 0).
 
     Raises:
         ValueError: non-positive batch size or negative worker count.
@@ -179,6 +181,7 @@ def make_dataloader(
     if num_workers > 0:
         kwargs["persistent_workers"] = persistent_workers
         kwargs["worker_init_fn"] = seed_worker
+        kwargs["prefetch_factor"] = int(prefetch_factor)
     return DataLoader(
         dataset,
         batch_size=int(batch_size),

@@ -245,11 +245,7 @@ class Trainer:
         budget = self.settings.time_budget_s
         while not self.stopped and self.epoch < self.settings.epochs:
             self._run_epoch(train_loader, val_loader)
-            if (
-                budget is not None
-                and time.perf_counter() - started >= budget
-                and self.epoch < self.settings.epochs
-            ):
+            if budget is not None and self._budget_spent(started) and self.epoch < self.settings.epochs:
                 # a time budget ties the epoch count to the machine: same seed, other speed, other result
                 logger.info("time budget of %.0f s spent after epoch %d; training stops", budget, self.epoch)
                 break
@@ -260,6 +256,14 @@ class Trainer:
         for callback in self._ordered_callbacks():
             callback.on_train_end(self, history)
         return history
+
+    def _budget_spent(self, started: float) -> bool:
+        """True when ``time_budget_s`` has run out (data-parallel ranks follow rank 0's clock)."""
+        return time.perf_counter() - started >= float(self.settings.time_budget_s or 0.0)
+
+    def _new_meter(self) -> EpochMeter:
+        """The epoch's metric sums (data-parallel ranks sum theirs before reading them)."""
+        return EpochMeter(self.tasks, self.target_std)
 
     def _run_epoch(self, train_loader: DataLoader, val_loader: DataLoader | None) -> None:
         epoch = self.epoch + 1
@@ -327,7 +331,7 @@ class Trainer:
 
     def _train_epoch(self, loader: DataLoader, epoch: int) -> tuple[dict[str, float], dict[str, float]]:
         self.model.train()
-        meter = EpochMeter(self.tasks, self.target_std)
+        meter = self._new_meter()
         diagnostics = EpochDiagnostics(self.task_names)
         all_params = [p for group in self.optimizer.param_groups for p in group["params"]]
         show = self.settings.show_progress
@@ -352,7 +356,7 @@ class Trainer:
     def evaluate(self, loader: DataLoader, prefix: str = "val") -> dict[str, float]:
         """Masked losses, accuracy (classification) and MAE in original units (regression) over ``loader``."""
         self.model.eval()
-        meter = EpochMeter(self.tasks, self.target_std)
+        meter = self._new_meter()
         for batch in loader:
             images, targets, masks = self._to_device(batch)
             _, outputs = self._forward(images)

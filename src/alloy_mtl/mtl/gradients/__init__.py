@@ -13,7 +13,7 @@ from typing import Any
 
 from .base import GradientMethod, StepInfo, task_pairs
 from .diagnostics import EpochDiagnostics
-from .jacobian_descent import AGGREGATORS, JacobianDescent, NNLSDualConeProjector, build_jacobian_descent
+from .jacobian_descent import AGGREGATORS, JacobianDescent, build_jacobian_descent
 from .pcgrad import PCGrad, PCGradFast, pcgrad_combine, pcgrad_weights
 from .weighting import EqualWeighting, GradNorm, UncertaintyWeighting
 
@@ -82,6 +82,16 @@ def build_gradient_method(
     cls, specific = _METHODS[key]
     kwargs = {k: params[k] for k in specific if k in params}
     return cls(task_names, **common, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    """``NNLSDualConeProjector`` on first use: it subclasses a torchjd class, and torchjd stays optional until a
+    torchjd method runs."""
+    if name == "NNLSDualConeProjector":
+        from .dual_cone import NNLSDualConeProjector
+
+        return NNLSDualConeProjector
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

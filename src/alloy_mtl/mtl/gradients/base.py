@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -53,6 +53,15 @@ class StepInfo:
             return {}
         matrix = self.cosine.detach().float().cpu()
         return {key: float(matrix[i, j]) for key, (i, j) in task_pairs(self.task_names).items()}
+
+
+class GradientSync(Protocol):
+    """Averages tensors over data-parallel ranks (``alloy_mtl.mtl.distributed.DistributedContext`` fits)."""
+
+    world_size: int
+
+    def average_(self, tensors: Sequence[Tensor]) -> None:
+        """Replace every tensor by its mean over the ranks, in place."""
 
 
 def task_pairs(task_names: Sequence[str]) -> dict[str, tuple[int, int]]:
@@ -169,6 +178,8 @@ class GradientMethod:
     name = "base"
     #: True when the method computes per-task gradients on the shared parameters every step.
     computes_task_gradients = False
+    #: False for a method that cannot run data-parallel (its per-task quantities are not averaged).
+    supports_distributed = True
 
     def __init__(
         self,
@@ -199,6 +210,9 @@ class GradientMethod:
         self.static_weights = torch.tensor([float(task_weights.get(t, 1.0)) for t in self.task_names])
         self.diagnostics_every = diagnostics_every
         self.step = 0
+        #: Set under DDP: per-task gradients (and what a method derives weights from) are averaged over the
+        #: ranks before they are combined, so every replica takes the same step.
+        self.sync: GradientSync | None = None
 
     @property
     def num_tasks(self) -> int:
@@ -239,6 +253,11 @@ class GradientMethod:
         if task_params is not None:
             return [list(task_params[t]) for t in self.task_names]
         return [discover_head_parameters(loss, features) for loss in losses]
+
+    def _average_(self, tensors: Sequence[Tensor]) -> None:
+        """Average ``tensors`` in place over the data-parallel ranks (no-op in a single process)."""
+        if self.sync is not None:
+            self.sync.average_(tensors)
 
     def diagnose_now(self) -> bool:
         """True when the current step gets gradient diagnostics."""

@@ -102,6 +102,7 @@ class PCGrad(_PCGradBase):
             grads = task_gradients(loss, shared_params + head)
             accumulate_grads(head, grads[num_shared:])
             per_task.append(grads[:num_shared])
+        self._average_([grad for grads in per_task for grad in grads])  # DDP: the global batch's gradients
         gram = gramian(per_task)
         weights = pcgrad_weights(gram, self.generator).tolist()
         accumulate_grads(shared_params, combine(per_task, weights))
@@ -117,6 +118,8 @@ class PCGradFast(_PCGradBase):
     """
 
     name = "pcgrad_fast"
+    # its per-task gradients are per-sample feature gradients: a rank holds only its own batch's rows
+    supports_distributed = False
 
     def _backward(
         self,

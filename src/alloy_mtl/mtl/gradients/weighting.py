@@ -180,10 +180,19 @@ class GradNorm(GradientMethod):
         task_params: Mapping[str, Sequence[Tensor]] | None,
     ) -> StepInfo:
         reference = self._reference(shared_params, features)
-        grad_norms = torch.stack(
-            [task_gradients(loss, [reference])[0].float().norm() for loss in losses]
-        ).detach()
+        grads = [task_gradients(loss, [reference])[0].detach().float() for loss in losses]
         current = torch.stack(losses).detach().float()
+        if self.sync is None:
+            grad_norms = torch.stack([grad.norm() for grad in grads])
+        elif reference is features:
+            # rank r holds rows (1/b) dl_i/df_i of the global (1/B) dl_i/df_i, B = world * b:
+            # |global|^2 = sum_r |local_r|^2 / world^2 = mean_r |local_r|^2 / world
+            squares = torch.stack([grad.square().sum() for grad in grads])
+            self._average_([squares, current])
+            grad_norms = (squares / self.sync.world_size).sqrt()
+        else:
+            self._average_([*grads, current])
+            grad_norms = torch.stack([grad.norm() for grad in grads])
         weights_used = self.weights.detach().clone()
 
         with torch.no_grad():
