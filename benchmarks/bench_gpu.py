@@ -1,0 +1,439 @@
+"""GPU training: the trainer against a bare CUDA loop, data feeding against consumption, gradient methods'
+step time, and a short paper-sized resnet18 run to a macro AP.
+
+Sections (each a table in the markdown):
+
+1. throughput: images/s of a bare PyTorch loop (the same ``build_model`` resnet18: timm backbone + heads,
+   Adam, weighted loss sum) and of our ``Trainer`` (equal weighting, no gradient clipping so both do the same
+   work), bf16 autocast + channels_last on and off (on CUDA; on the CPU both are no-ops: one row). Both
+   read the same on-device batches, so this is compute plus the trainer's own per-step cost.
+2. feeding: images/s a ``DataLoader`` (0..8 workers, pinned memory on CUDA, copy to the device included)
+   and ``DeviceBatches`` (the split kept on the device) deliver, against the trainer's consumption.
+3. methods: step time of each gradient method over equal weighting (epochs timed in interleaved pairs).
+4. paper: ``train_from_params`` on a paper-sized split (12,000 x 3 x 64 x 64 float16) of a SYNTHETIC
+   STAND-IN (Beer-Lambert wedges with made-up attenuation coefficients per alloy; the project's physics
+   generator needs xraydb, which a bare GPU host lacks), to the test split's macro average precision.
+
+Run on a GPU host that has torch, timm, numpy, pandas, pydantic, pyyaml and tqdm (torchjd optional: without
+it the torchjd methods are skipped and the output says so)::
+
+    PYTHONPATH=src python benchmarks/bench_gpu.py            # CUDA, full sizes, < 6 minutes on one H100
+    PYTHONPATH=src python benchmarks/bench_gpu.py --device cpu --quick   # the smoke run (< 1 minute)
+
+Writes ``benchmarks/results/bench_gpu[_cpu][_quick].json`` and ``.md`` (``--out`` chooses the folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from alloy_mtl.constants import ALLOYS
+from alloy_mtl.mtl.device import autocast, memory_format, resolve_device, seed_everything
+from alloy_mtl.mtl.device_data import DeviceBatches
+from alloy_mtl.mtl.experiment import train_from_params
+from alloy_mtl.mtl.losses import build_task_losses
+from alloy_mtl.mtl.model import build_model
+from alloy_mtl.mtl.tasks import parse_tasks
+from alloy_mtl.mtl.torch_data import ArrayTaskDataset, fit_target_stats, make_dataloader
+from alloy_mtl.mtl.trainer import Trainer
+
+RESULTS = Path(__file__).parent / "results"
+ARCH = "resnet18"
+TASK_PARAMS = {
+    "alloy": {"kind": "classification", "target": "alloy", "num_outputs": 5, "loss": "cross_entropy"},
+    "thickness": {"kind": "regression", "target": "thickness_mm", "loss": "mse"},
+    "absorption": {"kind": "regression", "target": "absorption", "loss": "mse"},
+}
+METHODS = ("uncertainty", "gradnorm", "pcgrad", "upgrad", "mgda")
+TORCHJD_METHODS = ("upgrad", "mgda")
+#: Made-up effective attenuation (1/cm) per alloy at three tube voltages: a stand-in, not physics data.
+STAND_IN_MU = {
+    "1050": (0.70, 0.42, 0.30),
+    "2017": (0.86, 0.50, 0.34),
+    "5083": (0.68, 0.41, 0.295),
+    "6082": (0.72, 0.43, 0.305),
+    "7075": (0.90, 0.52, 0.35),
+}
+CLASS_SHARE = (0.35, 0.25, 0.18, 0.13, 0.09)  # long-tailed, as the project's data
+
+
+def sizes(device: torch.device, quick: bool) -> dict[str, int]:
+    """Problem sizes: GPU-sized on CUDA, small on the CPU, tiny with ``quick``."""
+    if quick:
+        return {"n": 64, "size": 16, "batch": 16, "repeats": 1, "paper_n": 300, "paper_size": 16,
+                "paper_epochs": 2, "paper_batch": 32}  # fmt: skip
+    if device.type == "cuda":
+        return {"n": 8192, "size": 64, "batch": 256, "repeats": 5, "paper_n": 12000, "paper_size": 64,
+                "paper_epochs": 12, "paper_batch": 128}  # fmt: skip
+    return {"n": 512, "size": 32, "batch": 32, "repeats": 3, "paper_n": 2000, "paper_size": 32,
+            "paper_epochs": 3, "paper_batch": 32}  # fmt: skip
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued CUDA work (timing)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def stand_in_data(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, pd.DataFrame]:
+    """The synthetic stand-in: multi-energy transmission of an aluminium wedge, -ln(I/I0) style targets."""
+    rng = np.random.default_rng(seed)
+    alloys = rng.choice(ALLOYS, size=n, p=CLASS_SHARE)
+    thickness = rng.uniform(2.0, 20.0, n)  # mm at the thick end
+    mu = np.array([STAND_IN_MU[a] for a in alloys])  # (n, 3)
+    ramp = np.linspace(0.3, 1.0, size)[None, None, None, :]  # wedge along x
+    path_cm = (thickness / 10.0)[:, None, None, None] * ramp
+    transmission = np.exp(-mu[:, :, None, None] * path_cm)
+    noise = rng.normal(0.0, 0.01, (n, 3, size, size))
+    images = np.clip(transmission + noise * np.sqrt(transmission), 1e-3, None).astype(np.float16)
+    split = rng.choice(["train", "val", "test"], size=n, p=(0.7, 0.15, 0.15))
+    metadata = pd.DataFrame(
+        {
+            "image_id": [f"img-{i}" for i in range(n)],
+            "specimen_id": [f"spec-{i}" for i in range(n)],
+            "alloy": alloys,
+            "thickness_mm": thickness,
+            "absorption": mu[:, 1],
+            "split": split,
+        }
+    )
+    return images, metadata
+
+
+def macro_average_precision(truth: np.ndarray, probabilities: np.ndarray) -> float:
+    """Mean over the classes present of one-vs-rest average precision (sklearn's step-wise definition)."""
+    scores = []
+    for k in range(probabilities.shape[1]):
+        positive = truth == k
+        if not positive.any():
+            continue
+        order = np.argsort(-probabilities[:, k], kind="stable")
+        hits = positive[order]
+        precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+        scores.append(float(precision[hits].sum() / positive.sum()))
+    return float(np.mean(scores))
+
+
+class Bench:
+    """Shared data, tasks and losses of the timing sections."""
+
+    def __init__(self, device: torch.device, size_map: dict[str, int]) -> None:
+        self.device = device
+        self.sizes = size_map
+        n, size = size_map["n"], size_map["size"]
+        images, metadata = stand_in_data(n, size)
+        self.tasks = parse_tasks(TASK_PARAMS)
+        targets = {
+            "alloy": np.array([ALLOYS.index(a) for a in metadata["alloy"]]),
+            "thickness": metadata["thickness_mm"].to_numpy(),
+            "absorption": metadata["absorption"].to_numpy(),
+        }
+        self.stats = fit_target_stats(targets)
+        self.dataset = ArrayTaskDataset(images, targets, target_stats=self.stats)
+        self.losses = build_task_losses(self.tasks, {k: self.dataset.targets[k] for k in TASK_PARAMS})
+        self.batches = DeviceBatches(self.dataset, size_map["batch"], device, shuffle=True, seed=0)
+
+    def model(self) -> torch.nn.Module:
+        seed_everything(0)
+        model = build_model(ARCH, 3, self.sizes["size"], self.tasks)
+        model.target_scaler.set_stats(self.stats)
+        return model
+
+    def bare(self, amp: bool, channels_last: bool) -> Callable[[], float]:
+        """One epoch of the plainest loop over the on-device batches; returns seconds."""
+        fmt = memory_format(self.device, channels_last)
+        model = self.model().to(self.device, memory_format=fmt)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
+        weights = {t.name: float(t.weight) for t in self.tasks}
+        losses = {
+            k: v.to(self.device) if isinstance(v, torch.nn.Module) else v for k, v in self.losses.items()
+        }
+
+        def epoch() -> float:
+            model.train()
+            synchronize(self.device)
+            start = time.perf_counter()
+            for raw, targets, masks in self.batches:
+                with autocast(self.device, amp):
+                    outputs = model(raw.to(memory_format=fmt))
+                loss = sum(weights[k] * losses[k](outputs[k].float(), targets[k], masks[k]) for k in weights)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            synchronize(self.device)
+            return time.perf_counter() - start
+
+        return epoch
+
+    def trainer(self, method: str, amp: bool = True, channels_last: bool = True, loader: Any = None):
+        """One more epoch of our Trainer per call (no validation, checkpoints or progress bar)."""
+        settings = {
+            "epochs": 1, "optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-4, "grad_clip_norm": None,
+            "gradient_method": {"name": method, "diagnostics_every": 0},
+            "monitor": {"metric": "train_loss"}, "early_stopping": {"enabled": False}, "restore_best": False,
+            "progress_bar": False, "device": str(self.device), "amp": amp, "channels_last": channels_last,
+            "deterministic": False,
+        }  # fmt: skip
+        trainer = Trainer(self.model(), self.tasks, self.losses, settings)
+        data = self.batches if loader is None else loader
+
+        def epoch() -> float:
+            trainer.settings = trainer.settings.model_copy(update={"epochs": trainer.epoch + 1})
+            synchronize(self.device)
+            start = time.perf_counter()
+            trainer.fit(data)
+            synchronize(self.device)
+            return time.perf_counter() - start
+
+        return epoch
+
+
+def paired(a: Callable[[], float], b: Callable[[], float], repeats: int) -> dict[str, float]:
+    """Warm both up, then ``repeats`` interleaved epoch pairs; medians and the median per-pair ratio b/a."""
+    a(), b()
+    times_a, times_b = [], []
+    for _ in range(repeats):
+        times_a.append(a())
+        times_b.append(b())
+    return {
+        "a_s": statistics.median(times_a),
+        "b_s": statistics.median(times_b),
+        "ratio": statistics.median(tb / ta for ta, tb in zip(times_a, times_b, strict=True)),
+    }
+
+
+def throughput(bench: Bench) -> list[dict[str, Any]]:
+    """Section 1: bare loop vs trainer, with and without bf16 + channels_last."""
+    n = len(bench.dataset)
+    configs = [(True, True), (False, False)] if bench.device.type == "cuda" else [(False, False)]
+    rows = []
+    for amp, channels_last in configs:
+        result = paired(
+            bench.bare(amp, channels_last),
+            bench.trainer("equal", amp, channels_last),
+            bench.sizes["repeats"],
+        )
+        rows.append(
+            {
+                "bf16_channels_last": amp and channels_last,
+                "bare_img_per_s": n / result["a_s"],
+                "trainer_img_per_s": n / result["b_s"],
+                "trainer_over_bare": 1.0 / result["ratio"],
+            }
+        )
+    return rows
+
+
+def feeding(bench: Bench, consumption: float, quick: bool) -> list[dict[str, Any]]:
+    """Section 2: what each way of feeding delivers (host -> device copy included) vs consumption."""
+    device = bench.device
+    cpus = os.cpu_count() or 1
+    workers = [0] if quick else sorted({0, min(2, cpus), min(4, cpus), min(8, cpus)})
+    rows = []
+
+    def measure(iterable: Any) -> float:
+        count = 0
+        for _ in iterable:  # warm-up epoch (worker start-up, first device copy)
+            pass
+        synchronize(device)
+        start = time.perf_counter()
+        for images, targets, _masks in iterable:
+            on_device = images.to(device, non_blocking=True)
+            _ = {k: v.to(device, non_blocking=True) for k, v in targets.items()}
+            count += len(on_device)
+        synchronize(device)
+        return count / (time.perf_counter() - start)
+
+    for count in workers:
+        loader = make_dataloader(
+            bench.dataset,
+            bench.sizes["batch"],
+            shuffle=True,
+            num_workers=count,
+            persistent_workers=count > 0,
+            pin_memory=device.type == "cuda",
+        )
+        rate = measure(loader)
+        rows.append(
+            {
+                "feeder": f"DataLoader, {count} workers",
+                "img_per_s": rate,
+                "over_consumption": rate / consumption,
+            }
+        )
+        del loader
+    rate = measure(bench.batches)
+    rows.append(
+        {
+            "feeder": "DeviceBatches (split on device)",
+            "img_per_s": rate,
+            "over_consumption": rate / consumption,
+        }
+    )
+    return rows
+
+
+def methods(bench: Bench, quick: bool) -> tuple[list[dict[str, Any]], list[str]]:
+    """Section 3: step time of each gradient method over equal weighting (amp on where it applies)."""
+    notes = []
+    try:
+        importlib.import_module("torchjd")
+        have_torchjd = True
+    except ImportError:
+        have_torchjd = False
+    chosen = ("pcgrad", "upgrad") if quick else METHODS
+    equal = bench.trainer("equal")
+    rows = []
+    for method in chosen:
+        if method in TORCHJD_METHODS and not have_torchjd:
+            notes.append(f"{method}: skipped, torchjd is not installed on this host")
+            continue
+        result = paired(equal, bench.trainer(method), bench.sizes["repeats"])
+        steps = len(bench.batches)
+        rows.append(
+            {
+                "method": method,
+                "step_ms": 1e3 * result["b_s"] / steps,
+                "equal_step_ms": 1e3 * result["a_s"] / steps,
+                "ratio_vs_equal": result["ratio"],
+            }
+        )
+    return rows, notes
+
+
+def paper(device: torch.device, size_map: dict[str, int]) -> dict[str, Any]:
+    """Section 4: a short training on the paper-sized stand-in, through ``train_from_params``."""
+    images, metadata = stand_in_data(size_map["paper_n"], size_map["paper_size"], seed=1)
+    params = {
+        "arch": ARCH, "optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-4, "activation": "relu",
+        "epochs": size_map["paper_epochs"], "batch_size": size_map["paper_batch"], "seed": 0,
+        "tasks": TASK_PARAMS, "progress_bar": False, "device": str(device), "data_on_device": "auto",
+        "early_stopping": {"enabled": False}, "deterministic": device.type == "cpu",
+    }  # fmt: skip
+    start = time.perf_counter()
+    result = train_from_params(images, metadata, params)
+    wall = time.perf_counter() - start
+    predictions = result.predictions
+    truth = np.array([ALLOYS.index(a) for a in predictions["alloy_true"]])
+    probabilities = predictions[[f"prob_{a}" for a in ALLOYS]].to_numpy()
+    return {
+        "data": "synthetic stand-in (made-up attenuation), NOT the project's xraydb generator",
+        "images": int(len(metadata)),
+        "shape": list(images.shape[1:]),
+        "train_images": int(result.summary["n_train_images"]),
+        "epochs": int(result.summary["epochs_trained"]),
+        "wall_s": wall,
+        "train_img_per_s": result.summary["n_train_images"] * result.summary["epochs_trained"] / wall,
+        "test_macro_ap": macro_average_precision(truth, probabilities),
+        "test_accuracy": float((predictions["alloy_pred"] == predictions["alloy_true"]).mean()),
+        "final_val_loss": float(result.history["val_loss"].iloc[-1]),
+    }
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The results as markdown tables."""
+    env = results["environment"]
+    lines = [
+        f"# bench_gpu on {env['device_name']} ({results['config']['device']}, quick={results['config']['quick']})",
+        "",
+        "| bf16 + channels_last | bare loop img/s | trainer img/s | trainer / bare |",
+        "|---|---|---|---|",
+    ]
+    for row in results["throughput"]:
+        lines.append(
+            f"| {'on' if row['bf16_channels_last'] else 'off'} | {row['bare_img_per_s']:.0f} | "
+            f"{row['trainer_img_per_s']:.0f} | {row['trainer_over_bare']:.3f} |"
+        )
+    lines += ["", f"Consumption (trainer, equal): {results['consumption_img_per_s']:.0f} img/s", ""]
+    lines += ["| feeder | img/s | / consumption |", "|---|---|---|"]
+    for row in results["feeding"]:
+        lines.append(f"| {row['feeder']} | {row['img_per_s']:.0f} | {row['over_consumption']:.2f} |")
+    lines += ["", "| method | step ms | equal step ms | ratio vs equal |", "|---|---|---|---|"]
+    for row in results["methods"]:
+        lines.append(
+            f"| {row['method']} | {row['step_ms']:.2f} | {row['equal_step_ms']:.2f} | {row['ratio_vs_equal']:.2f} |"
+        )
+    p = results["paper"]
+    lines += [
+        "",
+        f"Paper-sized run ({p['data']}): {p['images']} images {p['shape']}, {p['epochs']} epochs in "
+        f"{p['wall_s']:.1f} s ({p['train_img_per_s']:.0f} train img/s), test macro AP {p['test_macro_ap']:.3f}, "
+        f"accuracy {p['test_accuracy']:.3f}",
+    ]
+    lines += [f"- note: {note}" for note in results["notes"]]
+    lines.append(f"\nWall time {env['wall_s']:.0f} s; torch {env['torch']}, Python {env['python']}.")
+    return "\n".join(lines) + "\n"
+
+
+def run(device_name: str = "auto", quick: bool = False) -> dict[str, Any]:
+    """All four sections; returns the results dict."""
+    started = time.perf_counter()
+    device = resolve_device(device_name)
+    size_map = sizes(device, quick)
+    bench = Bench(device, size_map)
+    rows = throughput(bench)
+    consumption = rows[0]["trainer_img_per_s"]
+    method_rows, notes = methods(bench, quick)
+    results: dict[str, Any] = {
+        "config": {
+            "device": str(device),
+            "quick": quick,
+            "arch": ARCH,
+            **size_map,
+            "tasks": list(TASK_PARAMS),
+        },
+        "throughput": rows,
+        "consumption_img_per_s": consumption,
+        "feeding": feeding(bench, consumption, quick),
+        "methods": method_rows,
+        "paper": paper(device, size_map),
+        "notes": notes,
+    }
+    results["environment"] = {
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "wall_s": time.perf_counter() - started,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    return results
+
+
+def main() -> None:
+    """CLI: run, write JSON + markdown, print the markdown."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cuda, cuda:1, cpu")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder of the JSON and markdown")
+    args = parser.parse_args()
+    results = run(args.device, args.quick)
+    suffix = ("_cpu" if not results["config"]["device"].startswith("cuda") else "") + (
+        "_quick" if args.quick else ""
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"bench_gpu{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
+    text = markdown(results)
+    (args.out / f"bench_gpu{suffix}.md").write_text(text)
+    print(text)
+    print(f"written to {args.out / f'bench_gpu{suffix}'}.json|md")
+
+
+if __name__ == "__main__":
+    main()
