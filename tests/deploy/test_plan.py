@@ -187,3 +187,14 @@ def test_groups_that_collide_as_task_names_are_refused(synthetic):
         DeployError, match=r"groups 'prep_data' and 'prep-data' would both be task 'prep-data'"
     ):
         build_plan(project, "main")
+
+
+def test_a_step_with_several_gpus_gets_one_process_per_gpu(synthetic):
+    config = _config()
+    config["resources"]["__default__"]["gpu"] = 4
+    plan = build_plan(synthetic(_pipelines(), persisted={"raw"}, kubeflow=config), "main")
+    net = plan.step("net")
+    values = dict.fromkeys(net.parameters, "X")
+    assert plan.step_arguments(net, values, "RUN")[-2:] == ["--nproc-per-node", "4"]
+    one = build_plan(synthetic(_pipelines(), persisted={"raw"}, kubeflow=_config()), "main")
+    assert "--nproc-per-node" not in one.step_arguments(one.step("net"), values, "RUN")

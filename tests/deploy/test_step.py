@@ -100,3 +100,22 @@ def test_the_mlflow_step_writes_the_id_of_the_run_it_opened(monkeypatch, tmp_pat
     )
     assert output.read_text() == "0123abcd"
     assert opened == {"experiment": "alloy", "run_name": "nightly", "tags": {"kfp.run_id": "r1"}}
+
+
+def test_a_multi_gpu_step_runs_its_nodes_under_torchrun(monkeypatch, tmp_path):
+    calls = []
+
+    def fake_run(command, cwd, env, check):
+        calls.append(command)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(step.subprocess, "run", fake_run)
+    arguments = ["--env", "paper", "--pipeline", "train_all", "--nodes", "a.train,a.evaluate"]
+    step.main([*arguments, "--param", "training.epochs:int=2", "--nproc-per-node", "4"])
+    assert calls[0] == [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4",
+        "-m", "alloy_mtl.train", "--pipeline", "train_all", "--env", "paper",
+        "--nodes", "a.train,a.evaluate", "--params", "training.epochs=2",
+    ]  # fmt: skip
+    step.main([*arguments, "--nproc-per-node", "1"])
+    assert calls[1][1:4] == ["-m", "kedro", "run"]  # one GPU: plain kedro run

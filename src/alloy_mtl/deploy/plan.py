@@ -95,6 +95,8 @@ class DeploymentPlan:
             parameter = by_name[name]
             arguments += ["--param", f"{parameter.kedro}:{parameter.type}={values[name]}"]
         arguments += ["--mlflow-run-id", f"{mlflow_run_id}"]
+        if step.resources.gpu > 1:  # one DDP process per GPU (torchrun -m alloy_mtl.train)
+            arguments += ["--nproc-per-node", str(step.resources.gpu)]
         return arguments
 
 

@@ -7,7 +7,8 @@ The container components and the lightweight ``kfp.local`` components call this 
 
 ``--param KEY:TYPE=VALUE`` carries a typed pipeline parameter; an empty ``str`` value keeps the configured
 Kedro value. A non-empty ``--mlflow-run-id`` becomes ``MLFLOW_RUN_ID``, so the step joins the parent run
-the first step opened.
+the first step opened. ``--nproc-per-node N`` (N > 1: the step's GPU count) runs the nodes data-parallel
+instead: ``torchrun --standalone --nproc_per_node=N -m alloy_mtl.train --pipeline ... --nodes ...``.
 """
 
 from __future__ import annotations
@@ -86,6 +87,15 @@ def kedro_command(pipeline: str, env: str | None, nodes: str | None, params: Map
     return command
 
 
+def torchrun_command(
+    pipeline: str, env: str | None, nodes: str | None, params: Mapping[str, str], nproc_per_node: int
+) -> list[str]:
+    """The data-parallel command line of one step: :func:`kedro_command`'s arguments under torchrun."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    launcher += [f"--nproc_per_node={nproc_per_node}", "-m", "alloy_mtl.train"]
+    return launcher + kedro_command(pipeline, env, nodes, params)[4:]
+
+
 def run_step(
     pipeline: str,
     *,
@@ -94,10 +104,18 @@ def run_step(
     params: Sequence[str] = (),
     mlflow_run_id: str = "",
     project_dir: Path | None = None,
+    nproc_per_node: int = 1,
 ) -> int:
-    """Run the Kedro nodes of one step in ``project_dir`` and return ``kedro run``'s exit status."""
+    """Run the Kedro nodes of one step in ``project_dir`` and return ``kedro run``'s exit status.
+
+    With ``nproc_per_node`` > 1 the nodes run under torchrun, one DDP process per GPU.
+    """
     overrides = {key: value for key, value in map(parse_param, params) if value is not None}
-    command = kedro_command(pipeline, env, nodes, overrides)
+    command = (
+        torchrun_command(pipeline, env, nodes, overrides, nproc_per_node)
+        if nproc_per_node > 1
+        else kedro_command(pipeline, env, nodes, overrides)
+    )
     environment = dict(os.environ)
     if mlflow_run_id:
         environment["MLFLOW_RUN_ID"] = mlflow_run_id
@@ -114,6 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--param", action="append", default=[], metavar="KEY:TYPE=VALUE")
     parser.add_argument("--mlflow-run-id", default="")
     parser.add_argument("--project-dir", type=Path, default=None)
+    parser.add_argument(
+        "--nproc-per-node", type=int, default=1, help="GPUs of the step: > 1 runs torchrun DDP"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -124,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             params=args.param,
             mlflow_run_id=args.mlflow_run_id,
             project_dir=args.project_dir,
+            nproc_per_node=args.nproc_per_node,
         )
     except StepArgumentError as error:
         parser.error(str(error))
