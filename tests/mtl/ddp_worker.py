@@ -5,8 +5,9 @@
 to ``OUT/<method>-rank<r>.pt`` and every checkpoint write to ``OUT/writes-rank<r>.txt``. Then rank 0 alone,
 in a process group of one, trains the same run on the same global batches (8 images per step) and writes
 ``OUT/<method>-reference.pt``, and ``OUT/timing.json`` holds the wall times. Before that, both ranks
-train once with early stopping due after the first epoch without improvement and once into divergence;
-``OUT/stops-rank<r>.json`` records the epochs each rank trained and whether it raised.
+resume the equal run after one epoch (``OUT/resumed-rank<r>.pt``), train once with early stopping due
+after the first epoch without improvement and once into divergence; ``OUT/stops-rank<r>.json`` records
+the epochs each rank trained and whether it raised.
 """
 
 from __future__ import annotations
@@ -99,6 +100,12 @@ def main(out: Path) -> None:
         result = train_from_params(images, metadata, params(method, PER_RANK_BATCH), out / f"ckpt-{method}")
         timing[f"ddp_{method}_s"] = time.perf_counter() - start
         torch.save(result.bundle["state_dict"], out / f"{method}-rank{rank}.pt")
+    # resume: one epoch, then on to the second from its checkpoint, as the uninterrupted equal run
+    train_from_params(images, metadata, params("equal", PER_RANK_BATCH, epochs=1), out / "ckpt-resume")
+    resumed = train_from_params(
+        images, metadata, params("equal", PER_RANK_BATCH, resume=True), out / "ckpt-resume"
+    )
+    torch.save(resumed.bundle["state_dict"], out / f"resumed-rank{rank}.pt")
     stopping = {"enabled": True, "patience": 1, "min_epochs": 1}
     # rank 1's val shard is other images than rank 0's: only summed metrics give both the same decision
     early = train_from_params(

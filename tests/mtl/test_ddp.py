@@ -63,7 +63,9 @@ def test_torchrun_replicas_are_identical_and_equal_one_process_on_the_global_bat
     # only rank 0 wrote checkpoints; both ranks stopped together
     assert (tmp_path / "writes-rank1.txt").read_text() == ""
     written = (tmp_path / "writes-rank0.txt").read_text().split()
-    assert {Path(p).parent.name for p in written} == {f"ckpt-{m}" for m in METHODS}
+    assert {Path(p).parent.name for p in written} == {f"ckpt-{m}" for m in (*METHODS, "resume")}
+    resumed, uninterrupted = (torch.load(tmp_path / name) for name in ("resumed-rank1.pt", "equal-rank1.pt"))
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)  # resume under DDP is exact
     stops = [json.loads((tmp_path / f"stops-rank{r}.json").read_text()) for r in (0, 1)]
     assert stops[0] == stops[1]
     assert stops[0]["diverged"] is True

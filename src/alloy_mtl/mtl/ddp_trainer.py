@@ -21,6 +21,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
@@ -167,6 +168,11 @@ class DistributedTrainer(Trainer):
         )
         self.method = _DistributedMethod(self.method, context, self.head_params)  # type: ignore[assignment]
 
+    def fit(self, train_loader: DataLoader, val_loader: DataLoader | None = None) -> pd.DataFrame:
+        """:meth:`Trainer.fit` once every rank is here (a checkpoint to resume is complete on disk)."""
+        self.context.barrier()
+        return super().fit(train_loader, val_loader)
+
     def _new_meter(self) -> EpochMeter:
         return SyncedEpochMeter(self.tasks, self.target_std, self.context)
 
@@ -190,7 +196,12 @@ class DistributedTrainer(Trainer):
         for sampler in (getattr(loader, "sampler", None), getattr(loader.batch_sampler, "sampler", None)):
             if hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(epoch)
-        return super()._train_epoch(loader, epoch)
+        result = super()._train_epoch(loader, epoch)
+        # DDP broadcasts buffers before each forward, so the last forward's local BatchNorm statistics
+        # would differ between ranks (on CUDA SyncBatchNorm already makes them global): rank 0's win
+        for buffer in self.model.buffers():
+            torch.distributed.broadcast(buffer.data, src=0)
+        return result
 
     def _run_epoch(self, train_loader: DataLoader, val_loader: DataLoader | None) -> None:
         super()._run_epoch(train_loader, val_loader)
