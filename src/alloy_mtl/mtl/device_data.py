@@ -106,17 +106,16 @@ class DeviceBatches:
             )
 
 
-def use_device_data(
-    setting: Literal["auto"] | bool, device: torch.device, nbytes: int, num_workers: int = 0
-) -> bool:
-    """Whether a split of ``nbytes`` should live on ``device`` (``training.data_on_device``).
+def use_device_data(setting: Literal["auto"] | bool, device: torch.device, nbytes: int) -> bool:
+    """Whether splits of ``nbytes`` should live on ``device`` (``training.data_on_device``).
 
-    ``auto``: on a CUDA device, when the split takes at most :data:`AUTO_MEMORY_SHARE` of its memory and no
-    loader workers were asked for; ``true``: always (also on the CPU, where it only skips the collation);
-    ``false``: never.
+    ``auto``: on a CUDA device, when they take at most :data:`AUTO_MEMORY_SHARE` of its memory (loader
+    workers then serve only the test split); ``true``: always (also on the CPU, where it only skips the
+    collation); ``false``: never (a ``DataLoader`` with ``num_workers``, ``prefetch_factor`` and pinned
+    memory feeds the device).
     """
     if setting is not True and setting is not False:
-        if device.type != "cuda" or num_workers > 0:
+        if device.type != "cuda":
             return False
         total = torch.cuda.get_device_properties(device).total_memory
         return nbytes <= AUTO_MEMORY_SHARE * total

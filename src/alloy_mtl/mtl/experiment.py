@@ -238,6 +238,7 @@ def train_from_params(
         "arch": params.arch,
         "n_params": int(sum(p.numel() for p in trainer.model.parameters())),
         "device": str(trainer.device),
+        "world_size": 1 if context is None else context.world_size,
         "epochs_trained": len(history),
         "wall_time_s": wall,
         "n_train_images": len(train_rows),

@@ -70,7 +70,6 @@ def training_loaders(
         params.data_on_device,
         device,
         split_nbytes(datasets["train"]) + split_nbytes(datasets["val"]),
-        params.num_workers,
     )
     if on_device:
         return {
