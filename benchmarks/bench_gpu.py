@@ -13,6 +13,8 @@ Sections (each a table in the markdown):
 4. paper: ``train_from_params`` on a paper-sized split (12,000 x 3 x 64 x 64 float16) of a SYNTHETIC
    STAND-IN (Beer-Lambert wedges with made-up attenuation coefficients per alloy; the project's physics
    generator needs xraydb, which a bare GPU host lacks), to the test split's macro average precision.
+5. DDP: the data-parallel code path on this device in a process group of one (NCCL on CUDA), equal and
+   PCGrad, against the plain trainer: it runs, and what it costs on one device.
 
 Run on a GPU host that has torch, timm, numpy, pandas, pydantic, pyyaml and tqdm (torchjd optional: without
 it the torchjd methods are skipped and the output says so)::
@@ -31,6 +33,7 @@ import json
 import os
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 
 from alloy_mtl.constants import ALLOYS
 from alloy_mtl.mtl.device import autocast, memory_format, resolve_device, seed_everything
@@ -73,7 +77,7 @@ CLASS_SHARE = (0.35, 0.25, 0.18, 0.13, 0.09)  # long-tailed, as the project's da
 def sizes(device: torch.device, quick: bool) -> dict[str, int]:
     """Problem sizes: GPU-sized on CUDA, small on the CPU, tiny with ``quick``."""
     if quick:
-        return {"n": 64, "size": 16, "batch": 16, "repeats": 1, "paper_n": 300, "paper_size": 16,
+        return {"n": 64, "size": 16, "batch": 16, "repeats": 1, "paper_n": 200, "paper_size": 16,
                 "paper_epochs": 2, "paper_batch": 32}  # fmt: skip
     if device.type == "cuda":
         return {"n": 8192, "size": 64, "batch": 256, "repeats": 5, "paper_n": 12000, "paper_size": 64,
@@ -343,6 +347,40 @@ def paper(device: torch.device, size_map: dict[str, int]) -> dict[str, Any]:
     }
 
 
+def ddp_one_process(device: torch.device, size_map: dict[str, int]) -> list[dict[str, Any]]:
+    """Section 5: the DDP code path on this device (NCCL on CUDA, gloo on the CPU: DDP wrapper, no_sync,
+    SyncBatchNorm on CUDA, summed metrics) in a process group of one, against the plain trainer."""
+    images, metadata = stand_in_data(size_map["paper_n"], size_map["paper_size"], seed=3)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    rows = []
+    for method in ("equal", "pcgrad"):
+        params = {
+            "arch": ARCH, "epochs": 2, "batch_size": size_map["paper_batch"], "tasks": TASK_PARAMS,
+            "progress_bar": False, "device": str(device), "early_stopping": {"enabled": False},
+            "gradient_method": {"name": method, "diagnostics_every": 0}, "distributed": False,
+        }  # fmt: skip
+        plain = train_from_params(images, metadata, params)
+        with tempfile.TemporaryDirectory() as folder:
+            dist.init_process_group(backend, init_method=f"file://{folder}/store", rank=0, world_size=1)
+            try:
+                ddp = train_from_params(images, metadata, {**params, "distributed": True})
+            finally:
+                dist.destroy_process_group()
+        plain_s, ddp_s = (float(r.history["epoch_time_s"].iloc[-1]) for r in (plain, ddp))
+        rows.append(
+            {
+                "method": method,
+                "backend": backend,
+                "plain_epoch_s": plain_s,
+                "ddp_epoch_s": ddp_s,
+                "ddp_over_plain": ddp_s / plain_s,
+                "ddp_val_loss": float(ddp.history["val_loss"].iloc[-1]),
+                "plain_val_loss": float(plain.history["val_loss"].iloc[-1]),
+            }
+        )
+    return rows
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The results as markdown tables."""
     env = results["environment"]
@@ -373,6 +411,16 @@ def markdown(results: dict[str, Any]) -> str:
         f"{p['wall_s']:.1f} s ({p['train_img_per_s']:.0f} train img/s), test macro AP {p['test_macro_ap']:.3f}, "
         f"accuracy {p['test_accuracy']:.3f}",
     ]
+    lines += [
+        "",
+        "| DDP, one process | backend | plain epoch s | DDP epoch s | DDP / plain | val loss plain / DDP |",
+    ]
+    lines.append("|---|---|---|---|---|---|")
+    for row in results["ddp_one_process"]:
+        lines.append(
+            f"| {row['method']} | {row['backend']} | {row['plain_epoch_s']:.2f} | {row['ddp_epoch_s']:.2f} | "
+            f"{row['ddp_over_plain']:.2f} | {row['plain_val_loss']:.3f} / {row['ddp_val_loss']:.3f} |"
+        )
     lines += [f"- note: {note}" for note in results["notes"]]
     lines.append(f"\nWall time {env['wall_s']:.0f} s; torch {env['torch']}, Python {env['python']}.")
     return "\n".join(lines) + "\n"
@@ -400,6 +448,7 @@ def run(device_name: str = "auto", quick: bool = False) -> dict[str, Any]:
         "feeding": feeding(bench, consumption, quick),
         "methods": method_rows,
         "paper": paper(device, size_map),
+        "ddp_one_process": ddp_one_process(device, size_map),
         "notes": notes,
     }
     results["environment"] = {

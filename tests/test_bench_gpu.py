@@ -45,4 +45,5 @@ def test_bench_gpu_quick_cpu_run_without_kedro_torchjd_xraydb(tmp_path: Path) ->
     assert [row["method"] for row in results["methods"]] == ["pcgrad"]
     assert any("upgrad: skipped, torchjd" in note for note in results["notes"])
     assert 0.0 <= results["paper"]["test_macro_ap"] <= 1.0
+    assert [row["method"] for row in results["ddp_one_process"]] == ["equal", "pcgrad"]  # gloo, one rank
     assert "stand-in" in (tmp_path / "bench_gpu_cpu_quick.md").read_text()
