@@ -130,6 +130,20 @@ class _DistributedMethod:
         return getattr(self.inner, name)
 
 
+class _RankSeed(Callback):
+    """Ranks above 0 draw other dropout masks than rank 0, which ``fit`` (and a resumed checkpoint, rank 0's
+    state) seeded alike. Runs after the checkpoint callback at the start (lower order)."""
+
+    order = 50
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        if self.rank > 0:
+            torch.manual_seed(trainer.settings.seed + 1_000_003 * self.rank + trainer.epoch)
+
+
 class DistributedTrainer(Trainer):
     """:class:`Trainer` for one rank of a ``torchrun`` job (see the module note).
 
@@ -157,8 +171,9 @@ class DistributedTrainer(Trainer):
         updates: dict[str, Any] = {"device": str(context.device)}
         if not context.is_main:
             updates["progress_bar"] = False
-        if context.device.type == "cuda":  # batch statistics of the global batch; SyncBatchNorm is CUDA-only
+        if context.device.type == "cuda" and settings.sync_batchnorm:  # SyncBatchNorm is CUDA-only
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        callbacks = [_RankSeed(context.rank), *callbacks]
         super().__init__(model, tasks, task_losses, settings.model_copy(update=updates), callbacks=callbacks)
         self.context = context
         self.ddp = DistributedDataParallel(

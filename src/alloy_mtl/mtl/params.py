@@ -95,6 +95,8 @@ class TrainerSettings(ParamsModel):
     device: str = "auto"
     amp: bool = True
     channels_last: bool = True
+    #: under DDP on CUDA, BatchNorm statistics of the global batch (SyncBatchNorm); false keeps per-GPU ones
+    sync_batchnorm: bool = True
     progress_bar: Literal["auto"] | bool = "auto"
     progress_every: int = Field(10, ge=1)
     time_budget_s: float | None = Field(None, gt=0)
