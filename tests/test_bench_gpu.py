@@ -4,12 +4,13 @@ dependencies): no Kedro, torchjd, xraydb or MLflow is imported, and the torchjd 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.subprocesses import child_env
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
 BLOCKED = ("kedro", "torchjd", "xraydb", "mlflow", "pandera", "great_expectations", "ray")
@@ -29,11 +30,9 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 @pytest.mark.slow
 def test_bench_gpu_quick_cpu_run_without_kedro_torchjd_xraydb(tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (*sys.path, env.get("PYTHONPATH", "")) if p)
     done = subprocess.run(
         [sys.executable, "-c", RUNNER, ",".join(BLOCKED), str(BENCH), str(tmp_path)],
-        env=env,
+        env=child_env(),
         check=False,
         capture_output=True,
         text=True,

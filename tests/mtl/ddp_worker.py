@@ -28,7 +28,7 @@ from alloy_mtl.mtl import checkpointing
 from alloy_mtl.mtl.experiment import train_from_params
 from alloy_mtl.mtl.meter import TrainingDivergedError
 
-METHODS = ("equal", "pcgrad", "upgrad", "gradnorm")
+METHODS = ("equal", "pcgrad", "upgrad", "gradnorm", "uncertainty")
 PER_RANK_BATCH = 4
 
 TASKS = {

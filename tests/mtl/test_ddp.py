@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -28,11 +27,12 @@ from alloy_mtl.mtl.distributed import (
     setup_distributed,
 )
 from alloy_mtl.mtl.torch_data import ArrayTaskDataset, make_dataloader
+from tests.subprocesses import child_env
 
 from .test_trainer import LOSSES, TASKS, StandInModel, make_data, make_loaders
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
-METHODS = ("equal", "pcgrad", "upgrad", "gradnorm")
+METHODS = ("equal", "pcgrad", "upgrad", "gradnorm", "uncertainty")
 
 
 # ------------------------------------------------------------------------------ two torchrun processes
@@ -40,11 +40,9 @@ METHODS = ("equal", "pcgrad", "upgrad", "gradnorm")
 def test_torchrun_replicas_are_identical_and_equal_one_process_on_the_global_batch(tmp_path: Path) -> None:
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
     assert torchrun, "torchrun not found next to the interpreter"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (*sys.path, env.get("PYTHONPATH", "")) if p)
     done = subprocess.run(
         [torchrun, "--standalone", "--nproc_per_node=2", str(WORKER), str(tmp_path)],
-        env=env,
+        env=child_env(),
         check=False,
         capture_output=True,
         text=True,
