@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import alloy_mtl
@@ -19,3 +23,18 @@ def child_env() -> dict[str, str]:
     env["PYTHONPATH"] = str(Path(alloy_mtl.__file__).resolve().parents[1])
     env["OMP_NUM_THREADS"] = "1"
     return env
+
+
+def torchrun(nproc: int) -> list[str]:
+    """``torchrun --standalone --nproc_per_node=<nproc>``, the one next to this interpreter when there is one."""
+    found = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    assert found, "torchrun not found"
+    return [found, "--standalone", f"--nproc_per_node={nproc}"]
+
+
+def run_child(command: Sequence[str], cwd: Path | None = None, timeout: float = 240) -> None:
+    """Run ``command`` with :func:`child_env`; fail with the tail of its output unless it exits 0."""
+    done = subprocess.run(
+        list(command), cwd=cwd, env=child_env(), check=False, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

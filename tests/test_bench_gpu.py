@@ -4,13 +4,12 @@ dependencies): no Kedro, torchjd, xraydb or MLflow is imported, and the torchjd 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.subprocesses import child_env
+from tests.subprocesses import run_child
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
 BLOCKED = ("kedro", "torchjd", "xraydb", "mlflow", "pandera", "great_expectations", "ray")
@@ -30,15 +29,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 @pytest.mark.slow
 def test_bench_gpu_quick_cpu_run_without_kedro_torchjd_xraydb(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", RUNNER, ",".join(BLOCKED), str(BENCH), str(tmp_path)],
-        env=child_env(),
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_child([sys.executable, "-c", RUNNER, ",".join(BLOCKED), str(BENCH), str(tmp_path)])
     results = json.loads((tmp_path / "bench_gpu_cpu_quick.json").read_text())
     assert results["throughput"][0]["trainer_img_per_s"] > 0
     assert [row["method"] for row in results["methods"]] == ["pcgrad"]

@@ -4,15 +4,12 @@ data-parallel training itself is tested in tests/mtl/test_ddp.py)."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from alloy_mtl.train import parse_args, runtime_params
-from tests.subprocesses import child_env
+from tests.subprocesses import run_child, torchrun
 
 
 def test_runtime_params_nest_dotted_keys_and_read_values_as_yaml() -> None:
@@ -37,19 +34,9 @@ def test_torchrun_trains_the_node_on_two_ranks_and_rank_zero_saves(kedro_project
 
     images, metadata = data(40, 10)
     write_store(XrayData(images, metadata), kedro_project / "data/05_model_input/xray")
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
     params = "fnn.train_options.epochs=2,training.device=cpu"
-    done = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "alloy_mtl.train", "--arch", "fnn"]
-        + ["--nodes", "fnn.train", "--params", params],
-        cwd=kedro_project,
-        env=child_env(),
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    command = ["-m", "alloy_mtl.train", "--arch", "fnn", "--nodes", "fnn.train", "--params", params]
+    run_child([*torchrun(2), *command], cwd=kedro_project)
     output = kedro_project / "data/07_model_output/fnn"
     summary = json.loads((output / "training_summary.json").read_text())
     assert (summary["world_size"], summary["epochs_trained"]) == (2, 2)

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +24,7 @@ from alloy_mtl.mtl.distributed import (
     setup_distributed,
 )
 from alloy_mtl.mtl.torch_data import ArrayTaskDataset, make_dataloader
-from tests.subprocesses import child_env
+from tests.subprocesses import run_child, torchrun
 
 from .test_trainer import LOSSES, TASKS, StandInModel, make_data, make_loaders
 
@@ -38,17 +35,7 @@ METHODS = ("equal", "pcgrad", "upgrad", "gradnorm", "uncertainty")
 # ------------------------------------------------------------------------------ two torchrun processes
 @pytest.mark.slow
 def test_torchrun_replicas_are_identical_and_equal_one_process_on_the_global_batch(tmp_path: Path) -> None:
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
-    assert torchrun, "torchrun not found next to the interpreter"
-    done = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node=2", str(WORKER), str(tmp_path)],
-        env=child_env(),
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_child([*torchrun(2), str(WORKER), str(tmp_path)])
     for method in METHODS:
         rank0, rank1, single = (
             torch.load(tmp_path / f"{method}-{who}.pt") for who in ("rank0", "rank1", "reference")
