@@ -78,3 +78,17 @@ def test_rebuild_optimizer_keeps_state_for_the_same_kind_and_restarts_for_anothe
     sgd = rebuild_optimizer(adam, "sgd", lr=0.1, weight_decay=0.0, momentum=0.5)
     assert isinstance(sgd, torch.optim.SGD) and not sgd.state
     assert sgd.param_groups[0]["momentum"] == 0.5 and sgd.param_groups[1]["params"] == [log_var]
+
+
+def test_monitor_must_name_a_metric_of_the_enabled_tasks():
+    ap = {"metric": "val_alloy_ap", "mode": "max"}
+    params = _params(monitor=ap)
+    assert "val_alloy_ap" in params.epoch_metrics()
+    assert "val_thickness_ap" not in params.epoch_metrics()  # AP is a classification metric
+    no_alloy = {"alloy": {**TASKS["alloy"], "enabled": False}, "thickness": TASKS["thickness"]}
+    with pytest.raises(
+        ParameterError, match=r"monitor.metric: 'val_alloy_ap' is not a metric of the enabled"
+    ):
+        parse_training_params({"tasks": no_alloy}, {"arch": "fnn", "monitor": ap})
+    with pytest.raises(ParameterError, match="val_thickness_mae"):  # the error lists what may be chosen
+        _params(monitor={"metric": "val_thickness_ap", "mode": "max"})

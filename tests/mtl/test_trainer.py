@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import average_precision_score
 from torch import Tensor, nn
 
 from alloy_mtl.config import ParameterError
@@ -157,6 +158,11 @@ def test_val_metrics_match_hand_computation() -> None:
     images, targets = make_data()
     assert out["thickness_target"][mask_t] == pytest.approx(targets["thickness"][32:48][mask_t], rel=1e-5)
     assert np.allclose(out["alloy_probs"].sum(1), 1.0, atol=1e-6)
+    labels, probs = out["alloy_target"][mask_a], out["alloy_probs"][mask_a]
+    present = np.unique(labels)
+    ap = np.mean([average_precision_score(labels == c, probs[:, c]) for c in present])
+    assert metrics["val_alloy_ap"] == pytest.approx(ap, rel=1e-5)
+    assert "train_alloy_ap" not in trainer.history[0]  # AP only where the whole split is scored
 
 
 # ------------------------------------------------------------------------------ stopping / schedule

@@ -11,24 +11,56 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-TRANSFORMS = ("neg_log", "identity")
+#: Input representations, computed inside the model from the transmission ``x = I/I0``:
+#: ``neg_log`` the attenuation ``A = -ln x`` per channel; ``log_attenuation`` its logarithm ``ln A`` (the
+#: thickness becomes an additive offset shared by every channel); ``dual_energy`` ``A`` plus every channel
+#: pair's log-ratio ``ln A_i - ln A_j``, the thickness-free material signal of dual-energy radiography;
+#: ``wedge_profile`` ``A`` plus, per channel, its profile along the wedge (the image width: the mean over rows,
+#: which averages the photon noise down) and that profile's gradient, ``mu`` times the wedge slope: free of the
+#: per-exposure gain and offset that hide the absolute level (each broadcast over the rows, so a CNN keeps a 2-D
+#: input); ``identity`` the raw transmission.
+TRANSFORMS = ("neg_log", "log_attenuation", "dual_energy", "wedge_profile", "identity")
 _EPS = 1e-4
+_MIN_ATTENUATION = 1e-3
 
 
-def _attenuation(x: np.ndarray | Tensor, transform: str) -> np.ndarray | Tensor:
+def output_channels(in_chans: int, transform: str) -> int:
+    """Channels a transform produces from ``in_chans`` image channels."""
+    if transform == "dual_energy":
+        return in_chans + in_chans * (in_chans - 1) // 2
+    if transform == "wedge_profile":
+        return 3 * in_chans
+    return in_chans
+
+
+def represent(x: Tensor, transform: str) -> Tensor:
+    """The representation ``transform`` of a (B, C, H, W) transmission batch (see :data:`TRANSFORMS`)."""
     if transform == "identity":
         return x
-    if isinstance(x, Tensor):
-        return -torch.log(x.clamp_min(_EPS))
-    return -np.log(np.clip(x, _EPS, None))
+    attenuation = -torch.log(x.clamp_min(_EPS))
+    if transform == "neg_log":
+        return attenuation
+    if transform == "wedge_profile":
+        profile = attenuation.mean(dim=2, keepdim=True)
+        gradient = torch.gradient(profile, dim=3)[0] if x.shape[3] > 1 else torch.zeros_like(profile)
+        rows = x.shape[2]
+        return torch.cat(
+            [attenuation, profile.expand(-1, -1, rows, -1), gradient.expand(-1, -1, rows, -1)], dim=1
+        )
+    log_attenuation = torch.log(attenuation.clamp_min(_MIN_ATTENUATION))
+    if transform == "log_attenuation":
+        return log_attenuation
+    pairs = torch.combinations(torch.arange(x.shape[1], device=x.device), r=2)
+    ratios = log_attenuation[:, pairs[:, 0]] - log_attenuation[:, pairs[:, 1]]
+    return torch.cat([attenuation, ratios], dim=1)
 
 
 class InputNormalizer(nn.Module):
-    """``(T(x) - mean) / std`` per channel, with ``T`` = -ln(clip(x)) (``neg_log``) or the identity.
+    """``(T(x) - mean) / std`` per output channel, ``T`` one of :data:`TRANSFORMS` (:func:`represent`).
 
     Args:
         in_chans: number of image channels.
-        transform: ``neg_log`` or ``identity``.
+        transform: the input representation.
     """
 
     def __init__(self, in_chans: int, transform: str = "neg_log") -> None:
@@ -36,8 +68,9 @@ class InputNormalizer(nn.Module):
         if transform not in TRANSFORMS:
             raise ValueError(f"input_transform: got {transform!r}, expected one of {list(TRANSFORMS)}")
         self.transform = transform
-        self.register_buffer("mean", torch.zeros(in_chans))
-        self.register_buffer("std", torch.ones(in_chans))
+        self.out_chans = output_channels(in_chans, transform)
+        self.register_buffer("mean", torch.zeros(self.out_chans))
+        self.register_buffer("std", torch.ones(self.out_chans))
 
     @torch.no_grad()
     def fit(self, images: np.ndarray, rows: np.ndarray, chunk_size: int = 512) -> InputNormalizer:
@@ -47,7 +80,7 @@ class InputNormalizer(nn.Module):
         count = 0
         for start in range(0, len(rows), chunk_size):
             chunk = np.asarray(images[np.sort(rows[start : start + chunk_size])], dtype=np.float64)
-            values = _attenuation(chunk, self.transform)
+            values = represent(torch.from_numpy(chunk), self.transform).numpy()
             total += values.sum(axis=(0, 2, 3))
             squares += (values**2).sum(axis=(0, 2, 3))
             count += values.shape[0] * values.shape[2] * values.shape[3]
@@ -61,4 +94,4 @@ class InputNormalizer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Normalise a (B, C, H, W) batch."""
-        return (_attenuation(x, self.transform) - self.mean[:, None, None]) / self.std[:, None, None]
+        return (represent(x, self.transform) - self.mean[:, None, None]) / self.std[:, None, None]

@@ -6,7 +6,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+import numpy as np
 import torch
+from sklearn.metrics import average_precision_score
 from torch import Tensor, nn
 
 from alloy_mtl.constants import CLASSIFICATION
@@ -43,6 +45,7 @@ class EpochMeter:
         self.tasks = list(tasks)
         self.std = {t.name: float(target_std.get(t.name, 1.0)) for t in self.tasks}
         self.sums: dict[str, Tensor] = {}
+        self.scores: dict[str, list[tuple[Tensor, Tensor]]] = {}
 
     def _add(self, key: str, value: Tensor) -> None:
         value = value.detach().double()
@@ -57,7 +60,7 @@ class EpochMeter:
         masks: Mapping[str, Tensor],
         with_mae: bool,
     ) -> None:
-        """Add one batch."""
+        """Add one batch (``with_mae``: evaluation, which adds MAE and the classification AP)."""
         for task in self.tasks:
             name = task.name
             mask = masks[name]
@@ -67,12 +70,21 @@ class EpochMeter:
             if task.kind == CLASSIFICATION:
                 correct = (outputs[name].argmax(dim=1) == targets[name]) & mask
                 self._add(f"{name}_correct", correct.sum())
+                if with_mae:
+                    probabilities = torch.softmax(outputs[name].float(), dim=1)
+                    self.scores.setdefault(name, []).append(
+                        (probabilities[mask].cpu(), targets[name][mask].cpu())
+                    )
             elif with_mae:
                 error = (outputs[name].float().reshape(-1) - targets[name].float()).abs()
                 self._add(f"{name}_abs", torch.where(mask, error, torch.zeros_like(error)).sum())
 
     def summary(self, prefix: str, weights: Mapping[str, float]) -> dict[str, float]:
-        """``<prefix>_<task>_loss|acc|mae`` and the weighted ``<prefix>_loss``."""
+        """``<prefix>_<task>_loss|acc|mae|ap`` and the weighted ``<prefix>_loss``.
+
+        ``ap`` is the macro one-vs-rest average precision over the classes present (evaluation only): on
+        long-tailed data it ranks checkpoints by every class, where the loss and the accuracy follow the head.
+        """
         values = {k: float(v) for k, v in self.sums.items()}
         out: dict[str, float] = {}
         total = 0.0
@@ -85,12 +97,26 @@ class EpochMeter:
                 total += weights[name] * loss
             if task.kind == CLASSIFICATION:
                 out[f"{prefix}_{name}_acc"] = values.get(f"{name}_correct", 0.0) / n if n > 0 else math.nan
+                if name in self.scores:
+                    out[f"{prefix}_{name}_ap"] = macro_average_precision(self.scores[name])
             elif f"{name}_abs" in values:
                 out[f"{prefix}_{name}_mae"] = (
                     values[f"{name}_abs"] * self.std[name] / n if n > 0 else math.nan
                 )
         out[f"{prefix}_loss"] = total
         return out
+
+
+def macro_average_precision(batches: Sequence[tuple[Tensor, Tensor]]) -> float:
+    """Macro one-vs-rest average precision of ``(probabilities, labels)`` batches over the classes present."""
+    if not batches:
+        return math.nan
+    probabilities = torch.cat([p for p, _ in batches]).numpy()
+    labels = torch.cat([y for _, y in batches]).numpy()
+    present = [c for c in range(probabilities.shape[1]) if (labels == c).any()]
+    if not present:
+        return math.nan
+    return float(np.mean([average_precision_score(labels == c, probabilities[:, c]) for c in present]))
 
 
 class TrainingDivergedError(RuntimeError):

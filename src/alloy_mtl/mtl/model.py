@@ -202,12 +202,17 @@ def build_model(  # noqa: PLR0917 (signature fixed by the mtl contract)
         fds_train_targets: train-split targets (standardised, NaN = missing) by task name; needed to lay out
             the FDS bins of tasks with FDS enabled (a mapping lacking such a task raises). None (rebuilding
             a trained model): placeholder bins, replaced by ``load_state_dict``.
-        input_transform: ``neg_log`` or ``identity`` adds an :class:`InputNormalizer` (statistics set by its
-            ``fit`` or by ``load_state_dict``); None feeds the raw images to the backbone.
+        input_transform: a representation of ``input_transform.TRANSFORMS`` adds an :class:`InputNormalizer`
+            (statistics set by its ``fit`` or by ``load_state_dict``; ``dual_energy`` widens the backbone's
+            input); None feeds the raw images to the backbone.
         **backbone_kwargs: passed to ``create_backbone`` (e.g. ``vgg_pre_logits``, ``fnn_hidden``).
     """
     act = activation if activation is not None else DEFAULT_ACTIVATIONS.get(arch, "relu")
-    backbone, num_features = create_backbone(arch, in_chans, act, pretrained, image_size, **backbone_kwargs)
+    normalizer = None if input_transform is None else InputNormalizer(in_chans, input_transform)
+    backbone_chans = in_chans if normalizer is None else normalizer.out_chans
+    backbone, num_features = create_backbone(
+        arch, backbone_chans, act, pretrained, image_size, **backbone_kwargs
+    )
     fds: dict[str, FDS] = {}
     for task in tasks:
         if task.fds is None:
@@ -223,7 +228,6 @@ def build_model(  # noqa: PLR0917 (signature fixed by the mtl contract)
                 "labels to lay out its bins"
             )
         fds[task.name] = FDS.from_config(num_features, task.fds, fds_train_targets[task.name])
-    normalizer = None if input_transform is None else InputNormalizer(in_chans, input_transform)
     return MultiTaskModel(backbone, num_features, tasks, act, hidden, dropout, fds, normalizer)
 
 

@@ -178,6 +178,29 @@ class TrainingParams(TrainerSettings):
             raise ValueError(f"unknown option(s) {unknown} for {arch}; allowed: {sorted(allowed)}")
         return value
 
+    @model_validator(mode="after")
+    def _monitor_is_an_epoch_metric(self) -> TrainingParams:
+        metric = self.monitor.metric
+        if not metric.startswith(("train_", "val_")):
+            return self  # gradient diagnostics and custom callbacks' metrics are checked by the trainer
+        known = self.epoch_metrics()
+        if metric not in known:
+            raise ValueError(
+                f"monitor.metric: {metric!r} is not a metric of the enabled tasks; choose one of {sorted(known)}"
+            )
+        return self
+
+    def epoch_metrics(self) -> set[str]:
+        """The per-epoch ``train_``/``val_`` metric names the enabled tasks produce (what ``monitor`` may name)."""
+        known = {"train_loss", "val_loss"}
+        for task in self.task_specs:
+            known |= {f"train_{task.name}_loss", f"val_{task.name}_loss"}
+            if task.is_classification:
+                known |= {f"train_{task.name}_acc", f"val_{task.name}_acc", f"val_{task.name}_ap"}
+            else:
+                known.add(f"val_{task.name}_mae")
+        return known
+
     @property
     def task_specs(self) -> list[TaskSpec]:
         """The enabled tasks, parsed (a configuration switches a task off with ``enabled: false``)."""

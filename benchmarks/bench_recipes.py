@@ -1,0 +1,197 @@
+"""Training recipes compared at equal compute: which option earns its place in the CPU default.
+
+Every variant trains one architecture on the default generated data (``conf/base``, long tail, every nuisance
+on) with the same number of image passes, overriding a few training settings of the default recipe. The
+choice between variants is made on the validation split (macro AP of the selected checkpoint); the large
+evaluation set of fresh specimens is reported beside it and never used to choose.
+
+    python benchmarks/bench_recipes.py [--archs resnet18 fnn] [--variants default val_loss_neg_log ...]
+        [--seeds 42 43 44] [--epochs N] [--max-train-images N] [--tag _name]
+
+Writes ``benchmarks/results/bench_recipes<tag>.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_learning import RESULTS, _conf, macro_ap, training_data  # noqa: E402
+
+from alloy_mtl.evaluation.evaluation_set import simulate_evaluation_set  # noqa: E402
+from alloy_mtl.evaluation.params import EvaluationSetParams  # noqa: E402
+from alloy_mtl.mtl.experiment import predict_images, train_from_params  # noqa: E402
+from alloy_mtl.mtl.params import deep_merge, parse_training_params  # noqa: E402
+
+logger = logging.getLogger("bench_recipes")
+
+VAL_LOSS = {"monitor": {"metric": "val_loss", "mode": "min"}}
+VAL_AP = {"monitor": {"metric": "val_alloy_ap", "mode": "max"}}
+#: Named overrides of the default recipe (``conf/base``); each names its checkpoint selection and input.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "val_loss_neg_log": {**VAL_LOSS, "input_transform": "neg_log"},  # the reference study's choices
+    "val_ap_neg_log": {**VAL_AP, "input_transform": "neg_log"},
+    "val_ap_log_attenuation": {**VAL_AP, "input_transform": "log_attenuation"},
+    "val_ap_dual_energy": {**VAL_AP, "input_transform": "dual_energy"},
+    "val_ap_dual_energy_cosine": {
+        **VAL_AP,
+        "input_transform": "dual_energy",
+        "lr_scheduler": {"name": "cosine", "warmup_epochs": 1},
+    },
+    "val_ap_wedge_profile": {**VAL_AP, "input_transform": "wedge_profile"},
+    "val_ap_wedge_profile_lr3": {**VAL_AP, "input_transform": "wedge_profile", "lr": 3.0e-3},
+    "val_ap_wedge_profile_b16": {**VAL_AP, "input_transform": "wedge_profile", "batch_size": 16},
+    "val_ap_wedge_profile_balanced": {
+        **VAL_AP,
+        "input_transform": "wedge_profile",
+        "class_balanced_sampler": True,
+    },
+    "val_ap_wedge_profile_16px_40_epochs": {
+        **VAL_AP,
+        "input_transform": "wedge_profile",
+        "image_size": 16,
+        "epochs": 40,
+    },
+    "val_ap_wedge_profile_16px_all_images": {
+        **VAL_AP,
+        "input_transform": "wedge_profile",
+        "image_size": 16,
+        "max_train_images": None,
+    },
+}
+
+
+def train_variant(
+    data: tuple[np.ndarray, Any],
+    evaluation: tuple[np.ndarray, Any],
+    training: dict[str, Any],
+    *,
+    arch: str,
+    name: str,
+    seed: int,
+    overrides: dict[str, Any],
+) -> dict[str, Any]:
+    """One run: the architecture's default recipe with ``overrides`` and the variant laid over it."""
+    images, metadata = data
+    base = deep_merge(training["training"], training[arch]["train_options"])
+    settings = {"seed": seed, "progress_bar": False, "resume": False, **overrides}
+    params = parse_training_params(deep_merge(deep_merge(base, settings), VARIANTS[name]))
+    start = time.perf_counter()
+    result = train_from_params(images, metadata, params, None)
+    wall = time.perf_counter() - start
+    val_rows = np.flatnonzero(metadata["split"].to_numpy() == "val")
+    val_ap, _ = macro_ap(predict_images(result.bundle, images[val_rows], metadata.iloc[val_rows]))
+    eval_ap, per_alloy = macro_ap(predict_images(result.bundle, *evaluation))
+    logger.info("%s %s seed %d: val %.3f, eval %.3f (%.0f s)", arch, name, seed, val_ap, eval_ap, wall)
+    return {
+        "arch": arch,
+        "variant": name,
+        "seed": seed,
+        "epochs": len(result.history),
+        "n_train": int(result.summary["n_train_images"]),
+        "val_macro_ap": round(val_ap, 4),
+        "eval_macro_ap": round(eval_ap, 4),
+        "eval_ap": {k: round(v, 4) for k, v in per_alloy.items()},
+        "last_train_alloy_acc": round(float(result.history["train_alloy_acc"].iloc[-1]), 4),
+        "wall_s": round(wall, 1),
+    }
+
+
+def run(
+    archs: list[str], variants: list[str], seeds: list[int], overrides: dict[str, Any], eval_images: int
+) -> dict[str, Any]:
+    """Every architecture x variant x seed on the default data; macro AP of the checkpoint selected on val."""
+    generation, training = _conf()
+    data = training_data(generation, int(generation["n_images"]))
+    evaluation = simulate_evaluation_set(generation, EvaluationSetParams(n_images=eval_images))
+    rows = [
+        train_variant(data, evaluation, training, arch=arch, name=name, seed=seed, overrides=overrides)
+        for arch in archs
+        for name in variants
+        for seed in seeds
+    ]
+    return {"rows": rows, "eval_images": len(evaluation[1]), "overrides": overrides}
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """Mean +- sd over seeds per architecture and variant."""
+    lines = [
+        "Macro AP of the checkpoint selected on val (the choice); evaluation set: "
+        f"{results['eval_images']} images of fresh specimens (reported, never used to choose).",
+        "",
+        "| arch | variant | seeds | epochs x train images | val macro AP | eval macro AP | eval AP 2017 / 7075 | wall s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in results["rows"]:
+        groups.setdefault((row["arch"], row["variant"]), []).append(row)
+
+    def stat(values: list[float]) -> str:
+        return f"{np.mean(values):.3f}" + (f" +- {np.std(values, ddof=1):.3f}" if len(values) > 1 else "")
+
+    for (arch, name), group in groups.items():
+        lines.append(
+            f"| {arch} | {name} | {len(group)} | {group[0]['epochs']} x {group[0]['n_train']} | "
+            f"{stat([r['val_macro_ap'] for r in group])} | {stat([r['eval_macro_ap'] for r in group])} | "
+            f"{stat([r['eval_ap']['2017'] for r in group])} / {stat([r['eval_ap']['7075'] for r in group])} | "
+            f"{np.mean([r['wall_s'] for r in group]):.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    """Run, print the table, write JSON and markdown."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archs", nargs="+", default=["resnet18"])
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["val_loss_neg_log", "val_ap_neg_log", "default"],
+        choices=list(VARIANTS),
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42])
+    parser.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
+    parser.add_argument("--max-train-images", type=int, default=None, help="default: the recipe's")
+    parser.add_argument("--eval-images", type=int, default=3000)
+    parser.add_argument("--tag", default="", help="suffix of the result files")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    start = time.perf_counter()
+    overrides: dict[str, Any] = {}
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.max_train_images is not None:
+        overrides["max_train_images"] = args.max_train_images
+    results = run(args.archs, args.variants, args.seeds, overrides, args.eval_images)
+    results.update(
+        {
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": {
+                "python": platform.python_version(),
+                "processor": platform.processor() or platform.machine(),
+            },
+            "total_wall_s": round(time.perf_counter() - start, 1),
+        }
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = f"bench_recipes{args.tag}"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=2))
+    table = markdown(results)
+    (RESULTS / f"{stem}.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
