@@ -108,8 +108,11 @@ def main(out: Path) -> None:
     torch.save(resumed.bundle["state_dict"], out / f"resumed-rank{rank}.pt")
     stopping = {"enabled": True, "patience": 1, "min_epochs": 1}
     # rank 1's val shard is other images than rank 0's: only summed metrics give both the same decision
+    monitor = {"metric": "val_alloy_ap", "mode": "max"}  # AP: gathered scores, not summed
     early = train_from_params(
-        images, metadata, params("equal", PER_RANK_BATCH, epochs=6, lr=0.5, early_stopping=stopping)
+        images,
+        metadata,
+        params("equal", PER_RANK_BATCH, epochs=6, lr=0.5, early_stopping=stopping, monitor=monitor),
     )
     try:
         train_from_params(
@@ -118,7 +121,12 @@ def main(out: Path) -> None:
         diverged = False
     except TrainingDivergedError:
         diverged = True
-    stops = {"early_stopping_epochs": len(early.history), "diverged": diverged}
+    stops = {
+        "early_stopping_epochs": len(early.history),
+        "val_alloy_ap": early.history["val_alloy_ap"].tolist(),
+        "lr": early.history["lr"].tolist(),
+        "diverged": diverged,
+    }
     (out / f"stops-rank{rank}.json").write_text(json.dumps(stops))
     dist.destroy_process_group()
     if rank != 0:

@@ -166,7 +166,7 @@ def test_distributed_trainer_in_a_group_of_one_matches_the_plain_trainer(process
     train, val, _ = make_loaders()
     history = trainer.fit(train, val)
     assert replicas_max_difference(trainer.model, process_group) == 0.0
-    for key in ("train_loss", "val_loss", "val_alloy_acc"):
+    for key in ("train_loss", "val_loss", "val_alloy_acc", "val_alloy_ap"):
         np.testing.assert_allclose(history[key], plain_history[key], rtol=1e-6)
     for ours, theirs in zip(trainer.model.parameters(), plain.model.parameters(), strict=True):
         torch.testing.assert_close(ours, theirs)

@@ -56,7 +56,8 @@ class SyncedEpochMeter(EpochMeter):
     """Epoch sums added over the ranks before they are read: metrics of the whole (sharded) split.
 
     Every rank reduces the same fixed vector (per task: count, loss sum, correct or absolute-error sum, and a
-    presence flag), so a rank with no batch of a split takes part like the others.
+    presence flag), so a rank with no batch of a split takes part like the others; the classification
+    scores behind the macro AP are gathered from every rank, so the AP is the whole split's too.
     """
 
     def __init__(
@@ -83,7 +84,25 @@ class SyncedEpochMeter(EpochMeter):
         total = self.context.sum_(torch.stack(values + present))
         count = len(keys)
         self.sums = {key: total[i] for i, key in enumerate(keys) if float(total[count + i]) > 0}
+        self._gather_scores()
         return super().summary(prefix, weights)
+
+    def _gather_scores(self) -> None:
+        """Every rank's (probabilities, labels) of the classification tasks, for the whole split's AP."""
+        for task in self.tasks:
+            if task.kind != CLASSIFICATION:
+                continue
+            batches = self.scores.get(task.name, [])
+            local = None
+            if batches:
+                local = (torch.cat([p for p, _ in batches]), torch.cat([y for _, y in batches]))
+            gathered: list[Any] = [None] * self.context.world_size
+            torch.distributed.all_gather_object(gathered, local)
+            merged = [pair for pair in gathered if pair is not None]
+            if merged:
+                self.scores[task.name] = merged
+            else:
+                self.scores.pop(task.name, None)
 
 
 class _DistributedMethod:
