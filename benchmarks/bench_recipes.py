@@ -58,15 +58,23 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "input_transform": "wedge_profile",
         "class_balanced_sampler": True,
     },
-    "val_ap_wedge_profile_16px_40_epochs": {
+    "val_ap_wedge_profile_balanced_b16": {
         **VAL_AP,
         "input_transform": "wedge_profile",
+        "class_balanced_sampler": True,
+        "batch_size": 16,
+    },
+    "val_ap_wedge_profile_balanced_16px_40_epochs": {
+        **VAL_AP,
+        "input_transform": "wedge_profile",
+        "class_balanced_sampler": True,
         "image_size": 16,
         "epochs": 40,
     },
-    "val_ap_wedge_profile_16px_all_images": {
+    "val_ap_wedge_profile_balanced_16px_all_images": {
         **VAL_AP,
         "input_transform": "wedge_profile",
+        "class_balanced_sampler": True,
         "image_size": 16,
         "max_train_images": None,
     },
