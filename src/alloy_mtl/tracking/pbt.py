@@ -32,9 +32,13 @@ def log_population(
     best: Mapping[str, Any],
     figure: Figure | None = None,
     *,
+    resolved: Mapping[str, Any] | None = None,
     tracker: RunTracker | None = None,
 ) -> dict[str, str]:
-    """Log every trial and the PBT summary; returns ``{trial_id: run_id}`` (empty without a tracked run)."""
+    """Log every trial and the PBT summary; returns ``{trial_id: run_id}`` (empty without a tracked run).
+
+    ``resolved``: the training parameters every member started from, logged (dotted keys) to each trial run.
+    """
     tracker = tracker or active_tracker()
     if tracker is None:
         logger.info("no MLflow run is active: the PBT population of %s is not tracked", arch)
@@ -50,11 +54,13 @@ def log_population(
         runs[trial] = run_id
         first = trial_rows[0]
         tracker.log_params(run_id, {k: first.get(k) for k in ("optimizer", "lr", "weight_decay")}, "initial")
+        if resolved:
+            tracker.log_params(run_id, resolved, "training")
         _log_steps(tracker, run_id, trial_rows)
         exploits = lineage[lineage["trial_id"] == trial]
         tags = {
             f"alloy_mtl.pbt.exploit.{n}": (
-                f"epoch {e.trial_epoch} <- {e.donor_trial_id}@{e.donor_epoch}: "
+                f"epoch {_epoch(e.trial_epoch)} <- {e.donor_trial_id}@{e.donor_epoch}: "
                 f"{e.old_optimizer}->{e.new_optimizer} lr={e.new_lr:.3g} wd={e.new_weight_decay:.3g}"
             )
             for n, e in enumerate(exploits.itertuples())
@@ -92,3 +98,8 @@ def _log_steps(tracker: RunTracker, run_id: str, rows: list[Mapping[str, Any]]) 
     ]
     for start in range(0, len(metrics), 1000):
         tracker.client.log_batch(run_id, metrics=metrics[start : start + 1000])
+
+
+def _epoch(value: Any) -> str:
+    """An epoch as an integer ('?' when the trial had reported none before it was replaced)."""
+    return "?" if value is None or pd.isna(value) else str(int(value))

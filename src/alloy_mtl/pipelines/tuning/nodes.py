@@ -15,7 +15,7 @@ from alloy_mtl.mtl.params import parse_training_params
 from alloy_mtl.tracking.pbt import log_population
 from alloy_mtl.tuning.params import TuningParams
 from alloy_mtl.tuning.plot import population_progress
-from alloy_mtl.tuning.runner import run_pbt
+from alloy_mtl.tuning.runner import run_pbt, trial_params
 
 logger = logging.getLogger(__name__)
 
@@ -45,5 +45,6 @@ def tune_architecture(
         name=f"{params.arch}-{datetime.now():%Y%m%dT%H%M%S}",
     )
     figure = population_progress(outcome.history, outcome.lineage, settings.metric, f"PBT of {params.arch}")
-    log_population(params.arch, outcome.rows, outcome.lineage, outcome.best, figure)
+    resolved = trial_params(params, settings).model_dump(mode="json")
+    log_population(params.arch, outcome.rows, outcome.lineage, outcome.best, figure, resolved=resolved)
     return outcome.best, outcome.lineage, figure
