@@ -136,8 +136,8 @@ def train_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     from ray import tune
 
     # Denormal floats: RMSprop with weight decay drives parameters and moments into the subnormal range,
-    # which made an FNN epoch ~5x slower on a CPU (8.8 -> 25.5 s over three epochs; 3.8 -> 4.7 s flushed)
-    # and starved RMSprop members of the population. Flushing them to zero is harmless at these scales.
+    # where CPU arithmetic is slow: FNN epochs on the default data grew 8.8 -> 16.6 -> 25.5 s (3.8 -> 4.3 ->
+    # 4.7 s flushed), starving RMSprop members of the population. Flushing to zero is harmless at these scales.
     torch.set_flush_denormal(True)
     trial_id = tune.get_context().get_trial_id()
     restore = _restored_state()
