@@ -12,6 +12,7 @@ from alloy_mtl.evaluation.params import EvaluationParams
 from alloy_mtl.mtl.params import TrainingParams, deep_merge, parse_training_params
 from alloy_mtl.physics.simulator import SimulationConfig
 from alloy_mtl.properties.params import AlloyPropertiesParams
+from alloy_mtl.tuning.params import TuningParams
 
 SECTIONS: dict[str, type[ParamsModel]] = {
     "data_source": DataSourceParams,
@@ -19,6 +20,7 @@ SECTIONS: dict[str, type[ParamsModel]] = {
     "validation": ValidationParams,
     "evaluation": EvaluationParams,
     "alloy_properties": AlloyPropertiesParams,
+    "tuning": TuningParams,
 }
 TRAIN_OPTIONS_SUFFIX = ".train_options"
 

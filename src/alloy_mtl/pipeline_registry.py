@@ -1,11 +1,19 @@
-"""Project pipelines: data_generation, data_processing, train_<arch>, evaluation, registry, inference and
-train_all."""
+"""Project pipelines: data_generation, data_processing, train_<arch>, tune_<arch>, evaluation, registry,
+inference and train_all."""
 
 from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from alloy_mtl.pipelines import alloy_properties, data_processing, evaluation, inference, registry, training
+from alloy_mtl.pipelines import (
+    alloy_properties,
+    data_processing,
+    evaluation,
+    inference,
+    registry,
+    training,
+    tuning,
+)
 from alloy_mtl.pipelines.training import ARCHITECTURES
 
 
@@ -14,7 +22,8 @@ def register_pipelines() -> dict[str, Pipeline]:
 
     ``train_<arch>`` trains and evaluates one architecture on the existing model input;
     ``training`` and ``evaluation`` cover all architectures; ``registry`` runs the MLflow promotion gate over
-    already-logged runs; ``alloy_properties`` runs the STL vs MTL alloy-property study; ``inference`` predicts a folder of images with the champion; ``train_all`` runs
+    already-logged runs; ``alloy_properties`` runs the STL vs MTL alloy-property study; ``tune_<arch>`` and ``tune_all`` run
+    Population Based Training of the optimizer, lr and weight decay (the ``tune`` extra); ``inference`` predicts a folder of images with the champion; ``train_all`` runs
     everything from data to the comparison, ending with the gate, and is the default.
     """
     processing = data_processing.create_pipeline()
@@ -35,6 +44,9 @@ def register_pipelines() -> dict[str, Pipeline]:
         "registry": registry.create_pipeline(),
         "inference": inference.create_pipeline(),
         "alloy_properties": alloy_properties.create_pipeline(),  # the tabular study; not part of train_all
+        # Population Based Training (Ray Tune extra); not part of train_all
+        **{f"tune_{arch}": tuning.create_pipeline(arch) for arch in ARCHITECTURES},
+        "tune_all": sum((tuning.create_pipeline(arch) for arch in ARCHITECTURES), Pipeline([])),
     }
     gate = registry.create_pipeline(after=[f"{arch}.metrics" for arch in ARCHITECTURES])
     pipelines["train_all"] = processing + all_training + all_evaluation + gate

@@ -19,13 +19,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from alloy_mtl.mtl.callbacks import Callback, LoggingCallback
 from alloy_mtl.mtl.checkpoint import CheckpointMismatchError
 from alloy_mtl.mtl.checkpointing import CheckpointCallback
 from alloy_mtl.mtl.ddp_trainer import DistributedTrainer
 from alloy_mtl.mtl.device import seed_everything
-from alloy_mtl.mtl.distributed import is_main_process, setup_distributed
+from alloy_mtl.mtl.distributed import DistributedContext, is_main_process, setup_distributed
 from alloy_mtl.mtl.inference import predict
 from alloy_mtl.mtl.input_transform import InputNormalizer
 from alloy_mtl.mtl.loaders import training_loaders
@@ -130,24 +131,39 @@ def _warn_ignored(params: TrainingParams) -> None:
         )
 
 
-def train_from_params(
-    images: np.ndarray,
-    metadata: pd.DataFrame,
-    params: TrainingParams | Mapping[str, Any],
-    checkpoint_dir: str | Path | None = None,
-    callbacks: Sequence[Callback] = (),
-) -> TrainingResult:
-    """Train one multi-task model on the train split, select on val, predict the test split.
+@dataclass
+class PreparedExperiment:
+    """Everything a training run needs before its trainer exists (shared by the node, benchmarks and PBT)."""
 
-    Args:
-        images: (N, C, H, W) array, possibly a read-only memory map.
-        metadata: one row per image with the contract columns and ``split``.
-        params: the training parameters (a mapping is parsed into :class:`TrainingParams`).
-        checkpoint_dir: where ``last.pt``/``best.pt`` go; None trains without checkpoints.
-        callbacks: per-epoch callbacks (tracking plugs in here).
+    params: TrainingParams
+    tasks: list[TaskSpec]
+    rows: dict[str, np.ndarray]
+    """Row indices of the train, val and test splits."""
+    train_rows: np.ndarray
+    """The (possibly subsampled) training rows."""
+    image_size: int
+    loaders: dict[str, torch.utils.data.DataLoader]
+    model: torch.nn.Module
+    losses: dict[str, Any]
+    identity: dict[str, str]
+    """What a checkpoint must share with this run to be resumed (see :func:`run_identity`)."""
+    context: DistributedContext | None = None
+    """The torchrun process group this run joined; None for one process."""
 
-    Returns:
-        The bundle, history, test predictions and a summary.
+    def log_keys(self) -> tuple[str, ...]:
+        """The epoch metrics the logging callback shows."""
+        accuracies = (f"val_{t.name}_acc" for t in self.tasks if t.is_classification)
+        return ("train_loss", "val_loss", *accuracies, "lr")
+
+
+def prepare_experiment(
+    images: np.ndarray, metadata: pd.DataFrame, params: TrainingParams | Mapping[str, Any]
+) -> PreparedExperiment:
+    """Seed, then build the datasets, loaders, model (fitted normaliser and target scaler) and task losses.
+
+    Raises:
+        alloy_mtl.config.ParameterError: invalid parameters.
+        ValueError: a target column is missing, a split is empty, or a task has no training label.
     """
     params = parse_training_params(params)
     _warn_ignored(params)
@@ -193,10 +209,50 @@ def train_from_params(
     model.target_scaler.set_stats(target_stats)
     if isinstance(model.normalizer, InputNormalizer):
         model.normalizer.fit(images, train_rows)
-    losses = build_task_losses(tasks, train_targets)
+    return PreparedExperiment(
+        params=params,
+        tasks=list(tasks),
+        rows=rows,
+        train_rows=train_rows,
+        image_size=int(image_size),
+        loaders=loaders,
+        model=model,
+        losses=build_task_losses(tasks, train_targets),
+        identity=run_identity(params, metadata, train_rows),
+        context=context,
+    )
+
+
+def train_from_params(
+    images: np.ndarray,
+    metadata: pd.DataFrame,
+    params: TrainingParams | Mapping[str, Any],
+    checkpoint_dir: str | Path | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> TrainingResult:
+    """Train one multi-task model on the train split, select on val, predict the test split.
+
+    Args:
+        images: (N, C, H, W) array, possibly a read-only memory map.
+        metadata: one row per image with the contract columns and ``split``.
+        params: the training parameters (a mapping is parsed into :class:`TrainingParams`).
+        checkpoint_dir: where ``last.pt``/``best.pt`` go; None trains without checkpoints.
+        callbacks: per-epoch callbacks (tracking plugs in here).
+
+    Returns:
+        The bundle, history, test predictions and a summary.
+    """
+    prepared = prepare_experiment(images, metadata, params)
+    params, tasks, rows, train_rows = prepared.params, prepared.tasks, prepared.rows, prepared.train_rows
+    model, losses, loaders, image_size = (
+        prepared.model,
+        prepared.losses,
+        prepared.loaders,
+        prepared.image_size,
+    )
     directory = None if checkpoint_dir is None else Path(checkpoint_dir)
-    identity = run_identity(params, metadata, train_rows)
-    log_keys = ("train_loss", "val_loss", *(f"val_{t.name}_acc" for t in tasks if t.is_classification), "lr")
+    identity, context = prepared.identity, prepared.context
+    log_keys = prepared.log_keys()
 
     def fit(resume: bool) -> tuple[Trainer, pd.DataFrame]:
         saving = [] if directory is None else [CheckpointCallback(directory, resume, identity)]

@@ -134,6 +134,9 @@ class TrainingParams(TrainerSettings):
     activation: str | None = None
     pretrained: bool = False
     model_options: dict[str, Any] = {}
+    start_from_pbt: bool = False
+    """Start from ``<checkpoint_root>/<arch>/pbt_best.yml`` (optimizer, lr, weight decay found by
+    ``tune_<arch>``) instead of the table's values; the file must exist."""
 
     @field_validator("arch")
     @classmethod

@@ -12,6 +12,7 @@ from alloy_mtl.data.store import XrayData
 from alloy_mtl.mtl.experiment import train_from_params
 from alloy_mtl.mtl.params import parse_training_params
 from alloy_mtl.tracking.callback import training_callbacks
+from alloy_mtl.tuning.best import start_from_best
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +34,11 @@ def train_architecture(
 
     Raises:
         alloy_mtl.config.ParameterError: unknown keys or bad values, named by their YAML path, before any work.
+        alloy_mtl.tuning.best.MissingBestConfigError: ``start_from_pbt`` is on and ``tune_<arch>`` has not
+            written ``<checkpoint_root>/<arch>/pbt_best.yml``.
     """
     params = parse_training_params(training, train_options, arch=str(train_options.get("arch", "")))
+    params = start_from_best(params)  # start_from_pbt: optimizer, lr, weight decay from pbt_best.yml
     checkpoint_dir = Path(params.checkpoint_root) / params.arch / "checkpoints"
     callbacks = training_callbacks(params.arch)  # per-epoch MLflow metrics when a run is tracked
     result = train_from_params(model_input.images, model_input.metadata, params, checkpoint_dir, callbacks)
