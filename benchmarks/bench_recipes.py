@@ -6,7 +6,7 @@ choice between variants is made on the validation split (macro AP of the selecte
 evaluation set of fresh specimens is reported beside it and never used to choose.
 
     python benchmarks/bench_recipes.py [--archs resnet18 fnn] [--variants default val_loss_neg_log ...]
-        [--seeds 42 43 44] [--epochs N] [--max-train-images N] [--tag _name]
+        [--seeds 42 43 44] [--epochs N] [--max-train-images N] [--tag _name] [--jobs 2]
 
 Writes ``benchmarks/results/bench_recipes<tag>.json`` and ``.md``.
 """
@@ -14,16 +14,20 @@ Writes ``benchmarks/results/bench_recipes<tag>.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
+import multiprocessing
 import platform
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -117,20 +121,47 @@ def train_variant(
     }
 
 
-def run(
-    archs: list[str], variants: list[str], seeds: list[int], overrides: dict[str, Any], eval_images: int
-) -> dict[str, Any]:
-    """Every architecture x variant x seed on the default data; macro AP of the checkpoint selected on val."""
+@functools.cache
+def _inputs(eval_images: int) -> tuple[dict[str, Any], tuple[np.ndarray, Any], tuple[np.ndarray, Any]]:
     generation, training = _conf()
     data = training_data(generation, int(generation["n_images"]))
     evaluation = simulate_evaluation_set(generation, EvaluationSetParams(n_images=eval_images))
-    rows = [
-        train_variant(data, evaluation, training, arch=arch, name=name, seed=seed, overrides=overrides)
-        for arch in archs
-        for name in variants
-        for seed in seeds
-    ]
-    return {"rows": rows, "eval_images": len(evaluation[1]), "overrides": overrides}
+    return training, data, evaluation
+
+
+def _one(
+    job: tuple[str, str, int], overrides: dict[str, Any], eval_images: int, threads: int | None
+) -> dict[str, Any]:
+    if threads is not None:
+        torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    training, data, evaluation = _inputs(eval_images)
+    arch, name, seed = job
+    return train_variant(data, evaluation, training, arch=arch, name=name, seed=seed, overrides=overrides)
+
+
+def run(
+    archs: list[str],
+    variants: list[str],
+    seeds: list[int],
+    overrides: dict[str, Any],
+    *,
+    eval_images: int,
+    jobs: int = 1,
+) -> dict[str, Any]:
+    """Every architecture x variant x seed on the default data; macro AP of the checkpoint selected on val.
+
+    ``jobs`` > 1 trains that many runs at once in separate processes of one thread each (a run's result does
+    not depend on it: every run is seeded and deterministic on a CPU).
+    """
+    grid = [(arch, name, seed) for arch in archs for name in variants for seed in seeds]
+    if jobs <= 1:
+        rows = [_one(job, overrides, eval_images, None) for job in grid]
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            rows = list(pool.map(_one, grid, *zip(*[(overrides, eval_images, 1)] * len(grid), strict=True)))
+    return {"rows": rows, "eval_images": eval_images, "overrides": overrides}
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -174,6 +205,7 @@ def main() -> None:
     parser.add_argument("--max-train-images", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--eval-images", type=int, default=3000)
     parser.add_argument("--tag", default="", help="suffix of the result files")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once, one thread each")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     start = time.perf_counter()
@@ -182,7 +214,9 @@ def main() -> None:
         overrides["epochs"] = args.epochs
     if args.max_train_images is not None:
         overrides["max_train_images"] = args.max_train_images
-    results = run(args.archs, args.variants, args.seeds, overrides, args.eval_images)
+    results = run(
+        args.archs, args.variants, args.seeds, overrides, eval_images=args.eval_images, jobs=args.jobs
+    )
     results.update(
         {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
