@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
 from google.protobuf import json_format
 from kfp import components
@@ -146,10 +147,11 @@ def test_retries_caching_volume_shm_and_secrets_on_every_step(spec, repo_kubeflo
 
 def test_typed_parameters_with_the_kedro_defaults_reach_the_steps_that_read_them(spec):
     defaults = TrainingParams.model_fields  # the YAML holds only what differs from the typed defaults
+    training = yaml.safe_load((REPO_ROOT / "conf/base/parameters_training.yml").read_text())["training"]
     inputs = spec["pipeline"]["root"]["inputDefinitions"]["parameters"]
     assert inputs["epochs"] == {
         "parameterType": "NUMBER_INTEGER",
-        "defaultValue": defaults["epochs"].default,
+        "defaultValue": training.get("epochs", defaults["epochs"].default),
         "isOptional": True,
     }
     assert inputs["seed"]["defaultValue"] == defaults["seed"].default
