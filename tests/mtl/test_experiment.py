@@ -160,3 +160,17 @@ def test_a_task_without_any_training_label_is_named_with_the_fix():
         train_from_params(
             images, metadata, _params(tasks={"alloy": {**TASKS["alloy"], "enabled": False}}), None
         )
+
+
+def test_with_class_balanced_batches_the_loss_corrects_for_a_uniform_prior_not_the_split_tail():
+    from alloy_mtl.mtl.experiment import prepare_experiment
+
+    images, metadata = _data(n_per_split=20)
+    train = np.flatnonzero(metadata["split"].to_numpy() == "train")
+    metadata.loc[train, "alloy"] = ["6082"] * 14 + ["5083"] * 3 + ["1050", "7075", "2017"]  # a long tail
+    natural = prepare_experiment(images, metadata, _params()).losses["alloy"].log_prior
+    balanced = (
+        prepare_experiment(images, metadata, _params(class_balanced_sampler=True)).losses["alloy"].log_prior
+    )
+    assert float(natural.max() - natural.min()) == pytest.approx(np.log(14), rel=1e-5)
+    torch.testing.assert_close(balanced, torch.full((5,), -float(np.log(5))))

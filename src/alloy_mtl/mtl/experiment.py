@@ -156,6 +156,23 @@ class PreparedExperiment:
         return ("train_loss", "val_loss", *accuracies, "lr")
 
 
+def loss_targets(
+    params: TrainingParams, tasks: Sequence[TaskSpec], train_targets: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The train labels whose class frequencies the losses correct for: those of the batches they see.
+
+    With ``class_balanced_sampler`` the batches draw the first classification task's classes equally often, so
+    a prior-correcting loss (``logit_adjusted``, ``balanced_softmax``, ``cb_focal``) must correct for a uniform
+    prior; correcting for the split's long tail again would push every prediction towards the rarest alloy.
+    """
+    classification = [t for t in tasks if t.is_classification]
+    if not (params.class_balanced_sampler and classification):
+        return dict(train_targets)
+    name = classification[0].name
+    labels = np.asarray(train_targets[name])
+    return {**train_targets, name: np.unique(labels[labels >= 0])}  # one label per class drawn: uniform
+
+
 def prepare_experiment(
     images: np.ndarray, metadata: pd.DataFrame, params: TrainingParams | Mapping[str, Any]
 ) -> PreparedExperiment:
@@ -217,7 +234,7 @@ def prepare_experiment(
         image_size=int(image_size),
         loaders=loaders,
         model=model,
-        losses=build_task_losses(tasks, train_targets),
+        losses=build_task_losses(tasks, loss_targets(params, tasks, train_targets)),
         identity=run_identity(params, metadata, train_rows),
         context=context,
     )
