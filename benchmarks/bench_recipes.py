@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.metrics import balanced_accuracy_score, r2_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -105,7 +106,8 @@ def train_variant(
     wall = time.perf_counter() - start
     val_rows = np.flatnonzero(metadata["split"].to_numpy() == "val")
     val_ap, _ = macro_ap(predict_images(result.bundle, images[val_rows], metadata.iloc[val_rows]))
-    eval_ap, per_alloy = macro_ap(predict_images(result.bundle, *evaluation))
+    predictions = predict_images(result.bundle, *evaluation)
+    eval_ap, per_alloy = macro_ap(predictions)
     logger.info("%s %s seed %d: val %.3f, eval %.3f (%.0f s)", arch, name, seed, val_ap, eval_ap, wall)
     return {
         "arch": arch,
@@ -116,6 +118,14 @@ def train_variant(
         "val_macro_ap": round(val_ap, 4),
         "eval_macro_ap": round(eval_ap, 4),
         "eval_ap": {k: round(v, 4) for k, v in per_alloy.items()},
+        "eval_balanced_acc": round(
+            float(balanced_accuracy_score(predictions["alloy_true"], predictions["alloy_pred"])), 4
+        ),
+        "eval_r2": {
+            target: round(float(r2_score(predictions[f"{target}_true"], predictions[f"{target}_pred"])), 4)
+            for target in ("thickness_mm", "absorption")
+            if f"{target}_pred" in predictions
+        },
         "last_train_alloy_acc": round(float(result.history["train_alloy_acc"].iloc[-1]), 4),
         "wall_s": round(wall, 1),
     }
@@ -170,8 +180,9 @@ def markdown(results: dict[str, Any]) -> str:
         "Macro AP of the checkpoint selected on val (the choice); evaluation set: "
         f"{results['eval_images']} images of fresh specimens (reported, never used to choose).",
         "",
-        "| arch | variant | seeds | epochs x train images | val macro AP | eval macro AP | eval AP 2017 / 7075 | wall s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| arch | variant | seeds | epochs x train images | val macro AP | eval macro AP | eval AP 2017 / 7075 "
+        "| eval balanced acc | eval R2 thickness / absorption | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in results["rows"]:
@@ -185,6 +196,9 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {arch} | {name} | {len(group)} | {group[0]['epochs']} x {group[0]['n_train']} | "
             f"{stat([r['val_macro_ap'] for r in group])} | {stat([r['eval_macro_ap'] for r in group])} | "
             f"{stat([r['eval_ap']['2017'] for r in group])} / {stat([r['eval_ap']['7075'] for r in group])} | "
+            f"{stat([r.get('eval_balanced_acc', np.nan) for r in group])} | "
+            f"{stat([r.get('eval_r2', {}).get('thickness_mm', np.nan) for r in group])} / "
+            f"{stat([r.get('eval_r2', {}).get('absorption', np.nan) for r in group])} | "
             f"{np.mean([r['wall_s'] for r in group]):.0f} |"
         )
     return "\n".join(lines) + "\n"
