@@ -33,7 +33,7 @@ def outcome(tmp_path_factory: pytest.TempPathFactory):
         resample_probability=1.0,
         cpus_per_trial=0.5,
         num_cpus=2,
-        time_budget_s=150,
+        time_budget_s=900,  # a safety net only: max_epochs ends it (~60 s idle); a loaded CI machine needs more
         seed=0,
     )
     storage = tmp_path_factory.mktemp("pbt")
