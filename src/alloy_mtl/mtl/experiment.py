@@ -29,7 +29,7 @@ from alloy_mtl.mtl.device import seed_everything
 from alloy_mtl.mtl.distributed import DistributedContext, is_main_process, setup_distributed
 from alloy_mtl.mtl.inference import predict
 from alloy_mtl.mtl.input_transform import InputNormalizer
-from alloy_mtl.mtl.loaders import training_loaders
+from alloy_mtl.mtl.loaders import balanced_task, training_loaders
 from alloy_mtl.mtl.losses import build_task_losses
 from alloy_mtl.mtl.model import build_model, load_model
 from alloy_mtl.mtl.optimizers import OPTIMIZERS
@@ -165,12 +165,12 @@ def loss_targets(
     a prior-correcting loss (``logit_adjusted``, ``balanced_softmax``, ``cb_focal``) must correct for a uniform
     prior; correcting for the split's long tail again would push every prediction towards the rarest alloy.
     """
-    classification = [t for t in tasks if t.is_classification]
-    if not (params.class_balanced_sampler and classification):
+    balanced = balanced_task(params, tasks)
+    if balanced is None:
         return dict(train_targets)
-    name = classification[0].name
-    labels = np.asarray(train_targets[name])
-    return {**train_targets, name: np.unique(labels[labels >= 0])}  # one label per class drawn: uniform
+    labels = np.asarray(train_targets[balanced.name])
+    # one label per class the sampler draws: a uniform prior
+    return {**train_targets, balanced.name: np.unique(labels[labels >= 0])}
 
 
 def prepare_experiment(

@@ -35,6 +35,13 @@ def split_nbytes(dataset: ArrayTaskDataset) -> int:
     return len(dataset) * channels * height * width * np.dtype(dataset.images.dtype).itemsize
 
 
+def balanced_task(params: TrainingParams, tasks: Sequence[TaskSpec]) -> TaskSpec | None:
+    """The task whose classes ``class_balanced_sampler`` draws equally often: the first classification task."""
+    if not params.class_balanced_sampler:
+        return None
+    return next((t for t in tasks if t.is_classification), None)
+
+
 def training_loaders(
     datasets: Mapping[str, ArrayTaskDataset],
     params: TrainingParams,
@@ -43,10 +50,8 @@ def training_loaders(
     context: DistributedContext | None = None,
 ) -> dict[str, Any]:
     """``{"train", "val", "test"}`` loaders (``DataLoader`` or :class:`DeviceBatches`) for ``params``."""
-    classification = [t for t in tasks if t.is_classification]
-    labels = (
-        train_targets[classification[0].name] if params.class_balanced_sampler and classification else None
-    )
+    balanced = balanced_task(params, tasks)
+    labels = None if balanced is None else train_targets[balanced.name]
     sampler: Sampler | None = None
     val_sampler: Sampler | None = None
     if context is None:
