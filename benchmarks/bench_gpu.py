@@ -15,6 +15,15 @@ Sections (each a table in the markdown):
    generator needs xraydb, which a bare GPU host lacks), to the test split's macro average precision.
 5. DDP: the data-parallel code path on this device in a process group of one (NCCL on CUDA), equal and
    PCGrad, against the plain trainer: it runs, and what it costs on one device.
+6. replicas: ``torchrun --standalone --nproc_per_node=2`` trains resnet18 (BatchNorm: SyncBatchNorm on CUDA)
+   data-parallel for each of equal / PCGrad / UPGrad (torchjd, when installed) / GradNorm, and rank 0 then
+   alone on the same global batches; are the two replicas bit-identical, and how far from one process? With
+   fewer GPUs than ranks both ranks share a GPU over gloo (NCCL refuses two ranks on one device): the
+   CUDA code path and the replicas' identity are proven, NCCL with several ranks is not.
+
+Each section runs on its own: one that fails records its traceback under ``errors`` and the others still run;
+the JSON and markdown are rewritten after every section, so a run stopped by a time limit keeps what it
+measured.
 
 Run on a GPU host that has torch, timm, numpy, pandas, pydantic, pyyaml and tqdm (torchjd optional: without
 it the torchjd methods are skipped and the output says so)::
@@ -29,12 +38,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -63,6 +76,8 @@ TASK_PARAMS = {
 }
 METHODS = ("uncertainty", "gradnorm", "pcgrad", "upgrad", "mgda")
 TORCHJD_METHODS = ("upgrad", "mgda")
+REPLICA_METHODS = ("equal", "pcgrad", "upgrad", "gradnorm")
+SECTIONS = ("throughput", "feeding", "methods", "paper", "ddp_one_process", "replicas")
 #: Made-up effective attenuation (1/cm) per alloy at three tube voltages: a stand-in, not physics data.
 STAND_IN_MU = {
     "1050": (0.70, 0.42, 0.30),
@@ -78,12 +93,12 @@ def sizes(device: torch.device, quick: bool) -> dict[str, int]:
     """Problem sizes: GPU-sized on CUDA, small on the CPU, tiny with ``quick``."""
     if quick:
         return {"n": 64, "size": 16, "batch": 16, "repeats": 1, "paper_n": 200, "paper_size": 16,
-                "paper_epochs": 2, "paper_batch": 32}  # fmt: skip
+                "paper_epochs": 2, "paper_batch": 32, "replica_n": 48, "replica_size": 16}  # fmt: skip
     if device.type == "cuda":
-        return {"n": 8192, "size": 64, "batch": 256, "repeats": 5, "paper_n": 12000, "paper_size": 64,
-                "paper_epochs": 12, "paper_batch": 128}  # fmt: skip
+        return {"n": 8192, "size": 64, "batch": 256, "repeats": 7, "paper_n": 12000, "paper_size": 64,
+                "paper_epochs": 12, "paper_batch": 128, "replica_n": 600, "replica_size": 32}  # fmt: skip
     return {"n": 512, "size": 32, "batch": 32, "repeats": 3, "paper_n": 2000, "paper_size": 32,
-            "paper_epochs": 3, "paper_batch": 32}  # fmt: skip
+            "paper_epochs": 3, "paper_batch": 32, "replica_n": 96, "replica_size": 16}  # fmt: skip
 
 
 def synchronize(device: torch.device) -> None:
@@ -381,60 +396,217 @@ def ddp_one_process(device: torch.device, size_map: dict[str, int]) -> list[dict
     return rows
 
 
+REPLICA_PER_RANK_BATCH = 8
+REPLICA_RANKS = 2
+
+
+def replica_data(size_map: dict[str, int]) -> tuple[np.ndarray, pd.DataFrame]:
+    """The stand-in with a training split that divides into whole global batches (no padded tail)."""
+    images, metadata = stand_in_data(size_map["replica_n"], size_map["replica_size"], seed=4)
+    n = len(metadata)
+    train = (
+        (int(0.7 * n) // (REPLICA_RANKS * REPLICA_PER_RANK_BATCH)) * REPLICA_RANKS * REPLICA_PER_RANK_BATCH
+    )
+    rest = n - train
+    metadata["split"] = ["train"] * train + ["val"] * (rest // 2) + ["test"] * (rest - rest // 2)
+    return images, metadata
+
+
+def replica_params(method: str, batch_size: int, device: str) -> dict[str, Any]:
+    """Plain SGD in float32 (no autocast): the replicas and the one-process reference compare like for like."""
+    return {
+        "arch": ARCH, "optimizer": "sgd", "momentum": 0.9, "lr": 0.01, "weight_decay": 0.0, "epochs": 2,
+        "batch_size": batch_size, "seed": 5, "tasks": TASK_PARAMS, "progress_bar": False, "device": device,
+        "restore_best": False, "early_stopping": {"enabled": False}, "amp": False,
+        "gradient_method": {"name": method, "diagnostics_every": 0}, "distributed": True,
+    }  # fmt: skip
+
+
+def replicas_worker(out: Path, device_name: str, quick: bool) -> None:
+    """One torchrun rank of section 6: train each method data-parallel, save this rank's weights; rank 0 then
+    trains the same runs alone on the global batches (``OUT/<method>-reference.pt``)."""
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    device = resolve_device(device_name)
+    backend = "gloo"
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        gpus = torch.cuda.device_count()
+        backend = "nccl" if world <= gpus else "gloo"  # NCCL refuses two ranks on one device
+        os.environ["LOCAL_RANK"] = str(int(os.environ["LOCAL_RANK"]) % gpus)
+    else:
+        torch.set_num_threads(1)
+    have_torchjd = importlib.util.find_spec("torchjd") is not None
+    chosen = [m for m in REPLICA_METHODS if have_torchjd or m not in TORCHJD_METHODS]
+    images, metadata = replica_data(sizes(device, quick))
+    dist.init_process_group(backend)
+    for method in chosen:
+        result = train_from_params(
+            images, metadata, replica_params(method, REPLICA_PER_RANK_BATCH, device.type)
+        )
+        torch.save(result.bundle["state_dict"], out / f"{method}-rank{rank}.pt")
+    dist.destroy_process_group()
+    if rank != 0:
+        return
+    dist.init_process_group(backend, init_method=f"file://{out / 'reference-store'}", rank=0, world_size=1)
+    for method in chosen:
+        params = replica_params(method, world * REPLICA_PER_RANK_BATCH, device.type)
+        result = train_from_params(images, metadata, params)
+        torch.save(result.bundle["state_dict"], out / f"{method}-reference.pt")
+    dist.destroy_process_group()
+    gpu_count = torch.cuda.device_count() if device.type == "cuda" else 0
+    meta = {"backend": backend, "methods": chosen, "ranks": world, "gpus": gpu_count}
+    (out / "replicas.json").write_text(json.dumps(meta))
+
+
+def replicas(device: torch.device, quick: bool) -> dict[str, Any]:
+    """Section 6: two torchrun ranks' replicas, compared with each other and with one process."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder)
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={REPLICA_RANKS}",
+            __file__, "--replicas-worker", str(out), "--device", device.type, *(["--quick"] if quick else []),
+        ]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        started = time.perf_counter()
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
+        wall = time.perf_counter() - started
+        if done.returncode != 0:
+            raise RuntimeError(f"torchrun exited {done.returncode}:\n{done.stderr[-6000:]}")
+        meta = json.loads((out / "replicas.json").read_text())
+        rows = []
+        for method in meta["methods"]:
+            first, second, alone = (
+                torch.load(out / f"{method}-{name}.pt", map_location="cpu")
+                for name in ("rank0", "rank1", "reference")
+            )
+            floats = [k for k, v in first.items() if v.is_floating_point()]
+            rows.append(
+                {
+                    "method": method,
+                    "bit_identical": all(torch.equal(first[k], second[k]) for k in first),
+                    "max_abs_rank0_vs_rank1": max(float((first[k] - second[k]).abs().max()) for k in floats),
+                    "max_abs_vs_one_process": max(float((first[k] - alone[k]).abs().max()) for k in floats),
+                }
+            )
+    skipped = [m for m in REPLICA_METHODS if m not in meta["methods"]]
+    return {**meta, "wall_s": wall, "rows": rows, "skipped": skipped}
+
+
+def timing_lines(results: dict[str, Any]) -> list[str]:
+    """Markdown of sections 1-3 (those that ran)."""
+    lines: list[str] = []
+    if "throughput" in results:
+        lines += [
+            "",
+            "| bf16 + channels_last | bare loop img/s | trainer img/s | trainer / bare |",
+            "|---|---|---|---|",
+        ]
+        for row in results["throughput"]:
+            lines.append(
+                f"| {'on' if row['bf16_channels_last'] else 'off'} | {row['bare_img_per_s']:.0f} | "
+                f"{row['trainer_img_per_s']:.0f} | {row['trainer_over_bare']:.3f} |"
+            )
+    if "feeding" in results:
+        lines += ["", f"Consumption (trainer, equal): {results['consumption_img_per_s']:.0f} img/s", ""]
+        lines += ["| feeder | img/s | / consumption |", "|---|---|---|"]
+        for row in results["feeding"]:
+            lines.append(f"| {row['feeder']} | {row['img_per_s']:.0f} | {row['over_consumption']:.2f} |")
+    if "methods" in results:
+        lines += ["", "| method | step ms | equal step ms | ratio vs equal |", "|---|---|---|---|"]
+        for row in results["methods"]:
+            lines.append(
+                f"| {row['method']} | {row['step_ms']:.2f} | {row['equal_step_ms']:.2f} | "
+                f"{row['ratio_vs_equal']:.2f} |"
+            )
+    return lines
+
+
+def training_lines(results: dict[str, Any]) -> list[str]:
+    """Markdown of sections 4-6 (those that ran)."""
+    lines: list[str] = []
+    if "paper" in results:
+        p = results["paper"]
+        lines += [
+            "",
+            f"Paper-sized run ({p['data']}): {p['images']} images {p['shape']}, {p['epochs']} epochs in "
+            f"{p['wall_s']:.1f} s ({p['train_img_per_s']:.0f} train img/s), test macro AP "
+            f"{p['test_macro_ap']:.3f}, accuracy {p['test_accuracy']:.3f}",
+        ]
+    if "ddp_one_process" in results:
+        lines += [
+            "",
+            "| DDP, one process | backend | plain epoch s | DDP epoch s | DDP / plain | val loss plain / DDP |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in results["ddp_one_process"]:
+            lines.append(
+                f"| {row['method']} | {row['backend']} | {row['plain_epoch_s']:.2f} | {row['ddp_epoch_s']:.2f} | "
+                f"{row['ddp_over_plain']:.2f} | {row['plain_val_loss']:.3f} / {row['ddp_val_loss']:.3f} |"
+            )
+    if "replicas" in results:
+        r = results["replicas"]
+        lines += [
+            "",
+            f"Replicas: {r['ranks']} torchrun ranks on {r['gpus']} GPU(s), {r['backend']}, {ARCH} "
+            f"(SyncBatchNorm on CUDA), float32 SGD, 2 epochs; {r['wall_s']:.0f} s",
+            "",
+            "| method | replicas bit-identical | max abs rank 0 - rank 1 | max abs rank 0 - one process |",
+            "|---|---|---|---|",
+        ]
+        for row in r["rows"]:
+            lines.append(
+                f"| {row['method']} | {'yes' if row['bit_identical'] else 'NO'} | "
+                f"{row['max_abs_rank0_vs_rank1']:.1e} | {row['max_abs_vs_one_process']:.1e} |"
+            )
+        lines += [f"- note: {m}: skipped, torchjd is not installed on this host" for m in r["skipped"]]
+        if r["gpus"] == 0:
+            lines.append(
+                "- note: on the CPU each rank normalises with its own half-batch BatchNorm statistics "
+                "(SyncBatchNorm is CUDA-only), so one process on the global batch is not expected to match"
+            )
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
-    """The results as markdown tables."""
-    env = results["environment"]
+    """The results as markdown tables (sections that did not run are left out, their errors listed)."""
+    env = results.get("environment", {})
     lines = [
-        f"# bench_gpu on {env['device_name']} ({results['config']['device']}, quick={results['config']['quick']})",
-        "",
-        "| bf16 + channels_last | bare loop img/s | trainer img/s | trainer / bare |",
-        "|---|---|---|---|",
+        f"# bench_gpu on {env.get('device_name', '?')} ({results['config']['device']}, "
+        f"quick={results['config']['quick']})",
+        *timing_lines(results),
+        *training_lines(results),
     ]
-    for row in results["throughput"]:
-        lines.append(
-            f"| {'on' if row['bf16_channels_last'] else 'off'} | {row['bare_img_per_s']:.0f} | "
-            f"{row['trainer_img_per_s']:.0f} | {row['trainer_over_bare']:.3f} |"
-        )
-    lines += ["", f"Consumption (trainer, equal): {results['consumption_img_per_s']:.0f} img/s", ""]
-    lines += ["| feeder | img/s | / consumption |", "|---|---|---|"]
-    for row in results["feeding"]:
-        lines.append(f"| {row['feeder']} | {row['img_per_s']:.0f} | {row['over_consumption']:.2f} |")
-    lines += ["", "| method | step ms | equal step ms | ratio vs equal |", "|---|---|---|---|"]
-    for row in results["methods"]:
-        lines.append(
-            f"| {row['method']} | {row['step_ms']:.2f} | {row['equal_step_ms']:.2f} | {row['ratio_vs_equal']:.2f} |"
-        )
-    p = results["paper"]
-    lines += [
-        "",
-        f"Paper-sized run ({p['data']}): {p['images']} images {p['shape']}, {p['epochs']} epochs in "
-        f"{p['wall_s']:.1f} s ({p['train_img_per_s']:.0f} train img/s), test macro AP {p['test_macro_ap']:.3f}, "
-        f"accuracy {p['test_accuracy']:.3f}",
-    ]
-    lines += [
-        "",
-        "| DDP, one process | backend | plain epoch s | DDP epoch s | DDP / plain | val loss plain / DDP |",
-    ]
-    lines.append("|---|---|---|---|---|---|")
-    for row in results["ddp_one_process"]:
-        lines.append(
-            f"| {row['method']} | {row['backend']} | {row['plain_epoch_s']:.2f} | {row['ddp_epoch_s']:.2f} | "
-            f"{row['ddp_over_plain']:.2f} | {row['plain_val_loss']:.3f} / {row['ddp_val_loss']:.3f} |"
-        )
     lines += [f"- note: {note}" for note in results["notes"]]
-    lines.append(f"\nWall time {env['wall_s']:.0f} s; torch {env['torch']}, Python {env['python']}.")
+    for name, error in results["errors"].items():
+        lines += ["", f"Section {name} FAILED:", "```", error.strip(), "```"]
+    if env:
+        lines.append(f"\nWall time {env['wall_s']:.0f} s; torch {env['torch']}, Python {env['python']}.")
     return "\n".join(lines) + "\n"
 
 
-def run(device_name: str = "auto", quick: bool = False) -> dict[str, Any]:
-    """All four sections; returns the results dict."""
+def output_stem(out: Path, device: torch.device, quick: bool) -> Path:
+    """``OUT/bench_gpu[_cpu][_quick]``."""
+    return out / ("bench_gpu" + ("_cpu" if device.type != "cuda" else "") + ("_quick" if quick else ""))
+
+
+def write(results: dict[str, Any], stem: Path) -> None:
+    """The JSON and the markdown, rewritten whole."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(markdown(results))
+
+
+def run(
+    device_name: str = "auto",
+    quick: bool = False,
+    out: Path | None = None,
+    sections: tuple[str, ...] = SECTIONS,
+) -> dict[str, Any]:
+    """The chosen sections, each on its own (a failure is recorded, not raised); returns the results dict
+    and, with ``out``, rewrites the JSON and markdown there after every section."""
     started = time.perf_counter()
     device = resolve_device(device_name)
     size_map = sizes(device, quick)
-    bench = Bench(device, size_map)
-    rows = throughput(bench)
-    consumption = rows[0]["trainer_img_per_s"]
-    method_rows, notes = methods(bench, quick)
     results: dict[str, Any] = {
         "config": {
             "device": str(device),
@@ -443,45 +615,82 @@ def run(device_name: str = "auto", quick: bool = False) -> dict[str, Any]:
             **size_map,
             "tasks": list(TASK_PARAMS),
         },
-        "throughput": rows,
-        "consumption_img_per_s": consumption,
-        "feeding": feeding(bench, consumption, quick),
-        "methods": method_rows,
-        "paper": paper(device, size_map),
-        "ddp_one_process": ddp_one_process(device, size_map),
-        "notes": notes,
+        "notes": [],
+        "errors": {},
+        "section_s": {},
     }
-    results["environment"] = {
-        "device_name": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or "cpu",
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "wall_s": time.perf_counter() - started,
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    shared: dict[str, Any] = {}
+
+    def bench() -> Bench:
+        if "bench" not in shared:
+            shared["bench"] = Bench(device, size_map)
+        return shared["bench"]
+
+    def do_throughput() -> None:
+        rows = throughput(bench())
+        results["throughput"] = rows
+        results["consumption_img_per_s"] = rows[0]["trainer_img_per_s"]
+
+    def do_feeding() -> None:
+        consumption = results.get("consumption_img_per_s")
+        if consumption is None:
+            consumption = len(bench().dataset) / bench().trainer("equal")()
+            results["consumption_img_per_s"] = consumption
+        results["feeding"] = feeding(bench(), consumption, quick)
+
+    def do_methods() -> None:
+        results["methods"], notes = methods(bench(), quick)
+        results["notes"] += notes
+
+    actions: dict[str, Callable[[], None]] = {
+        "throughput": do_throughput,
+        "feeding": do_feeding,
+        "methods": do_methods,
+        "paper": lambda: results.__setitem__("paper", paper(device, size_map)),
+        "ddp_one_process": lambda: results.__setitem__("ddp_one_process", ddp_one_process(device, size_map)),
+        "replicas": lambda: results.__setitem__("replicas", replicas(device, quick)),
     }
+    for name in sections:
+        begun = time.perf_counter()
+        try:
+            actions[name]()
+        except Exception:  # noqa: BLE001 - recorded; the other sections still run
+            results["errors"][name] = traceback.format_exc()
+        results["section_s"][name] = time.perf_counter() - begun
+        results["environment"] = {
+            "device_name": torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else platform.processor() or "cpu",
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+            "wall_s": time.perf_counter() - started,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        if out is not None:
+            write(results, output_stem(out, device, quick))
     return results
 
 
 def main() -> None:
-    """CLI: run, write JSON + markdown, print the markdown."""
+    """CLI: run, write JSON + markdown after each section, print the markdown; exit 1 if a section failed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cuda, cuda:1, cpu")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder of the JSON and markdown")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--replicas-worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    results = run(args.device, args.quick)
-    suffix = ("_cpu" if not results["config"]["device"].startswith("cuda") else "") + (
-        "_quick" if args.quick else ""
-    )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"bench_gpu{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
-    text = markdown(results)
-    (args.out / f"bench_gpu{suffix}.md").write_text(text)
-    print(text)
-    print(f"written to {args.out / f'bench_gpu{suffix}'}.json|md")
+    if args.replicas_worker is not None:
+        replicas_worker(args.replicas_worker, args.device, args.quick)
+        return
+    results = run(args.device, args.quick, args.out, tuple(args.sections))
+    stem = output_stem(args.out, resolve_device(args.device), args.quick)
+    sys.stdout.write(markdown(results))
+    sys.stdout.write(f"written to {stem}.json|md\n")
+    if results["errors"]:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """benchmarks/bench_gpu.py runs on a host with only torch, timm, numpy, pandas (+ the package's own light
-dependencies): no Kedro, torchjd, xraydb or MLflow is imported, and the torchjd rows say they were skipped."""
+dependencies): no Kedro, torchjd, xraydb or MLflow is imported, and the torchjd rows say they were skipped;
+its torchrun section trains two replicas that end bit-identical."""
 
 from __future__ import annotations
 
@@ -36,4 +37,9 @@ def test_bench_gpu_quick_cpu_run_without_kedro_torchjd_xraydb(tmp_path: Path) ->
     assert any("upgrad: skipped, torchjd" in note for note in results["notes"])
     assert 0.0 <= results["paper"]["test_macro_ap"] <= 1.0
     assert [row["method"] for row in results["ddp_one_process"]] == ["equal", "pcgrad"]  # gloo, one rank
+    replicas = results["replicas"]
+    assert replicas["backend"] == "gloo" and replicas["ranks"] == 2
+    assert [row["method"] for row in replicas["rows"]] == ["equal", "pcgrad", "upgrad", "gradnorm"]
+    assert all(row["bit_identical"] for row in replicas["rows"])
+    assert results["errors"] == {}
     assert "stand-in" in (tmp_path / "bench_gpu_cpu_quick.md").read_text()
