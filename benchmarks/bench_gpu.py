@@ -320,7 +320,11 @@ def methods(bench: Bench, quick: bool) -> tuple[list[dict[str, Any]], list[str]]
         if method in TORCHJD_METHODS and not have_torchjd:
             notes.append(f"{method}: skipped, torchjd is not installed on this host")
             continue
-        result = paired(equal, bench.trainer(method), bench.sizes["repeats"])
+        try:
+            result = paired(equal, bench.trainer(method), bench.sizes["repeats"])
+        except Exception:  # noqa: BLE001 - one method's failure leaves the others' rows
+            notes.append(f"{method}: FAILED\n{traceback.format_exc()}")
+            continue
         steps = len(bench.batches)
         rows.append(
             {
@@ -413,12 +417,14 @@ def replica_data(size_map: dict[str, int]) -> tuple[np.ndarray, pd.DataFrame]:
 
 
 def replica_params(method: str, batch_size: int, device: str) -> dict[str, Any]:
-    """Plain SGD in float32 (no autocast): the replicas and the one-process reference compare like for like."""
+    """Plain SGD in float32 (no autocast), no dropout: the replicas and the one-process reference compare
+    like for like."""
     return {
         "arch": ARCH, "optimizer": "sgd", "momentum": 0.9, "lr": 0.01, "weight_decay": 0.0, "epochs": 2,
         "batch_size": batch_size, "seed": 5, "tasks": TASK_PARAMS, "progress_bar": False, "device": device,
         "restore_best": False, "early_stopping": {"enabled": False}, "amp": False,
         "gradient_method": {"name": method, "diagnostics_every": 0}, "distributed": True,
+        "model_options": {"dropout": 0.0},  # each rank draws its own dropout masks: none, to compare
     }  # fmt: skip
 
 
@@ -640,7 +646,10 @@ def run(
 
     def do_methods() -> None:
         results["methods"], notes = methods(bench(), quick)
-        results["notes"] += notes
+        results["notes"] += [note for note in notes if "FAILED" not in note]
+        failed = [note for note in notes if "FAILED" in note]
+        if failed:
+            raise RuntimeError("\n".join(failed))
 
     actions: dict[str, Callable[[], None]] = {
         "throughput": do_throughput,

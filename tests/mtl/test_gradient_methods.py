@@ -301,3 +301,45 @@ def test_unknown_method_and_parameter_raise_clear_errors() -> None:
         method = build_gradient_method("equal", ["a", "b"], {})
         p = nn.Parameter(torch.ones(1))
         method.backward({"a": p.sum()}, [p], p[None])
+
+
+@pytest.mark.parametrize("name", ["upgrad", "mgda"])
+def test_torchjd_methods_differentiate_a_bf16_autocast_forward(name: str) -> None:
+    # CPU autocast stands in for CUDA's: torch.vmap over a mixed bf16/float32 graph fails, so a trainer that
+    # autocasts asks the method to take the tasks one at a time; the features reach it in float32
+    from alloy_mtl.mtl.model import build_model
+    from alloy_mtl.mtl.tasks import parse_tasks
+
+    tasks = parse_tasks(
+        {
+            "alloy": {"kind": "classification", "target": "alloy", "num_outputs": 5},
+            "thickness": {"kind": "regression", "target": "thickness_mm"},
+        }
+    )
+    torch.manual_seed(0)
+    model = build_model("resnet18", 3, 16, tasks)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        features = model.encode(torch.rand(4, 3, 16, 16))
+        outputs = model.forward_heads(features)
+    assert features.dtype == torch.float32
+    losses = {
+        "alloy": nn.functional.cross_entropy(outputs["alloy"].float(), torch.tensor([0, 1, 2, 3])),
+        "thickness": outputs["thickness"].float().pow(2).mean(),
+    }
+    method = build_gradient_method(name, ["alloy", "thickness"])
+    method.avoid_vmap()
+    assert method.parallel_chunk_size == 1
+    shared = list(model.shared_parameters())
+    method.backward(
+        losses, shared, features, {t: list(model.task_parameters(t)) for t in ("alloy", "thickness")}
+    )
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in shared)
+
+
+def test_avoid_vmap_keeps_a_chosen_chunk_size_and_is_a_no_op_elsewhere() -> None:
+    chosen = build_gradient_method("upgrad", ["a", "b"], {"parallel_chunk_size": 2})
+    chosen.avoid_vmap()
+    assert chosen.parallel_chunk_size == 2
+    pcgrad = build_gradient_method("pcgrad", ["a", "b"])
+    pcgrad.avoid_vmap()
+    assert not hasattr(pcgrad, "parallel_chunk_size")

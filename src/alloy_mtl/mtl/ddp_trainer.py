@@ -190,10 +190,15 @@ class DistributedTrainer(Trainer):
         updates: dict[str, Any] = {"device": str(context.device)}
         if not context.is_main:
             updates["progress_bar"] = False
-        if context.device.type == "cuda" and settings.sync_batchnorm:  # SyncBatchNorm is CUDA-only
+        sync_batchnorm = (
+            context.device.type == "cuda" and settings.sync_batchnorm
+        )  # SyncBatchNorm is CUDA-only
+        if sync_batchnorm:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         callbacks = [_RankSeed(context.rank), *callbacks]
         super().__init__(model, tasks, task_losses, settings.model_copy(update=updates), callbacks=callbacks)
+        if sync_batchnorm:
+            self.method.avoid_vmap()
         self.context = context
         self.ddp = DistributedDataParallel(
             _EncodeAndHeads(self.model),

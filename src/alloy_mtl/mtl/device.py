@@ -33,10 +33,15 @@ def is_cuda(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
+def autocasts(device: torch.device, enabled: bool = True) -> bool:
+    """Whether :func:`autocast` runs the forward in bf16 (CUDA and ``enabled``)."""
+    return enabled and is_cuda(device)
+
+
 @contextlib.contextmanager
 def autocast(device: torch.device, enabled: bool = True) -> Iterator[None]:
     """bf16 autocast on CUDA (when ``enabled``); a no-op elsewhere."""
-    if enabled and is_cuda(device):
+    if autocasts(device, enabled):
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
             yield
     else:

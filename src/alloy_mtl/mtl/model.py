@@ -65,7 +65,10 @@ class TargetScaler(nn.Module):
         out = dict(outputs)
         for i, task in enumerate(self.tasks):
             if task in out:
-                out[task] = out[task] * self.std[i].to(out[task].dtype) + self.mean[i].to(out[task].dtype)
+                value = out[task]
+                out[task] = value * self.std[i].to(value.device, value.dtype) + self.mean[i].to(
+                    value.device, value.dtype
+                )
         return out
 
 
@@ -123,8 +126,10 @@ class MultiTaskModel(nn.Module):
         return [t.name for t in self.tasks]
 
     def encode(self, x: Tensor) -> Tensor:
-        """Backbone features (B, F) of a raw image batch (normalised first)."""
-        return self.backbone(self.normalizer(x))
+        """Backbone features (B, F) of a raw image batch (normalised first), float32 also under bf16 autocast:
+        the gradient methods differentiate the losses with respect to them (torchjd's Jacobian comes back in
+        float32, which a bf16 features tensor refuses), and FDS keeps its running statistics in float32."""
+        return self.backbone(self.normalizer(x)).float()
 
     def forward_heads(
         self,

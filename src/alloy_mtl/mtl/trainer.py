@@ -30,6 +30,7 @@ from alloy_mtl.mtl.callbacks import Callback, MetricTracker
 from alloy_mtl.mtl.checkpoint import capture_rng_state, model_signature, restore_rng_state
 from alloy_mtl.mtl.device import (
     autocast,
+    autocasts,
     configure_determinism,
     memory_format,
     resolve_device,
@@ -108,6 +109,8 @@ class Trainer:
                 **method.options,
             },
         ).to(self.device)
+        if autocasts(self.device, self.settings.amp):
+            self.method.avoid_vmap()
         self.optimizer = build_optimizer(
             self.settings.optimizer,
             [p for p in model.parameters() if p.requires_grad],

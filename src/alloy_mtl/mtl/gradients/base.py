@@ -228,6 +228,10 @@ class GradientMethod:
         self.static_weights = self.static_weights.to(device)
         return self
 
+    def avoid_vmap(self) -> None:
+        """Called by a trainer whose graph ``torch.vmap`` cannot differentiate (bf16 autocast, SyncBatchNorm);
+        a no-op unless the method batches its backward passes with ``vmap``."""
+
     def state_dict(self) -> dict[str, Any]:
         """Serializable state (tensors, numbers)."""
         return {"step": self.step}

@@ -86,6 +86,13 @@ class JacobianDescent(GradientMethod):
         self.name = name
         self.parallel_chunk_size = parallel_chunk_size
 
+    def avoid_vmap(self) -> None:
+        """Take the tasks' backward passes one at a time: ``torch.vmap`` (torchjd's default) cannot
+        differentiate a graph of mixed bf16 and float32 ops ("expected scalar type BFloat16 but found Float")
+        nor SyncBatchNorm ("NYI: querying is_contiguous inside of vmap"), both seen on an H100."""
+        if self.parallel_chunk_size is None:
+            self.parallel_chunk_size = 1
+
     def _backward(
         self,
         losses: list[Tensor],
