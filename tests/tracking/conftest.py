@@ -62,8 +62,12 @@ def mlflow_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
 
 
 @pytest.fixture(autouse=True)
-def point_mlflow_at_backend(mlflow_backend: dict[str, Any]) -> None:
+def point_mlflow_at_backend(mlflow_backend: dict[str, Any], isolated_mlflow: str) -> Iterator[None]:
     """Each tracking test starts with MLflow's global URI on the shared test database (a Kedro session run by
-    another test may have moved it)."""
+    another test may have moved it) and gives the session's isolated one back: ``mlflow.set_tracking_uri``
+    also exports ``MLFLOW_TRACKING_URI``, which a later test's Kedro run would otherwise follow."""
     mlflow.set_tracking_uri(mlflow_backend["uri"])
     mlflow.set_registry_uri(mlflow_backend["uri"])
+    yield
+    mlflow.set_tracking_uri(isolated_mlflow)
+    mlflow.set_registry_uri(isolated_mlflow)

@@ -29,11 +29,10 @@ CHAMPION = "models:/alloy_mtl@champion"
 
 
 @pytest.fixture(scope="module")
-def champion(tmp_path_factory: pytest.TempPathFactory):
+def champion(tmp_path_factory: pytest.TempPathFactory, isolated_mlflow: str):
     """A sqlite MLflow whose ``alloy_mtl`` champion is a tiny untrained model logged like train_all does."""
     root = tmp_path_factory.mktemp("served")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     experiment = client.create_experiment("alloy_mtl", artifact_location=(root / "mlartifacts").as_uri())
@@ -48,7 +47,9 @@ def champion(tmp_path_factory: pytest.TempPathFactory):
     images = np.random.default_rng(7).uniform(0.1, 0.9, (3, 3, 8, 8)).astype(np.float32)
     expected = mlflow.pyfunc.load_model(CHAMPION).predict(images)
     yield {"uri": uri, "root": Path(root), "images": images, "expected": expected}
-    mlflow.set_tracking_uri(previous)
+    mlflow.set_tracking_uri(
+        isolated_mlflow
+    )  # it also exports MLFLOW_TRACKING_URI: later tests' runs follow it
 
 
 def _clean_env(uri: str) -> dict[str, str]:
