@@ -56,3 +56,10 @@ def test_without_ray_a_tune_pipeline_names_the_extra(monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(TuningUnavailableError, match=r'pip install -e "\.\[tune\]"'):
         require_ray()
+
+
+def test_checkpoint_retention_keeps_enough_for_pbt_to_restore():
+    assert parse_params(TuningParams, {}, "tuning").checkpoints_to_keep == 4
+    assert parse_params(TuningParams, {"checkpoints_to_keep": None}, "tuning").checkpoints_to_keep is None
+    with pytest.raises(ParameterError, match="tuning.checkpoints_to_keep"):
+        parse_params(TuningParams, {"checkpoints_to_keep": 2}, "tuning")

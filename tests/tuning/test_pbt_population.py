@@ -28,6 +28,7 @@ def outcome(tmp_path_factory: pytest.TempPathFactory):
     tuning = TuningParams(
         population_size=4,
         max_epochs=5,
+        checkpoints_to_keep=None,  # the test reads every donor checkpoint after the run
         perturbation_interval=1,
         quantile_fraction=0.5,
         resample_probability=1.0,

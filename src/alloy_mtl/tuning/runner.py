@@ -214,8 +214,7 @@ def run_pbt(
                 name=name,
                 storage_path=str(storage),
                 callbacks=[recorder],
-                # PBT may exploit any member's latest checkpoint: keep them all
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=tuning.checkpoints_to_keep),
                 verbose=0,
             ),
         )
