@@ -44,6 +44,7 @@ def test_nested_runs_inherit_tags_and_log_epochs_metrics_and_artifacts(
     log_dataset(tracker, "fnn.training_summary", {"n_params": 10, "params": {"arch": "fnn", "lr": 0.01}})
     log_dataset(tracker, "fnn.model", bundle_factory())
     log_dataset(tracker, "comparison_table", pd.DataFrame({"model": ["fnn"], "macro_ap": [0.75]}))
+    log_dataset(tracker, "ingest_report", pd.DataFrame({"file": ["a.png"], "status": ["missing"]}))
     (tmp_path / "roc_curves.png").write_bytes(b"png written by the catalog")
     log_dataset(tracker, "ensemble_soft.figures", {"roc_curves.png": object()}, saved_path=tmp_path)
     tracker.end_all()
@@ -67,6 +68,7 @@ def test_nested_runs_inherit_tags_and_log_epochs_metrics_and_artifacts(
     assert [a.path for a in client.list_artifacts(parent.info.run_id, "comparison")] == [
         "comparison/comparison.csv"
     ]
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "data")] == ["data/ingest_report.csv"]
     assert {parent.info.status, child.info.status} == {"FINISHED"}
 
 

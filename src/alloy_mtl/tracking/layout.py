@@ -12,7 +12,8 @@ nested run of ``<model>``; project-wide datasets (comparison, validation) go to 
 | ``figures`` | ``figures/<name>.png`` |
 | ``test_predictions`` | ``test_predictions.csv`` |
 | ``comparison_table`` / ``comparison_markdown`` / ``ap_heatmap`` | ``comparison/`` on the parent |
-| ``validation_report`` / ``split_summary`` | ``data/`` on the parent |
+| ``ingest_report`` / ``validation_report`` / ``split_summary`` | ``data/`` on the parent (the ingest report also
+  when the ingest then refuses the data: the failed run keeps every file's status) |
 | ``registry_decision`` | ``registry/decision.json`` on the parent |
 """
 
@@ -38,6 +39,7 @@ PARENT_DATASETS: dict[str, str] = {
     "comparison_table": "comparison/comparison.csv",
     "comparison_markdown": "comparison/comparison.md",
     "ap_heatmap": "comparison/ap_heatmap.png",
+    "ingest_report": "data/ingest_report.csv",
     "validation_report": "data/validation_report.json",
     "split_summary": "data/split_summary.csv",
     "registry_decision": "registry/decision.json",
