@@ -60,3 +60,26 @@ def test_a_run_failing_mid_way_ends_failed(kedro_project, run_pipeline, isolated
     )
     assert run.info.status == "FAILED"
     assert run.data.tags["alloy_mtl.pipeline"] == "data_processing"
+
+
+def test_a_run_the_ingest_stops_keeps_the_ingest_report(kedro_project, run_pipeline, isolated_mlflow):
+    from mlflow.tracking import MlflowClient
+
+    from tests.pipelines.test_data_processing import _write_lab_folder
+
+    (kedro_project / "conf/local/mlflow.yml").write_text("tracking:\n  run:\n    name: refused-lab-folder\n")
+    lab = kedro_project / "lab"
+    _write_lab_folder(lab, [1.0 + i for i in range(30)])
+    (lab / "img3.png").write_bytes(b"not a png")
+    with pytest.raises(Exception, match="img3.png"):
+        run_pipeline(
+            kedro_project, "data_processing", {"data_source": {"kind": "csv_folder", "path": str(lab)}}
+        )
+    client = MlflowClient(isolated_mlflow)
+    experiment = client.get_experiment_by_name("alloy_mtl")
+    [run] = client.search_runs(
+        [experiment.experiment_id], filter_string="attributes.run_name = 'refused-lab-folder'"
+    )
+    assert run.info.status == "FAILED"
+    report = client.download_artifacts(run.info.run_id, "data/ingest_report.csv", str(kedro_project))
+    assert "img3.png" in open(report).read()
