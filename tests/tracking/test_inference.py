@@ -48,6 +48,21 @@ def test_bad_files_get_their_error_and_the_others_are_predicted(tmp_path):
     assert model.calls == [((2, 3, 8, 8), {"bit_depth": "float"})]
 
 
+def test_one_channel_models_read_grey_rgb_files_and_16_bit_files_scale_by_the_declared_depth(tmp_path):
+    _png(tmp_path / "grey_as_rgb.png", np.full((8, 8, 3), 51, np.uint8))  # a greyscale saved as RGB
+    _png(tmp_path / "colour.png", np.dstack([np.full((8, 8), v, np.uint8) for v in (51, 60, 70)]))
+    Image.fromarray(np.full((8, 8), 819, np.uint16)).save(tmp_path / "twelve_bit.png")  # 819 / 4095 = 0.2
+    model = FakeModel()
+
+    frame = predict_files(model, image_files(tmp_path), in_chans=1, image_size=8, root=tmp_path, bit_depth=12)
+
+    by_file = frame.set_index("file")
+    assert "3 channel(s), the model expects 1" in by_file.loc["colour.png", "error"]
+    np.testing.assert_allclose(
+        by_file.loc[["grey_as_rgb.png", "twelve_bit.png"], "thickness_mm"], 0.2, rtol=1e-4
+    )
+
+
 def test_settings_are_checked_before_anything_is_read(tmp_path):
     with pytest.raises(ValueError, match=r"inference.input: not set"):
         parse_inference_settings({"input": None}, "alloy_mtl")
@@ -57,5 +72,8 @@ def test_settings_are_checked_before_anything_is_read(tmp_path):
         parse_inference_settings({"input": str(tmp_path), "batch_size": 0}, "alloy_mtl")
     with pytest.raises(ValueError, match=r"holds no .png/.tif/.tiff files"):
         image_files(tmp_path)
+    with pytest.raises(ValueError, match=r"inference.bit_depth: got 24"):
+        parse_inference_settings({"input": str(tmp_path), "bit_depth": 24}, "alloy_mtl")
     settings = parse_inference_settings({"input": str(tmp_path)}, "alloy_mtl")
     assert settings.model_uri == "models:/alloy_mtl@champion"
+    assert settings.bit_depth is None

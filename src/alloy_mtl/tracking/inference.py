@@ -1,8 +1,10 @@
 """Predict a folder of PNG/TIFF radiographs with a registered model; one CSV row per file.
 
-Files are read with the ingest reader (:func:`alloy_mtl.data.ingest.read_image`, the same bit-depth scaling as
-training data). A file that cannot be used (corrupt, wrong channel count, wrong size) gets its error in its
-row; the others are still predicted.
+Files are read with the ingest reader (:func:`alloy_mtl.data.ingest.read_image`): 16-bit files are scaled by
+``inference.bit_depth`` as ingest scales them by ``data_source.options.bit_depth`` (give both the same value),
+and for a one-channel model an RGB file whose three channels are equal is read as one channel, as ingest does.
+A file that cannot be used (corrupt, wrong channel count, wrong size) gets its error in its row; the others
+are still predicted.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class InferenceSettings:
     model_uri: str
     recursive: bool = False
     batch_size: int = 64
+    bit_depth: int | None = None
 
 
 def parse_inference_settings(params: Mapping[str, Any], model_name: str) -> InferenceSettings:
@@ -45,7 +48,7 @@ def parse_inference_settings(params: Mapping[str, Any], model_name: str) -> Infe
     Raises:
         ValueError: naming ``inference.<key>`` and what was expected.
     """
-    known = {"input", "model_uri", "recursive", "batch_size"}
+    known = {"input", "model_uri", "recursive", "batch_size", "bit_depth"}
     unknown = sorted(set(params) - known)
     if unknown:
         raise ValueError(f"parameters inference: unknown key(s) {unknown}; expected {sorted(known)}")
@@ -64,8 +67,18 @@ def parse_inference_settings(params: Mapping[str, Any], model_name: str) -> Infe
     recursive = params.get("recursive", False)
     if not isinstance(recursive, bool):
         raise ValueError(f"parameters inference.recursive: got {recursive!r}, expected true or false")
+    bit_depth = params.get("bit_depth")
+    if bit_depth is not None and (
+        isinstance(bit_depth, bool) or not isinstance(bit_depth, int) or not 1 <= bit_depth <= 16
+    ):
+        raise ValueError(
+            f"parameters inference.bit_depth: got {bit_depth!r}, expected null or the detector's bit depth 1..16 "
+            "(the data_source.options.bit_depth the model's training data was ingested with)"
+        )
     model_uri = params.get("model_uri") or CHAMPION_URI.format(name=model_name)
-    return InferenceSettings(input=path, model_uri=str(model_uri), recursive=recursive, batch_size=batch_size)
+    return InferenceSettings(
+        input=path, model_uri=str(model_uri), recursive=recursive, batch_size=batch_size, bit_depth=bit_depth
+    )
 
 
 def image_files(folder: Path, recursive: bool = False) -> list[Path]:
@@ -82,19 +95,27 @@ def image_files(folder: Path, recursive: bool = False) -> list[Path]:
 
 
 def predict_files(
-    model: Predictor, files: list[Path], in_chans: int, image_size: int, *, root: Path, batch_size: int = 64
+    model: Predictor,
+    files: list[Path],
+    in_chans: int,
+    image_size: int,
+    *,
+    root: Path,
+    batch_size: int = 64,
+    bit_depth: int | None = None,
 ) -> pd.DataFrame:
     """One row per file: ``file`` (relative to ``root``), the model's output columns and ``error``.
 
     Each file is read and checked (``in_chans`` channels, ``image_size`` x ``image_size`` pixels: the model's
-    training geometry) on its own; valid images are predicted in batches as I/I0 floats.
+    training geometry) on its own; valid images are predicted in batches as I/I0 floats. ``bit_depth``: the
+    true bit depth of 16-bit files (as ``data_source.options.bit_depth``).
     """
     rows: list[dict[str, Any]] = []
     good: list[tuple[int, np.ndarray]] = []
     for file in files:
         row: dict[str, Any] = {"file": file.relative_to(root).as_posix(), "error": ""}
         try:
-            image = read_image(file)
+            image = read_image(file, bit_depth, grey_rgb=in_chans == 1)
             if image.shape[0] != in_chans:
                 raise ValueError(f"{image.shape[0]} channel(s), the model expects {in_chans}")
             if image.shape[1:] != (image_size, image_size):

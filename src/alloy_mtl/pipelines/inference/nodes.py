@@ -34,6 +34,7 @@ def predict_folder(inference: dict[str, Any], model_name: str) -> pd.DataFrame:
         int(metadata["image_size"]),
         root=settings.input,
         batch_size=settings.batch_size,
+        bit_depth=settings.bit_depth,
     )
 
 
