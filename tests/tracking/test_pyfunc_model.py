@@ -21,6 +21,7 @@ def test_bit_depths_scale_like_the_ingest_reader():
     np.testing.assert_allclose(to_intensity(np.array([[[[0.0, 200.0]]]])), [[[[0.0, 200 / 255]]]])
     np.testing.assert_allclose(to_intensity(np.array([[[[0.0, 40000.0]]]])), [[[[0.0, 40000 / 65535]]]])
     np.testing.assert_allclose(to_intensity(np.array([[[[100.0]]]]), "16"), [[[[100 / 65535]]]], rtol=1e-6)
+    np.testing.assert_allclose(to_intensity(np.array([[[[819.0]]]]), "12"), [[[[0.2]]]], rtol=1e-4)
     intensity = np.array([[[[0.25, 1.07]]]], dtype=np.float32)  # I/I0 may exceed 1 with noise
     np.testing.assert_array_equal(to_intensity(intensity), intensity)
 
@@ -30,7 +31,8 @@ def test_bit_depths_scale_like_the_ingest_reader():
     [
         (np.zeros((3, 8, 8)), "auto", r"expected N x C x H x W radiographs, got shape \(3, 8, 8\)"),
         (np.full((1, 1, 2, 2), np.nan), "auto", r"4 NaN/inf pixel"),
-        (np.zeros((1, 1, 2, 2)), "12", r"bit_depth: got '12'"),
+        (np.zeros((1, 1, 2, 2)), "24", r"bit_depth: got '24'"),
+        (np.full((1, 1, 2, 2), 5000.0), "12", r"12-bit counts must lie in \[0, 4095\]"),
         (np.full((1, 1, 2, 2), 300.0), "8", r"8-bit counts must lie in \[0, 255\]"),
         (np.full((1, 1, 2, 2), 70000.0), "auto", r"exceed 16 bits"),
     ],

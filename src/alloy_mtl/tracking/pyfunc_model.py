@@ -11,7 +11,8 @@ model unpickles no arbitrary object. The model is rebuilt with ``alloy_mtl.mtl.m
 model carries in its ``code/`` folder (see :mod:`alloy_mtl.tracking.model_logging`).
 
 Inference parameters (``params=`` in ``predict``, ``"params"`` in a served request):
-``bit_depth``: ``auto`` (default), ``float``, ``8`` or ``16``; ``batch_size`` (default 64).
+``bit_depth``: ``auto`` (default), ``float`` or the detector's bit depth ``1``..``16`` (``12`` for a 12-bit
+detector, as ``data_source.options.bit_depth`` at ingest); ``batch_size`` (default 64).
 """
 
 from __future__ import annotations
@@ -30,15 +31,14 @@ from alloy_mtl.mtl.tasks import parse_tasks
 
 BUNDLE_ARTIFACT = "bundle"
 """Name of the weights file in the logged model's ``artifacts``."""
-BIT_DEPTHS: tuple[str, ...] = ("auto", "float", "8", "16")
-_FULL_SCALE = {"8": 255.0, "16": 65535.0}
+BIT_DEPTHS: tuple[str, ...] = ("auto", "float", *(str(bits) for bits in range(1, 17)))
 DEFAULT_PARAMS: dict[str, Any] = {"bit_depth": "auto", "batch_size": 64}
 
 
 def to_intensity(images: np.ndarray, bit_depth: str = "auto") -> np.ndarray:
     """Raw radiographs as float32 I/I0 (the scaling of ``alloy_mtl.data.ingest.read_image``).
 
-    ``8``/``16`` divide by 255/65535; ``float`` keeps the values; ``auto`` treats an integer dtype by its
+    ``N`` (1..16) divides by 2**N - 1 (``8``: 255, ``12``: 4095, ``16``: 65535); ``float`` keeps the values; ``auto`` treats an integer dtype by its
     width, integer-valued floats above 1 as counts (<= 255: 8-bit, <= 65535: 16-bit) and anything else as
     I/I0. A 16-bit image whose brightest pixel is <= 255 is ambiguous in ``auto``: pass ``bit_depth: 16``.
 
@@ -50,7 +50,7 @@ def to_intensity(images: np.ndarray, bit_depth: str = "auto") -> np.ndarray:
         raise ValueError(f"input: expected N x C x H x W radiographs, got shape {array.shape}")
     bit_depth = str(bit_depth)
     if bit_depth not in BIT_DEPTHS:
-        raise ValueError(f"params bit_depth: got {bit_depth!r}, expected one of {list(BIT_DEPTHS)}")
+        raise ValueError(f"params bit_depth: got {bit_depth!r}, expected auto, float or 1..16")
     if array.dtype == np.uint8 and bit_depth == "auto":
         bit_depth = "8"
     elif array.dtype == np.uint16 and bit_depth == "auto":
@@ -63,7 +63,7 @@ def to_intensity(images: np.ndarray, bit_depth: str = "auto") -> np.ndarray:
         bit_depth = _guess_bit_depth(values)
     if bit_depth == "float":
         return values
-    scale = _FULL_SCALE[bit_depth]
+    scale = float(2 ** int(bit_depth) - 1)
     low, high = float(values.min()), float(values.max())
     if low < 0 or high > scale:
         raise ValueError(f"input: {bit_depth}-bit counts must lie in [0, {scale:.0f}], got [{low}, {high}]")
