@@ -121,7 +121,7 @@ def _trainer_runner(
     return epoch
 
 
-def _paired(a: Callable[[], float], b: Callable[[], float], repeats: int) -> dict[str, float]:
+def paired(a: Callable[[], float], b: Callable[[], float], repeats: int) -> dict[str, float]:
     """Warm both up, then time ``repeats`` interleaved epoch pairs; ratio = median of per-pair b/a."""
     a(), b()
     times_a, times_b = [], []
@@ -175,7 +175,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     bare = _bare_runner(tasks, losses, loader, size, lr=1e-3)
     equal = _trainer_runner(tasks, losses, loader, stats, size, method="equal")
-    overhead = _paired(bare, equal, repeats)
+    overhead = paired(bare, equal, repeats)
     results: dict[str, Any] = {
         "config": {
             "arch": ARCH, "images": n, "image_size": size, "channels": 3, "batch_size": batch,
@@ -189,7 +189,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "step_time_ratio_vs_equal_best_of": {},
         "epoch_s": {"bare": overhead["a_epoch_s"], "equal": overhead["b_epoch_s"]},
     }  # fmt: skip
-    tiny = _paired(
+    tiny = paired(
         _bare_runner(tasks, losses, loader, size, lr=1e-3, tiny=True),
         _trainer_runner(tasks, losses, loader, stats, size, method="equal", tiny=True),
         repeats * 5,
@@ -202,7 +202,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     results["trainer_over_bare_throughput_from_overhead"] = bare_step_ms / (
         bare_step_ms + max(overhead_ms, 0.0)
     )
-    diag = _paired(
+    diag = paired(
         equal,
         _trainer_runner(tasks, losses, loader, stats, size, method="equal", diagnostics_every=20),
         repeats,
@@ -210,10 +210,10 @@ def run(quick: bool = False) -> dict[str, Any]:
     results["diagnostics_every_20_ratio_vs_equal"] = diag["ratio_b_over_a"]
     results["diagnostics_every_20_ratio_vs_equal_best_of"] = diag["min_ratio_b_over_a"]
     for method in methods:
-        paired = _paired(equal, _trainer_runner(tasks, losses, loader, stats, size, method=method), repeats)
-        results["step_time_ratio_vs_equal"][method] = paired["ratio_b_over_a"]
-        results["step_time_ratio_vs_equal_best_of"][method] = paired["min_ratio_b_over_a"]
-        results["epoch_s"][method] = paired["b_epoch_s"]
+        timed = paired(equal, _trainer_runner(tasks, losses, loader, stats, size, method=method), repeats)
+        results["step_time_ratio_vs_equal"][method] = timed["ratio_b_over_a"]
+        results["step_time_ratio_vs_equal_best_of"][method] = timed["min_ratio_b_over_a"]
+        results["epoch_s"][method] = timed["b_epoch_s"]
     results["forward_backward"] = _forward_backward_split(tasks, losses, loader, size, repeats=5)
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results["environment"] = {
