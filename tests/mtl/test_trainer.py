@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -444,3 +445,20 @@ def test_time_budget_stops_training_early() -> None:
     trainer = make_trainer(epochs=50, time_budget_s=1e-6, early_stopping={"enabled": False})
     history = fit(trainer)
     assert len(history) == 1 and not trainer.stopped
+
+
+@pytest.fixture
+def denormals_kept() -> Iterator[None]:
+    """The process's default (subnormal floats kept) before and after the test."""
+    torch.set_flush_denormal(False)
+    yield
+    torch.set_flush_denormal(False)
+
+
+@pytest.mark.usefixtures("denormals_kept")
+@pytest.mark.parametrize(("setting", "flushed"), [("auto", True), (True, True), (False, False)])
+def test_cpu_training_flushes_subnormal_floats_unless_told_not_to(setting: object, flushed: bool) -> None:
+    subnormal = 1e-40  # float32's smallest normal is ~1.2e-38
+    trainer = make_trainer(epochs=1, flush_denormal=setting)
+    fit(trainer)
+    assert (torch.tensor([subnormal]).item() == 0.0) is flushed

@@ -92,6 +92,9 @@ class TrainerSettings(ParamsModel):
     restore_best: bool = True
     seed: int = 42
     deterministic: bool = True
+    #: flush subnormal floats to zero on a CPU (``auto``: on for a CPU device; process-wide, deterministic):
+    #: RMSprop with weight decay drives weights into the subnormal range, where CPU arithmetic is many times slower
+    flush_denormal: Literal["auto"] | bool = "auto"
     device: str = "auto"
     amp: bool = True
     channels_last: bool = True

@@ -30,6 +30,7 @@ from alloy_mtl.mtl.callbacks import Callback, MetricTracker
 from alloy_mtl.mtl.checkpoint import capture_rng_state, model_signature, restore_rng_state
 from alloy_mtl.mtl.device import (
     autocast,
+    configure_denormals,
     configure_determinism,
     memory_format,
     resolve_device,
@@ -232,6 +233,7 @@ class Trainer:
                 f"Trainer: monitor {monitor!r} needs a val_loader; pass one or monitor a train_ metric"
             )
         configure_determinism(self.device, self.settings.deterministic)
+        configure_denormals(self.device, self.settings.flush_denormal)
         self.generators = loader_generators(train_loader)
         if val_loader is not None:
             self.generators += [
