@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from alloy_mtl.config import ParameterError
 from alloy_mtl.mtl.callbacks import Callback, MetricTracker
 from alloy_mtl.mtl.checkpointing import CheckpointCallback
-from alloy_mtl.mtl.device import seed_everything
+from alloy_mtl.mtl.device import memory_format, seed_everything
 from alloy_mtl.mtl.inference import predict
 from alloy_mtl.mtl.model import TargetScaler
 from alloy_mtl.mtl.torch_data import ArrayTaskDataset, fit_target_stats, loader_generators, make_dataloader
@@ -462,3 +462,12 @@ def test_cpu_training_flushes_subnormal_floats_unless_told_not_to(setting: objec
     trainer = make_trainer(epochs=1, flush_denormal=setting)
     fit(trainer)
     assert (torch.tensor([subnormal]).item() == 0.0) is flushed
+
+
+def test_channels_last_on_a_cpu_only_when_asked() -> None:
+    cpu = torch.device("cpu")
+    assert memory_format(cpu, "auto") == memory_format(cpu, False) == torch.contiguous_format
+    assert memory_format(cpu, True) == torch.channels_last
+    assert memory_format(torch.device("cuda"), "auto") == torch.channels_last
+    for setting, expected in (("auto", torch.contiguous_format), (True, torch.channels_last)):
+        assert make_trainer(channels_last=setting).memory_format == expected

@@ -43,9 +43,15 @@ def autocast(device: torch.device, enabled: bool = True) -> Iterator[None]:
         yield
 
 
-def memory_format(device: torch.device, channels_last: bool = True) -> torch.memory_format:
-    """channels_last on CUDA when asked, else contiguous."""
-    return torch.channels_last if channels_last and is_cuda(device) else torch.contiguous_format
+def memory_format(device: torch.device, channels_last: bool | str = "auto") -> torch.memory_format:
+    """channels_last when ``channels_last`` is true (any device) or ``auto`` on CUDA; else contiguous.
+
+    On a CPU it depends on the network: oneDNN's channels-last kernels trained EfficientNet-B0 at 16 px
+    twice as fast, but ResNets and VGG16 no faster or slower; hence ``auto`` keeps CPUs contiguous.
+    """
+    if channels_last == "auto":
+        channels_last = is_cuda(device)
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def to_device(obj: Any, device: torch.device, non_blocking: bool = True) -> Any:

@@ -97,7 +97,9 @@ class TrainerSettings(ParamsModel):
     flush_denormal: Literal["auto"] | bool = "auto"
     device: str = "auto"
     amp: bool = True
-    channels_last: bool = True
+    #: channels-last memory format: ``auto`` on CUDA only; true on any device (on a CPU it pays for some
+    #: networks, e.g. EfficientNet-B0; see ``alloy_mtl.mtl.device.memory_format``)
+    channels_last: Literal["auto"] | bool = "auto"
     #: under DDP on CUDA, BatchNorm statistics of the global batch (SyncBatchNorm); false keeps per-GPU ones
     sync_batchnorm: bool = True
     progress_bar: Literal["auto"] | bool = "auto"
