@@ -76,6 +76,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "image_size": 16,
         "epochs": 40,
     },
+    # subnormal floats kept (the trainer flushes them on a CPU by default)
+    "keep_denormals": {"flush_denormal": False},
+    "adam_lr1e-3": {"optimizer": "adam", "lr": 1.0e-3},
+    "adam_lr3e-3": {"optimizer": "adam", "lr": 3.0e-3},
+    "adam_lr1e-3_channels_last": {"optimizer": "adam", "lr": 1.0e-3, "channels_last": True},
+    "adam_lr3e-3_channels_last": {"optimizer": "adam", "lr": 3.0e-3, "channels_last": True},
+    "lr1e-3": {"lr": 1.0e-3},
+    "b16": {"batch_size": 16},
+    "bn": {"model_options": {"vgg_batch_norm": True}},
+    "bn_lr1e-3": {"model_options": {"vgg_batch_norm": True}, "lr": 1.0e-3},
     "val_ap_wedge_profile_balanced_16px_all_images": {
         **VAL_AP,
         "input_transform": "wedge_profile",
@@ -127,6 +137,10 @@ def train_variant(
             if f"{target}_pred" in predictions
         },
         "last_train_alloy_acc": round(float(result.history["train_alloy_acc"].iloc[-1]), 4),
+        # the schedule and early stopping do not look ahead, so a run of k epochs is this run's first k:
+        # the validation curve prices every shorter budget
+        "val_alloy_ap_by_epoch": [round(float(v), 4) for v in result.history["val_alloy_ap"]],
+        "epoch_time_s": [round(float(v), 2) for v in result.history["epoch_time_s"]],
         "wall_s": round(wall, 1),
     }
 

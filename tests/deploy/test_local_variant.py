@@ -16,7 +16,10 @@ TINY = {
     "generation": {"n_images": 200, "image_size": 32, "min_images_per_class": 18, "images_per_specimen": 3},
     "training": {"epochs": 3, "batch_size": 16, "max_train_images": 48, "progress_bar": False},
     # the architectures whose CPU default sets its own epochs (conf/base) get the tiny budget too
-    **{arch: {"train_options": {"epochs": 1}} for arch in ("resnet18", "resnet50", "vgg16", "fnn")},
+    **{
+        arch: {"train_options": {"epochs": 1}}
+        for arch in ("resnet18", "resnet50", "vgg16", "efficientnet_b0", "fnn")
+    },
 }
 
 

@@ -207,3 +207,19 @@ def test_faithful_vgg16_keeps_4096_pre_logits() -> None:
     with torch.no_grad():
         assert model.eval()(torch.rand(2, 3, 32, 32)).shape == (2, 4096)
     assert activation_names(model) == {"relu"}
+
+
+def test_vgg16_batch_norm_follows_every_convolution() -> None:
+    plain, _ = create_backbone("vgg16", 3, image_size=32, vgg_pre_logits=False)
+    model, num_features = create_backbone(
+        "vgg16", 3, image_size=32, vgg_pre_logits=False, vgg_batch_norm=True
+    )
+    convs = sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == convs == 13
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    assert num_features == 512
+    with torch.no_grad():
+        assert model.eval()(torch.rand(2, 3, 32, 32)).shape == (2, 512)
+    assert activation_names(model) == {"relu"}
+    with pytest.raises(ValueError, match="vgg_batch_norm"):
+        create_backbone("vgg16", 3, pretrained=True, vgg_batch_norm=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from torch import Tensor, nn
 from alloy_mtl.config import ParameterError
 from alloy_mtl.mtl.callbacks import Callback, MetricTracker
 from alloy_mtl.mtl.checkpointing import CheckpointCallback
-from alloy_mtl.mtl.device import seed_everything
+from alloy_mtl.mtl.device import memory_format, seed_everything
 from alloy_mtl.mtl.inference import predict
 from alloy_mtl.mtl.model import TargetScaler
 from alloy_mtl.mtl.torch_data import ArrayTaskDataset, fit_target_stats, loader_generators, make_dataloader
@@ -444,3 +445,29 @@ def test_time_budget_stops_training_early() -> None:
     trainer = make_trainer(epochs=50, time_budget_s=1e-6, early_stopping={"enabled": False})
     history = fit(trainer)
     assert len(history) == 1 and not trainer.stopped
+
+
+@pytest.fixture
+def denormals_kept() -> Iterator[None]:
+    """The process's default (subnormal floats kept) before and after the test."""
+    torch.set_flush_denormal(False)
+    yield
+    torch.set_flush_denormal(False)
+
+
+@pytest.mark.usefixtures("denormals_kept")
+@pytest.mark.parametrize(("setting", "flushed"), [("auto", True), (True, True), (False, False)])
+def test_cpu_training_flushes_subnormal_floats_unless_told_not_to(setting: object, flushed: bool) -> None:
+    subnormal = 1e-40  # float32's smallest normal is ~1.2e-38
+    trainer = make_trainer(epochs=1, flush_denormal=setting)
+    fit(trainer)
+    assert (torch.tensor([subnormal]).item() == 0.0) is flushed
+
+
+def test_channels_last_on_a_cpu_only_when_asked() -> None:
+    cpu = torch.device("cpu")
+    assert memory_format(cpu, "auto") == memory_format(cpu, False) == torch.contiguous_format
+    assert memory_format(cpu, True) == torch.channels_last
+    assert memory_format(torch.device("cuda"), "auto") == torch.channels_last
+    for setting, expected in (("auto", torch.contiguous_format), (True, torch.channels_last)):
+        assert make_trainer(channels_last=setting).memory_format == expected

@@ -23,7 +23,10 @@ TINY = {
     "training": {"epochs": 1, "batch_size": 16, "max_train_images": 48, "progress_bar": False},
     "evaluation": {"evaluation_set": {"n_images": 60}, "bootstrap": {"n_resamples": 50}},
     # the architectures whose CPU default sets its own epochs (conf/base) get the tiny budget too
-    **{arch: {"train_options": {"epochs": 1}} for arch in ("resnet18", "resnet50", "vgg16", "fnn")},
+    **{
+        arch: {"train_options": {"epochs": 1}}
+        for arch in ("resnet18", "resnet50", "vgg16", "efficientnet_b0", "fnn")
+    },
 }
 
 

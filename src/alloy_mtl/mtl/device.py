@@ -48,9 +48,15 @@ def autocast(device: torch.device, enabled: bool = True) -> Iterator[None]:
         yield
 
 
-def memory_format(device: torch.device, channels_last: bool = True) -> torch.memory_format:
-    """channels_last on CUDA when asked, else contiguous."""
-    return torch.channels_last if channels_last and is_cuda(device) else torch.contiguous_format
+def memory_format(device: torch.device, channels_last: bool | str = "auto") -> torch.memory_format:
+    """channels_last when ``channels_last`` is true (any device) or ``auto`` on CUDA; else contiguous.
+
+    On a CPU it depends on the network: oneDNN's channels-last kernels trained EfficientNet-B0 at 16 px
+    twice as fast, but ResNets and VGG16 no faster or slower; hence ``auto`` keeps CPUs contiguous.
+    """
+    if channels_last == "auto":
+        channels_last = is_cuda(device)
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def to_device(obj: Any, device: torch.device, non_blocking: bool = True) -> Any:
@@ -68,6 +74,21 @@ def configure_determinism(device: torch.device, deterministic: bool) -> None:
     """On CPU with ``deterministic``: ``torch.use_deterministic_algorithms(True, warn_only=True)``."""
     if deterministic and device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def configure_denormals(device: torch.device, flush: bool | str = "auto") -> bool:
+    """On a CPU, flush subnormal floats to zero when ``flush`` is true or ``auto``, keep them when it is false;
+    returns whether flushing is on.
+
+    Subnormal floats (below ~1.2e-38 in float32) take a slow path in CPU arithmetic: optimizers with weight
+    decay (RMSprop above all) push weights and moments there, and epochs get several times slower. Flushing
+    them to zero is deterministic and harmless at these scales. The setting is process-wide (x86 MXCSR, as
+    ``torch.set_flush_denormal``); other devices are left alone.
+    """
+    if device.type != "cpu":
+        return False
+    on = flush is not False
+    return bool(torch.set_flush_denormal(on)) and on
 
 
 def seed_everything(seed: int) -> None:

@@ -92,9 +92,14 @@ class TrainerSettings(ParamsModel):
     restore_best: bool = True
     seed: int = 42
     deterministic: bool = True
+    #: flush subnormal floats to zero on a CPU (``auto``: on for a CPU device; process-wide, deterministic):
+    #: RMSprop with weight decay drives weights into the subnormal range, where CPU arithmetic is many times slower
+    flush_denormal: Literal["auto"] | bool = "auto"
     device: str = "auto"
     amp: bool = True
-    channels_last: bool = True
+    #: channels-last memory format: ``auto`` on CUDA only; true on any device (on a CPU it pays for some
+    #: networks, e.g. EfficientNet-B0; see ``alloy_mtl.mtl.device.memory_format``)
+    channels_last: Literal["auto"] | bool = "auto"
     #: under DDP on CUDA, BatchNorm statistics of the global batch (SyncBatchNorm); false keeps per-GPU ones
     sync_batchnorm: bool = True
     progress_bar: Literal["auto"] | bool = "auto"

@@ -31,6 +31,7 @@ from alloy_mtl.mtl.checkpoint import capture_rng_state, model_signature, restore
 from alloy_mtl.mtl.device import (
     autocast,
     autocasts,
+    configure_denormals,
     configure_determinism,
     memory_format,
     resolve_device,
@@ -235,6 +236,7 @@ class Trainer:
                 f"Trainer: monitor {monitor!r} needs a val_loader; pass one or monitor a train_ metric"
             )
         configure_determinism(self.device, self.settings.deterministic)
+        configure_denormals(self.device, self.settings.flush_denormal)
         self.generators = loader_generators(train_loader)
         if val_loader is not None:
             self.generators += [
