@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -44,20 +45,28 @@ def test_gate_inside_train_all_is_skipped_when_tracking_is_off():
     assert decision["decision"] == "skipped" and decision["changed"] is False
 
 
+def _name_the_run(project: Path, name: str) -> None:
+    (project / "conf/local/mlflow.yml").write_text(f"tracking:\n  run:\n    name: {name}\n")
+
+
+def _ingest_and_fail(run_pipeline, project: Path, folder: Path, match: str) -> None:
+    with pytest.raises(Exception, match=match):
+        run_pipeline(project, "data_processing", {"data_source": {"kind": "csv_folder", "path": str(folder)}})
+
+
+def _only_run_named(client, name: str):
+    experiment = client.get_experiment_by_name("alloy_mtl")
+    [run] = client.search_runs([experiment.experiment_id], filter_string=f"attributes.run_name = '{name}'")
+    return run
+
+
 def test_a_run_failing_mid_way_ends_failed(kedro_project, run_pipeline, isolated_mlflow):
     from mlflow.tracking import MlflowClient
 
-    (kedro_project / "conf/local/mlflow.yml").write_text("tracking:\n  run:\n    name: failing-data-source\n")
-    missing = kedro_project / "no_such_lab_folder"
-    with pytest.raises(Exception, match="no_such_lab_folder"):  # fails inside the first node
-        run_pipeline(
-            kedro_project, "data_processing", {"data_source": {"kind": "csv_folder", "path": str(missing)}}
-        )
-    client = MlflowClient(isolated_mlflow)
-    experiment = client.get_experiment_by_name("alloy_mtl")
-    [run] = client.search_runs(
-        [experiment.experiment_id], filter_string="attributes.run_name = 'failing-data-source'"
-    )
+    _name_the_run(kedro_project, "failing-data-source")
+    # fails inside the first node
+    _ingest_and_fail(run_pipeline, kedro_project, kedro_project / "no_such_lab_folder", "no_such_lab_folder")
+    run = _only_run_named(MlflowClient(isolated_mlflow), "failing-data-source")
     assert run.info.status == "FAILED"
     assert run.data.tags["alloy_mtl.pipeline"] == "data_processing"
 
@@ -67,19 +76,13 @@ def test_a_run_the_ingest_stops_keeps_the_ingest_report(kedro_project, run_pipel
 
     from tests.pipelines.test_data_processing import _write_lab_folder
 
-    (kedro_project / "conf/local/mlflow.yml").write_text("tracking:\n  run:\n    name: refused-lab-folder\n")
+    _name_the_run(kedro_project, "refused-lab-folder")
     lab = kedro_project / "lab"
     _write_lab_folder(lab, [1.0 + i for i in range(30)])
     (lab / "img3.png").write_bytes(b"not a png")
-    with pytest.raises(Exception, match="img3.png"):
-        run_pipeline(
-            kedro_project, "data_processing", {"data_source": {"kind": "csv_folder", "path": str(lab)}}
-        )
+    _ingest_and_fail(run_pipeline, kedro_project, lab, "img3.png")
     client = MlflowClient(isolated_mlflow)
-    experiment = client.get_experiment_by_name("alloy_mtl")
-    [run] = client.search_runs(
-        [experiment.experiment_id], filter_string="attributes.run_name = 'refused-lab-folder'"
-    )
+    run = _only_run_named(client, "refused-lab-folder")
     assert run.info.status == "FAILED"
     report = client.download_artifacts(run.info.run_id, "data/ingest_report.csv", str(kedro_project))
-    assert "img3.png" in open(report).read()
+    assert "img3.png" in Path(report).read_text()

@@ -190,9 +190,8 @@ class DistributedTrainer(Trainer):
         updates: dict[str, Any] = {"device": str(context.device)}
         if not context.is_main:
             updates["progress_bar"] = False
-        sync_batchnorm = (
-            context.device.type == "cuda" and settings.sync_batchnorm
-        )  # SyncBatchNorm is CUDA-only
+        # SyncBatchNorm is CUDA-only
+        sync_batchnorm = context.device.type == "cuda" and settings.sync_batchnorm
         if sync_batchnorm:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         callbacks = [_RankSeed(context.rank), *callbacks]

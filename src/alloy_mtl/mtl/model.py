@@ -65,10 +65,8 @@ class TargetScaler(nn.Module):
         out = dict(outputs)
         for i, task in enumerate(self.tasks):
             if task in out:
-                value = out[task]
-                out[task] = value * self.std[i].to(value.device, value.dtype) + self.mean[i].to(
-                    value.device, value.dtype
-                )
+                value = out[task]  # the statistics follow its device and dtype (CUDA outputs, CPU targets)
+                out[task] = value * self.std[i].to(value) + self.mean[i].to(value)
         return out
 
 

@@ -38,9 +38,9 @@ DEFAULT_PARAMS: dict[str, Any] = {"bit_depth": "auto", "batch_size": 64}
 def to_intensity(images: np.ndarray, bit_depth: str = "auto") -> np.ndarray:
     """Raw radiographs as float32 I/I0 (the scaling of ``alloy_mtl.data.ingest.read_image``).
 
-    ``N`` (1..16) divides by 2**N - 1 (``8``: 255, ``12``: 4095, ``16``: 65535); ``float`` keeps the values; ``auto`` treats an integer dtype by its
-    width, integer-valued floats above 1 as counts (<= 255: 8-bit, <= 65535: 16-bit) and anything else as
-    I/I0. A 16-bit image whose brightest pixel is <= 255 is ambiguous in ``auto``: pass ``bit_depth: 16``.
+    ``N`` (1..16) divides by 2**N - 1 (``8``: 255, ``12``: 4095, ``16``: 65535); ``float`` keeps the values;
+    ``auto`` treats an integer dtype by its width, integer-valued floats above 1 as counts (<= 255: 8-bit,
+    <= 65535: 16-bit) and anything else as I/I0. A 16-bit image whose brightest pixel is <= 255 is ambiguous in ``auto``: pass ``bit_depth: 16``.
 
     Raises:
         ValueError: not N x C x H x W, non-finite pixels, an unknown ``bit_depth``, or counts out of range.
