@@ -86,6 +86,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "b16": {"batch_size": 16},
     "bn": {"model_options": {"vgg_batch_norm": True}},
     "bn_lr1e-3": {"model_options": {"vgg_batch_norm": True}, "lr": 1.0e-3},
+    # Smith's one-cycle policy set every step (warm-up to the peak lr over 30% of the steps, cosine down)
+    **{
+        f"one_cycle_lr{lr}": {"lr_scheduler": {"name": "one_cycle"}, "lr": float(lr)}
+        for lr in ("3e-4", "5e-4", "1e-3", "2e-3", "3e-3", "1e-2", "3e-2", "5e-2")
+    },
+    "one_cycle": {"lr_scheduler": {"name": "one_cycle"}},
+    # bf16 autocast on the CPU (AMX / AVX512-BF16 kernels)
+    "bf16": {"amp": True},
+    **{
+        f"bf16_one_cycle_lr{lr}": {"amp": True, "lr_scheduler": {"name": "one_cycle"}, "lr": float(lr)}
+        for lr in ("5e-4", "1e-3", "2e-3")
+    },
     "val_ap_wedge_profile_balanced_16px_all_images": {
         **VAL_AP,
         "input_transform": "wedge_profile",

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from alloy_mtl.config import ParameterError
 from alloy_mtl.mtl.callbacks import Callback, MetricTracker
 from alloy_mtl.mtl.checkpointing import CheckpointCallback
-from alloy_mtl.mtl.device import memory_format, seed_everything
+from alloy_mtl.mtl.device import autocasts, memory_format, seed_everything
 from alloy_mtl.mtl.inference import predict
 from alloy_mtl.mtl.model import TargetScaler
 from alloy_mtl.mtl.torch_data import ArrayTaskDataset, fit_target_stats, loader_generators, make_dataloader
@@ -474,3 +474,18 @@ def test_channels_last_on_a_cpu_only_when_asked() -> None:
     assert memory_format(torch.device("cuda"), "auto") == torch.channels_last
     for setting, expected in (("auto", torch.contiguous_format), (True, torch.channels_last)):
         assert make_trainer(channels_last=setting).memory_format == expected
+
+
+def test_bf16_autocast_on_a_cpu_only_when_asked() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not autocasts(cpu, "auto") and autocasts(cpu, True) and not autocasts(cpu, False)
+    assert autocasts(cuda, "auto") and not autocasts(cuda, False)
+    for setting, expected in (("auto", torch.float32), (True, torch.bfloat16), (False, torch.float32)):
+        trainer = make_trainer(epochs=1, amp=setting)
+        seen: list[torch.dtype] = []
+        trainer.model.backbone[1].register_forward_hook(lambda _m, _i, out, seen=seen: seen.append(out.dtype))
+        history = fit(trainer)
+        assert set(seen) == {expected}, setting
+        assert np.isfinite(history["val_loss"]).all()
+    first, second = (fit(make_trainer(epochs=2, amp=True)) for _ in range(2))
+    pd.testing.assert_frame_equal(first.drop(columns="epoch_time_s"), second.drop(columns="epoch_time_s"))

@@ -38,7 +38,7 @@ def predict(
     loader: DataLoader,
     tasks: Sequence[TaskLike],
     device: str | torch.device | None = None,
-    amp: bool = True,
+    amp: bool | str = "auto",
 ) -> dict[str, np.ndarray]:
     """Run ``model`` over ``loader`` and collect numpy arrays, as each task's kind says.
 

@@ -36,14 +36,18 @@ class Monitor(ParamsModel):
 
 class LRScheduler(ParamsModel):
     """Learning-rate schedule (``alloy_mtl.mtl.schedules``): the reference study's ``reduce_on_plateau``
-    (``patience``, ``factor``) or ``cosine`` (``warmup_epochs`` linear warm-up, then half-cosine decay);
-    both stop at ``min_lr``."""
+    (``patience``, ``factor``), ``cosine`` (``warmup_epochs`` linear warm-up, then half-cosine decay; both
+    stop at ``min_lr``) or ``one_cycle``, set every step (``lr`` is the peak, reached after ``pct_start`` of
+    the planned steps from ``lr / div_factor``; it ends at ``lr / (div_factor * final_div_factor)``)."""
 
-    name: Literal["reduce_on_plateau", "cosine"] = "reduce_on_plateau"
+    name: Literal["reduce_on_plateau", "cosine", "one_cycle"] = "reduce_on_plateau"
     patience: int = Field(3, ge=0)
     factor: float = Field(0.1, gt=0, lt=1)
     min_lr: float = Field(0.0, ge=0)
     warmup_epochs: int = Field(0, ge=0)
+    pct_start: float = Field(0.3, gt=0, lt=1)
+    div_factor: float = Field(25.0, ge=1)
+    final_div_factor: float = Field(1.0e4, ge=1)
 
 
 class EarlyStopping(ParamsModel):
@@ -96,7 +100,9 @@ class TrainerSettings(ParamsModel):
     #: RMSprop with weight decay drives weights into the subnormal range, where CPU arithmetic is many times slower
     flush_denormal: Literal["auto"] | bool = "auto"
     device: str = "auto"
-    amp: bool = True
+    #: bf16 autocast of the forward: ``auto`` on CUDA only; true on any device (on a CPU with AMX or AVX512-BF16
+    #: it pays for some networks, e.g. VGG16; see ``alloy_mtl.mtl.device.autocasts``); false never
+    amp: Literal["auto"] | bool = "auto"
     #: channels-last memory format: ``auto`` on CUDA only; true on any device (on a CPU it pays for some
     #: networks, e.g. EfficientNet-B0; see ``alloy_mtl.mtl.device.memory_format``)
     channels_last: Literal["auto"] | bool = "auto"

@@ -2,12 +2,17 @@
 
 ``reduce_on_plateau`` is the reference study's schedule (the metric drives it); ``cosine`` warms up linearly
 for ``warmup_epochs`` and then decays to ``min_lr`` along a half cosine over the remaining epochs (the
-metric is ignored), the usual choice when the epoch budget is fixed in advance.
+metric is ignored), the usual choice when the epoch budget is fixed in advance. ``one_cycle`` (Smith's
+"super-convergence" policy, as ``torch.optim.lr_scheduler.OneCycleLR`` shapes it) is set before every
+optimizer step from the share of training done: a cosine rise from ``lr / div_factor`` to ``lr`` over the
+first ``pct_start`` of the steps, then a cosine fall to ``lr / (div_factor * final_div_factor)``. It suits
+short runs, where a once-per-epoch schedule moves in a few coarse jumps.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -50,6 +55,61 @@ def _cosine(optimizer: torch.optim.Optimizer, settings: Any) -> Any:
         return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
     return _EpochLambda(optimizer, factor)
+
+
+class ProgressSchedule:
+    """A schedule that the trainer sets before every optimizer step from the share of training done.
+
+    Keeping no step counter makes it independent of the loader's length and exactly resumable: the
+    learning rate is a function of (epoch, step in epoch, steps per epoch, planned epochs) alone.
+    """
+
+    per_step = True
+
+    def __init__(self, optimizer: torch.optim.Optimizer, factor: Callable[[float], float]) -> None:
+        self.optimizer = optimizer
+        self.base_lrs = [float(group["lr"]) for group in optimizer.param_groups]
+        self.factor = factor
+        self.set_progress(0.0)
+
+    def set_progress(self, progress: float) -> None:
+        """Set every group's learning rate for ``progress`` in [0, 1] of the planned training."""
+        scale = self.factor(min(max(progress, 0.0), 1.0))
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base * scale
+
+    def rebase(self, lr: float) -> None:
+        """Make ``lr`` the new peak of every group (Population Based Training changes the optimizer's lr)."""
+        self.base_lrs = [float(lr)] * len(self.optimizer.param_groups)
+
+    def step(self, metrics: float | None = None) -> None:
+        """Epoch end: nothing to do, the trainer sets the rate before each step."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The peak learning rates (all the state there is)."""
+        return {"base_lrs": list(self.base_lrs)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the peak learning rates."""
+        self.base_lrs = [float(lr) for lr in state["base_lrs"]]
+
+
+@SCHEDULES.register("one_cycle")
+def _one_cycle(optimizer: torch.optim.Optimizer, settings: Any) -> ProgressSchedule:
+    schedule = settings.lr_scheduler
+    start = 1.0 / schedule.div_factor
+    end = start / schedule.final_div_factor
+    rise = schedule.pct_start
+
+    def anneal(begin: float, finish: float, share: float) -> float:
+        return finish + (begin - finish) * 0.5 * (1.0 + math.cos(math.pi * share))
+
+    def factor(progress: float) -> float:
+        if progress < rise:
+            return anneal(start, 1.0, progress / rise)
+        return anneal(1.0, end, (progress - rise) / max(1.0 - rise, 1e-12))
+
+    return ProgressSchedule(optimizer, factor)
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, settings: Any) -> Any:

@@ -43,7 +43,7 @@ from alloy_mtl.mtl.inference import split_batch
 from alloy_mtl.mtl.meter import EpochMeter, TaskLike, raise_if_diverged
 from alloy_mtl.mtl.optimizers import build_optimizer, rebuild_optimizer
 from alloy_mtl.mtl.params import TrainerSettings
-from alloy_mtl.mtl.schedules import build_schedule
+from alloy_mtl.mtl.schedules import ProgressSchedule, build_schedule
 from alloy_mtl.mtl.torch_data import loader_generators
 
 logger = logging.getLogger(__name__)
@@ -180,6 +180,8 @@ class Trainer:
         )
         self.scheduler.optimizer = self.optimizer
         self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        if isinstance(self.scheduler, ProgressSchedule):
+            self.scheduler.rebase(lr)
         self.settings = self.settings.model_copy(
             update={
                 "optimizer": optimizer.lower(),
@@ -273,6 +275,8 @@ class Trainer:
     def _run_epoch(self, train_loader: DataLoader, val_loader: DataLoader | None) -> None:
         epoch = self.epoch + 1
         start = time.perf_counter()
+        if isinstance(self.scheduler, ProgressSchedule):
+            self.scheduler.set_progress((epoch - 1) / self.settings.epochs)
         metrics: dict[str, float] = {"epoch": float(epoch), "lr": self.lr}
         train_metrics, diagnostics = self._train_epoch(train_loader, epoch)
         raise_if_diverged(epoch, train_metrics)
@@ -341,7 +345,11 @@ class Trainer:
         all_params = [p for group in self.optimizer.param_groups for p in group["params"]]
         show = self.settings.show_progress
         bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=None if show is None else not show)
+        per_step = isinstance(self.scheduler, ProgressSchedule)
+        steps = len(loader) if per_step else 0
         for step, batch in enumerate(bar):
+            if per_step:
+                self.scheduler.set_progress((epoch - 1 + step / steps) / self.settings.epochs)
             images, targets, masks = self._to_device(batch)
             features, outputs = self._forward(images, targets, epoch)
             losses = self._losses(outputs, targets, masks)
