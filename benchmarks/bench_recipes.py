@@ -92,12 +92,20 @@ VARIANTS: dict[str, dict[str, Any]] = {
         for lr in ("3e-4", "5e-4", "1e-3", "2e-3", "3e-3", "1e-2", "3e-2", "5e-2")
     },
     "one_cycle": {"lr_scheduler": {"name": "one_cycle"}},
+    # a moving average of the weights, validated and delivered (timm's ModelEmaV3)
+    "ema": {"ema": {"enabled": True}},
+    "ema_lr1e-3": {"ema": {"enabled": True}, "lr": 1.0e-3},
     # bf16 autocast on the CPU (AMX / AVX512-BF16 kernels)
     "bf16": {"amp": True},
     **{
         f"bf16_one_cycle_lr{lr}": {"amp": True, "lr_scheduler": {"name": "one_cycle"}, "lr": float(lr)}
         for lr in ("5e-4", "1e-3", "2e-3")
     },
+    **{
+        f"bf16_ema_{epochs}_epochs": {"amp": True, "ema": {"enabled": True}, "epochs": epochs}
+        for epochs in (5, 6, 8, 12, 14)
+    },
+    "bf16_channels_last": {"amp": True, "channels_last": True},
     "val_ap_wedge_profile_balanced_16px_all_images": {
         **VAL_AP,
         "input_transform": "wedge_profile",

@@ -181,3 +181,10 @@ def test_pcgrad_fast_is_refused_data_parallel(process_group) -> None:
             {"device": "cpu", "gradient_method": {"name": "pcgrad_fast"}},
             context=process_group,
         )
+
+
+def test_weight_averaging_is_refused_data_parallel(process_group) -> None:
+    with pytest.raises(ValueError, match="training.ema"):
+        DistributedTrainer(
+            StandInModel(), TASKS, LOSSES, {"device": "cpu", "ema": {"enabled": True}}, context=process_group
+        )

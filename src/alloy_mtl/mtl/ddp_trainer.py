@@ -187,6 +187,11 @@ class DistributedTrainer(Trainer):
         find_unused_parameters: bool = False,
     ) -> None:
         settings = parse_params(TrainerSettings, settings, "training")
+        if settings.ema.enabled:
+            # each rank's BatchNorm statistics differ within an epoch, so would their averages
+            raise ValueError(
+                "DistributedTrainer: training.ema is not supported data-parallel; set ema.enabled: false"
+            )
         updates: dict[str, Any] = {"device": str(context.device)}
         if not context.is_main:
             updates["progress_bar"] = False
@@ -218,10 +223,14 @@ class DistributedTrainer(Trainer):
         return self.context.broadcast_flag(super()._budget_spent(started))
 
     def _forward(
-        self, images: Tensor, targets: Mapping[str, Tensor] | None = None, epoch: int | None = None
+        self,
+        images: Tensor,
+        targets: Mapping[str, Tensor] | None = None,
+        epoch: int | None = None,
+        model: nn.Module | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        if not self.model.training:
-            return super()._forward(images, targets, epoch)
+        if model is not None or not self.model.training:
+            return super()._forward(images, targets, epoch, model)
         with autocast(self.device, self.settings.amp):
             if self.method.per_task_backward:
                 with self.ddp.no_sync():

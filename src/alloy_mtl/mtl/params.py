@@ -59,6 +59,20 @@ class EarlyStopping(ParamsModel):
     min_delta: float = Field(0.0, ge=0)
 
 
+class WeightAveraging(ParamsModel):
+    """An exponential moving average of the weights (timm's ``ModelEmaV3``), evaluated, selected and delivered
+    in place of the raw weights: it smooths the epoch-to-epoch swings of short, high-learning-rate runs.
+
+    The average's decay after ``s`` optimizer steps is ``1 - (1 + s) ** -warmup_power``, capped at ``decay``
+    (0.93 after 33 steps, 0.99 after ~460 with the default power), so early weights are forgotten fast.
+    BatchNorm statistics are averaged with the weights.
+    """
+
+    enabled: bool = False
+    decay: float = Field(0.998, gt=0, lt=1)
+    warmup_power: float = Field(0.75, gt=0, le=1)
+
+
 class GradientMethodParams(ParamsModel, extra="allow"):
     """The gradient method by name and its own parameters (checked against the method's accepted ones)."""
 
@@ -92,6 +106,7 @@ class TrainerSettings(ParamsModel):
     monitor: Monitor = Monitor()
     lr_scheduler: LRScheduler = LRScheduler()
     early_stopping: EarlyStopping = EarlyStopping()
+    ema: WeightAveraging = WeightAveraging()
     gradient_method: GradientMethodParams = GradientMethodParams()
     restore_best: bool = True
     seed: int = 42

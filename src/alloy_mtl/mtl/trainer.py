@@ -45,6 +45,7 @@ from alloy_mtl.mtl.optimizers import build_optimizer, rebuild_optimizer
 from alloy_mtl.mtl.params import TrainerSettings
 from alloy_mtl.mtl.schedules import ProgressSchedule, build_schedule
 from alloy_mtl.mtl.torch_data import loader_generators
+from alloy_mtl.mtl.weight_averaging import weight_average
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ class Trainer:
             momentum=self.settings.momentum,
         )
         self.scheduler = build_schedule(self.optimizer, self.settings)
+        self.ema = weight_average(self.model, self.settings.ema)
         stopping = self.settings.early_stopping
         self.tracker = MetricTracker(
             mode=self.settings.monitor.mode,
@@ -153,6 +155,7 @@ class Trainer:
             "tasks": [[t.name, t.kind, str(getattr(t, "num_outputs", ""))] for t in self.tasks],
             "gradient_method": self.method.name,
             "optimizer": self.settings.optimizer,
+            **({"ema": True} if self.ema is not None else {}),
         }
 
     @property
@@ -197,6 +200,7 @@ class Trainer:
             "epoch": self.epoch,
             "stopped": self.stopped,
             "model": self.model.state_dict(),
+            "ema": None if self.ema is None else self.ema.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "gradient_method": self.method.state_dict(),
@@ -208,6 +212,8 @@ class Trainer:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output (after a fingerprint check)."""
         self.model.load_state_dict(state["model"])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.method.load_state_dict(state["gradient_method"])
@@ -259,6 +265,8 @@ class Trainer:
 
         if self.settings.restore_best and self.best_state is not None:
             self.model.load_state_dict(self.best_state)
+        elif self.ema is not None:
+            self.model.load_state_dict(self.ema.module.state_dict())
         history = self.history_frame()
         for callback in self._ordered_callbacks():
             callback.on_train_end(self, history)
@@ -301,7 +309,9 @@ class Trainer:
         ) in self._ordered_callbacks():  # before the best weights are copied: callbacks may change state
             callback.on_epoch_end(self, epoch, dict(metrics))
         if improved and self.settings.restore_best:
-            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            self.best_state = {
+                k: v.detach().to("cpu", copy=True) for k, v in self.evaluated_model.state_dict().items()
+            }
         if self.stopped:
             logger.info(
                 "early stopping at epoch %d (best %s=%.5g at epoch %d)",
@@ -325,12 +335,22 @@ class Trainer:
         images = to_device(images, self.device).to(memory_format=self.memory_format)
         return images, to_device(targets, self.device), to_device(masks, self.device)
 
+    @property
+    def evaluated_model(self) -> nn.Module:
+        """The weights that are validated, selected and delivered: the moving average when ``ema`` is on."""
+        return self.model if self.ema is None else self.ema.module
+
     def _forward(
-        self, images: Tensor, targets: Mapping[str, Tensor] | None = None, epoch: int | None = None
+        self,
+        images: Tensor,
+        targets: Mapping[str, Tensor] | None = None,
+        epoch: int | None = None,
+        model: nn.Module | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
+        model = self.model if model is None else model
         with autocast(self.device, self.settings.amp):
-            features = self.model.encode(images)
-            outputs = self.model.forward_heads(features, targets=targets, epoch=epoch)
+            features = model.encode(images)
+            outputs = model.forward_heads(features, targets=targets, epoch=epoch)
         return features, {k: v.float() for k, v in outputs.items()}
 
     def _losses(
@@ -346,7 +366,7 @@ class Trainer:
         show = self.settings.show_progress
         bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=None if show is None else not show)
         per_step = isinstance(self.scheduler, ProgressSchedule)
-        steps = len(loader) if per_step else 0
+        steps = len(loader) if per_step or self.ema is not None else 0
         for step, batch in enumerate(bar):
             if per_step:
                 self.scheduler.set_progress((epoch - 1 + step / steps) / self.settings.epochs)
@@ -358,6 +378,8 @@ class Trainer:
             if self.settings.grad_clip_norm is not None:
                 torch.nn.utils.clip_grad_norm_(all_params, self.settings.grad_clip_norm)
             self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.model, step=(epoch - 1) * steps + step + 1)
             diagnostics.update(info)
             meter.update(losses, outputs, targets, masks, with_mae=False)
             if not bar.disable and step % self.settings.progress_every == 0:
@@ -367,12 +389,14 @@ class Trainer:
 
     @torch.inference_mode()
     def evaluate(self, loader: DataLoader, prefix: str = "val") -> dict[str, float]:
-        """Masked losses, accuracy (classification) and MAE in original units (regression) over ``loader``."""
-        self.model.eval()
+        """Masked losses, accuracy (classification) and MAE in original units (regression) over ``loader``,
+        of :attr:`evaluated_model`."""
+        model = self.evaluated_model
+        model.eval()
         meter = self._new_meter()
         for batch in loader:
             images, targets, masks = self._to_device(batch)
-            _, outputs = self._forward(images)
+            _, outputs = self._forward(images, model=model)
             losses = self._losses(outputs, targets, masks)
             meter.update(losses, outputs, targets, masks, with_mae=True)
         return meter.summary(prefix, self._static_weights)
