@@ -95,6 +95,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # a moving average of the weights, validated and delivered (timm's ModelEmaV3)
     "ema": {"ema": {"enabled": True}},
     "ema_lr1e-3": {"ema": {"enabled": True}, "lr": 1.0e-3},
+    # BatchNorm statistics recomputed from 10 training batches before each validation
+    "precise_bn": {"precise_bn": {"enabled": True}},
+    "bf16_precise_bn": {"amp": True, "precise_bn": {"enabled": True}},
     # bf16 autocast on the CPU (AMX / AVX512-BF16 kernels)
     "bf16": {"amp": True},
     **{

@@ -110,10 +110,13 @@ def make_loaders(batch_size: int = 8, seed: int = 0) -> tuple:
     )
 
 
-def make_trainer(tmp_path: Path | None = None, **overrides: object) -> Trainer:
-    """A trainer on the stand-in model; ``overrides`` are training settings (YAML keys, nested sections)."""
+def make_trainer(
+    tmp_path: Path | None = None, *, model_class: type[StandInModel] | None = None, **overrides: object
+) -> Trainer:
+    """A trainer on the stand-in model (or ``model_class``); ``overrides`` are training settings (YAML keys,
+    nested sections)."""
     seed_everything(0)
-    model = StandInModel()
+    model = (model_class or StandInModel)()
     _, _, stats = make_loaders()
     model.target_scaler.set_stats(stats)
     stopping = {"min_epochs": 0, **overrides.pop("early_stopping", {})}  # type: ignore[dict-item]

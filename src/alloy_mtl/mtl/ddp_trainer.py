@@ -250,6 +250,11 @@ class DistributedTrainer(Trainer):
             torch.distributed.broadcast(buffer.data, src=0)
         return result
 
+    def _recompute_batchnorm(self, loader: DataLoader) -> None:
+        super()._recompute_batchnorm(loader)
+        for buffer in self.evaluated_model.buffers():  # each rank saw its own batches: rank 0's win
+            torch.distributed.broadcast(buffer.data, src=0)
+
     def _run_epoch(self, train_loader: DataLoader, val_loader: DataLoader | None) -> None:
         super()._run_epoch(train_loader, val_loader)
         self.stopped = self.context.broadcast_flag(self.stopped)

@@ -73,6 +73,16 @@ class WeightAveraging(ParamsModel):
     warmup_power: float = Field(0.75, gt=0, le=1)
 
 
+class PreciseBatchNorm(ParamsModel):
+    """Recompute BatchNorm's statistics before each validation ("precise BN", Wu & Johnson 2021): forward
+    ``batches`` training batches without gradients and take the plain mean of their statistics, instead of the
+    running average that lags behind weights moving fast. The delivered weights carry statistics so computed.
+    """
+
+    enabled: bool = False
+    batches: int = Field(10, ge=1)
+
+
 class GradientMethodParams(ParamsModel, extra="allow"):
     """The gradient method by name and its own parameters (checked against the method's accepted ones)."""
 
@@ -107,6 +117,7 @@ class TrainerSettings(ParamsModel):
     lr_scheduler: LRScheduler = LRScheduler()
     early_stopping: EarlyStopping = EarlyStopping()
     ema: WeightAveraging = WeightAveraging()
+    precise_bn: PreciseBatchNorm = PreciseBatchNorm()
     gradient_method: GradientMethodParams = GradientMethodParams()
     restore_best: bool = True
     seed: int = 42

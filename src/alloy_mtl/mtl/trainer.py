@@ -45,7 +45,7 @@ from alloy_mtl.mtl.optimizers import build_optimizer, rebuild_optimizer
 from alloy_mtl.mtl.params import TrainerSettings
 from alloy_mtl.mtl.schedules import ProgressSchedule, build_schedule
 from alloy_mtl.mtl.torch_data import loader_generators
-from alloy_mtl.mtl.weight_averaging import weight_average
+from alloy_mtl.mtl.weight_averaging import recompute_batchnorm_statistics, weight_average
 
 logger = logging.getLogger(__name__)
 
@@ -289,6 +289,8 @@ class Trainer:
         train_metrics, diagnostics = self._train_epoch(train_loader, epoch)
         raise_if_diverged(epoch, train_metrics)
         metrics.update(train_metrics)
+        if self.settings.precise_bn.enabled:
+            self._recompute_batchnorm(train_loader)
         if val_loader is not None:
             metrics.update(self.evaluate(val_loader))
         metrics.update(diagnostics)
@@ -334,6 +336,16 @@ class Trainer:
             raise ValueError("Trainer: training batches must be (images, targets, masks)")
         images = to_device(images, self.device).to(memory_format=self.memory_format)
         return images, to_device(targets, self.device), to_device(masks, self.device)
+
+    def _recompute_batchnorm(self, loader: DataLoader) -> None:
+        """Precise BatchNorm statistics of :attr:`evaluated_model` from the first training batches."""
+        model = self.evaluated_model
+
+        def forward(batch: Any) -> None:
+            images, _, _ = self._to_device(batch)
+            self._forward(images, model=model)
+
+        recompute_batchnorm_statistics(model, loader, forward, self.settings.precise_bn.batches)
 
     @property
     def evaluated_model(self) -> nn.Module:
