@@ -109,6 +109,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
         for epochs in (5, 6, 8, 12, 14)
     },
     "bf16_channels_last": {"amp": True, "channels_last": True},
+    "bf16_b16": {"amp": True, "batch_size": 16},
+    "bf16_b16_lr1e-4": {"amp": True, "batch_size": 16, "lr": 1.0e-4},
     "val_ap_wedge_profile_balanced_16px_all_images": {
         **VAL_AP,
         "input_transform": "wedge_profile",

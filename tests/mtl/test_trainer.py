@@ -302,6 +302,21 @@ def test_optimizers_by_name(name: str) -> None:
     assert trainer.optimizer.param_groups[0]["weight_decay"] == 1e-3
 
 
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd", "rmsprop"])
+def test_fused_kernels_where_torch_has_them_and_the_same_training(name: str) -> None:
+    fused, plain = make_trainer(optimizer=name), make_trainer(optimizer=name, fused_optimizer=False)
+    assert bool(fused.optimizer.defaults.get("fused")) is (name != "rmsprop")
+    assert not plain.optimizer.defaults.get("fused")
+    histories = [fit(t).drop(columns="epoch_time_s") for t in (fused, plain)]
+    pd.testing.assert_frame_equal(*histories, rtol=1e-4)
+
+
+def test_a_rebuilt_optimizer_stays_fused() -> None:
+    trainer = make_trainer(optimizer="rmsprop")
+    trainer.reconfigure_optimizer("adam", lr=0.01, weight_decay=0.0)
+    assert isinstance(trainer.optimizer, torch.optim.Adam) and trainer.optimizer.defaults["fused"]
+
+
 def test_uncertainty_log_vars_are_optimised_without_weight_decay() -> None:
     trainer = make_trainer(gradient_method={"name": "uncertainty"}, epochs=2)
     before = trainer.method.log_vars.detach().clone()

@@ -21,18 +21,20 @@ OPTIMIZERS: Registry[torch.optim.Optimizer] = Registry("optimizer", supplied=("g
 
 
 @OPTIMIZERS.register("adam", cls=torch.optim.Adam)
-def _adam(groups: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
-    return torch.optim.Adam(groups, lr=lr)
+def _adam(groups: list[dict[str, Any]], lr: float, fused: bool = False) -> torch.optim.Optimizer:
+    return torch.optim.Adam(groups, lr=lr, fused=fused or None)
 
 
 @OPTIMIZERS.register("adamw", cls=torch.optim.AdamW)
-def _adamw(groups: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(groups, lr=lr)
+def _adamw(groups: list[dict[str, Any]], lr: float, fused: bool = False) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
 
 
 @OPTIMIZERS.register("sgd", cls=torch.optim.SGD)
-def _sgd(groups: list[dict[str, Any]], lr: float, momentum: float = 0.9) -> torch.optim.Optimizer:
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+def _sgd(
+    groups: list[dict[str, Any]], lr: float, momentum: float = 0.9, fused: bool = False
+) -> torch.optim.Optimizer:
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, fused=fused or None)
 
 
 @OPTIMIZERS.register("rmsprop", cls=torch.optim.RMSprop)
@@ -48,16 +50,21 @@ def build_optimizer(
     lr: float,
     weight_decay: float = 0.0,
     momentum: float = 0.9,
+    fused: bool = False,
 ) -> torch.optim.Optimizer:
     """Optimizer by name (see :data:`OPTIMIZERS`); ``extra_params`` (e.g. learned task weights) get no decay.
 
     ``momentum`` reaches the optimizers whose constructor takes it (sgd) and is ignored by the others.
+    ``fused`` asks for torch's fused kernel where the optimizer has one (adam, adamw, sgd): one pass over all
+    weights per step instead of a loop over the parameter tensors, several times faster on a CPU; the others
+    ignore it.
     """
     key = OPTIMIZERS.check(name.lower())
     groups: list[dict[str, Any]] = [{"params": list(model_params), "weight_decay": weight_decay}]
     if extra_params:
         groups.append({"params": list(extra_params), "weight_decay": 0.0})
-    options = {k: v for k, v in {"momentum": momentum}.items() if k in OPTIMIZERS.accepted(key)}
+    wanted = {"momentum": momentum, "fused": fused}
+    options = {k: v for k, v in wanted.items() if k in OPTIMIZERS.accepted(key)}
     return OPTIMIZERS.build(key, groups, lr, **options)
 
 
@@ -68,6 +75,7 @@ def rebuild_optimizer(
     lr: float,
     weight_decay: float,
     momentum: float = 0.9,
+    fused: bool = False,
 ) -> torch.optim.Optimizer:
     """The optimizer for a new configuration over the same parameters.
 
@@ -87,5 +95,5 @@ def rebuild_optimizer(
     extra = [p for group in extra_groups for p in group["params"]]
     logger.info("optimizer changed from %s to %s: its state starts afresh", type(optimizer).__name__, key)
     return build_optimizer(
-        key, model_group["params"], extra, lr=lr, weight_decay=weight_decay, momentum=momentum
+        key, model_group["params"], extra, lr=lr, weight_decay=weight_decay, momentum=momentum, fused=fused
     )

@@ -120,6 +120,7 @@ class Trainer:
             lr=self.settings.lr,
             weight_decay=self.settings.weight_decay,
             momentum=self.settings.momentum,
+            fused=self.settings.fused_optimizer,
         )
         self.scheduler = build_schedule(self.optimizer, self.settings)
         self.ema = weight_average(self.model, self.settings.ema)
@@ -179,7 +180,12 @@ class Trainer:
         """
         momentum = self.settings.momentum if momentum is None else momentum
         self.optimizer = rebuild_optimizer(
-            self.optimizer, optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum
+            self.optimizer,
+            optimizer,
+            lr=lr,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            fused=self.settings.fused_optimizer,
         )
         self.scheduler.optimizer = self.optimizer
         self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
