@@ -82,3 +82,24 @@ def test_kedro_run_exits_non_zero_naming_the_key(kedro_project):
     assert result.returncode != 0
     assert "training.epochz: unknown key" in result.stdout + result.stderr
     assert not (kedro_project / "data" / "06_models").exists()
+
+
+def test_the_paper_environment_keeps_none_of_the_cpu_budget_choices(kedro_project):
+    from kedro.config import OmegaConfigLoader
+
+    from alloy_mtl.mtl.params import deep_merge, parse_training_params
+
+    loader = OmegaConfigLoader(
+        str(kedro_project / "conf"),
+        base_env="base",
+        default_run_env="paper",
+        merge_strategy={"parameters": "soft"},
+    )
+    params = loader["parameters"]
+    for arch in ("resnet18", "resnet34", "resnet50", "vgg16", "efficientnet_b0", "fnn"):
+        resolved = parse_training_params(deep_merge(params["training"], params[arch]["train_options"]))
+        assert resolved.epochs == 100, arch
+        assert (resolved.amp, resolved.channels_last) == ("auto", "auto"), arch
+        assert (resolved.image_size, resolved.max_train_images) == (None, None), arch
+        assert resolved.monitor.metric == "val_loss" and resolved.input_transform == "neg_log", arch
+        assert resolved.lr_scheduler.name == "reduce_on_plateau" and not resolved.ema.enabled, arch
