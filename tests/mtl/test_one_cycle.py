@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from alloy_mtl.mtl.callbacks import Callback
 from alloy_mtl.mtl.checkpointing import CheckpointCallback
 from alloy_mtl.mtl.device import seed_everything
 from alloy_mtl.mtl.params import TrainerSettings
@@ -56,8 +57,6 @@ def test_one_cycle_parameters_are_checked() -> None:
 class _StepRecorder:
     """Records the learning rate the optimizer holds at every step."""
 
-    order = 0
-
     def __init__(self) -> None:
         self.lrs: list[float] = []
 
@@ -91,7 +90,7 @@ class _Interrupt(Exception):
     pass
 
 
-class _StopAfter:
+class _StopAfter(Callback):
     """Raises after ``epoch``'s checkpoint is written, as a killed run would stop."""
 
     order = 200
@@ -99,16 +98,10 @@ class _StopAfter:
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def on_train_begin(self, trainer: Trainer) -> None:
-        """Nothing to do."""
-
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         """Stop the run after ``self.epoch``."""
         if epoch == self.epoch:
             raise _Interrupt
-
-    def on_train_end(self, trainer: Trainer, history: pd.DataFrame) -> None:
-        """Nothing to do."""
 
 
 def _trainer(directory: Path, resume: bool, *extra: Any) -> Trainer:

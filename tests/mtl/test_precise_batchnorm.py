@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 import torch
 from torch import nn
 
@@ -64,3 +65,8 @@ def test_trainer_validates_with_recomputed_statistics_and_keeps_the_raw_trajecto
         make_trainer(model_class=_NormedModel, epochs=2, restore_best=False, precise_bn={"enabled": True})
     )
     pd.testing.assert_frame_equal(first.drop(columns="epoch_time_s"), second.drop(columns="epoch_time_s"))
+
+
+def test_a_bad_batch_count_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="precise_bn.batches"):
+        make_trainer(precise_bn={"enabled": True, "batches": 0})

@@ -291,8 +291,14 @@ def test_config_rejects_unknown_keys_and_bad_values() -> None:
     with pytest.raises(ParameterError, match=r"training.lr: got 0, expected greater than 0"):
         Trainer(StandInModel(), TASKS, LOSSES, {"lr": 0})
     with pytest.raises(ParameterError) as err:
-        Trainer(StandInModel(), TASKS, LOSSES, {"channels_last": "sometimes", "flush_denormal": "often"})
+        Trainer(
+            StandInModel(),
+            TASKS,
+            LOSSES,
+            {"channels_last": "sometimes", "flush_denormal": "often", "amp": "bf16"},
+        )
     assert "training.channels_last" in str(err.value) and "training.flush_denormal" in str(err.value)
+    assert "training.amp" in str(err.value)
 
 
 @pytest.mark.parametrize("name", ["adam", "adamw", "sgd", "rmsprop"])

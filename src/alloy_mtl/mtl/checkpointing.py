@@ -69,8 +69,8 @@ class CheckpointCallback(Callback):
         trainer.load_state_dict(state)
         best = self.directory / BEST_CHECKPOINT
         if trainer.settings.restore_best and best.is_file():
-            best_state = load_checkpoint(best)
-            trainer.best_state = best_state["model"] if best_state.get("ema") is None else best_state["ema"]
+            kept = load_checkpoint(best)
+            trainer.best_state = kept["model"] if kept.get("ema") is None else kept["ema"]
         logger.info("resumed from %s at epoch %d", last, trainer.epoch)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:

@@ -246,18 +246,22 @@ class DistributedTrainer(Trainer):
         result = super()._train_epoch(loader, epoch)
         # DDP broadcasts buffers before each forward, so the last forward's local BatchNorm statistics
         # would differ between ranks (on CUDA SyncBatchNorm already makes them global): rank 0's win
-        for buffer in self.model.buffers():
-            torch.distributed.broadcast(buffer.data, src=0)
+        _broadcast_buffers(self.model)
         return result
 
     def _recompute_batchnorm(self, loader: DataLoader) -> None:
         super()._recompute_batchnorm(loader)
-        for buffer in self.evaluated_model.buffers():  # each rank saw its own batches: rank 0's win
-            torch.distributed.broadcast(buffer.data, src=0)
+        _broadcast_buffers(self.evaluated_model)  # each rank saw its own batches: rank 0's win
 
     def _run_epoch(self, train_loader: DataLoader, val_loader: DataLoader | None) -> None:
         super()._run_epoch(train_loader, val_loader)
         self.stopped = self.context.broadcast_flag(self.stopped)
+
+
+def _broadcast_buffers(model: nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm statistics)."""
+    for buffer in model.buffers():
+        torch.distributed.broadcast(buffer.data, src=0)
 
 
 def replicas_max_difference(model: nn.Module, context: DistributedContext) -> float:

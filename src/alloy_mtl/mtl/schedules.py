@@ -22,6 +22,11 @@ from alloy_mtl.config.registry import Registry
 SCHEDULES: Registry[Any] = Registry("lr schedule", supplied=("optimizer", "settings"))
 
 
+def _half_cosine(begin: float, finish: float, share: float) -> float:
+    """From ``begin`` (share 0) to ``finish`` (share 1) along half a cosine."""
+    return finish + (begin - finish) * 0.5 * (1.0 + math.cos(math.pi * share))
+
+
 class _EpochLambda(torch.optim.lr_scheduler.LambdaLR):
     """A LambdaLR whose ``step`` accepts (and ignores) the monitored metric, like ReduceLROnPlateau's."""
 
@@ -52,7 +57,7 @@ def _cosine(optimizer: torch.optim.Optimizer, settings: Any) -> Any:
         if epoch < warmup:
             return (epoch + 1) / (warmup + 1)
         progress = (epoch - warmup) / max(epochs - warmup, 1)
-        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        return _half_cosine(1.0, floor, min(progress, 1.0))
 
     return _EpochLambda(optimizer, factor)
 
@@ -63,8 +68,6 @@ class ProgressSchedule:
     Keeping no step counter makes it independent of the loader's length and exactly resumable: the
     learning rate is a function of (epoch, step in epoch, steps per epoch, planned epochs) alone.
     """
-
-    per_step = True
 
     def __init__(self, optimizer: torch.optim.Optimizer, factor: Callable[[float], float]) -> None:
         self.optimizer = optimizer
@@ -99,15 +102,12 @@ def _one_cycle(optimizer: torch.optim.Optimizer, settings: Any) -> ProgressSched
     schedule = settings.lr_scheduler
     start = 1.0 / schedule.div_factor
     end = start / schedule.final_div_factor
-    rise = schedule.pct_start
-
-    def anneal(begin: float, finish: float, share: float) -> float:
-        return finish + (begin - finish) * 0.5 * (1.0 + math.cos(math.pi * share))
+    rise = schedule.pct_start  # in (0, 1), checked by LRScheduler
 
     def factor(progress: float) -> float:
         if progress < rise:
-            return anneal(start, 1.0, progress / rise)
-        return anneal(1.0, end, (progress - rise) / max(1.0 - rise, 1e-12))
+            return _half_cosine(start, 1.0, progress / rise)
+        return _half_cosine(1.0, end, (progress - rise) / (1.0 - rise))
 
     return ProgressSchedule(optimizer, factor)
 
