@@ -1,11 +1,15 @@
-"""Project CLI: ``kedro kubeflow compile|upload|run|schedule`` (the logic lives in ``alloy_mtl.deploy``).
+"""Project CLI: ``kedro kubeflow compile|upload|run|schedule`` (the logic lives in ``alloy_mtl.deploy``) and
+``kedro run`` with this project's default runner.
 
-Kedro adds the commands of this module's ``cli`` group to its own; ``run`` is Kedro's, re-exported
-because ``python -m alloy_mtl`` looks it up here once this module exists.
+Kedro adds the commands of this module's ``cli`` group to its own, and a command of the same name replaces
+Kedro's: ``run`` is Kedro's own command whose ``--runner`` defaults to
+:class:`alloy_mtl.runner.ModelParallelRunner` (independent nodes at once, the cores shared between them)
+instead of ``SequentialRunner``. ``python -m alloy_mtl`` looks ``run`` up here too.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import tempfile
 from collections.abc import Callable, Iterator
@@ -15,13 +19,36 @@ from pathlib import Path
 from typing import Any
 
 import click
-from kedro.framework.cli.project import run  # noqa: F401  (the run command ``python -m alloy_mtl`` uses)
+from kedro.framework.cli.project import run as kedro_run
 
 from alloy_mtl.deploy.errors import DeployError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PIPELINE = "train_all"
+DEFAULT_RUNNER = "alloy_mtl.runner.ModelParallelRunner"
+
+
+def _with_default_runner(command: click.Command, runner: str) -> click.Command:
+    """A copy of Kedro's ``run`` command whose ``--runner`` defaults to ``runner`` (every other option, and
+    the command's behaviour, unchanged)."""
+    params = [copy.copy(param) for param in command.params]
+    for param in params:
+        if param.name == "runner":
+            param.default = runner
+            param.show_default = True
+            param.help = (
+                f"{param.help} Default here: {runner} (independent nodes at once, each with its share of the "
+                "cores; --runner-params max_workers=1 runs one at a time)"
+            )
+    return click.Command(
+        name=command.name,
+        callback=command.callback,
+        params=params,
+        help=command.help,
+        short_help=command.short_help,
+        context_settings=command.context_settings,
+    )
 
 
 def _project_path(obj: Any) -> Path:
@@ -77,6 +104,10 @@ def _errors() -> Iterator[None]:
 @click.group(name="alloy-mtl")
 def cli() -> None:
     """Project commands of alloy-mtl."""
+
+
+run = _with_default_runner(kedro_run, DEFAULT_RUNNER)
+cli.add_command(run)
 
 
 @cli.group()

@@ -16,6 +16,7 @@ from alloy_mtl.mtl.backbones import (
     create_backbone,
     replace_activations,
 )
+from alloy_mtl.mtl.dropout import SeededDropout
 from alloy_mtl.mtl.fds import FDS, FDSCallback
 from alloy_mtl.mtl.model import MultiTaskModel, build_model, make_head
 from alloy_mtl.mtl.tasks import parse_tasks
@@ -139,7 +140,7 @@ def test_heads_have_reference_shape_and_outputs() -> None:
     backbone, num_features = create_backbone("fnn", 3, fnn_pool_size=4, fnn_hidden=[16])
     model = MultiTaskModel(backbone, num_features, TASKS, "leaky_relu")
     head = model.heads["alloy"]
-    assert [type(m) for m in head] == [nn.Linear, nn.LeakyReLU, nn.Dropout, nn.Linear]
+    assert [type(m) for m in head] == [nn.Linear, nn.LeakyReLU, SeededDropout, nn.Linear]  # an nn.Dropout
     assert (head[0].in_features, head[0].out_features, head[2].p) == (16, 512, 0.3)
     assert (head[3].in_features, head[3].out_features) == (512, 5)
     assert model.heads["thickness"][3].out_features == 1

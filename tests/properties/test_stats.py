@@ -30,6 +30,12 @@ def test_delta_m_known_case() -> None:
     assert delta_m({"a": 0.9}, {"a": 1.0}, {"a": True}) == pytest.approx(10.0)
 
 
+def test_delta_m_leaves_out_a_task_whose_baseline_is_zero(caplog: pytest.LogCaptureFixture) -> None:
+    assert delta_m({"a": 0.9, "f1": 0.4}, {"a": 1.0, "f1": 0.0}) == pytest.approx(-10.0)
+    assert "f1 is 0" in caplog.text
+    assert np.isnan(delta_m({"f1": 0.4}, {"f1": 0.0}))
+
+
 def test_summary_pairs_seeds_against_the_baseline() -> None:
     rows = []
     for seed in range(3):

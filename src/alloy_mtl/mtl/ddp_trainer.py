@@ -32,6 +32,7 @@ from alloy_mtl.constants import CLASSIFICATION
 from alloy_mtl.mtl.callbacks import Callback
 from alloy_mtl.mtl.device import autocast
 from alloy_mtl.mtl.distributed import DistributedContext
+from alloy_mtl.mtl.dropout import dropout_seed
 from alloy_mtl.mtl.gradients import GradientMethod, StepInfo
 from alloy_mtl.mtl.meter import EpochMeter, TaskLike
 from alloy_mtl.mtl.params import TrainerSettings
@@ -160,7 +161,9 @@ class _RankSeed(Callback):
 
     def on_train_begin(self, trainer: Trainer) -> None:
         if self.rank > 0:
-            torch.manual_seed(trainer.settings.seed + 1_000_003 * self.rank + trainer.epoch)
+            seed = trainer.settings.seed + 1_000_003 * self.rank + trainer.epoch
+            torch.manual_seed(seed)
+            trainer.dropout_generator.manual_seed(dropout_seed(seed))
 
 
 class DistributedTrainer(Trainer):

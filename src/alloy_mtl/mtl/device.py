@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -98,8 +99,16 @@ def configure_denormals(device: torch.device, flush: bool | str = "auto") -> boo
     return bool(torch.set_flush_denormal(on)) and on
 
 
+GLOBAL_RNG_LOCK = threading.RLock()
+"""Held while a run seeds torch's, numpy's and Python's process-wide generators and draws from them (the
+initial weights). Several models may train at once in one process (Kedro's ThreadRunner); with the lock, and
+with nothing drawn from those generators during training (dropout has its own, ``alloy_mtl.mtl.dropout``),
+each model's weights depend on its seed alone."""
+
+
 def seed_everything(seed: int) -> None:
-    """Seed torch (CPU and CUDA), numpy's global generator and ``random``."""
+    """Seed torch (CPU and CUDA), numpy's global generator and ``random`` (hold :data:`GLOBAL_RNG_LOCK` around
+    this call and the draws that must follow from it when other threads may seed or draw too)."""
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)

@@ -25,7 +25,7 @@ from alloy_mtl.mtl.callbacks import Callback, LoggingCallback
 from alloy_mtl.mtl.checkpoint import CheckpointMismatchError
 from alloy_mtl.mtl.checkpointing import CheckpointCallback
 from alloy_mtl.mtl.ddp_trainer import DistributedTrainer
-from alloy_mtl.mtl.device import seed_everything
+from alloy_mtl.mtl.device import GLOBAL_RNG_LOCK, seed_everything
 from alloy_mtl.mtl.distributed import DistributedContext, is_main_process, setup_distributed
 from alloy_mtl.mtl.inference import predict
 from alloy_mtl.mtl.input_transform import InputNormalizer
@@ -185,7 +185,6 @@ def prepare_experiment(
     params = parse_training_params(params)
     _warn_ignored(params)
     context = setup_distributed(params.distributed, params.device)  # None unless torchrun started several
-    seed_everything(params.seed)
     tasks = params.task_specs
     targets = task_targets(metadata, tasks)
     rows = split_indices(metadata)
@@ -212,17 +211,21 @@ def prepare_experiment(
         for name, values in targets.items()
     }
     loaders = training_loaders(datasets, params, tasks, train_targets, context)
-    model = build_model(
-        params.arch,
-        in_chans=images.shape[1],
-        image_size=int(image_size),
-        tasks=tasks,
-        activation=params.activation,
-        pretrained=params.pretrained,
-        fds_train_targets=train_targets,
-        input_transform=params.input_transform,
-        **params.model_options,
-    )
+    # Nothing above draws from the process-wide generators (the loaders and the subsample have their own); the
+    # lock keeps another thread's run from seeding or drawing between the seed and the initial weights.
+    with GLOBAL_RNG_LOCK:
+        seed_everything(params.seed)
+        model = build_model(
+            params.arch,
+            in_chans=images.shape[1],
+            image_size=int(image_size),
+            tasks=tasks,
+            activation=params.activation,
+            pretrained=params.pretrained,
+            fds_train_targets=train_targets,
+            input_transform=params.input_transform,
+            **params.model_options,
+        )
     model.target_scaler.set_stats(target_stats)
     if isinstance(model.normalizer, InputNormalizer):
         model.normalizer.fit(images, train_rows)

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from alloy_mtl.mtl.backbones import DEFAULT_ACTIVATIONS, create_backbone, make_activation
+from alloy_mtl.mtl.dropout import use_seeded_dropout
 from alloy_mtl.mtl.fds import FDS, FDSCallback
 from alloy_mtl.mtl.input_transform import InputNormalizer
 from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
@@ -117,6 +118,7 @@ class MultiTaskModel(nn.Module):
         if unknown:
             raise ValueError(f"fds: tasks {unknown} are not regression tasks of this model")
         self.fds = nn.ModuleDict(fds)
+        use_seeded_dropout(self)  # the trainer attaches the model's own generator (see alloy_mtl.mtl.dropout)
 
     @property
     def task_names(self) -> list[str]:

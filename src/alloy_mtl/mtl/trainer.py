@@ -29,6 +29,7 @@ from alloy_mtl.config.base import parse_params
 from alloy_mtl.mtl.callbacks import Callback, MetricTracker
 from alloy_mtl.mtl.checkpoint import capture_rng_state, model_signature, restore_rng_state
 from alloy_mtl.mtl.device import (
+    GLOBAL_RNG_LOCK,
     autocast,
     autocasts,
     configure_denormals,
@@ -38,6 +39,7 @@ from alloy_mtl.mtl.device import (
     seed_everything,
     to_device,
 )
+from alloy_mtl.mtl.dropout import attach_generator, dropout_seed
 from alloy_mtl.mtl.gradients import EpochDiagnostics, GradientMethod, build_gradient_method
 from alloy_mtl.mtl.inference import split_batch
 from alloy_mtl.mtl.meter import EpochMeter, TaskLike, raise_if_diverged
@@ -88,6 +90,9 @@ class Trainer:
         self.device = resolve_device(self.settings.device)
         self.memory_format = memory_format(self.device, self.settings.channels_last)
         self.model = model.to(self.device, memory_format=self.memory_format)
+        # the model's dropout draws from a generator of its own (alloy_mtl.mtl.dropout), seeded in fit
+        self.dropout_generator = torch.Generator(device=self.device)
+        attach_generator(self.model, self.dropout_generator)
         for loss in self.task_losses.values():
             if isinstance(loss, nn.Module):
                 loss.to(self.device)
@@ -156,6 +161,7 @@ class Trainer:
             "tasks": [[t.name, t.kind, str(getattr(t, "num_outputs", ""))] for t in self.tasks],
             "gradient_method": self.method.name,
             "optimizer": self.settings.optimizer,
+            "dropout_rng": "model",  # checkpoints from before the model's own dropout generator differ
             **({"ema": True} if self.ema is not None else {}),
         }
 
@@ -256,7 +262,10 @@ class Trainer:
             self.generators += [
                 g for g in loader_generators(val_loader) if all(g is not h for h in self.generators)
             ]
-        seed_everything(self.settings.seed)
+        with GLOBAL_RNG_LOCK:
+            seed_everything(self.settings.seed)
+        self.dropout_generator.manual_seed(dropout_seed(self.settings.seed))
+        self.generators.append(self.dropout_generator)
         for callback in self._ordered_callbacks(starting=True):
             callback.on_train_begin(self)
 

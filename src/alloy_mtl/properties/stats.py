@@ -7,11 +7,14 @@ is the test that can reach p < 0.05 at all (the exact Wilcoxon signed-rank test 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+logger = logging.getLogger(__name__)
 
 TEST_NAME = "two-sided paired t-test over seeds (scipy.stats.ttest_rel)"
 #: The metric Delta-m and the verdict use per task kind.
@@ -49,14 +52,19 @@ def delta_m(
 ) -> float:
     """Mean relative multi-task gain in percent (Maninis et al. 2019; Vandenhende et al. 2021).
 
-    ``100 / T * sum_t (-1)^l_t (M_t - B_t) / |B_t|`` with ``l_t = 1`` where lower is better.
+    ``100 / T * sum_t (-1)^l_t (M_t - B_t) / |B_t|`` with ``l_t = 1`` where lower is better. A task whose
+    baseline is 0 (an F1 of a model that never predicts the positive class) has no relative change: it is left
+    out of the mean, with a warning; NaN when no task is left.
     """
     lower = dict(lower_is_better or {})
     gains = []
     for task, base in baseline.items():
+        if base == 0:
+            logger.warning("delta_m: the baseline's %s is 0; the task is left out of the relative gain", task)
+            continue
         sign = -1.0 if lower.get(task, False) else 1.0
         gains.append(sign * (values[task] - base) / abs(base))
-    return 100.0 * float(np.mean(gains))
+    return 100.0 * float(np.mean(gains)) if gains else float("nan")
 
 
 def summarise(runs: pd.DataFrame, baseline: str, primary: Mapping[str, str]) -> pd.DataFrame:
