@@ -50,12 +50,18 @@ def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def run_pipeline() -> Callable[..., dict[str, Any]]:
     """Run a registered pipeline of a project directory with runtime parameter overrides."""
 
-    def _run(project: Path, name: str, params: dict[str, Any] | None = None, env: str | None = None) -> dict:
+    def _run(
+        project: Path,
+        name: str,
+        params: dict[str, Any] | None = None,
+        env: str | None = None,
+        runner: Any = None,
+    ) -> dict:
         from kedro.framework.session import KedroSession
         from kedro.framework.startup import bootstrap_project
 
         bootstrap_project(project)
         with KedroSession.create(project_path=project, runtime_params=params or {}, env=env) as session:
-            return session.run(pipeline_names=[name])
+            return session.run(pipeline_names=[name], runner=runner)
 
     return _run

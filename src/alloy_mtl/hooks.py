@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ class MlflowTrackingHooks:
         self._remaining: Counter[str] = Counter()
         self._failed: set[str] = set()
         self._fingerprinted = False
+        self._lock = threading.Lock()
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
@@ -130,7 +132,8 @@ class MlflowTrackingHooks:
         }
         settings = {key: value for key, value in with_defaults(given).items() if key in given}  # resolved
         for key in _node_keys(node):
-            self._remaining[key] -= 1
+            with self._lock:  # nodes end in the runner's worker threads
+                self._remaining[key] -= 1
             if settings:  # e.g. evaluation.* (training parameters come merged, from the training summary)
                 self.tracker.log_params(self.tracker.child(key), settings)
         if "params:validation" in inputs and self.project_path is not None:
@@ -173,11 +176,12 @@ class MlflowTrackingHooks:
         return Path(str(path))
 
     def _fingerprint(self, data: Any) -> None:
-        if self.tracker is None or self._fingerprinted or not hasattr(data, "images"):
-            return
+        with self._lock:  # several nodes load the model input at once under a threaded runner
+            if self.tracker is None or self._fingerprinted or not hasattr(data, "images"):
+                return
+            self._fingerprinted = True
         fingerprint = layout.dataset_fingerprint(data.images, data.metadata)
         self.tracker.set_tags_everywhere({FINGERPRINT_TAG: fingerprint})
-        self._fingerprinted = True
 
     @hook_impl
     def on_node_error(self, node: Node) -> None:

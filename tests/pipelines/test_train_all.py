@@ -17,6 +17,7 @@ from alloy_mtl.data.store import open_store
 from alloy_mtl.datasets import TorchBundleDataset
 from alloy_mtl.mtl.experiment import load_model
 from alloy_mtl.pipelines.training import ARCHITECTURES
+from alloy_mtl.runner import ModelParallelRunner
 
 TINY = {
     "generation": {"n_images": 200, "image_size": 32, "min_images_per_class": 18, "images_per_specimen": 3},
@@ -33,7 +34,8 @@ TINY = {
 @pytest.mark.slow
 def test_train_all_produces_models_histories_reports_and_comparison(kedro_project, run_pipeline, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI")  # the embedded default: mlflow.db at the project root
-    run_pipeline(kedro_project, "train_all", TINY)
+    # the runner `kedro run` uses here: two models at a time in threads, each logging to its own MLflow run
+    run_pipeline(kedro_project, "train_all", TINY, runner=ModelParallelRunner(max_workers=2))
 
     data = kedro_project / "data"
     for arch in ARCHITECTURES:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
+from alloy_mtl.mtl.resize import resize_images
 from alloy_mtl.tracking.inference import failed_rows, image_files, parse_inference_settings, predict_files
 
 
@@ -77,3 +79,16 @@ def test_settings_are_checked_before_anything_is_read(tmp_path):
     settings = parse_inference_settings({"input": str(tmp_path)}, "alloy_mtl")
     assert settings.model_uri == "models:/alloy_mtl@champion"
     assert settings.bit_depth is None
+
+
+def test_larger_square_files_are_downsampled_as_training_did_and_other_shapes_are_named(tmp_path):
+    gradient = np.tile(np.linspace(0, 255, 32).astype(np.uint8)[None, :, None], (32, 1, 3))
+    _png(tmp_path / "a_native.png", gradient)  # the 32 px radiograph a 8 px model was trained from
+    _png(tmp_path / "b_wide.png", np.full((8, 16, 3), 51, np.uint8))
+    model = FakeModel()
+    frame = predict_files(model, image_files(tmp_path), in_chans=3, image_size=8, root=tmp_path)
+    assert model.calls == [((1, 3, 8, 8), {"bit_depth": "float"})]
+    expected = resize_images(torch.from_numpy(gradient.transpose(2, 0, 1) / np.float32(255))[None], 8)
+    assert frame.loc[0, "thickness_mm"] == pytest.approx(float(expected.mean()), rel=1e-5)
+    assert frame.loc[0, "error"] == ""
+    assert "size 8x16: not square" in frame.loc[1, "error"]

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from alloy_mtl.mtl.model import load_model
+from alloy_mtl.mtl.resize import resize_images
 from alloy_mtl.tracking import pyfunc_model
 from alloy_mtl.tracking.model_logging import PYFUNC_FILE, log_bundle_model, module_closure
 from alloy_mtl.tracking.pyfunc_model import predict_frame, to_intensity
@@ -50,6 +51,23 @@ def test_regression_outputs_are_destandardised_and_logits_pass_through(bundle_fa
     torch.testing.assert_close(predicted["alloy"], raw["alloy"])
 
 
+def test_radiographs_larger_than_the_training_size_are_downsampled_as_training_did(bundle_factory):
+    bundle = bundle_factory(image_size=8)
+    model = load_model(bundle)
+    native = np.random.default_rng(0).uniform(0.2, 0.9, (3, 3, 32, 32)).astype(np.float32)
+    downsampled = resize_images(torch.from_numpy(native), 8).numpy()
+    assert downsampled.shape == (3, 3, 8, 8)
+    np.testing.assert_allclose(
+        predict_frame(model, bundle, native).filter(like="prob_").to_numpy(),
+        predict_frame(model, bundle, downsampled).filter(like="prob_").to_numpy(),
+        rtol=1e-6,
+    )
+    with pytest.raises(ValueError, match=r"input: size 4x4, the model expects 8x8 or larger"):
+        predict_frame(model, bundle, native[:, :, :4, :4])
+    with pytest.raises(ValueError, match=r"input: size 32x16: not square"):
+        predict_frame(model, bundle, native[:, :, :, :16])
+
+
 def test_the_model_carries_only_the_modules_it_imports():
     files = {str(p) for p in module_closure(PYFUNC_FILE)}
     assert {"__init__.py", "mtl/__init__.py", "mtl/model.py", "mtl/tasks.py"} <= files
@@ -82,8 +100,11 @@ def test_logged_model_predicts_like_the_model_itself(mlflow_backend, bundle_fact
     np.testing.assert_allclose(
         loaded.predict(counts, params={"bit_depth": "16"})["thickness_mm"], served["thickness_mm"], rtol=1e-3
     )
-    # the signature takes any image size with the trained channel count, and nothing else
-    assert loaded.predict(np.full((1, 3, 16, 12), 0.5, np.float32)).shape == (1, 8)
+    # the signature takes any image size with the trained channel count, and nothing else; the model
+    # downsamples a larger square radiograph to its training size and names any other shape
+    assert loaded.predict(np.full((1, 3, 16, 16), 0.5, np.float32)).shape == (1, 8)
+    with pytest.raises(Exception, match=r"16x12: not square"):
+        loaded.predict(np.full((1, 3, 16, 12), 0.5, np.float32))
     with pytest.raises(Exception, match=r"[Ss]hape"):
         loaded.predict(np.full((1, 2, 8, 8), 0.5, np.float32))
     assert info.metadata["in_chans"] == 3 and info.metadata["image_size"] == 8

@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from alloy_mtl.mtl.resize import resize_images
 
 
 def _is_classification(array: np.ndarray) -> bool:
@@ -123,14 +124,8 @@ class ArrayTaskDataset(Dataset):
     def __getitem__(self, item: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         row = int(self.indices[item])
         image = torch.from_numpy(np.array(self.images[row], dtype=np.float32, copy=True))
-        if self.image_size is not None and tuple(image.shape[-2:]) != (self.image_size, self.image_size):
-            image = F.interpolate(
-                image[None],
-                size=(self.image_size, self.image_size),
-                mode="bilinear",
-                antialias=True,
-                align_corners=False,
-            )[0]
+        if self.image_size is not None:
+            image = resize_images(image, self.image_size)
         targets = {task: torch.as_tensor(values[row]) for task, values in self.targets.items()}
         masks = {task: torch.as_tensor(mask[row]) for task, mask in self.masks.items()}
         return image, targets, masks

@@ -17,8 +17,10 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+import torch
 
 from alloy_mtl.data.ingest import IMAGE_SUFFIXES, read_image
+from alloy_mtl.mtl.resize import check_resizable, resize_images
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +108,9 @@ def predict_files(
 ) -> pd.DataFrame:
     """One row per file: ``file`` (relative to ``root``), the model's output columns and ``error``.
 
-    Each file is read and checked (``in_chans`` channels, ``image_size`` x ``image_size`` pixels: the model's
-    training geometry) on its own; valid images are predicted in batches as I/I0 floats. ``bit_depth``: the
+    Each file is read and checked (``in_chans`` channels, square, at least ``image_size`` pixels: the model's
+    training size) on its own; valid images are resized to ``image_size`` as training resized them and
+    predicted in batches as I/I0 floats. ``bit_depth``: the
     true bit depth of 16-bit files (as ``data_source.options.bit_depth``).
     """
     rows: list[dict[str, Any]] = []
@@ -118,11 +121,11 @@ def predict_files(
             image = read_image(file, bit_depth, grey_rgb=in_chans == 1)
             if image.shape[0] != in_chans:
                 raise ValueError(f"{image.shape[0]} channel(s), the model expects {in_chans}")
-            if image.shape[1:] != (image_size, image_size):
-                raise ValueError(
-                    f"size {image.shape[1]}x{image.shape[2]}, the model expects {image_size}x{image_size}"
-                )
-            good.append((len(rows), image))
+            check_resizable(image.shape[1], image.shape[2], image_size)
+            resized = resize_images(
+                torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)), image_size
+            )
+            good.append((len(rows), resized.numpy()))
         except Exception as exc:  # one bad file must not stop the others
             row["error"] = f"{type(exc).__name__}: {exc}"
             logger.warning("inference: %s: %s", file, row["error"])

@@ -4,7 +4,8 @@ Input: raw radiographs, N x C x H x W, either I/I0 floats or 8/16-bit detector c
 Output: one row per image with the alloy, one ``prob_<alloy>`` column per class and each regression target
 (``thickness_mm``, ``absorption``) in its original units.
 
-Everything between the two is inside: bit-depth scaling (:func:`to_intensity`), the model's own input
+Everything between the two is inside: bit-depth scaling (:func:`to_intensity`), the downsampling of square
+radiographs larger than the training size to it (as training did, ``alloy_mtl.mtl.resize``), the model's own input
 normaliser (part of its weights), the forward pass, softmax and target de-standardisation
 (:func:`destandardise`). The weights are read with ``torch.load(..., weights_only=True)``: loading a registered
 model unpickles no arbitrary object. The model is rebuilt with ``alloy_mtl.mtl.model`` only, which the logged
@@ -27,6 +28,7 @@ from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
 from alloy_mtl.mtl.model import load_model
+from alloy_mtl.mtl.resize import check_resizable, resize_images
 from alloy_mtl.mtl.tasks import parse_tasks
 
 BUNDLE_ARTIFACT = "bundle"
@@ -92,11 +94,17 @@ def predict_frame(
             f"input: {intensity.shape[1]} channel(s) per image, but the model was trained on {in_chans} "
             "(one per tube voltage)"
         )
+    size = int(bundle["image_size"])
+    try:
+        check_resizable(intensity.shape[2], intensity.shape[3], size)
+    except ValueError as error:
+        raise ValueError(f"input: {error}") from None
     tasks = parse_tasks(bundle["tasks"])
     chunks: list[dict[str, np.ndarray]] = []
     with torch.inference_mode():
         for start in range(0, len(intensity), max(1, int(batch_size))):
             batch = torch.from_numpy(np.ascontiguousarray(intensity[start : start + batch_size]))
+            batch = resize_images(batch, size)  # as training resized them (the CNNs train downsampled)
             # the model undoes its own target standardisation (its target_scaler buffers)
             chunks.append({k: v.detach().float().cpu().numpy() for k, v in model.predict(batch).items()})
     columns: dict[str, Any] = {}

@@ -124,8 +124,10 @@ class RunTracker:
         """Add ``tags`` to the parent, to every open nested run and to nested runs created later."""
         if not self.is_owner() or self.parent_run_id is None:
             return
-        self.parent_tags.update({k: str(v) for k, v in tags.items()})
-        for run_id in (self.parent_run_id, *self.children.values()):
+        with self._lock:  # a nested run created meanwhile (another thread's node) gets the tags too
+            self.parent_tags.update({k: str(v) for k, v in tags.items()})
+            runs = (self.parent_run_id, *self.children.values())
+        for run_id in runs:
             self.set_tags(run_id, tags)
 
     def end(self, key: str | None, status: str = "FINISHED") -> None:
