@@ -8,7 +8,7 @@ import pytest
 
 from alloy_mtl.constants import ALLOYS
 from alloy_mtl.evaluation.classification import check_predictions, classification_metrics
-from alloy_mtl.evaluation.ensemble import ensemble_predictions, hard_vote, soft_vote
+from alloy_mtl.evaluation.ensemble import ensemble_predictions, hard_vote, regression_members, soft_vote
 from tests.evaluation.helpers import predictions_from_probs
 
 # Rows: image a (2 of 3 vote 2017, mean favours 1050), image b (three-way tie 1050/2017/5083 while the
@@ -85,3 +85,40 @@ def test_inconsistent_inputs_name_the_model() -> None:
         ensemble_predictions(_models(), method="median")
     with pytest.raises(ValueError, match="no model"):
         ensemble_predictions({})
+
+
+def test_a_regression_head_far_worse_on_validation_is_left_out_of_that_targets_average(caplog) -> None:
+    val_mae = {
+        "m1": {"thickness_mm": 0.20, "absorption": 0.05},
+        "m2": {"thickness_mm": 0.30, "absorption": 0.50},  # its absorption head failed
+        "m3": {"thickness_mm": 9.00},  # and m3's thickness head
+    }
+    kept = regression_members(val_mae, tolerance=2.0)
+    assert kept == {"absorption": ["m1"], "thickness_mm": ["m1", "m2"]}
+    assert "left out ['m3']" in caplog.text and "left out ['m2']" in caplog.text
+    assert regression_members(val_mae, tolerance=None)["thickness_mm"] == ["m1", "m2", "m3"]
+    assert regression_members({"m1": {"absorption": float("nan")}, "m2": {"absorption": 0.1}}) == {
+        "absorption": ["m2"]
+    }
+
+    gated = ensemble_predictions(_models(), "soft", regression=kept)
+    assert gated["thickness_mm_pred"].tolist() == [1.5, 2.5, 3.5]  # m1 and m2 only (m3 adds 2)
+    assert gated["absorption_pred"].tolist() == pytest.approx([0.4, 0.6, 0.8])  # m1 alone
+    plain = ensemble_predictions(_models(), "soft")
+    pd.testing.assert_frame_equal(gated.filter(like="prob_"), plain.filter(like="prob_"))  # voting unchanged
+
+
+def test_the_ensemble_node_reads_each_models_validation_errors_from_its_training_summary() -> None:
+    from alloy_mtl.pipelines.evaluation.nodes import SUMMARY_PREFIX, ensemble_architectures
+
+    summaries = {
+        f"{SUMMARY_PREFIX}m1": {"val_mae": {"thickness_mm": 0.2}},
+        f"{SUMMARY_PREFIX}m2": {"val_mae": {"thickness_mm": 0.3}},
+        f"{SUMMARY_PREFIX}m3": {"val_mae": {"thickness_mm": 5.0}},
+    }
+    soft, hard = ensemble_architectures({}, **_models(), **summaries)
+    assert soft["thickness_mm_pred"].tolist() == hard["thickness_mm_pred"].tolist() == [1.5, 2.5, 3.5]
+    every, _ = ensemble_architectures({"ensemble_regression_tolerance": None}, **_models(), **summaries)
+    assert every["thickness_mm_pred"].tolist() == [2.0, 3.0, 4.0]
+    older, _ = ensemble_architectures({}, **_models(), **{k: {} for k in summaries})  # no val_mae: all kept
+    assert older["thickness_mm_pred"].tolist() == [2.0, 3.0, 4.0]

@@ -174,3 +174,15 @@ def test_with_class_balanced_batches_the_loss_corrects_for_a_uniform_prior_not_t
     )
     assert float(natural.max() - natural.min()) == pytest.approx(np.log(14), rel=1e-5)
     torch.testing.assert_close(balanced, torch.full((5,), -float(np.log(5))))
+
+
+def test_the_summary_names_the_delivered_epoch_and_its_validation_errors():
+    images, metadata = _data()
+    result = train_from_params(
+        images, metadata, _params(epochs=4, monitor={"metric": "val_alloy_acc", "mode": "max"}), None
+    )
+    history, summary = result.history, result.summary
+    best = int(history.loc[history["val_alloy_acc"].idxmax(), "epoch"])  # the first best epoch
+    assert summary["delivered_epoch"] == best
+    row = history.set_index("epoch").loc[best]
+    assert summary["val_mae"] == {"thickness_mm": pytest.approx(float(row["val_thickness_mae"]))}

@@ -8,7 +8,9 @@ mean probabilities; the methods differ in ``alloy_pred``:
 * hard voting: the alloy most models predict, a tie broken by the highest mean probability among
   the tied alloys.
 
-Regression predictions (``<target>_pred``) are averaged over the models that have the column.
+Regression predictions (``<target>_pred``) are averaged over the models that have the column, or over the
+members that :func:`regression_members` keeps: a model whose regression head failed (its validation error a
+multiple of the best member's) would otherwise drag the average with it.
 """
 
 from __future__ import annotations
@@ -81,11 +83,48 @@ def _regression_targets(aligned: dict[str, pd.DataFrame]) -> list[str]:
     return targets
 
 
+def regression_members(
+    val_mae: Mapping[str, Mapping[str, float]], tolerance: float | None = 2.0
+) -> dict[str, list[str]]:
+    """Per regression target, the models whose validation MAE is at most ``tolerance`` x the best model's.
+
+    Args:
+        val_mae: ``{model: {target: validation MAE of the delivered weights}}`` (training summaries'
+            ``val_mae``); a model without a finite value for a target is not judged on it.
+        tolerance: None keeps every model.
+
+    Returns:
+        ``{target: [kept models]}`` for every target some model was judged on.
+    """
+    targets = sorted({target for errors in val_mae.values() for target in errors})
+    kept: dict[str, list[str]] = {}
+    for target in targets:
+        judged = {m: float(e[target]) for m, e in val_mae.items() if target in e and np.isfinite(e[target])}
+        best = min(judged.values())
+        kept[target] = [m for m, error in judged.items() if tolerance is None or error <= tolerance * best]
+        left_out = sorted(set(judged) - set(kept[target]))
+        if left_out:
+            logger.warning(
+                "ensemble %s: left out %s (validation MAE %s, more than %.3g x the best %.4g)",
+                target,
+                left_out,
+                [round(judged[m], 4) for m in left_out],
+                tolerance,
+                best,
+            )
+    return kept
+
+
 def ensemble_predictions(
-    predictions: Mapping[str, pd.DataFrame], method: str = "soft", alloys: Sequence[str] = ALLOYS
+    predictions: Mapping[str, pd.DataFrame],
+    method: str = "soft",
+    alloys: Sequence[str] = ALLOYS,
+    regression: Mapping[str, Sequence[str]] | None = None,
 ) -> pd.DataFrame:
     """Combine several models' predictions tables (``{model name: DataFrame}``) by soft or hard voting.
 
+    ``regression`` (``{target: models}``, from :func:`regression_members`) limits which models a regression
+    target averages; a target it does not name, or whose models predicted none of it, averages every model.
     Returns a predictions table in the same contract (rows in the first model's order). Raises
     ``ValueError`` naming the model when image sets, duplicated ids or true labels disagree.
     """
@@ -112,11 +151,13 @@ def ensemble_predictions(
     result[prob_columns(alloys)] = mean_probs
     for target in _regression_targets(aligned):
         owners = [frame for frame in aligned.values() if f"{target}_pred" in frame.columns]
+        chosen = set((regression or {}).get(target, ()))
+        members = [frame for name, frame in aligned.items() if name in chosen and f"{target}_pred" in frame]
         if any(f"{target}_true" in frame.columns for frame in owners):
             _check_same_truth(aligned, f"{target}_true")
             truth = next(frame for frame in aligned.values() if f"{target}_true" in frame.columns)
             result[f"{target}_true"] = truth[f"{target}_true"].to_numpy(dtype=float)
-        stacked = np.stack([frame[f"{target}_pred"].to_numpy(dtype=float) for frame in owners])
+        stacked = np.stack([frame[f"{target}_pred"].to_numpy(dtype=float) for frame in members or owners])
         result[f"{target}_pred"] = stacked.mean(axis=0)
     return result
 

@@ -36,5 +36,8 @@ class EvaluationParams(ParamsModel):
     class_shot_thresholds: dict[str, int] = {"many": 100, "few": 20}
     shot_bins: int | list[float] | dict[str, int | list[float]] = 50
     ece_bins: int = Field(15, ge=1)
+    ensemble_regression_tolerance: float | None = Field(2.0, gt=0)
+    """The ensembles average a regression target over the models whose validation MAE is at most this multiple
+    of the best model's (a failed regression head is left out); null averages every model."""
     bootstrap: BootstrapParams = BootstrapParams()
     evaluation_set: EvaluationSetParams = EvaluationSetParams()

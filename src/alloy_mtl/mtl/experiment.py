@@ -319,9 +319,33 @@ def train_from_params(
         "wall_time_s": wall,
         "n_train_images": len(train_rows),
         "gradient_method": trainer.method.name,
+        **delivered_validation(trainer, history, tasks),
     }
     logger.info("trained %s: %d epochs in %.1f s on %s", params.arch, len(history), wall, trainer.device)
     return TrainingResult(bundle=bundle, history=history, predictions=predictions, summary=summary)
+
+
+def delivered_validation(
+    trainer: Trainer, history: pd.DataFrame, tasks: Sequence[TaskSpec]
+) -> dict[str, Any]:
+    """The epoch whose weights the run delivers and its validation MAE per regression target (original units):
+    ``{"delivered_epoch": 7, "val_mae": {"thickness_mm": 0.31, ...}}``. The ensembles weigh their members'
+    regression outputs by it (``alloy_mtl.evaluation.ensemble``)."""
+    if history.empty:
+        return {"delivered_epoch": 0, "val_mae": {}}
+    restored = (
+        trainer.settings.restore_best and trainer.best_state is not None and trainer.tracker.best_epoch > 0
+    )
+    epoch = int(trainer.tracker.best_epoch) if restored else int(history["epoch"].iloc[-1])
+    row = history.loc[history["epoch"] == epoch].iloc[-1]
+    errors = {
+        task.target: float(row[f"val_{task.name}_mae"])
+        for task in tasks
+        if not task.is_classification
+        and f"val_{task.name}_mae" in row
+        and np.isfinite(row[f"val_{task.name}_mae"])
+    }
+    return {"delivered_epoch": epoch, "val_mae": errors}
 
 
 def predictions_frame(

@@ -20,7 +20,7 @@ from alloy_mtl.evaluation.comparison import (
     to_markdown,
     training_summary_table,
 )
-from alloy_mtl.evaluation.ensemble import ensemble_predictions
+from alloy_mtl.evaluation.ensemble import ensemble_predictions, regression_members
 from alloy_mtl.evaluation.evaluation_set import simulate_evaluation_set
 from alloy_mtl.evaluation.params import EvaluationParams
 from alloy_mtl.evaluation.plots import ap_heatmap
@@ -189,12 +189,32 @@ def evaluate_reference(
     return metrics, _png_names(figures)
 
 
-def ensemble_architectures(**predictions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Soft-voting and hard-voting ensembles over every trained architecture's predictions of one image set."""
+SUMMARY_PREFIX = "summary__"
+"""Inputs of :func:`ensemble_architectures` named ``summary__<arch>`` are training summaries; the rest are
+predictions."""
+
+
+def ensemble_architectures(
+    evaluation: dict[str, Any], **inputs: pd.DataFrame | dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Soft-voting and hard-voting ensembles over every trained architecture's predictions of one image set.
+
+    Args:
+        evaluation: ``params:evaluation`` (``ensemble_regression_tolerance``).
+        inputs: ``<arch>``: its predictions; ``summary__<arch>``: its training summary, whose ``val_mae`` decides
+            which models a regression target averages (a summary without it keeps the model).
+    """
+    predictions = {k: v for k, v in inputs.items() if not k.startswith(SUMMARY_PREFIX)}
+    summaries = {k.removeprefix(SUMMARY_PREFIX): v for k, v in inputs.items() if k.startswith(SUMMARY_PREFIX)}
     if any(frame.empty for frame in predictions.values()):
         return _no_predictions(), _no_predictions()
+    tolerance = parse_params(EvaluationParams, evaluation, "evaluation").ensemble_regression_tolerance
+    errors = {arch: dict(summary.get("val_mae") or {}) for arch, summary in summaries.items()}
+    regression = regression_members(errors, tolerance)
     first = next(iter(predictions.values()))
-    soft, hard = (ensemble_predictions(predictions, method=method) for method in ("soft", "hard"))
+    soft, hard = (
+        ensemble_predictions(predictions, method=method, regression=regression) for method in ("soft", "hard")
+    )
     if "specimen_id" in first.columns:
         return _with_specimens(soft, first), _with_specimens(hard, first)
     return soft, hard

@@ -65,7 +65,9 @@ def create_comparison_pipeline(architectures: Sequence[str], **kwargs) -> Pipeli
             *[
                 Node(
                     nodes.ensemble_architectures,
-                    inputs={arch: f"{arch}.{predictions}" for arch in architectures},
+                    inputs={"evaluation": "params:evaluation"}
+                    | {arch: f"{arch}.{predictions}" for arch in architectures}
+                    | {f"{nodes.SUMMARY_PREFIX}{arch}": f"{arch}.training_summary" for arch in architectures},
                     outputs=[f"ensemble_soft.{predictions}", f"ensemble_hard.{predictions}"],
                     name=f"ensemble_{predictions}",
                 )
