@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import pickle
 import threading
 
@@ -109,3 +110,10 @@ def test_two_models_trained_at_once_in_threads_equal_each_trained_alone():
     for key in settings:
         pd.testing.assert_frame_equal(alone[key], together[key])
     assert not np.allclose(alone["a"].filter(like="prob_"), alone["b"].filter(like="prob_"))
+
+
+def test_epoch_lines_name_the_model_that_wrote_them(caplog):
+    images, metadata = _data()
+    with caplog.at_level(logging.INFO, logger="alloy_mtl.mtl.callbacks"):
+        train_from_params(images, metadata, _params(epochs=1), None)
+    assert "fnn epoch 1: train_loss=" in caplog.text

@@ -43,15 +43,17 @@ class Callback:
 class LoggingCallback(Callback):
     """Logs the main metrics of every epoch with ``logging`` (INFO)."""
 
-    def __init__(self, keys: tuple[str, ...] = ("train_loss", "val_loss", "lr")) -> None:
+    def __init__(self, keys: tuple[str, ...] = ("train_loss", "val_loss", "lr"), label: str = "") -> None:
         self.keys = keys
+        self.label = label
+        """Prefix of each line (the architecture: several models may train at once)."""
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         """Log ``keys`` of ``metrics`` (rank 0 only under DDP: the others hold the same numbers)."""
         if not is_main_process():
             return
         shown = ", ".join(f"{k}={metrics[k]:.4g}" for k in self.keys if k in metrics)
-        logger.info("epoch %d: %s", epoch, shown)
+        logger.info("%sepoch %d: %s", f"{self.label} " if self.label else "", epoch, shown)
 
 
 class MetricTracker:

@@ -281,8 +281,9 @@ def train_from_params(
             tasks,
             losses,
             params.trainer_settings(),
-            callbacks=[LoggingCallback(log_keys), *callbacks, *saving],
+            callbacks=[LoggingCallback(log_keys, label=params.arch), *callbacks, *saving],
         )
+        trainer.label = params.arch
         return trainer, trainer.fit(loaders["train"], loaders["val"])
 
     start = time.perf_counter()

@@ -141,6 +141,8 @@ class Trainer:
         self.stopped = False
         self.best_state: dict[str, Tensor] | None = None
         self.generators: list[torch.Generator] = []
+        self.label = ""
+        """Names the model in the progress bar (several may train at once)."""
         self._static_weights = {t.name: float(t.weight) for t in self.tasks}
 
     def _check_parameter_coverage(self) -> None:
@@ -391,7 +393,10 @@ class Trainer:
         diagnostics = EpochDiagnostics(self.task_names)
         all_params = [p for group in self.optimizer.param_groups for p in group["params"]]
         show = self.settings.show_progress
-        bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=None if show is None else not show)
+        label = f"{self.label} " if self.label else ""
+        bar = tqdm(
+            loader, desc=f"{label}epoch {epoch}", leave=False, disable=None if show is None else not show
+        )
         per_step = isinstance(self.scheduler, ProgressSchedule)
         steps = len(loader) if per_step or self.ema is not None else 0
         for step, batch in enumerate(bar):
