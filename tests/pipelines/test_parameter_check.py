@@ -84,6 +84,17 @@ def test_kedro_run_exits_non_zero_naming_the_key(kedro_project):
     assert not (kedro_project / "data" / "06_models").exists()
 
 
+REFERENCE_LR = {
+    "resnet18": 1.0e-3,
+    "resnet34": 1.0e-2,
+    "resnet50": 5.0e-4,
+    "vgg16": 2.0e-4,
+    "efficientnet_b0": 2.0e-3,
+    "fnn": 1.0e-2,
+}
+"""The reference study's model table (README "What the CPU default trades away")."""
+
+
 def test_the_paper_environment_keeps_none_of_the_cpu_budget_choices(kedro_project):
     from kedro.config import OmegaConfigLoader
 
@@ -103,3 +114,4 @@ def test_the_paper_environment_keeps_none_of_the_cpu_budget_choices(kedro_projec
         assert (resolved.image_size, resolved.max_train_images) == (None, None), arch
         assert resolved.monitor.metric == "val_loss" and resolved.input_transform == "neg_log", arch
         assert resolved.lr_scheduler.name == "reduce_on_plateau" and not resolved.ema.enabled, arch
+        assert resolved.lr == REFERENCE_LR[arch], arch
