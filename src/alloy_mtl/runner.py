@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future
 from typing import Any
@@ -33,6 +34,10 @@ logger = logging.getLogger(__name__)
 
 MAX_DEFAULT_WORKERS = 6
 """train_all trains six architectures: more workers than that would only wait."""
+
+SETTLE_S = 0.02
+"""A worker waits until no task was submitted for this long before it picks one, so that the highest priority
+of a batch of ready nodes, submitted one by one, is chosen rather than the first to arrive."""
 
 PRIORITY_TAG = re.compile(r"^priority_(\d+)$")
 """A node tagged ``priority_<n>`` starts before ready nodes of a lower ``n`` (untagged: 0)."""
@@ -59,6 +64,7 @@ class PriorityThreadExecutor(Executor):
         self._ready = threading.Condition()
         self._shutdown = False
         self._halted = False
+        self._last_submit = 0.0
         self._threads = [
             threading.Thread(target=self._work, name=f"alloy-mtl-worker-{i}", daemon=True)
             for i in range(max(1, int(max_workers)))
@@ -73,16 +79,23 @@ class PriorityThreadExecutor(Executor):
             if self._shutdown:
                 raise RuntimeError("cannot submit to an executor that was shut down")
             heapq.heappush(self._queue, (-self._priority(fn), next(self._order), future, fn, args, kwargs))
+            self._last_submit = time.monotonic()
             self._ready.notify()
         return future
 
     def _work(self) -> None:
         while True:
             with self._ready:
-                while (not self._queue or self._halted) and not self._shutdown:
-                    self._ready.wait()
-                if not self._queue or self._halted:
-                    return
+                while True:
+                    while (not self._queue or self._halted) and not self._shutdown:
+                        self._ready.wait()
+                    if not self._queue or self._halted:
+                        return
+                    # Kedro submits the ready nodes one after another: let the batch land before choosing
+                    quiet = time.monotonic() - self._last_submit
+                    if quiet >= SETTLE_S or self._shutdown:
+                        break
+                    self._ready.wait(SETTLE_S - quiet)
                 _, _, future, fn, args, kwargs = heapq.heappop(self._queue)
             if not future.set_running_or_notify_cancel():
                 continue
