@@ -204,10 +204,10 @@ class Bench:
     def trainer(self, method: str, amp: bool = True, channels_last: bool = True, loader: Any = None):
         """One more epoch of our Trainer per call (no validation, checkpoints or progress bar)."""
         settings = {
-            "epochs": 1, "optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-4, "grad_clip_norm": None,
+            "epochs": 1, "optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-4, "grad_clip_norm": 5.0,
             "gradient_method": {"name": method, "diagnostics_every": 0},
             "monitor": {"metric": "train_loss"}, "early_stopping": {"enabled": False}, "restore_best": False,
-            "progress_bar": False, "device": str(self.device), "amp": amp, "channels_last": channels_last,
+            "progress_bar": False, "device": str(self.device), "amp": "auto" if amp else False, "channels_last": channels_last,
             "deterministic": False,
         }  # fmt: skip
         trainer = Trainer(self.model(), self.tasks, self.losses, settings)
