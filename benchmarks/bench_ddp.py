@@ -32,8 +32,8 @@ def worker(out: Path, images: int, epochs: int) -> None:
     import torch
     from bench_gpu import TASK_PARAMS, stand_in_data
 
-    from alloy_mtl.mtl.distributed import is_main_process
-    from alloy_mtl.mtl.experiment import train_from_params
+    from alloy_mtl.mtl.parallel.process_group import is_main_process
+    from alloy_mtl.mtl.recipe import train_from_params
 
     torch.set_num_threads(1)
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -58,13 +58,13 @@ import torch.distributed as dist
 
 from alloy_mtl.constants import ALLOYS
 from alloy_mtl.mtl.device import autocast, memory_format, resolve_device, seed_everything
-from alloy_mtl.mtl.device_data import DeviceBatches
-from alloy_mtl.mtl.experiment import train_from_params
-from alloy_mtl.mtl.losses import build_task_losses
-from alloy_mtl.mtl.model import build_model
+from alloy_mtl.mtl.loading.datasets import ArrayTaskDataset, fit_target_stats, make_dataloader
+from alloy_mtl.mtl.loading.device_batches import DeviceBatches
+from alloy_mtl.mtl.losses.task_losses import build_task_losses
+from alloy_mtl.mtl.models.multitask import build_model
+from alloy_mtl.mtl.recipe import train_from_params
 from alloy_mtl.mtl.tasks import parse_tasks
-from alloy_mtl.mtl.torch_data import ArrayTaskDataset, fit_target_stats, make_dataloader
-from alloy_mtl.mtl.trainer import Trainer
+from alloy_mtl.mtl.training.trainer import Trainer
 
 sys.path.insert(
     0, str(Path(__file__).resolve().parent)

@@ -25,12 +25,12 @@ import numpy as np
 import torch
 
 from alloy_mtl.mtl.device import configure_determinism, seed_everything
-from alloy_mtl.mtl.losses import build_task_losses
-from alloy_mtl.mtl.model import build_model
-from alloy_mtl.mtl.optimizers import build_optimizer
+from alloy_mtl.mtl.loading.datasets import ArrayTaskDataset, fit_target_stats, make_dataloader
+from alloy_mtl.mtl.losses.task_losses import build_task_losses
+from alloy_mtl.mtl.models.multitask import build_model
+from alloy_mtl.mtl.optim.optimizers import build_optimizer
 from alloy_mtl.mtl.tasks import parse_tasks
-from alloy_mtl.mtl.torch_data import ArrayTaskDataset, fit_target_stats, make_dataloader
-from alloy_mtl.mtl.trainer import Trainer
+from alloy_mtl.mtl.training.trainer import Trainer
 
 RESULTS = Path(__file__).parent / "results" / "bench_training.json"
 TASK_PARAMS = {

@@ -5,7 +5,7 @@ A small model trained on a CPU gains little from a second torch thread (ResNet18
 1.2-1.25x), so two models with one thread each finish sooner than the same two one after the other with two
 threads each. Each model stays reproducible: its initial weights are drawn under a lock
 (``alloy_mtl.mtl.device.GLOBAL_RNG_LOCK``) and its dropout from a generator of its own
-(``alloy_mtl.mtl.dropout``); the MLflow tracker writes through explicit run ids, never the thread-local active
+(``alloy_mtl.mtl.models.dropout``); the MLflow tracker writes through explicit run ids, never the thread-local active
 run. A model's numbers depend on how many torch threads trained it (the order of floating-point sums), so a
 run with ``max_workers=1`` on 2 cores repeats itself but not the 2-worker run.
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from alloy_mtl.mtl.distributed import is_main_process, teardown_distributed
+from alloy_mtl.mtl.parallel.process_group import is_main_process, teardown_distributed
 
 logger = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ import torch
 import torch.distributed as dist
 
 from alloy_mtl.constants import ALLOYS
-from alloy_mtl.mtl import checkpointing
-from alloy_mtl.mtl.experiment import train_from_params
-from alloy_mtl.mtl.meter import TrainingDivergedError
+from alloy_mtl.mtl.recipe import train_from_params
+from alloy_mtl.mtl.training import checkpoint_callback as checkpointing
+from alloy_mtl.mtl.training.meter import TrainingDivergedError
 
 METHODS = ("equal", "pcgrad", "upgrad", "gradnorm", "uncertainty")
 PER_RANK_BATCH = 4

@@ -10,16 +10,16 @@ import pandas as pd
 import pytest
 import torch
 
-from alloy_mtl.mtl.checkpoint import (
+from alloy_mtl.mtl.device import seed_everything
+from alloy_mtl.mtl.training.checkpoint_callback import CheckpointCallback
+from alloy_mtl.mtl.training.checkpoint_io import (
     CheckpointMismatchError,
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
 )
-from alloy_mtl.mtl.checkpointing import CheckpointCallback
-from alloy_mtl.mtl.device import seed_everything
-from alloy_mtl.mtl.trainer import Trainer
+from alloy_mtl.mtl.training.trainer import Trainer
 
 from .test_trainer import LOSSES, TASKS, StandInModel, Task, make_loaders
 
@@ -140,10 +140,10 @@ def test_rng_state_round_trip(tmp_path: Path) -> None:
 
 
 def test_resume_with_fds_model_matches_uninterrupted_run(tmp_path: Path) -> None:
-    model_mod = pytest.importorskip("alloy_mtl.mtl.model")
-    losses_mod = pytest.importorskip("alloy_mtl.mtl.losses")
+    model_mod = pytest.importorskip("alloy_mtl.mtl.models.multitask")
+    losses_mod = pytest.importorskip("alloy_mtl.mtl.losses.task_losses")
+    from alloy_mtl.mtl.loading.datasets import ArrayTaskDataset, fit_target_stats, make_dataloader
     from alloy_mtl.mtl.tasks import parse_tasks
-    from alloy_mtl.mtl.torch_data import ArrayTaskDataset, fit_target_stats, make_dataloader
 
     tasks = parse_tasks(
         {

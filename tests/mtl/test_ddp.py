@@ -13,17 +13,13 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
-from alloy_mtl.mtl.callbacks import LoggingCallback
-from alloy_mtl.mtl.checkpointing import CheckpointCallback
-from alloy_mtl.mtl.ddp_trainer import DistributedTrainer, replicas_max_difference
-from alloy_mtl.mtl.device_data import DeviceBatches, use_device_data
-from alloy_mtl.mtl.distributed import (
-    ShardedClassBalancedSampler,
-    ShardSampler,
-    is_main_process,
-    setup_distributed,
-)
-from alloy_mtl.mtl.torch_data import ArrayTaskDataset, make_dataloader
+from alloy_mtl.mtl.loading.datasets import ArrayTaskDataset, make_dataloader
+from alloy_mtl.mtl.loading.device_batches import DeviceBatches, use_device_data
+from alloy_mtl.mtl.loading.samplers import ShardedClassBalancedSampler, ShardSampler
+from alloy_mtl.mtl.parallel.ddp_trainer import DistributedTrainer, replicas_max_difference
+from alloy_mtl.mtl.parallel.process_group import is_main_process, setup_distributed
+from alloy_mtl.mtl.training.callbacks import LoggingCallback
+from alloy_mtl.mtl.training.checkpoint_callback import CheckpointCallback
 from tests.subprocesses import run_child, torchrun
 
 from .test_trainer import LOSSES, TASKS, StandInModel, make_data, make_loaders
@@ -127,7 +123,7 @@ def test_only_rank_zero_writes_checkpoints_and_logs(
     trainer = make_trainer(epochs=1)
     monkeypatch.setenv("RANK", "1")
     assert not is_main_process()
-    with caplog.at_level(logging.INFO, logger="alloy_mtl.mtl.callbacks"):
+    with caplog.at_level(logging.INFO, logger="alloy_mtl.mtl.training.callbacks"):
         CheckpointCallback(tmp_path).on_epoch_end(trainer, 1, {"train_loss": 1.0})
         LoggingCallback().on_epoch_end(trainer, 1, {"train_loss": 1.0})
     assert list(tmp_path.iterdir()) == []

@@ -13,11 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-from alloy_mtl.mtl.callbacks import Callback
-from alloy_mtl.mtl.dropout import SeededDropout, attach_generator, use_seeded_dropout
-from alloy_mtl.mtl.experiment import train_from_params
-from alloy_mtl.mtl.model import build_model
+from alloy_mtl.mtl.models.dropout import SeededDropout, attach_generator, use_seeded_dropout
+from alloy_mtl.mtl.models.multitask import build_model
+from alloy_mtl.mtl.recipe import train_from_params
 from alloy_mtl.mtl.tasks import parse_tasks
+from alloy_mtl.mtl.training.callbacks import Callback
 from tests.mtl.test_experiment import TASKS, _data, _params
 
 
@@ -114,6 +114,6 @@ def test_two_models_trained_at_once_in_threads_equal_each_trained_alone():
 
 def test_epoch_lines_name_the_model_that_wrote_them(caplog):
     images, metadata = _data()
-    with caplog.at_level(logging.INFO, logger="alloy_mtl.mtl.callbacks"):
+    with caplog.at_level(logging.INFO, logger="alloy_mtl.mtl.training.callbacks"):
         train_from_params(images, metadata, _params(epochs=1), None)
     assert "fnn epoch 1: train_loss=" in caplog.text

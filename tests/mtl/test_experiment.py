@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from alloy_mtl.constants import ALLOYS
-from alloy_mtl.mtl.checkpoint import CheckpointMismatchError
-from alloy_mtl.mtl.experiment import load_model, task_targets, train_from_params
+from alloy_mtl.mtl.recipe import load_model, task_targets, train_from_params
 from alloy_mtl.mtl.tasks import parse_tasks
+from alloy_mtl.mtl.training.checkpoint_io import CheckpointMismatchError
 
 TASKS = {
     "alloy": {"kind": "classification", "target": "alloy", "num_outputs": 5, "loss": "logit_adjusted"},
@@ -140,7 +140,7 @@ def test_changed_data_or_settings_never_resume_a_stale_checkpoint(tmp_path):
 
 
 def test_diverging_training_stops_with_a_clear_error():
-    from alloy_mtl.mtl.meter import TrainingDivergedError
+    from alloy_mtl.mtl.training.meter import TrainingDivergedError
 
     images, metadata = _data()
     with pytest.raises(TrainingDivergedError, match="epoch 1: training diverged"):
@@ -163,7 +163,7 @@ def test_a_task_without_any_training_label_is_named_with_the_fix():
 
 
 def test_with_class_balanced_batches_the_loss_corrects_for_a_uniform_prior_not_the_split_tail():
-    from alloy_mtl.mtl.experiment import prepare_experiment
+    from alloy_mtl.mtl.recipe import prepare_experiment
 
     images, metadata = _data(n_per_split=20)
     train = np.flatnonzero(metadata["split"].to_numpy() == "train")

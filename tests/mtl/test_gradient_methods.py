@@ -307,7 +307,7 @@ def test_unknown_method_and_parameter_raise_clear_errors() -> None:
 def test_torchjd_methods_differentiate_a_bf16_autocast_forward(name: str) -> None:
     # CPU autocast stands in for CUDA's: torch.vmap over a mixed bf16/float32 graph fails, so a trainer that
     # autocasts asks the method to take the tasks one at a time; the features reach it in float32
-    from alloy_mtl.mtl.model import build_model
+    from alloy_mtl.mtl.models.multitask import build_model
     from alloy_mtl.mtl.tasks import parse_tasks
 
     tasks = parse_tasks(

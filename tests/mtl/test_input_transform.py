@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from alloy_mtl.mtl.input_transform import InputNormalizer, output_channels, represent
+from alloy_mtl.mtl.models.input_transform import InputNormalizer, output_channels, represent
 
 
 def test_fit_standardises_the_negative_log_of_the_training_rows_only():
@@ -48,7 +48,7 @@ def test_dual_energy_adds_thickness_free_log_ratios_of_every_channel_pair():
 
 
 def test_dual_energy_normaliser_fits_and_widens_the_backbone_input():
-    from alloy_mtl.mtl.model import build_model, load_model
+    from alloy_mtl.mtl.models.multitask import build_model, load_model
     from alloy_mtl.mtl.tasks import parse_tasks
 
     rng = np.random.default_rng(1)

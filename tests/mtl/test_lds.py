@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from alloy_mtl.mtl.fds import FDS, FDSCallback
-from alloy_mtl.mtl.lds import (
+from alloy_mtl.mtl.losses.fds import FDS, FDSCallback
+from alloy_mtl.mtl.losses.lds import (
     bin_index,
     kernel_window,
     label_bin_edges,

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alloy_mtl.mtl.losses import (
+from alloy_mtl.mtl.loading.samplers import class_balanced_sampler, class_balanced_weights_per_sample
+from alloy_mtl.mtl.losses.task_losses import (
     BalancedSoftmaxLoss,
     ClassBalancedFocalLoss,
     CrossEntropyTaskLoss,
@@ -22,7 +23,6 @@ from alloy_mtl.mtl.losses import (
     masked_task_losses,
     weighted_total,
 )
-from alloy_mtl.mtl.sampler import class_balanced_sampler, class_balanced_weights_per_sample
 from alloy_mtl.mtl.tasks import parse_tasks
 
 COUNTS = np.array([6, 3, 1])

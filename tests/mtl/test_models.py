@@ -7,8 +7,9 @@ import torch
 from timm.layers import BatchNormAct2d
 from torch import nn
 
-from alloy_mtl.mtl import backbones
-from alloy_mtl.mtl.backbones import (
+from alloy_mtl.mtl.losses.fds import FDS, FDSCallback
+from alloy_mtl.mtl.models import backbones
+from alloy_mtl.mtl.models.backbones import (
     ARCHITECTURES,
     DEFAULT_ACTIVATIONS,
     FNNBackbone,
@@ -16,9 +17,8 @@ from alloy_mtl.mtl.backbones import (
     create_backbone,
     replace_activations,
 )
-from alloy_mtl.mtl.dropout import SeededDropout
-from alloy_mtl.mtl.fds import FDS, FDSCallback
-from alloy_mtl.mtl.model import MultiTaskModel, build_model, make_head
+from alloy_mtl.mtl.models.dropout import SeededDropout
+from alloy_mtl.mtl.models.multitask import MultiTaskModel, build_model, make_head
 from alloy_mtl.mtl.tasks import parse_tasks
 
 EXPECTED_FEATURES = {

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from alloy_mtl.mtl.callbacks import Callback
-from alloy_mtl.mtl.checkpointing import CheckpointCallback
 from alloy_mtl.mtl.device import seed_everything
+from alloy_mtl.mtl.optim.schedules import ProgressSchedule, build_schedule
 from alloy_mtl.mtl.params import TrainerSettings
-from alloy_mtl.mtl.schedules import ProgressSchedule, build_schedule
-from alloy_mtl.mtl.trainer import Trainer
+from alloy_mtl.mtl.training.callbacks import Callback
+from alloy_mtl.mtl.training.checkpoint_callback import CheckpointCallback
+from alloy_mtl.mtl.training.trainer import Trainer
 
 from .test_trainer import LOSSES, TASKS, StandInModel, fit, make_loaders, make_trainer
 

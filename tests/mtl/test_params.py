@@ -8,7 +8,7 @@ import yaml
 from torch import nn
 
 from alloy_mtl.config import ParameterError, flatten, to_yaml
-from alloy_mtl.mtl.optimizers import build_optimizer, rebuild_optimizer
+from alloy_mtl.mtl.optim.optimizers import build_optimizer, rebuild_optimizer
 from alloy_mtl.mtl.params import TrainingParams, parse_training_params
 
 TASKS = {"alloy": {"kind": "classification", "num_outputs": 5}, "thickness": {"kind": "regression"}}

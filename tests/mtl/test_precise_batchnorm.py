@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from alloy_mtl.mtl.weight_averaging import recompute_batchnorm_statistics
+from alloy_mtl.mtl.optim.weight_averaging import recompute_batchnorm_statistics
 
 from .test_trainer import StandInModel, fit, make_trainer
 

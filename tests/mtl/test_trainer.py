@@ -15,13 +15,18 @@ from sklearn.metrics import average_precision_score
 from torch import Tensor, nn
 
 from alloy_mtl.config import ParameterError
-from alloy_mtl.mtl.callbacks import Callback, MetricTracker
-from alloy_mtl.mtl.checkpointing import CheckpointCallback
 from alloy_mtl.mtl.device import autocasts, memory_format, seed_everything
-from alloy_mtl.mtl.inference import predict
-from alloy_mtl.mtl.model import TargetScaler
-from alloy_mtl.mtl.torch_data import ArrayTaskDataset, fit_target_stats, loader_generators, make_dataloader
-from alloy_mtl.mtl.trainer import Trainer
+from alloy_mtl.mtl.loading.datasets import (
+    ArrayTaskDataset,
+    fit_target_stats,
+    loader_generators,
+    make_dataloader,
+)
+from alloy_mtl.mtl.models.multitask import TargetScaler
+from alloy_mtl.mtl.training.callbacks import Callback, MetricTracker
+from alloy_mtl.mtl.training.checkpoint_callback import CheckpointCallback
+from alloy_mtl.mtl.training.predict import predict
+from alloy_mtl.mtl.training.trainer import Trainer
 
 
 @dataclass(frozen=True)
@@ -398,8 +403,8 @@ def test_dataloader_is_seeded_and_exposes_its_generator() -> None:
 
 # -------------------------------------------------------------------------------- integration
 def test_trainer_with_build_model_and_build_task_losses() -> None:
-    model_mod = pytest.importorskip("alloy_mtl.mtl.model")
-    losses_mod = pytest.importorskip("alloy_mtl.mtl.losses")
+    model_mod = pytest.importorskip("alloy_mtl.mtl.models.multitask")
+    losses_mod = pytest.importorskip("alloy_mtl.mtl.losses.task_losses")
     from alloy_mtl.mtl.tasks import parse_tasks
 
     tasks = parse_tasks(

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from alloy_mtl.mtl.checkpointing import LAST_CHECKPOINT, load_checkpoint
+from alloy_mtl.mtl.training.checkpoint_callback import LAST_CHECKPOINT, load_checkpoint
 
 from .test_checkpoint import _fit, _trainer
 from .test_trainer import fit, make_trainer

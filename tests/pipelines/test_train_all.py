@@ -15,7 +15,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from alloy_mtl.constants import ALLOYS
 from alloy_mtl.data.store import open_store
 from alloy_mtl.datasets import TorchBundleDataset
-from alloy_mtl.mtl.experiment import load_model
+from alloy_mtl.mtl.recipe import load_model
 from alloy_mtl.pipelines.training import ARCHITECTURES
 from alloy_mtl.runner import ModelParallelRunner
 

@@ -45,7 +45,7 @@ def test_a_head_without_labels_in_a_batch_gets_no_gradient() -> None:
     study = parse_study_params(TINY).study
     tasks = study.task_specs()
     model = build_tabular_model("hard_sharing", tasks, 4, (8,))
-    from alloy_mtl.mtl.losses import build_task_losses
+    from alloy_mtl.mtl.losses.task_losses import build_task_losses
 
     losses = build_task_losses(tasks)
     x = torch.randn(3, 4, 1, 1)

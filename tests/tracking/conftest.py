@@ -11,7 +11,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from alloy_mtl.mtl.model import build_model
+from alloy_mtl.mtl.models.multitask import build_model
 from alloy_mtl.mtl.tasks import parse_tasks
 
 TASKS: dict[str, dict[str, Any]] = {

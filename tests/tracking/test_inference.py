@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from alloy_mtl.mtl.resize import resize_images
+from alloy_mtl.mtl.loading.resize import resize_images
 from alloy_mtl.tracking.inference import failed_rows, image_files, parse_inference_settings, predict_files
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from alloy_mtl.mtl.model import load_model
-from alloy_mtl.mtl.resize import resize_images
+from alloy_mtl.mtl.loading.resize import resize_images
+from alloy_mtl.mtl.models.multitask import load_model
 from alloy_mtl.tracking import pyfunc_model
 from alloy_mtl.tracking.model_logging import PYFUNC_FILE, log_bundle_model, module_closure
 from alloy_mtl.tracking.pyfunc_model import predict_frame, to_intensity
@@ -70,9 +70,9 @@ def test_radiographs_larger_than_the_training_size_are_downsampled_as_training_d
 
 def test_the_model_carries_only_the_modules_it_imports():
     files = {str(p) for p in module_closure(PYFUNC_FILE)}
-    assert {"__init__.py", "mtl/__init__.py", "mtl/model.py", "mtl/tasks.py"} <= files
+    assert {"__init__.py", "mtl/__init__.py", "mtl/models/multitask.py", "mtl/tasks.py"} <= files
     assert not any(name.startswith(("data/", "pipelines/", "evaluation/", "tracking/")) for name in files)
-    assert "mtl/trainer.py" not in files and "mtl/experiment.py" not in files
+    assert "mtl/training/trainer.py" not in files and "mtl/recipe.py" not in files
 
 
 def test_logged_model_predicts_like_the_model_itself(mlflow_backend, bundle_factory, tmp_path, monkeypatch):

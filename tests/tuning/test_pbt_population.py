@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from alloy_mtl.mtl.checkpoint import load_checkpoint
 from alloy_mtl.mtl.params import parse_training_params
+from alloy_mtl.mtl.training.checkpoint_io import load_checkpoint
 from alloy_mtl.tuning.params import TuningParams
 from tests.mtl.test_experiment import _data, _params
 

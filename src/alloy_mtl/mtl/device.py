@@ -102,7 +102,7 @@ def configure_denormals(device: torch.device, flush: bool | str = "auto") -> boo
 GLOBAL_RNG_LOCK = threading.RLock()
 """Held while a run seeds torch's, numpy's and Python's process-wide generators and draws from them (the
 initial weights). Several models may train at once in one process (Kedro's ThreadRunner); with the lock, and
-with nothing drawn from those generators during training (dropout has its own, ``alloy_mtl.mtl.dropout``),
+with nothing drawn from those generators during training (dropout has its own, ``alloy_mtl.mtl.models.dropout``),
 each model's weights depend on its seed alone."""
 
 

@@ -14,10 +14,10 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from alloy_mtl.config.base import ParamsModel, parse_params
-from alloy_mtl.mtl.backbones import BACKBONES, canonical_activation
 from alloy_mtl.mtl.gradients import gradient_method_parameters
-from alloy_mtl.mtl.input_transform import TRANSFORMS
-from alloy_mtl.mtl.optimizers import OPTIMIZERS
+from alloy_mtl.mtl.models.backbones import BACKBONES, canonical_activation
+from alloy_mtl.mtl.models.input_transform import TRANSFORMS
+from alloy_mtl.mtl.optim.optimizers import OPTIMIZERS
 from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
 
 #: Gradient-method parameters the trainer sets from the tasks and the seed.
@@ -35,7 +35,7 @@ class Monitor(ParamsModel):
 
 
 class LRScheduler(ParamsModel):
-    """Learning-rate schedule (``alloy_mtl.mtl.schedules``): the reference study's ``reduce_on_plateau``
+    """Learning-rate schedule (``alloy_mtl.mtl.optim.schedules``): the reference study's ``reduce_on_plateau``
     (``patience``, ``factor``), ``cosine`` (``warmup_epochs`` linear warm-up, then half-cosine decay; both
     stop at ``min_lr``) or ``one_cycle``, set every step (``lr`` is the peak, reached after ``pct_start`` of
     the planned steps from ``lr / div_factor``; it ends at ``lr / (div_factor * final_div_factor)``)."""
@@ -105,7 +105,7 @@ class GradientMethodParams(ParamsModel, extra="allow"):
 
 
 class TrainerSettings(ParamsModel):
-    """What the :class:`~alloy_mtl.mtl.trainer.Trainer` honours."""
+    """What the :class:`~alloy_mtl.mtl.training.trainer.Trainer` honours."""
 
     epochs: int = Field(10, ge=1)
     optimizer: str = "adam"

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from alloy_mtl.constants import ALLOYS, CLASSIFICATION, REGRESSION, TASK_KINDS
-from alloy_mtl.mtl.losses import LOSSES
+from alloy_mtl.mtl.losses.task_losses import LOSSES
 
 __all__ = ["CLASSIFICATION", "REGRESSION", "TASK_KINDS", "FDSConfig", "LDSConfig", "TaskSpec", "parse_tasks"]
 
@@ -76,7 +76,7 @@ class TaskSpec:
         classes: class labels as they appear in the target column, in output order (classification; the
             five alloys by default when there are five outputs, else ``"0"``, ``"1"``, ...); empty for
             regression.
-        loss: loss name, a key of :data:`alloy_mtl.mtl.losses.LOSSES` of the task's kind.
+        loss: loss name, a key of :data:`alloy_mtl.mtl.losses.task_losses.LOSSES` of the task's kind.
         weight: static, non-negative task weight.
         loss_params: loss hyper-parameters, defaults filled in.
         lds: LDS settings when enabled, else None.
@@ -127,7 +127,7 @@ class TaskSpec:
         return pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
 
     def prediction_columns(self, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """This task's columns of the predictions frame from :func:`~alloy_mtl.mtl.inference.predict` output.
+        """This task's columns of the predictions frame from :func:`~alloy_mtl.mtl.training.predict.predict` output.
 
         Classification: ``<target>_pred`` (label) and ``prob_<class>`` per class; regression: ``<target>_pred``.
         """

@@ -1,7 +1,7 @@
 """Tabular models honouring the mtl trainer's contract (encode / forward_heads / shared_parameters /
 task_parameters): an MLP backbone for hard sharing and a structured model with a learned task-relation matrix.
 
-Feature vectors travel through :class:`~alloy_mtl.mtl.torch_data.ArrayTaskDataset` as (N, F, 1, 1) arrays
+Feature vectors travel through :class:`~alloy_mtl.mtl.loading.datasets.ArrayTaskDataset` as (N, F, 1, 1) arrays
 (an F-channel 1x1 "image"); the backbones flatten them.
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from alloy_mtl.mtl.backbones import make_activation
-from alloy_mtl.mtl.model import MultiTaskModel
+from alloy_mtl.mtl.models.backbones import make_activation
+from alloy_mtl.mtl.models.multitask import MultiTaskModel
 from alloy_mtl.mtl.tasks import TaskSpec
 
 

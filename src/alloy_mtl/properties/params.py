@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from alloy_mtl.config.base import ParamsModel, parse_params
-from alloy_mtl.mtl.backbones import canonical_activation
+from alloy_mtl.mtl.models.backbones import canonical_activation
 from alloy_mtl.mtl.params import EarlyStopping, GradientMethodParams, LRScheduler, TrainerSettings
 from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
 from alloy_mtl.properties.generator import NoiseLevels

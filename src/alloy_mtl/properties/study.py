@@ -22,14 +22,14 @@ import torch
 from sklearn.metrics import average_precision_score, f1_score, r2_score, recall_score
 from torch import Tensor
 
-from alloy_mtl.mtl.callbacks import Callback
 from alloy_mtl.mtl.device import seed_everything
 from alloy_mtl.mtl.gradients.base import cosine_from_gramian, gramian, task_gradients, task_pairs
-from alloy_mtl.mtl.inference import predict
-from alloy_mtl.mtl.losses import build_task_losses
+from alloy_mtl.mtl.loading.datasets import ArrayTaskDataset, fit_target_stats
+from alloy_mtl.mtl.losses.task_losses import build_task_losses
 from alloy_mtl.mtl.tasks import TaskSpec
-from alloy_mtl.mtl.torch_data import ArrayTaskDataset, fit_target_stats
-from alloy_mtl.mtl.trainer import Trainer
+from alloy_mtl.mtl.training.callbacks import Callback
+from alloy_mtl.mtl.training.predict import predict
+from alloy_mtl.mtl.training.trainer import Trainer
 from alloy_mtl.properties.models import RelationMultiTaskModel, build_tabular_model
 from alloy_mtl.properties.params import Configuration, StudyParams
 from alloy_mtl.properties.split import SPLIT_COLUMN

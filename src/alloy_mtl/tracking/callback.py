@@ -1,4 +1,4 @@
-"""Per-epoch MLflow metrics through the trainer's callback protocol (``alloy_mtl.mtl.callbacks.Callback``)."""
+"""Per-epoch MLflow metrics through the trainer's callback protocol (``alloy_mtl.mtl.training.callbacks.Callback``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any
 
-from alloy_mtl.mtl.callbacks import Callback
+from alloy_mtl.mtl.training.callbacks import Callback
 from alloy_mtl.tracking.runs import RunTracker, active_tracker
 
 if TYPE_CHECKING:

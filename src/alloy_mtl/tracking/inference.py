@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from alloy_mtl.data.ingest import IMAGE_SUFFIXES, read_image
-from alloy_mtl.mtl.resize import check_resizable, resize_images
+from alloy_mtl.mtl.loading.resize import check_resizable, resize_images
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
 import alloy_mtl
-from alloy_mtl.mtl.model import load_model
+from alloy_mtl.mtl.models.multitask import load_model
 from alloy_mtl.mtl.tasks import parse_tasks
 from alloy_mtl.tracking import pyfunc_model
 

@@ -5,10 +5,10 @@ Output: one row per image with the alloy, one ``prob_<alloy>`` column per class 
 (``thickness_mm``, ``absorption``) in its original units.
 
 Everything between the two is inside: bit-depth scaling (:func:`to_intensity`), the downsampling of square
-radiographs larger than the training size to it (as training did, ``alloy_mtl.mtl.resize``), the model's own input
+radiographs larger than the training size to it (as training did, ``alloy_mtl.mtl.loading.resize``), the model's own input
 normaliser (part of its weights), the forward pass, softmax and target de-standardisation
 (:func:`destandardise`). The weights are read with ``torch.load(..., weights_only=True)``: loading a registered
-model unpickles no arbitrary object. The model is rebuilt with ``alloy_mtl.mtl.model`` only, which the logged
+model unpickles no arbitrary object. The model is rebuilt with ``alloy_mtl.mtl.models.multitask`` only, which the logged
 model carries in its ``code/`` folder (see :mod:`alloy_mtl.tracking.model_logging`).
 
 Inference parameters (``params=`` in ``predict``, ``"params"`` in a served request):
@@ -27,8 +27,8 @@ import torch
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
-from alloy_mtl.mtl.model import load_model
-from alloy_mtl.mtl.resize import check_resizable, resize_images
+from alloy_mtl.mtl.loading.resize import check_resizable, resize_images
+from alloy_mtl.mtl.models.multitask import load_model
 from alloy_mtl.mtl.tasks import parse_tasks
 
 BUNDLE_ARTIFACT = "bundle"

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from alloy_mtl.config.base import ParamsModel
-from alloy_mtl.mtl.optimizers import OPTIMIZERS
+from alloy_mtl.mtl.optim.optimizers import OPTIMIZERS
 
 
 class LogRange(ParamsModel):

@@ -5,7 +5,7 @@ exploits, Ray restarts the weaker member with the donor's checkpoint and a new c
 its trainer with the optimizer kind the checkpoint was written with, loads the state (weights, optimizer
 moments, schedule, history, RNG) and then reconfigures the optimizer from the new config, which keeps the
 moments when the kind stays and starts the optimizer afresh when it changes
-(:meth:`~alloy_mtl.mtl.trainer.Trainer.reconfigure_optimizer`).
+(:meth:`~alloy_mtl.mtl.training.trainer.Trainer.reconfigure_optimizer`).
 
 What was restored is reported by the member itself on its next epoch (``pbt_restore``: the donor trial,
 its epoch, the checkpoint path and a digest of the restored weights), so the driver's lineage is built
@@ -27,11 +27,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from alloy_mtl.mtl.callbacks import Callback
-from alloy_mtl.mtl.checkpoint import load_checkpoint, save_checkpoint
-from alloy_mtl.mtl.experiment import prepare_experiment
 from alloy_mtl.mtl.params import TrainingParams
-from alloy_mtl.mtl.trainer import Trainer
+from alloy_mtl.mtl.recipe import prepare_experiment
+from alloy_mtl.mtl.training.callbacks import Callback
+from alloy_mtl.mtl.training.checkpoint_io import load_checkpoint, save_checkpoint
+from alloy_mtl.mtl.training.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 

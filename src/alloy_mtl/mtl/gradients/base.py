@@ -56,7 +56,7 @@ class StepInfo:
 
 
 class GradientSync(Protocol):
-    """Averages tensors over data-parallel ranks (``alloy_mtl.mtl.distributed.DistributedContext`` fits)."""
+    """Averages tensors over data-parallel ranks (``alloy_mtl.mtl.parallel.process_group.DistributedContext`` fits)."""
 
     world_size: int
 

@@ -25,8 +25,8 @@ from alloy_mtl.evaluation.evaluation_set import simulate_evaluation_set
 from alloy_mtl.evaluation.params import EvaluationParams
 from alloy_mtl.evaluation.plots import ap_heatmap
 from alloy_mtl.evaluation.report import evaluate_model
-from alloy_mtl.mtl.experiment import predict_images
 from alloy_mtl.mtl.params import parse_training_params
+from alloy_mtl.mtl.recipe import predict_images
 from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
 from alloy_mtl.physics.estimator import PhysicsLimitEstimator
 from alloy_mtl.physics.simulator import SimulationConfig

@@ -9,8 +9,8 @@ from typing import Any
 import pandas as pd
 
 from alloy_mtl.data.store import XrayData
-from alloy_mtl.mtl.experiment import train_from_params
 from alloy_mtl.mtl.params import parse_training_params
+from alloy_mtl.mtl.recipe import train_from_params
 from alloy_mtl.tracking.callback import training_callbacks
 from alloy_mtl.tuning.best import start_from_best
 

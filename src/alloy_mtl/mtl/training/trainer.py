@@ -8,8 +8,8 @@ Typical use::
     history = trainer.fit(train_loader, val_loader)
 
 Settings are :class:`~alloy_mtl.mtl.params.TrainerSettings` (or a mapping parsed into them); checkpoints
-are a callback (:class:`~alloy_mtl.mtl.checkpointing.CheckpointCallback`); prediction lives in
-:mod:`alloy_mtl.mtl.inference`.
+are a callback (:class:`~alloy_mtl.mtl.training.checkpoint_callback.CheckpointCallback`); prediction lives in
+:mod:`alloy_mtl.mtl.training.predict`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from alloy_mtl.config.base import parse_params
-from alloy_mtl.mtl.callbacks import Callback, MetricTracker
-from alloy_mtl.mtl.checkpoint import capture_rng_state, model_signature, restore_rng_state
 from alloy_mtl.mtl.device import (
     GLOBAL_RNG_LOCK,
     autocast,
@@ -39,15 +37,17 @@ from alloy_mtl.mtl.device import (
     seed_everything,
     to_device,
 )
-from alloy_mtl.mtl.dropout import attach_generator, dropout_seed
 from alloy_mtl.mtl.gradients import EpochDiagnostics, GradientMethod, build_gradient_method
-from alloy_mtl.mtl.inference import split_batch
-from alloy_mtl.mtl.meter import EpochMeter, TaskLike, raise_if_diverged
-from alloy_mtl.mtl.optimizers import build_optimizer, rebuild_optimizer
+from alloy_mtl.mtl.loading.datasets import loader_generators
+from alloy_mtl.mtl.models.dropout import attach_generator, dropout_seed
+from alloy_mtl.mtl.optim.optimizers import build_optimizer, rebuild_optimizer
+from alloy_mtl.mtl.optim.schedules import ProgressSchedule, build_schedule
+from alloy_mtl.mtl.optim.weight_averaging import recompute_batchnorm_statistics, weight_average
 from alloy_mtl.mtl.params import TrainerSettings
-from alloy_mtl.mtl.schedules import ProgressSchedule, build_schedule
-from alloy_mtl.mtl.torch_data import loader_generators
-from alloy_mtl.mtl.weight_averaging import recompute_batchnorm_statistics, weight_average
+from alloy_mtl.mtl.training.callbacks import Callback, MetricTracker
+from alloy_mtl.mtl.training.checkpoint_io import capture_rng_state, model_signature, restore_rng_state
+from alloy_mtl.mtl.training.meter import EpochMeter, TaskLike, raise_if_diverged
+from alloy_mtl.mtl.training.predict import split_batch
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class Trainer:
         tasks: task specs (``name``, ``kind``, ``weight``), e.g. from ``parse_tasks``.
         task_losses: ``{task: loss(pred, target, mask) -> scalar}`` (masked mean), e.g. ``build_task_losses``.
         settings: :class:`TrainerSettings` or a mapping of its YAML keys.
-        callbacks: :class:`~alloy_mtl.mtl.callbacks.Callback` instances.
+        callbacks: :class:`~alloy_mtl.mtl.training.callbacks.Callback` instances.
 
     Raises:
         ValueError: tasks and losses disagree, or model parameters are neither shared nor in a head.
@@ -90,7 +90,7 @@ class Trainer:
         self.device = resolve_device(self.settings.device)
         self.memory_format = memory_format(self.device, self.settings.channels_last)
         self.model = model.to(self.device, memory_format=self.memory_format)
-        # the model's dropout draws from a generator of its own (alloy_mtl.mtl.dropout), seeded in fit
+        # the model's dropout draws from a generator of its own (alloy_mtl.mtl.models.dropout), seeded in fit
         self.dropout_generator = torch.Generator(device=self.device)
         attach_generator(self.model, self.dropout_generator)
         for loss in self.task_losses.values():
@@ -245,7 +245,7 @@ class Trainer:
     def fit(self, train_loader: DataLoader, val_loader: DataLoader | None = None) -> pd.DataFrame:
         """Train for ``epochs`` epochs (or until early stopping) and return the history.
 
-        With a resuming :class:`~alloy_mtl.mtl.checkpointing.CheckpointCallback`, training continues where it
+        With a resuming :class:`~alloy_mtl.mtl.training.checkpoint_callback.CheckpointCallback`, training continues where it
         stopped and ends as an uninterrupted run would (CPU, same data and seed).
 
         Raises:

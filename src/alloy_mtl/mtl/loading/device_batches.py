@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import RandomSampler, Sampler, SequentialSampler
 
-from alloy_mtl.mtl.torch_data import ArrayTaskDataset
+from alloy_mtl.mtl.loading.datasets import ArrayTaskDataset
 
 #: ``data_on_device: auto`` keeps a split on a CUDA device when it takes at most this share of the memory.
 AUTO_MEMORY_SHARE = 0.25

@@ -1,4 +1,6 @@
-"""Data-parallel training over ``torchrun`` processes: the process group, per-rank samplers, collectives.
+"""Data-parallel training over ``torchrun`` processes: the process group and its collectives.
+
+The per-rank samplers live in :mod:`alloy_mtl.mtl.loading.samplers`.
 
 ``torchrun --standalone --nproc_per_node=N -m alloy_mtl.train ...`` starts N processes with ``RANK``,
 ``LOCAL_RANK`` and ``WORLD_SIZE`` set; :func:`setup_distributed` joins them into one process group (NCCL on
@@ -12,18 +14,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.utils.data import Sampler
 
 from alloy_mtl.mtl.device import resolve_device
-from alloy_mtl.mtl.sampler import class_balanced_weights_per_sample
 
 logger = logging.getLogger(__name__)
 
@@ -151,70 +150,3 @@ def teardown_distributed() -> None:
     """Leave the process group (no-op without one)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-class ShardedClassBalancedSampler(Sampler[int]):
-    """The class-balanced draw (``class_balanced_weights_per_sample``) of one epoch, sharded over the ranks.
-
-    Every rank draws the same ``num_samples`` indices from a generator seeded with ``seed + epoch`` (set with
-    :meth:`set_epoch`, as for ``DistributedSampler``) and keeps every ``num_replicas``-th from its ``rank``:
-    the shards are disjoint in position and together are the single-process draw of that epoch (less the
-    tail that does not divide evenly).
-
-    Args:
-        labels: class index per training sample, -1 = missing.
-        num_replicas: number of ranks.
-        rank: this rank.
-        seed: shared by every rank.
-        num_samples: draws per epoch over all ranks (default: number of samples).
-    """
-
-    def __init__(
-        self,
-        labels: np.ndarray,
-        num_replicas: int,
-        rank: int,
-        seed: int = 0,
-        num_samples: int | None = None,
-    ) -> None:
-        if num_replicas < 1 or not 0 <= rank < num_replicas:
-            raise ValueError(f"ShardedClassBalancedSampler: rank {rank} outside [0, {num_replicas})")
-        self.weights = torch.as_tensor(class_balanced_weights_per_sample(labels), dtype=torch.double)
-        total = len(self.weights) if num_samples is None else int(num_samples)
-        self.num_replicas = int(num_replicas)
-        self.rank = int(rank)
-        self.seed = int(seed)
-        self.epoch = 0
-        self.per_rank = total // self.num_replicas
-        self.total = self.per_rank * self.num_replicas
-
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch's draw (call before iterating, with the same value on every rank)."""
-        self.epoch = int(epoch)
-
-    def epoch_draw(self) -> list[int]:
-        """The whole epoch's draw over all ranks (what one process would see)."""
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return torch.multinomial(self.weights, self.total, replacement=True, generator=generator).tolist()
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.epoch_draw()[self.rank : self.total : self.num_replicas])
-
-    def __len__(self) -> int:
-        return self.per_rank
-
-
-class ShardSampler(Sampler[int]):
-    """Evaluation shard: indices ``rank, rank + world, ...`` in order, no padding, no repeats.
-
-    The ranks' shards partition the split, so summed per-rank metric sums are exactly the whole split's.
-    """
-
-    def __init__(self, length: int, num_replicas: int, rank: int) -> None:
-        self.indices = list(range(int(rank), int(length), int(num_replicas)))
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from alloy_mtl.constants import CLASSIFICATION
 from alloy_mtl.mtl.device import autocast, resolve_device, to_device
-from alloy_mtl.mtl.meter import TaskLike
+from alloy_mtl.mtl.training.meter import TaskLike
 
 
 def split_batch(batch: Any) -> tuple[Tensor, dict[str, Tensor] | None, dict[str, Tensor] | None]:

@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from alloy_mtl.mtl.backbones import DEFAULT_ACTIVATIONS, create_backbone, make_activation
-from alloy_mtl.mtl.dropout import use_seeded_dropout
-from alloy_mtl.mtl.fds import FDS, FDSCallback
-from alloy_mtl.mtl.input_transform import InputNormalizer
+from alloy_mtl.mtl.losses.fds import FDS, FDSCallback
+from alloy_mtl.mtl.models.backbones import DEFAULT_ACTIVATIONS, create_backbone, make_activation
+from alloy_mtl.mtl.models.dropout import use_seeded_dropout
+from alloy_mtl.mtl.models.input_transform import InputNormalizer
 from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
 
 logger = logging.getLogger(__name__)
@@ -118,7 +118,9 @@ class MultiTaskModel(nn.Module):
         if unknown:
             raise ValueError(f"fds: tasks {unknown} are not regression tasks of this model")
         self.fds = nn.ModuleDict(fds)
-        use_seeded_dropout(self)  # the trainer attaches the model's own generator (see alloy_mtl.mtl.dropout)
+        use_seeded_dropout(
+            self
+        )  # the trainer attaches the model's own generator (see alloy_mtl.mtl.models.dropout)
 
     @property
     def task_names(self) -> list[str]:

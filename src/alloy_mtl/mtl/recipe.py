@@ -21,22 +21,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from alloy_mtl.mtl.callbacks import Callback, LoggingCallback
-from alloy_mtl.mtl.checkpoint import CheckpointMismatchError
-from alloy_mtl.mtl.checkpointing import CheckpointCallback
-from alloy_mtl.mtl.ddp_trainer import DistributedTrainer
 from alloy_mtl.mtl.device import GLOBAL_RNG_LOCK, seed_everything
-from alloy_mtl.mtl.distributed import DistributedContext, is_main_process, setup_distributed
-from alloy_mtl.mtl.inference import predict
-from alloy_mtl.mtl.input_transform import InputNormalizer
-from alloy_mtl.mtl.loaders import balanced_task, training_loaders
-from alloy_mtl.mtl.losses import build_task_losses
-from alloy_mtl.mtl.model import build_model, load_model
-from alloy_mtl.mtl.optimizers import OPTIMIZERS
+from alloy_mtl.mtl.loading.datasets import ArrayTaskDataset, default_mask, fit_target_stats, make_dataloader
+from alloy_mtl.mtl.loading.loaders import balanced_task, training_loaders
+from alloy_mtl.mtl.losses.task_losses import build_task_losses
+from alloy_mtl.mtl.models.input_transform import InputNormalizer
+from alloy_mtl.mtl.models.multitask import build_model, load_model
+from alloy_mtl.mtl.optim.optimizers import OPTIMIZERS
+from alloy_mtl.mtl.parallel.ddp_trainer import DistributedTrainer
+from alloy_mtl.mtl.parallel.process_group import DistributedContext, is_main_process, setup_distributed
 from alloy_mtl.mtl.params import TrainingParams, parse_training_params
 from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
-from alloy_mtl.mtl.torch_data import ArrayTaskDataset, default_mask, fit_target_stats, make_dataloader
-from alloy_mtl.mtl.trainer import Trainer
+from alloy_mtl.mtl.training.callbacks import Callback, LoggingCallback
+from alloy_mtl.mtl.training.checkpoint_callback import CheckpointCallback
+from alloy_mtl.mtl.training.checkpoint_io import CheckpointMismatchError
+from alloy_mtl.mtl.training.predict import predict
+from alloy_mtl.mtl.training.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 

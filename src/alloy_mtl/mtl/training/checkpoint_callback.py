@@ -7,18 +7,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from alloy_mtl.mtl.callbacks import Callback
-from alloy_mtl.mtl.checkpoint import (
+from alloy_mtl.mtl.parallel.process_group import is_main_process
+from alloy_mtl.mtl.training.callbacks import Callback
+from alloy_mtl.mtl.training.checkpoint_io import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
     check_fingerprint,
     load_checkpoint,
     save_checkpoint,
 )
-from alloy_mtl.mtl.distributed import is_main_process
 
 if TYPE_CHECKING:
-    from alloy_mtl.mtl.trainer import Trainer
+    from alloy_mtl.mtl.training.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 

@@ -19,12 +19,12 @@ import torch
 from torch.utils.data import DistributedSampler, Sampler
 
 from alloy_mtl.mtl.device import resolve_device
-from alloy_mtl.mtl.device_data import DeviceBatches, use_device_data
-from alloy_mtl.mtl.distributed import DistributedContext, ShardedClassBalancedSampler, ShardSampler
+from alloy_mtl.mtl.loading.datasets import ArrayTaskDataset, make_dataloader
+from alloy_mtl.mtl.loading.device_batches import DeviceBatches, use_device_data
+from alloy_mtl.mtl.loading.samplers import ShardedClassBalancedSampler, ShardSampler, class_balanced_sampler
+from alloy_mtl.mtl.parallel.process_group import DistributedContext
 from alloy_mtl.mtl.params import TrainingParams
-from alloy_mtl.mtl.sampler import class_balanced_sampler
 from alloy_mtl.mtl.tasks import TaskSpec
-from alloy_mtl.mtl.torch_data import ArrayTaskDataset, make_dataloader
 
 
 def split_nbytes(dataset: ArrayTaskDataset) -> int:

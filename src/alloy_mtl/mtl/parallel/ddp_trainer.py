@@ -11,7 +11,7 @@ replicas take bit-identical steps; without it they drift apart silently.
 Epoch metrics are summed over the ranks before they are read, so divergence checks, the LR schedule and
 early stopping see the same numbers everywhere and all ranks stop together (rank 0's decision is broadcast
 as well, and its clock decides a time budget). Rank 0 alone logs, shows progress and writes checkpoints
-(:func:`~alloy_mtl.mtl.distributed.is_main_process`); ``trainer.model`` stays the bare model, so checkpoints
+(:func:`~alloy_mtl.mtl.parallel.process_group.is_main_process`); ``trainer.model`` stays the bare model, so checkpoints
 hold ``ddp.module``'s weights and resume in either mode.
 """
 
@@ -29,14 +29,14 @@ from torch.utils.data import DataLoader
 
 from alloy_mtl.config.base import parse_params
 from alloy_mtl.constants import CLASSIFICATION
-from alloy_mtl.mtl.callbacks import Callback
 from alloy_mtl.mtl.device import autocast
-from alloy_mtl.mtl.distributed import DistributedContext
-from alloy_mtl.mtl.dropout import dropout_seed
 from alloy_mtl.mtl.gradients import GradientMethod, StepInfo
-from alloy_mtl.mtl.meter import EpochMeter, TaskLike
+from alloy_mtl.mtl.models.dropout import dropout_seed
+from alloy_mtl.mtl.parallel.process_group import DistributedContext
 from alloy_mtl.mtl.params import TrainerSettings
-from alloy_mtl.mtl.trainer import Trainer
+from alloy_mtl.mtl.training.callbacks import Callback
+from alloy_mtl.mtl.training.meter import EpochMeter, TaskLike
+from alloy_mtl.mtl.training.trainer import Trainer
 
 
 class _EncodeAndHeads(nn.Module):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from alloy_mtl.mtl.distributed import is_main_process
+from alloy_mtl.mtl.parallel.process_group import is_main_process
 
 if TYPE_CHECKING:
     from .trainer import Trainer

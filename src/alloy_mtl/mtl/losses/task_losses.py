@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from alloy_mtl.config.registry import Registry
 from alloy_mtl.constants import CLASSIFICATION, REGRESSION
-from alloy_mtl.mtl.lds import LDSWeights, lds_weights
+from alloy_mtl.mtl.losses.lds import LDSWeights, lds_weights
 
 if TYPE_CHECKING:
     from alloy_mtl.mtl.tasks import TaskSpec

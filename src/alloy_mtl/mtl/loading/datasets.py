@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from alloy_mtl.mtl.resize import resize_images
+from alloy_mtl.mtl.loading.resize import resize_images
 
 
 def _is_classification(array: np.ndarray) -> bool:

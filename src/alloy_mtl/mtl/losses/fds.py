@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from alloy_mtl.mtl.lds import kernel_window, label_bin_edges
+from alloy_mtl.mtl.losses.lds import kernel_window, label_bin_edges
 from alloy_mtl.mtl.tasks import FDSConfig
 
 _MIN_VAR = 1e-8

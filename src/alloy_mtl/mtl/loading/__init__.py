@@ -1,0 +1,1 @@
+"""Data to tensors: array datasets, samplers, loaders, device-resident batches, the shared resize."""

@@ -1,0 +1,1 @@
+"""Per-task losses: imbalance-aware classification losses, regression losses, LDS and FDS."""

@@ -1,0 +1,1 @@
+"""Networks: timm backbones, the multi-task model and its heads, input normalisers, seeded dropout."""

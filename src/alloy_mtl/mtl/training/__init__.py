@@ -1,0 +1,1 @@
+"""The training loop: trainer, callbacks, epoch meter, checkpoints, prediction."""
