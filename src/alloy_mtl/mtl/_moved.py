@@ -23,7 +23,6 @@ MOVED_MODULES: dict[str, str] = {
         "model": "models.multitask",
         "input_transform": "models.input_transform",
         "dropout": "models.dropout",
-        "losses": "losses.task_losses",
         "lds": "losses.lds",
         "fds": "losses.fds",
         "torch_data": "loading.datasets",
@@ -45,7 +44,8 @@ MOVED_MODULES: dict[str, str] = {
         "experiment": "recipe",
     }.items()
 }
-"""Old dotted path -> new dotted path, for every module that moved into a sub-package."""
+"""Old dotted path -> new dotted path, for every module that moved into a sub-package (``alloy_mtl.mtl.losses``,
+now a package itself, forwards its old names in its own ``__init__``)."""
 
 
 class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
