@@ -40,8 +40,8 @@ from alloy_mtl.tracking.config import (
     parse_settings,
     resolve_tracking_uri,
 )
+from alloy_mtl.tracking.promotion import FINGERPRINT_TAG
 from alloy_mtl.tracking.provenance import provenance_tags
-from alloy_mtl.tracking.registry import FINGERPRINT_TAG
 from alloy_mtl.tracking.runs import RunTracker, ensure_experiment, set_active, set_experiment_name
 
 logger = logging.getLogger(__name__)

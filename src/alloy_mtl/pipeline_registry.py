@@ -1,4 +1,4 @@
-"""Project pipelines: data_generation, data_processing, train_<arch>, tune_<arch>, evaluation, registry,
+"""Project pipelines: data_generation, data_processing, train_<arch>, tune_<arch>, evaluation, promotion,
 inference and train_all."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from alloy_mtl.pipelines import (
     data_processing,
     evaluation,
     inference,
-    registry,
+    promotion,
     training,
     tuning,
 )
@@ -20,11 +20,16 @@ from alloy_mtl.pipelines.training import ARCHITECTURES
 def register_pipelines() -> dict[str, Pipeline]:
     """Register the project's pipelines.
 
-    ``train_<arch>`` trains and evaluates one architecture on the existing model input;
-    ``training`` and ``evaluation`` cover all architectures; ``registry`` runs the MLflow promotion gate over
-    already-logged runs; ``alloy_properties`` runs the STL vs MTL alloy-property study; ``tune_<arch>`` and ``tune_all`` run
-    Population Based Training of the optimizer, lr and weight decay (the ``tune`` extra); ``inference`` predicts a folder of images with the champion; ``train_all`` runs
-    everything from data to the comparison, ending with the gate, and is the default.
+    ``train_<arch>`` trains and evaluates one architecture on the existing model input; ``training`` and
+    ``evaluation`` cover all architectures; ``promotion`` runs the MLflow promotion gate over already-logged
+    runs; ``alloy_properties`` runs the STL vs MTL alloy-property study; ``tune_<arch>`` and ``tune_all`` run
+    Population Based Training of the optimizer, lr and weight decay (the ``tune`` extra); ``inference``
+    predicts a folder of images with the champion; ``train_all`` runs everything from data to the comparison,
+    ending with the gate, and is the default.
+
+    ``registry`` is a deprecated alias of ``promotion`` (the gate's former name), kept so that
+    scheduled ``kedro run --pipeline registry`` jobs and Kubeflow pipelines compiled with
+    ``final_step.pipeline: registry`` keep working; it will be removed in a later release.
     """
     processing = data_processing.create_pipeline()
     per_arch = {
@@ -41,14 +46,15 @@ def register_pipelines() -> dict[str, Pipeline]:
         "training": all_training,
         "evaluation": all_evaluation,
         **{f"train_{arch}": pipe for arch, pipe in per_arch.items()},
-        "registry": registry.create_pipeline(),
+        "promotion": promotion.create_pipeline(),
         "inference": inference.create_pipeline(),
         "alloy_properties": alloy_properties.create_pipeline(),  # the tabular study; not part of train_all
         # Population Based Training (Ray Tune extra); not part of train_all
         **{f"tune_{arch}": tuning.create_pipeline(arch) for arch in ARCHITECTURES},
         "tune_all": sum((tuning.create_pipeline(arch) for arch in ARCHITECTURES), Pipeline([])),
     }
-    gate = registry.create_pipeline(after=[f"{arch}.metrics" for arch in ARCHITECTURES])
+    pipelines["registry"] = pipelines["promotion"]  # deprecated: the gate's old name (see the docstring)
+    gate = promotion.create_pipeline(after=[f"{arch}.metrics" for arch in ARCHITECTURES])
     pipelines["train_all"] = processing + all_training + all_evaluation + gate
     pipelines["__default__"] = pipelines["train_all"]
     return pipelines

@@ -30,10 +30,12 @@ from typing import Any
 import torch
 from kedro.runner import ThreadRunner
 
+from alloy_mtl.mtl.models.backbones import ARCHITECTURES
+
 logger = logging.getLogger(__name__)
 
-MAX_DEFAULT_WORKERS = 6
-"""train_all trains six architectures: more workers than that would only wait."""
+MAX_DEFAULT_WORKERS = len(ARCHITECTURES)
+"""train_all trains one model per registered architecture: more workers than that would only wait."""
 
 SETTLE_S = 0.02
 """A worker waits until no task was submitted for this long before it picks one, so that the highest priority

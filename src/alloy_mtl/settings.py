@@ -10,8 +10,9 @@ from alloy_mtl.parameter_hooks import ParameterCheckHooks
 
 HOOKS = (MlflowTrackingHooks(), ParameterCheckHooks())
 
-# Installed plugins for which to disable hook auto-registration.
-# MLflow tracking is wired explicitly by the project (see tracking/), not by auto-registered hooks.
+# Installed plugins for which to disable hook auto-registration. MLflow tracking is wired by the project
+# (see tracking/); kedro-mlflow is no dependency, but an environment installed before it was dropped may
+# still hold it, and its auto-registered hooks would open MLflow runs of their own beside the project's.
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow", "kedro-mlflow")
 
 # Class that manages the KedroSession.

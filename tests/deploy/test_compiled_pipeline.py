@@ -161,7 +161,7 @@ def test_typed_parameters_with_the_kedro_defaults_reach_the_steps_that_read_them
     assert _tasks(spec)["resnet18"]["inputs"]["parameters"]["epochs"] == {"componentInputParameter": "epochs"}
     # the evaluation-set prediction reads the data source (it simulates the set only for generated data)
     assert "data_source.kind:str={{$.inputs.parameters['data_source_kind']}}" in args
-    assert not any("data_source" in arg for arg in _container(spec, "registry")["args"])
+    assert not any("data_source" in arg for arg in _container(spec, "promotion")["args"])
     data_args = _container(spec, "data")["args"]
     assert "data_source.path:str={{$.inputs.parameters['data_source_path']}}" in data_args
 

@@ -24,7 +24,7 @@ def _pipelines() -> dict[str, Pipeline]:
         ]
     )
     gate = Pipeline([node(["report", "params:registry"], "promoted", "promote")])
-    return {"main": main, "registry": gate, "__default__": main}
+    return {"main": main, "promotion": gate, "__default__": main}
 
 
 def _config(**changes: object) -> dict:
@@ -36,7 +36,7 @@ def _config(**changes: object) -> dict:
 def test_unknown_pipeline_is_one_line_naming_it_and_the_known_ones(synthetic):
     with pytest.raises(DeployError) as error:
         build_plan(synthetic(_pipelines()), "nope")
-    assert str(error.value) == "unknown pipeline 'nope'; registered pipelines: main, registry"
+    assert str(error.value) == "unknown pipeline 'nope'; registered pipelines: main, promotion"
 
 
 def test_every_problem_is_collected_before_failing(synthetic):
@@ -91,46 +91,46 @@ def test_config_errors_are_one_line_each_and_name_the_key(synthetic):
 
 def test_final_step_is_skipped_with_a_log_line_while_its_pipeline_is_not_registered(synthetic, caplog):
     pipelines = _pipelines()
-    del pipelines["registry"]
-    config = _config(final_step={"pipeline": "registry"})
+    del pipelines["promotion"]
+    config = _config(final_step={"pipeline": "promotion"})
     with caplog.at_level(logging.INFO, logger="alloy_mtl.deploy.plan"):
         plan = build_plan(synthetic(pipelines, persisted={"raw", "report"}, kubeflow=config), "main")
     assert [step.group for step in plan.steps] == ["acquire", "net"]
-    assert "Final step skipped: Kedro pipeline 'registry'" in caplog.text
+    assert "Final step skipped: Kedro pipeline 'promotion'" in caplog.text
 
 
 def test_a_registered_final_pipeline_runs_last_after_every_leaf(synthetic):
-    config = _config(final_step={"pipeline": "registry"})
+    config = _config(final_step={"pipeline": "promotion"})
     plan = build_plan(synthetic(_pipelines(), persisted={"raw", "report"}, kubeflow=config), "main")
     final = plan.steps[-1]
     assert (final.group, final.pipeline, final.nodes, final.parents, final.final) == (
-        "registry",
-        "registry",
+        "promotion",
+        "promotion",
         None,
         ("net",),
         True,
     )
-    assert plan.step_arguments(final, {}, "RUN")[:4] == ["--env", "base", "--pipeline", "registry"]
+    assert plan.step_arguments(final, {}, "RUN")[:4] == ["--env", "base", "--pipeline", "promotion"]
     assert "--nodes" not in plan.step_arguments(final, {}, "RUN")
 
 
 def test_the_final_step_must_read_persisted_data(synthetic):
-    config = _config(final_step={"pipeline": "registry"})
+    config = _config(final_step={"pipeline": "promotion"})
     with pytest.raises(
-        DeployError, match=r"dataset 'report' is a memory dataset .* final step 'registry' reads it"
+        DeployError, match=r"dataset 'report' is a memory dataset .* final step 'promotion' reads it"
     ):
         build_plan(synthetic(_pipelines(), persisted={"raw"}, kubeflow=config), "main")
 
 
 def test_final_pipeline_inside_the_compiled_one_becomes_one_group_placed_by_the_graph(synthetic):
     pipelines = _pipelines()
-    pipelines["all"] = pipelines["main"] + pipelines["registry"]
-    config = _config(final_step={"pipeline": "registry"})
+    pipelines["all"] = pipelines["main"] + pipelines["promotion"]
+    config = _config(final_step={"pipeline": "promotion"})
     plan = build_plan(synthetic(pipelines, persisted={"raw", "report"}, kubeflow=config), "all")
     assert [(s.group, s.nodes, s.parents) for s in plan.steps] == [
         ("acquire", ("acquire",), ()),
         ("net", ("net.train", "net.evaluate"), ("acquire",)),
-        ("registry", ("promote",), ("net",)),
+        ("promotion", ("promote",), ("net",)),
     ]
     assert plan.steps[-1].final and plan.steps[-1].pipeline == "all"
 

@@ -37,7 +37,7 @@ def test_inference_without_an_input_folder_fails_before_writing(kedro_project, r
 
 
 def test_gate_inside_train_all_is_skipped_when_tracking_is_off():
-    from alloy_mtl.pipelines.registry.nodes import promote_champion
+    from alloy_mtl.pipelines.promotion.nodes import promote_champion
     from alloy_mtl.tracking import runs
 
     runs.set_active(None)

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from alloy_mtl.config import ParameterError
+from alloy_mtl.mtl.models.backbones import ARCHITECTURES
 from alloy_mtl.parameters import check_parameters
 
 
@@ -107,7 +108,8 @@ def test_the_paper_environment_keeps_none_of_the_cpu_budget_choices(kedro_projec
         merge_strategy={"parameters": "soft"},
     )
     params = loader["parameters"]
-    for arch in ("resnet18", "resnet34", "resnet50", "vgg16", "efficientnet_b0", "fnn"):
+    assert set(REFERENCE_LR) == set(ARCHITECTURES)
+    for arch in ARCHITECTURES:
         resolved = parse_training_params(deep_merge(params["training"], params[arch]["train_options"]))
         assert resolved.epochs == 100, arch
         assert (resolved.amp, resolved.channels_last) == ("auto", "auto"), arch

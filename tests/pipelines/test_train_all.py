@@ -63,7 +63,7 @@ def test_train_all_produces_models_histories_reports_and_comparison(kedro_projec
     assert (data / "08_reporting/ap_heatmap.png").stat().st_size > 1000
 
     check_mlflow(kedro_project)
-    check_registry_rerun_and_inference(kedro_project, run_pipeline)
+    check_promotion_rerun_and_inference(kedro_project, run_pipeline)
 
 
 def check_mlflow(project):
@@ -118,9 +118,9 @@ def check_mlflow(project):
     assert champion.tags["gate.decision"] == "promoted"
 
 
-def check_registry_rerun_and_inference(project, run_pipeline):
+def check_promotion_rerun_and_inference(project, run_pipeline):
     """The gate alone over the logged runs changes nothing; inference predicts a folder with a bad file."""
-    run_pipeline(project, "registry")
+    run_pipeline(project, "promotion")
     decision = json.loads((project / "data/08_reporting/registry_decision.json").read_text())
     assert decision["changed"] is False
 

@@ -13,7 +13,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from alloy_mtl.tracking import runs
 from alloy_mtl.tracking.callback import MlflowEpochCallback, training_callbacks
 from alloy_mtl.tracking.layout import dataset_fingerprint, log_dataset, route
-from alloy_mtl.tracking.registry import MODEL_URI_TAG
+from alloy_mtl.tracking.promotion import MODEL_URI_TAG
 from alloy_mtl.tracking.runs import RunTracker
 
 

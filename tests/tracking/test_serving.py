@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from alloy_mtl.tracking.model_logging import PYFUNC_FILE, log_bundle_model, module_closure
-from alloy_mtl.tracking.registry import MODEL_URI_TAG, PIPELINE_TAG, GateSettings, run_gate
+from alloy_mtl.tracking.promotion import MODEL_URI_TAG, PIPELINE_TAG, GateSettings, run_gate
 
 from .conftest import make_bundle
 

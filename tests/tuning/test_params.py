@@ -51,7 +51,7 @@ def test_the_parameter_check_covers_the_tuning_section():
 
 
 def test_without_ray_a_tune_pipeline_names_the_extra(monkeypatch: pytest.MonkeyPatch):
-    from alloy_mtl.tuning.runner import TuningUnavailableError, require_ray
+    from alloy_mtl.tuning.population import TuningUnavailableError, require_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(TuningUnavailableError, match=r'pip install -e "\.\[tune\]"'):

@@ -20,7 +20,7 @@ pytest.importorskip("ray.tune", reason='PBT needs the tune extra: pip install -e
 
 @pytest.fixture(scope="module")
 def outcome(tmp_path_factory: pytest.TempPathFactory):
-    from alloy_mtl.tuning.runner import run_pbt
+    from alloy_mtl.tuning.population import run_pbt
 
     images, metadata = _data(16)  # 48 images of 1 x 16 x 16 px
     params = parse_training_params(_params(batch_size=8))

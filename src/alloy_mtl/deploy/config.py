@@ -117,9 +117,9 @@ class GroupingConfig(_Strict):
 
 
 class FinalStepConfig(_Strict):
-    """The step that runs after every other one (the MLflow registry gate); ``pipeline: null`` turns it off."""
+    """The step that runs after every other one (the MLflow promotion gate); ``pipeline: null`` turns it off."""
 
-    pipeline: str | None = "registry"
+    pipeline: str | None = "promotion"
 
 
 class ParameterSpec(_Strict):

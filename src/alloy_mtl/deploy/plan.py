@@ -182,7 +182,7 @@ def build_plan(project: ProjectView, pipeline_name: str) -> DeploymentPlan:
 def _final_step(
     project: ProjectView, pipeline_name: str, pipeline: Pipeline, config: KubeflowConfig
 ) -> tuple[str | None, Pipeline | None, GroupingConfig]:
-    """Where the final (registry gate) step comes from, and the grouping that keeps its nodes together."""
+    """Where the final (promotion gate) step comes from, and the grouping that keeps its nodes together."""
     final = config.final_step.pipeline
     if final is None or final == pipeline_name:
         return None, None, config.grouping

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from alloy_mtl.tracking.params import flatten_numbers
-from alloy_mtl.tracking.registry import MODEL_URI_TAG
+from alloy_mtl.tracking.promotion import MODEL_URI_TAG
 from alloy_mtl.tracking.runs import RunTracker
 
 logger = logging.getLogger(__name__)

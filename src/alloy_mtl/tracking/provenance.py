@@ -10,7 +10,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-VERSIONED = ("kedro", "torch", "mlflow", "kedro-mlflow", "timm", "alloy_mtl")
+VERSIONED = ("kedro", "torch", "mlflow", "timm", "alloy_mtl")
 
 
 def git_commit(project_path: str | Path) -> tuple[str, bool | None]:

@@ -1,9 +1,9 @@
 """From the population's result log to histories, the exploit lineage and the best configuration.
 
 The log is what the driver saw, in arrival order: one row per reported epoch of a trial (see
-:class:`~alloy_mtl.tuning.runner` ``PopulationRecorder``), each with ``trial_id``, ``epoch``, the metric, the
-trial's ``optimizer``/``lr``/``weight_decay`` and, on the first epoch after a trial restored a checkpoint, a
-``restore`` record written by the trainable itself (whose checkpoint it loaded, which epoch, the digest of
+``PopulationRecorder`` in :mod:`alloy_mtl.tuning.population`), each with ``trial_id``, ``epoch``, the metric,
+the trial's ``optimizer``/``lr``/``weight_decay`` and, on the first epoch after a trial restored a checkpoint,
+a ``restore`` record written by the trainable itself (whose checkpoint it loaded, which epoch, the digest of
 the weights it restored, the optimizer kinds before and after). No Ray here: plain dictionaries and pandas.
 """
 

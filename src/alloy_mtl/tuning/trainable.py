@@ -9,7 +9,7 @@ moments when the kind stays and starts the optimizer afresh when it changes
 
 What was restored is reported by the member itself on its next epoch (``pbt_restore``: the donor trial,
 its epoch, the checkpoint path and a digest of the restored weights), so the driver's lineage is built
-from facts, not from the scheduler's intentions. Imported only inside Ray workers and by the runner.
+from facts, not from the scheduler's intentions. Imported only inside Ray workers and by ``population``.
 """
 
 from __future__ import annotations

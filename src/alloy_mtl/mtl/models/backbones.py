@@ -3,12 +3,17 @@
 Every backbone maps a (B, C, H, W) image batch to (B, F) features; ``create_backbone`` returns the module
 and F. Activations follow the reference study's model table (``DEFAULT_ACTIVATIONS``); they are set with
 timm's ``act_layer`` and, should a model ignore it, swapped module by module (``replace_activations``).
+
+The registrations below are the one home of the architectures: each one's name, builder, reference
+activation and start priority. ``ARCHITECTURES`` (and through it the ``train_<arch>``/``tune_<arch>``
+pipelines and the default runner's worker cap) derive from them, and a test checks that the YAML
+namespaces (``<arch>.train_options``, the catalog, kubeflow.yml's resources) name exactly these.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import timm
 import timm.layers.activations as timm_act
@@ -19,20 +24,12 @@ from alloy_mtl.config.registry import Registry
 logger = logging.getLogger(__name__)
 
 #: Architecture name -> backbone builder ``(in_chans, activation, pretrained, image_size, **options)``
-#: returning ``(module, F)``; its keyword options are the ``model_options`` a configuration may set.
+#: returning ``(module, F)``; its keyword options are the ``model_options`` a configuration may set. Each
+#: entry's info holds its ``activation`` and ``start_priority`` (see :func:`_architecture`).
 BACKBONES: Registry[tuple[nn.Module, int]] = Registry(
     "architecture", supplied=("in_chans", "activation", "pretrained", "image_size")
 )
-
-#: Activation per architecture, from the reference study's model table.
-DEFAULT_ACTIVATIONS: dict[str, str] = {
-    "resnet18": "relu",
-    "resnet34": "leaky_relu",
-    "resnet50": "gelu",
-    "vgg16": "relu",
-    "efficientnet_b0": "silu",
-    "fnn": "relu",
-}
+_Builder = Callable[..., tuple[nn.Module, int]]
 
 # Module classes that implement each supported activation; the first one is what we build (it must
 # accept ``inplace=`` because timm constructs ``act_layer(inplace=True)``).
@@ -199,20 +196,40 @@ def _checked_timm_backbone(
     return model, num_features
 
 
-def _register_timm(name: str) -> None:
+def _architecture(name: str, *, activation: str, start_priority: int) -> Callable[[_Builder], _Builder]:
+    """Register a backbone builder as an architecture of ``train_all``.
+
+    Args:
+        name: the architecture, also its Kedro namespace and YAML section.
+        activation: its activation in the reference study's model table (the default of ``activation``).
+        start_priority: which training the default runner (``alloy_mtl.runner.ModelParallelRunner``) starts
+            first when more are ready than it has workers, highest first (tagged ``priority_<n>`` on the
+            node). With the CPU default's costs (one thread each: EfficientNet-B0 ~300 s, VGG16 ~280, the
+            ResNets ~210, the FNN ~70), the order below lets two workers finish train_all's trainings within
+            a few seconds of each other; another order changes the wall time only.
+    """
+    if isinstance(start_priority, bool) or not isinstance(start_priority, int) or start_priority < 1:
+        raise ValueError(f"start_priority of {name!r}: expected an integer >= 1, got {start_priority!r}")
+    return BACKBONES.register(
+        name, activation=canonical_activation(activation), start_priority=start_priority
+    )
+
+
+def _register_timm(name: str, activation: str, start_priority: int) -> None:
     def build(
         in_chans: int, activation: str, pretrained: bool, image_size: int, *, drop_rate: float = 0.0
     ) -> tuple[nn.Module, int]:
         return _checked_timm_backbone(name, in_chans, activation, pretrained, False, drop_rate=drop_rate)
 
-    BACKBONES.register(name)(build)
+    _architecture(name, activation=activation, start_priority=start_priority)(build)
 
 
-for _name in ("resnet18", "resnet34", "resnet50"):
-    _register_timm(_name)
+_register_timm("resnet18", activation="relu", start_priority=5)
+_register_timm("resnet34", activation="leaky_relu", start_priority=4)
+_register_timm("resnet50", activation="gelu", start_priority=2)
 
 
-@BACKBONES.register("vgg16")
+@_architecture("vgg16", activation="relu", start_priority=3)
 def _vgg16(
     in_chans: int,
     activation: str,
@@ -238,10 +255,10 @@ def _vgg16(
     )
 
 
-_register_timm("efficientnet_b0")
+_register_timm("efficientnet_b0", activation="silu", start_priority=6)
 
 
-@BACKBONES.register("fnn")
+@_architecture("fnn", activation="relu", start_priority=1)
 def _fnn(
     in_chans: int,
     activation: str,
@@ -260,6 +277,10 @@ def _fnn(
 
 
 ARCHITECTURES: tuple[str, ...] = BACKBONES.names
+"""The registered architectures, in registration order: one ``train_<arch>`` pipeline each."""
+
+DEFAULT_ACTIVATIONS: dict[str, str] = {name: BACKBONES.info(name)["activation"] for name in ARCHITECTURES}
+"""Activation per architecture, from the reference study's model table."""
 
 
 def create_backbone(

@@ -2,22 +2,14 @@
 
 from kedro.pipeline import Node, Pipeline
 
+from alloy_mtl.mtl.models.backbones import ARCHITECTURES, BACKBONES
 from alloy_mtl.pipelines.training.nodes import train_architecture
 
-ARCHITECTURES: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "vgg16", "efficientnet_b0", "fnn")
+__all__ = ["ARCHITECTURES", "START_PRIORITY", "create_pipeline"]
 
-START_PRIORITY: dict[str, int] = {
-    "efficientnet_b0": 6,
-    "resnet18": 5,
-    "resnet34": 4,
-    "vgg16": 3,
-    "resnet50": 2,
-    "fnn": 1,
-}
-"""Which training the default runner (``alloy_mtl.runner.ModelParallelRunner``) starts first when more are
-ready than it has workers: with the CPU default's costs (one thread each: EfficientNet-B0 ~300 s, VGG16 ~280,
-the ResNets ~210, the FNN ~70), this order lets two workers finish train_all's trainings within a few
-seconds of each other. Tagged ``priority_<n>`` on the node; another order changes the wall time only."""
+START_PRIORITY: dict[str, int] = {arch: BACKBONES.info(arch)["start_priority"] for arch in ARCHITECTURES}
+"""Which training the default runner starts first when more are ready than it has workers (highest first),
+as registered with each backbone; tagged ``priority_<n>`` on the node."""
 
 
 def create_pipeline(architecture: str, **kwargs) -> Pipeline:

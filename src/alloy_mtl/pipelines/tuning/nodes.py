@@ -15,7 +15,7 @@ from alloy_mtl.mtl.params import parse_training_params
 from alloy_mtl.tracking.pbt import log_population
 from alloy_mtl.tuning.params import TuningParams
 from alloy_mtl.tuning.plot import population_progress
-from alloy_mtl.tuning.runner import run_pbt, trial_params
+from alloy_mtl.tuning.population import run_pbt, trial_params
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def tune_architecture(
 
     Raises:
         alloy_mtl.config.ParameterError: bad ``training``, ``<arch>.train_options`` or ``tuning`` values.
-        alloy_mtl.tuning.runner.TuningUnavailableError: Ray Tune is not installed.
+        alloy_mtl.tuning.population.TuningUnavailableError: Ray Tune is not installed.
     """
     arch = str(train_options.get("arch", ""))
     params = parse_training_params(training, train_options, arch=arch)

@@ -1,4 +1,4 @@
-"""Node of the registry pipeline: a thin wrapper over :func:`alloy_mtl.tracking.registry.run_gate`."""
+"""Node of the promotion pipeline: a thin wrapper over :func:`alloy_mtl.tracking.promotion.run_gate`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from alloy_mtl.tracking.registry import RegistryError, parse_gate_settings, run_gate
+from alloy_mtl.tracking.promotion import PromotionError, parse_gate_settings, run_gate
 from alloy_mtl.tracking.runs import active_tracker, experiment_name
 
 logger = logging.getLogger(__name__)
@@ -31,14 +31,14 @@ def promote_champion(registry: dict[str, Any], *after: Any) -> dict[str, Any]:
     tracker = active_tracker()
     if after and tracker is None:  # inside train_all with tracking off: this run logged no model to compare
         reason = "MLflow tracking is off for this run (conf mlflow.yml), so it logged no model to register"
-        logger.warning("registry gate skipped: %s", reason)
+        logger.warning("promotion gate skipped: %s", reason)
         return {"decision": "skipped", "reason": reason, "changed": False}
     if tracker is not None:
         experiment_ids = [tracker.experiment_id]
     else:
         experiment = client.get_experiment_by_name(experiment_name())
         if experiment is None:
-            raise RegistryError(
+            raise PromotionError(
                 f"MLflow experiment '{experiment_name()}' does not exist at {mlflow.get_tracking_uri()}; "
                 "run `kedro run --pipeline train_all` first"
             )

@@ -1,10 +1,10 @@
-"""registry: the promotion gate alone (over already-logged runs) or at the end of ``train_all``."""
+"""promotion: the gate alone (over already-logged runs) or at the end of ``train_all``."""
 
 from collections.abc import Sequence
 
 from kedro.pipeline import Node, Pipeline
 
-from alloy_mtl.pipelines.registry.nodes import promote_champion
+from alloy_mtl.pipelines.promotion.nodes import promote_champion
 
 
 def create_pipeline(after: Sequence[str] = (), **kwargs) -> Pipeline:

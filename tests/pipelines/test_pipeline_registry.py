@@ -26,3 +26,10 @@ def test_train_all_runs_from_raw_data_to_the_comparison():
     train_nodes = [n for n in train_all.nodes if n.name.endswith(".train")]
     assert len(train_nodes) == len(ARCHITECTURES)
     assert all({"model_input", "params:training"} <= set(n.inputs) for n in train_nodes)
+
+
+def test_the_promotion_gate_keeps_its_former_name_registry_as_an_alias():
+    pipelines = register_pipelines()
+    assert [node.name for node in pipelines["promotion"].nodes] == ["promote_champion"]
+    assert pipelines["registry"] is pipelines["promotion"]
+    assert "promote_champion" in {node.name for node in pipelines["train_all"].nodes}

@@ -8,14 +8,14 @@ import pytest
 from mlflow.entities import Metric, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from alloy_mtl.tracking.registry import (
+from alloy_mtl.tracking.promotion import (
     CHALLENGER,
     CHAMPION,
     FINGERPRINT_TAG,
     MODEL_URI_TAG,
     PIPELINE_TAG,
     GateSettings,
-    RegistryError,
+    PromotionError,
     decide,
     parse_gate_settings,
     run_gate,
@@ -134,7 +134,7 @@ def test_no_candidate_and_bad_settings_are_named(mlflow_backend, gate):
     client = mlflow_backend["client"]
     empty = client.create_experiment(f"empty_{gate.model_name}")
     with pytest.raises(
-        RegistryError, match=r"no finished parent run of pipeline\(s\) \['train_all', '__default__'\]"
+        PromotionError, match=r"no finished parent run of pipeline\(s\) \['train_all', '__default__'\]"
     ):
         run_gate(client, gate, [empty])
     with pytest.raises(ValueError, match=r"registry.mode: got 'best'"):

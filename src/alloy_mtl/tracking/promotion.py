@@ -1,4 +1,4 @@
-"""Model registry: register the best model of a training run as the ``challenger`` and promote it to
+"""Promotion gate: register the best model of a training run as the ``challenger`` and promote it to
 ``champion`` only when it beats the current champion on the same held-out test metric.
 
 Guarantees:
@@ -40,13 +40,14 @@ GATE_PREFIX = "gate."
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
-class RegistryError(RuntimeError):
-    """No candidate model to register, or the registry is in a state the gate cannot decide on."""
+class PromotionError(RuntimeError):
+    """No candidate model to register, or the model registry is in a state the gate cannot decide on."""
 
 
 @dataclass(frozen=True)
 class GateSettings:
-    """``parameters_registry.yml`` ``registry`` (validated by :func:`parse_gate_settings`)."""
+    """``parameters_registry.yml`` ``registry``: the registered model and the gate's rule (validated by
+    :func:`parse_gate_settings`)."""
 
     model_name: str = "alloy_mtl"
     metric: str = "test.classification.macro_ap"
@@ -94,7 +95,7 @@ def find_parent_run(
     parent when it logged models, else the latest FINISHED parent run of one of ``from_pipelines``.
 
     Raises:
-        RegistryError: no such run.
+        PromotionError: no such run.
     """
     if settings.parent_run_id:
         return client.get_run(settings.parent_run_id)
@@ -113,7 +114,7 @@ def find_parent_run(
     for run in sorted(runs, key=lambda r: r.info.start_time, reverse=True):
         if MLFLOW_PARENT_RUN_ID not in run.data.tags and model_runs(client, experiment_ids, run.info.run_id):
             return run
-    raise RegistryError(
+    raise PromotionError(
         f"no finished parent run of pipeline(s) {list(settings.from_pipelines)} with logged models in "
         f"experiment(s) {experiment_ids}; run `kedro run --pipeline train_all` first"
     )
@@ -136,13 +137,13 @@ def best_run(runs: list[Run], settings: GateSettings) -> Run:
     """The run with the best finite ``settings.metric`` (ties: the first by run name).
 
     Raises:
-        RegistryError: no run has the metric.
+        PromotionError: no run has the metric.
     """
     scored = [(r.data.metrics.get(settings.metric), r) for r in runs]
     finite = [(s, r) for s, r in scored if s is not None and math.isfinite(s)]
     if not finite:
         names = sorted(r.info.run_name for r in runs)
-        raise RegistryError(f"none of the model runs {names} has a finite metric '{settings.metric}'")
+        raise PromotionError(f"none of the model runs {names} has a finite metric '{settings.metric}'")
     sign = 1.0 if settings.mode == "max" else -1.0
     finite.sort(key=lambda sr: (-sign * sr[0], sr[1].info.run_name))
     return finite[0][1]
@@ -203,7 +204,7 @@ def run_tag(client: MlflowClient, run_id: str | None, tag: str) -> str:
 
 
 def decide(challenger: float | None, champion: float | None, settings: GateSettings) -> tuple[bool, str]:
-    """Whether the challenger wins, and why (no registry access: the rule alone)."""
+    """Whether the challenger wins, and why (no model registry access: the rule alone)."""
     metric, margin = settings.metric, settings.min_margin
     if challenger is None or not math.isfinite(challenger):
         return False, f"challenger has no finite {metric}"
@@ -287,12 +288,12 @@ def run_gate(
     parent = find_parent_run(client, experiment_ids, settings, current_parent)
     runs = model_runs(client, experiment_ids, parent.info.run_id)
     if not runs:
-        raise RegistryError(f"parent run {parent.info.run_id} has no nested run with a logged model")
+        raise PromotionError(f"parent run {parent.info.run_id} has no nested run with a logged model")
     chosen = best_run(runs, settings)
     version = register_challenger(client, settings, chosen)
     decision = promote(client, settings, version)
     if current_champion(client, settings.model_name) is None:  # defensive: the invariant of this module
-        raise RegistryError(f"registered model {settings.model_name} has no champion after the gate")
+        raise PromotionError(f"registered model {settings.model_name} has no champion after the gate")
     return {
         **decision,
         "source_run_id": chosen.info.run_id,

@@ -1,5 +1,0 @@
-"""registry: register the best model of a training run and run the champion/challenger gate."""
-
-from alloy_mtl.pipelines.registry.pipeline import create_pipeline
-
-__all__ = ["create_pipeline"]
