@@ -13,13 +13,16 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
+from alloy_mtl.mtl.gradients import GradientMethod
 from alloy_mtl.mtl.loading.datasets import ArrayTaskDataset, make_dataloader
 from alloy_mtl.mtl.loading.device_batches import DeviceBatches, use_device_data
 from alloy_mtl.mtl.loading.samplers import ShardedClassBalancedSampler, ShardSampler
-from alloy_mtl.mtl.parallel.ddp_trainer import DistributedTrainer, replicas_max_difference
+from alloy_mtl.mtl.parallel.ddp import DDPStrategy, replicas_max_difference
+from alloy_mtl.mtl.parallel.ddp_trainer import DistributedTrainer
 from alloy_mtl.mtl.parallel.process_group import is_main_process, setup_distributed
 from alloy_mtl.mtl.training.callbacks import LoggingCallback
 from alloy_mtl.mtl.training.checkpoint_callback import CheckpointCallback
+from alloy_mtl.mtl.training.trainer import Trainer
 from tests.subprocesses import run_child, torchrun
 
 from .test_trainer import LOSSES, TASKS, StandInModel, make_data, make_loaders
@@ -158,7 +161,9 @@ def test_distributed_trainer_in_a_group_of_one_matches_the_plain_trainer(process
     train, val, _ = make_loaders()
     plain_history = plain.fit(train, val)
     reference = make_trainer(**settings)  # same seed, same initial weights
-    trainer = DistributedTrainer(reference.model, TASKS, LOSSES, reference.settings, context=process_group)
+    strategy = DDPStrategy(process_group)
+    trainer = Trainer(reference.model, TASKS, LOSSES, reference.settings, strategy=strategy)
+    assert isinstance(trainer.method, GradientMethod) and trainer.method.sync is process_group
     train, val, _ = make_loaders()
     history = trainer.fit(train, val)
     assert replicas_max_difference(trainer.model, process_group) == 0.0
@@ -170,17 +175,29 @@ def test_distributed_trainer_in_a_group_of_one_matches_the_plain_trainer(process
 
 def test_pcgrad_fast_is_refused_data_parallel(process_group) -> None:
     with pytest.raises(ValueError, match="pcgrad_fast"):
-        DistributedTrainer(
+        Trainer(
             StandInModel(),
             TASKS,
             LOSSES,
             {"device": "cpu", "gradient_method": {"name": "pcgrad_fast"}},
-            context=process_group,
+            strategy=DDPStrategy(process_group),
         )
 
 
 def test_weight_averaging_is_refused_data_parallel(process_group) -> None:
     with pytest.raises(ValueError, match="training.ema"):
-        DistributedTrainer(
-            StandInModel(), TASKS, LOSSES, {"device": "cpu", "ema": {"enabled": True}}, context=process_group
+        Trainer(
+            StandInModel(),
+            TASKS,
+            LOSSES,
+            {"device": "cpu", "ema": {"enabled": True}},
+            strategy=DDPStrategy(process_group),
         )
+
+
+def test_the_distributed_trainer_name_builds_a_trainer_with_the_ddp_strategy(process_group) -> None:
+    trainer = DistributedTrainer(
+        StandInModel(), TASKS, LOSSES, {"device": "cpu"}, context=process_group, find_unused_parameters=True
+    )
+    assert isinstance(trainer, Trainer) and isinstance(trainer.strategy, DDPStrategy)
+    assert trainer.strategy.context is process_group and trainer.strategy.find_unused_parameters

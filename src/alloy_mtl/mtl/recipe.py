@@ -13,7 +13,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from alloy_mtl.mtl.losses.task_losses import build_task_losses
 from alloy_mtl.mtl.models.input_transform import InputNormalizer
 from alloy_mtl.mtl.models.multitask import build_model, load_model
 from alloy_mtl.mtl.optim.optimizers import OPTIMIZERS
-from alloy_mtl.mtl.parallel.ddp_trainer import DistributedTrainer
+from alloy_mtl.mtl.parallel.ddp import DDPStrategy
 from alloy_mtl.mtl.parallel.process_group import DistributedContext, is_main_process, setup_distributed
 from alloy_mtl.mtl.params import TrainingParams, parse_training_params
 from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
@@ -276,12 +275,13 @@ def train_from_params(
 
     def fit(resume: bool) -> tuple[Trainer, pd.DataFrame]:
         saving = [] if directory is None else [CheckpointCallback(directory, resume, identity)]
-        trainer = (Trainer if context is None else partial(DistributedTrainer, context=context))(
+        trainer = Trainer(
             model,
             tasks,
             losses,
             params.trainer_settings(),
             callbacks=[LoggingCallback(log_keys, label=params.arch), *callbacks, *saving],
+            strategy=None if context is None else DDPStrategy(context),
         )
         trainer.label = params.arch
         return trainer, trainer.fit(loaders["train"], loaders["val"])

@@ -1,1 +1,2 @@
-"""Data-parallel training over torchrun processes (DDP)."""
+"""Data-parallel training: the strategy the trainer calls (strategy), DDP over torchrun processes (ddp),
+the process group and its collectives (process_group)."""

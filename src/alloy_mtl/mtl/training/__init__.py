@@ -1,1 +1,2 @@
-"""The training loop: trainer, callbacks, epoch meter, checkpoints, prediction."""
+"""The training loop: trainer, one batch through the model (forward), what it saves (trainer_state), callbacks,
+epoch meter, checkpoints, prediction."""

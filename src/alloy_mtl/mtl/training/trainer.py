@@ -9,7 +9,8 @@ Typical use::
 
 Settings are :class:`~alloy_mtl.mtl.params.TrainerSettings` (or a mapping parsed into them); checkpoints
 are a callback (:class:`~alloy_mtl.mtl.training.checkpoint_callback.CheckpointCallback`); prediction lives in
-:mod:`alloy_mtl.mtl.training.predict`.
+:mod:`alloy_mtl.mtl.training.predict`; data-parallel training is a strategy the trainer calls
+(:mod:`alloy_mtl.mtl.parallel.strategy`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import pandas as pd
@@ -35,7 +37,6 @@ from alloy_mtl.mtl.device import (
     memory_format,
     resolve_device,
     seed_everything,
-    to_device,
 )
 from alloy_mtl.mtl.gradients import EpochDiagnostics, GradientMethod, build_gradient_method
 from alloy_mtl.mtl.loading.datasets import loader_generators
@@ -43,11 +44,12 @@ from alloy_mtl.mtl.models.dropout import attach_generator, dropout_seed
 from alloy_mtl.mtl.optim.optimizers import build_optimizer, rebuild_optimizer
 from alloy_mtl.mtl.optim.schedules import ProgressSchedule, build_schedule
 from alloy_mtl.mtl.optim.weight_averaging import recompute_batchnorm_statistics, weight_average
+from alloy_mtl.mtl.parallel.strategy import DataParallelStrategy, SingleDevice
 from alloy_mtl.mtl.params import TrainerSettings
 from alloy_mtl.mtl.training.callbacks import Callback, MetricTracker
-from alloy_mtl.mtl.training.checkpoint_io import capture_rng_state, model_signature, restore_rng_state
+from alloy_mtl.mtl.training.forward import EncodeAndHeads, split_parameters, training_batch
 from alloy_mtl.mtl.training.meter import EpochMeter, TaskLike, raise_if_diverged
-from alloy_mtl.mtl.training.predict import split_batch
+from alloy_mtl.mtl.training.trainer_state import restore_trainer_state, trainer_fingerprint, trainer_state
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +65,12 @@ class Trainer:
         task_losses: ``{task: loss(pred, target, mask) -> scalar}`` (masked mean), e.g. ``build_task_losses``.
         settings: :class:`TrainerSettings` or a mapping of its YAML keys.
         callbacks: :class:`~alloy_mtl.mtl.training.callbacks.Callback` instances.
+        strategy: how the processes train together (:mod:`alloy_mtl.mtl.parallel.strategy`; it is called
+            at fixed points of the loop); :class:`SingleDevice` by default.
 
     Raises:
-        ValueError: tasks and losses disagree, or model parameters are neither shared nor in a head.
+        ValueError: tasks and losses disagree, model parameters are neither shared nor in a head, or the
+            strategy refuses the settings or the gradient method.
         alloy_mtl.config.ParameterError: invalid settings.
     """
 
@@ -77,8 +82,10 @@ class Trainer:
         settings: TrainerSettings | Mapping[str, Any] | None = None,
         *,
         callbacks: Sequence[Callback] = (),
+        strategy: DataParallelStrategy | None = None,
     ) -> None:
-        self.settings = parse_params(TrainerSettings, settings, "training")
+        self.strategy = SingleDevice() if strategy is None else strategy
+        self.settings = self.strategy.configure(parse_params(TrainerSettings, settings, "training"))
         self.tasks = list(tasks)
         self.task_names = [t.name for t in self.tasks]
         missing = [t for t in self.task_names if t not in task_losses]
@@ -89,6 +96,7 @@ class Trainer:
         self.task_losses = dict(task_losses)
         self.device = resolve_device(self.settings.device)
         self.memory_format = memory_format(self.device, self.settings.channels_last)
+        model = self.strategy.prepare_model(model)
         self.model = model.to(self.device, memory_format=self.memory_format)
         # the model's dropout draws from a generator of its own (alloy_mtl.mtl.models.dropout), seeded in fit
         self.dropout_generator = torch.Generator(device=self.device)
@@ -97,13 +105,8 @@ class Trainer:
             if isinstance(loss, nn.Module):
                 loss.to(self.device)
         model_callbacks = getattr(model, "training_callbacks", list)()
-        self.callbacks: list[Callback] = [*model_callbacks, *callbacks]
-
-        self.shared_params = [p for p in model.shared_parameters() if p.requires_grad]
-        self.head_params = {
-            t: [p for p in model.task_parameters(t) if p.requires_grad] for t in self.task_names
-        }
-        self._check_parameter_coverage()
+        self.callbacks: list[Callback] = [*model_callbacks, *self.strategy.callbacks(), *callbacks]
+        self.shared_params, self.head_params = split_parameters(model, self.task_names)
 
         method = self.settings.gradient_method
         self.method: GradientMethod = build_gradient_method(
@@ -118,6 +121,7 @@ class Trainer:
         ).to(self.device)
         if autocasts(self.device, self.settings.amp):
             self.method.avoid_vmap()
+        self.strategy.prepare_method(self.method)
         self.optimizer = build_optimizer(
             self.settings.optimizer,
             [p for p in model.parameters() if p.requires_grad],
@@ -144,28 +148,18 @@ class Trainer:
         self.label = ""
         """Names the model in the progress bar (several may train at once)."""
         self._static_weights = {t.name: float(t.weight) for t in self.tasks}
-
-    def _check_parameter_coverage(self) -> None:
-        covered = {id(p) for p in self.shared_params}
-        for params in self.head_params.values():
-            covered.update(id(p) for p in params)
-        orphans = [n for n, p in self.model.named_parameters() if p.requires_grad and id(p) not in covered]
-        if orphans:
-            raise ValueError(
-                f"Trainer: parameters neither in shared_parameters() nor in a task head: {orphans[:5]}"
-                f"{' ...' if len(orphans) > 5 else ''}"
-            )
+        # gradients that the training forward's backward does not average over the processes: the method's
+        # own parameters, and the heads' when the method runs per-task backward passes under no_sync
+        heads = [p for params in self.head_params.values() for p in params]
+        per_task = self.method.computes_task_gradients
+        self.unsynced_params = [*self.method.parameters(), *(heads if per_task else [])]
+        self.train_module = self.strategy.wrap(EncodeAndHeads(self.model))
+        """What the training forward runs through (the strategy's wrapping of encode + heads)."""
+        self.eval_module = EncodeAndHeads(self.evaluated_model)
 
     def fingerprint(self) -> dict[str, Any]:
         """Identity of the training configuration that a resumed checkpoint must match."""
-        return {
-            "model": model_signature(self.model),
-            "tasks": [[t.name, t.kind, str(getattr(t, "num_outputs", ""))] for t in self.tasks],
-            "gradient_method": self.method.name,
-            "optimizer": self.settings.optimizer,
-            "dropout_rng": "model",  # checkpoints from before the model's own dropout generator differ
-            **({"ema": True} if self.ema is not None else {}),
-        }
+        return trainer_fingerprint(self)
 
     @property
     def lr(self) -> float:
@@ -187,55 +181,29 @@ class Trainer:
         its moments when its kind stays and starts afresh when it changes.
         """
         momentum = self.settings.momentum if momentum is None else momentum
+        fused = self.settings.fused_optimizer
         self.optimizer = rebuild_optimizer(
-            self.optimizer,
-            optimizer,
-            lr=lr,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            fused=self.settings.fused_optimizer,
+            self.optimizer, optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum, fused=fused
         )
         self.scheduler.optimizer = self.optimizer
         self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
         if isinstance(self.scheduler, ProgressSchedule):
             self.scheduler.rebase(lr)
-        self.settings = self.settings.model_copy(
-            update={
-                "optimizer": optimizer.lower(),
-                "lr": lr,
-                "weight_decay": weight_decay,
-                "momentum": momentum,
-            }
-        )
+        update = {
+            "optimizer": optimizer.lower(),
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "momentum": momentum,
+        }
+        self.settings = self.settings.model_copy(update=update)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume: weights, optimizer, scheduler, method, early stopping, history, RNG."""
-        return {
-            "epoch": self.epoch,
-            "stopped": self.stopped,
-            "model": self.model.state_dict(),
-            "ema": None if self.ema is None else self.ema.module.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "gradient_method": self.method.state_dict(),
-            "tracker": self.tracker.state_dict(),
-            "history": [dict(row) for row in self.history],
-            "rng": capture_rng_state(self.generators),
-        }
+        return trainer_state(self)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output (after a fingerprint check)."""
-        self.model.load_state_dict(state["model"])
-        if self.ema is not None:
-            self.ema.module.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.method.load_state_dict(state["gradient_method"])
-        self.tracker.load_state_dict(state["tracker"])
-        self.history = [dict(row) for row in state["history"]]
-        self.epoch = int(state["epoch"])
-        self.stopped = bool(state["stopped"])
-        restore_rng_state(state["rng"], self.generators)
+        restore_trainer_state(self, state)
 
     def _ordered_callbacks(self, starting: bool = False) -> list[Callback]:
         return sorted(
@@ -257,6 +225,7 @@ class Trainer:
             raise ValueError(
                 f"Trainer: monitor {monitor!r} needs a val_loader; pass one or monitor a train_ metric"
             )
+        self.strategy.barrier()  # a checkpoint to resume is complete on disk for every process
         configure_determinism(self.device, self.settings.deterministic)
         configure_denormals(self.device, self.settings.flush_denormal)
         self.generators = loader_generators(train_loader)
@@ -290,12 +259,9 @@ class Trainer:
         return history
 
     def _budget_spent(self, started: float) -> bool:
-        """True when ``time_budget_s`` has run out (data-parallel ranks follow rank 0's clock)."""
-        return time.perf_counter() - started >= float(self.settings.time_budget_s or 0.0)
-
-    def _new_meter(self) -> EpochMeter:
-        """The epoch's metric sums (data-parallel ranks sum theirs before reading them)."""
-        return EpochMeter(self.tasks, self.target_std)
+        """True when ``time_budget_s`` has run out (data-parallel processes follow the main one's clock)."""
+        spent = time.perf_counter() - started >= float(self.settings.time_budget_s or 0.0)
+        return self.strategy.broadcast_flag(spent)
 
     def _run_epoch(self, train_loader: DataLoader, val_loader: DataLoader | None) -> None:
         epoch = self.epoch + 1
@@ -323,22 +289,17 @@ class Trainer:
         self.history.append(metrics)
         self.epoch = epoch
         self.stopped = self.settings.early_stopping.enabled and self.tracker.should_stop(epoch)
-        for (
-            callback
-        ) in self._ordered_callbacks():  # before the best weights are copied: callbacks may change state
+        # before the best weights are copied: callbacks may change state
+        for callback in self._ordered_callbacks():
             callback.on_epoch_end(self, epoch, dict(metrics))
         if improved and self.settings.restore_best:
             self.best_state = {
                 k: v.detach().to("cpu", copy=True) for k, v in self.evaluated_model.state_dict().items()
             }
         if self.stopped:
-            logger.info(
-                "early stopping at epoch %d (best %s=%.5g at epoch %d)",
-                epoch,
-                monitor,
-                self.tracker.best,
-                self.tracker.best_epoch,
-            )
+            best = (self.tracker.best, self.tracker.best_epoch)
+            logger.info("early stopping at epoch %d (best %s=%.5g at epoch %d)", epoch, monitor, *best)
+        self.stopped = self.strategy.broadcast_flag(self.stopped)
 
     def history_frame(self) -> pd.DataFrame:
         """The history as a DataFrame (one row per epoch, ``epoch`` as int)."""
@@ -347,22 +308,16 @@ class Trainer:
             frame["epoch"] = frame["epoch"].astype(int)
         return frame
 
-    def _to_device(self, batch: Any) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
-        images, targets, masks = split_batch(batch)
-        if targets is None or masks is None:
-            raise ValueError("Trainer: training batches must be (images, targets, masks)")
-        images = to_device(images, self.device).to(memory_format=self.memory_format)
-        return images, to_device(targets, self.device), to_device(masks, self.device)
-
     def _recompute_batchnorm(self, loader: DataLoader) -> None:
         """Precise BatchNorm statistics of :attr:`evaluated_model` from the first training batches."""
         model = self.evaluated_model
 
         def forward(batch: Any) -> None:
-            images, _, _ = self._to_device(batch)
-            self._forward(images, model=model)
+            images, _, _ = training_batch(batch, self.device, self.memory_format)
+            self._forward(self.eval_module, images)
 
         recompute_batchnorm_statistics(model, loader, forward, self.settings.precise_bn.batches)
+        self.strategy.broadcast_buffers(model)  # each process saw its own batches
 
     @property
     def evaluated_model(self) -> nn.Module:
@@ -371,15 +326,14 @@ class Trainer:
 
     def _forward(
         self,
+        module: nn.Module,
         images: Tensor,
         targets: Mapping[str, Tensor] | None = None,
         epoch: int | None = None,
-        model: nn.Module | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        model = self.model if model is None else model
+        """``module`` is :attr:`train_module` or :attr:`eval_module`."""
         with autocast(self.device, self.settings.amp):
-            features = model.encode(images)
-            outputs = model.forward_heads(features, targets=targets, epoch=epoch)
+            features, outputs = module(images, targets, epoch)
         return features, {k: v.float() for k, v in outputs.items()}
 
     def _losses(
@@ -388,8 +342,9 @@ class Trainer:
         return {t: self.task_losses[t](outputs[t], targets[t], masks[t]) for t in self.task_names}
 
     def _train_epoch(self, loader: DataLoader, epoch: int) -> tuple[dict[str, float], dict[str, float]]:
+        self.strategy.set_epoch(loader, epoch)
         self.model.train()
-        meter = self._new_meter()
+        meter = EpochMeter(self.tasks, self.target_std)
         diagnostics = EpochDiagnostics(self.task_names)
         all_params = [p for group in self.optimizer.param_groups for p in group["params"]]
         show = self.settings.show_progress
@@ -399,14 +354,18 @@ class Trainer:
         )
         per_step = isinstance(self.scheduler, ProgressSchedule)
         steps = len(loader) if per_step or self.ema is not None else 0
+        # a method that computes (and averages) its per-task gradients itself runs the forward unsynced
+        no_sync = self.strategy.no_sync if self.method.computes_task_gradients else nullcontext
         for step, batch in enumerate(bar):
             if per_step:
                 self.scheduler.set_progress((epoch - 1 + step / steps) / self.settings.epochs)
-            images, targets, masks = self._to_device(batch)
-            features, outputs = self._forward(images, targets, epoch)
+            images, targets, masks = training_batch(batch, self.device, self.memory_format)
+            with no_sync():
+                features, outputs = self._forward(self.train_module, images, targets, epoch)
             losses = self._losses(outputs, targets, masks)
             self.optimizer.zero_grad(set_to_none=True)
             info = self.method.backward(losses, self.shared_params, features, self.head_params)
+            self.strategy.average_gradients(self.unsynced_params)
             if self.settings.grad_clip_norm is not None:
                 torch.nn.utils.clip_grad_norm_(all_params, self.settings.grad_clip_norm)
             self.optimizer.step()
@@ -417,18 +376,21 @@ class Trainer:
             if not bar.disable and step % self.settings.progress_every == 0:
                 bar.set_postfix({t: f"{float(v):.3f}" for t, v in losses.items()})
         bar.close()
+        # the training forward syncs buffers before it runs: the last one's BatchNorm statistics are local
+        self.strategy.broadcast_buffers(self.model)
+        self.strategy.reduce_metrics(meter)
         return meter.summary("train", self._static_weights), diagnostics.summary()
 
     @torch.inference_mode()
     def evaluate(self, loader: DataLoader, prefix: str = "val") -> dict[str, float]:
         """Masked losses, accuracy (classification) and MAE in original units (regression) over ``loader``,
         of :attr:`evaluated_model`."""
-        model = self.evaluated_model
-        model.eval()
-        meter = self._new_meter()
+        self.evaluated_model.eval()
+        meter = EpochMeter(self.tasks, self.target_std)
         for batch in loader:
-            images, targets, masks = self._to_device(batch)
-            _, outputs = self._forward(images, model=model)
+            images, targets, masks = training_batch(batch, self.device, self.memory_format)
+            _, outputs = self._forward(self.eval_module, images)
             losses = self._losses(outputs, targets, masks)
             meter.update(losses, outputs, targets, masks, with_mae=True)
+        self.strategy.reduce_metrics(meter)
         return meter.summary(prefix, self._static_weights)
