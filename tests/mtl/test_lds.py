@@ -14,6 +14,7 @@ from alloy_mtl.mtl.losses.lds import (
     lds_weights,
     smoothed_density,
 )
+from alloy_mtl.mtl.tasks import FDSConfig, LDSConfig
 
 
 def test_kernel_windows_by_hand() -> None:
@@ -43,7 +44,7 @@ def test_bins_and_lookup() -> None:
 
 def test_inverse_weights_by_hand_without_smoothing() -> None:
     # Two bins, counts 3 and 1; kernel of size 1 leaves the histogram as is.
-    w = lds_weights(np.array([0.0, 0.1, 0.2, 1.0, np.nan]), bins=2, kernel_size=1, reweight="inv")
+    w = lds_weights(np.array([0.0, 0.1, 0.2, 1.0, np.nan]), LDSConfig(bins=2, kernel_size=1, reweight="inv"))
     # 1/3 and 1, rescaled so the 4 train samples have mean weight 1: scale 4 / (3 * 1/3 + 1) = 2.
     assert np.allclose(w.bin_weights, [2 / 3, 2.0])
     assert np.allclose(w(np.array([0.0, 1.0])), [2 / 3, 2.0])
@@ -56,7 +57,9 @@ def _long_tailed_labels() -> np.ndarray:
 @pytest.mark.parametrize("reweight", ["inv", "sqrt_inv"])
 def test_rare_bins_weigh_more_and_mean_is_one(reweight: str) -> None:
     labels = _long_tailed_labels()
-    w = lds_weights(labels, bins=20, kernel="gaussian", kernel_size=5, sigma=2.0, reweight=reweight)
+    w = lds_weights(
+        labels, LDSConfig(bins=20, kernel="gaussian", kernel_size=5, sigma=2.0, reweight=reweight)
+    )
     per_sample = w(labels)
     assert per_sample.mean() == pytest.approx(1.0, abs=1e-12)
     density = smoothed_density(
@@ -70,8 +73,8 @@ def test_rare_bins_weigh_more_and_mean_is_one(reweight: str) -> None:
 
 def test_sqrt_inv_is_sqrt_of_inv_up_to_scale() -> None:
     labels = _long_tailed_labels()
-    inv = lds_weights(labels, bins=20, reweight="inv").bin_weights
-    sqrt_inv = lds_weights(labels, bins=20, reweight="sqrt_inv").bin_weights
+    inv = lds_weights(labels, LDSConfig(bins=20, reweight="inv")).bin_weights
+    sqrt_inv = lds_weights(labels, LDSConfig(bins=20, reweight="sqrt_inv")).bin_weights
     ratio = sqrt_inv / np.sqrt(inv)
     assert np.allclose(ratio, ratio[0])
 
@@ -79,7 +82,7 @@ def test_sqrt_inv_is_sqrt_of_inv_up_to_scale() -> None:
 def test_smoothing_spreads_density_to_empty_neighbours() -> None:
     # A gap bin between two populated bins gets a finite weight from the smoothed density.
     labels = np.array([0.0] * 5 + [1.0] * 5)
-    w = lds_weights(labels, bins=3, kernel_size=3, sigma=1.0, reweight="inv")
+    w = lds_weights(labels, LDSConfig(bins=3, kernel_size=3, sigma=1.0, reweight="inv"))
     e = math.exp(-0.5)
     density = np.array([5, 10 * e, 5])
     expected = (1 / density) * 10 / (10 / 5)
@@ -87,7 +90,7 @@ def test_smoothing_spreads_density_to_empty_neighbours() -> None:
 
 
 def _fds(bins: int = 3, kernel_size: int = 1, **kwargs) -> FDS:
-    return FDS(2, np.linspace(0.0, float(bins), bins + 1), kernel_size=kernel_size, **kwargs)
+    return FDS(2, np.linspace(0.0, float(bins), bins + 1), FDSConfig(kernel_size=kernel_size, **kwargs))
 
 
 def test_fds_statistics_are_per_bin_mean_and_population_variance() -> None:

@@ -92,3 +92,15 @@ def test_monitor_must_name_a_metric_of_the_enabled_tasks():
         parse_training_params({"tasks": no_alloy}, {"arch": "fnn", "monitor": ap})
     with pytest.raises(ParameterError, match="val_thickness_mae"):  # the error lists what may be chosen
         _params(monitor={"metric": "val_thickness_ap", "mode": "max"})
+
+
+def test_a_schedule_not_in_the_registry_is_refused_naming_the_registered_ones():
+    from alloy_mtl.mtl.optim.schedules import SCHEDULES
+
+    assert _params(lr_scheduler={"name": "one_cycle"}).lr_scheduler.name == "one_cycle"
+    with pytest.raises(ParameterError) as err:
+        _params(lr_scheduler={"name": "cosin"})
+    (problem,) = err.value.problems
+    assert problem.startswith("resnet18.train_options.lr_scheduler.name: lr schedule 'cosin' unknown")
+    assert "did you mean cosine?" in problem
+    assert f"expected one of {', '.join(SCHEDULES.names)}" in problem

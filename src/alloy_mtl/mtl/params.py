@@ -18,6 +18,7 @@ from alloy_mtl.mtl.gradients import gradient_method_parameters
 from alloy_mtl.mtl.models.backbones import BACKBONES, canonical_activation
 from alloy_mtl.mtl.models.input_transform import TRANSFORMS
 from alloy_mtl.mtl.optim.optimizers import OPTIMIZERS
+from alloy_mtl.mtl.optim.schedules import SCHEDULES
 from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
 
 #: Gradient-method parameters the trainer sets from the tasks and the seed.
@@ -40,7 +41,7 @@ class LRScheduler(ParamsModel):
     stop at ``min_lr``) or ``one_cycle``, set every step (``lr`` is the peak, reached after ``pct_start`` of
     the planned steps from ``lr / div_factor``; it ends at ``lr / (div_factor * final_div_factor)``)."""
 
-    name: Literal["reduce_on_plateau", "cosine", "one_cycle"] = "reduce_on_plateau"
+    name: str = "reduce_on_plateau"
     patience: int = Field(3, ge=0)
     factor: float = Field(0.1, gt=0, lt=1)
     min_lr: float = Field(0.0, ge=0)
@@ -48,6 +49,11 @@ class LRScheduler(ParamsModel):
     pct_start: float = Field(0.3, gt=0, lt=1)
     div_factor: float = Field(25.0, ge=1)
     final_div_factor: float = Field(1.0e4, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _known_schedule(cls, value: str) -> str:
+        return SCHEDULES.check(value)
 
 
 class EarlyStopping(ParamsModel):

@@ -1,7 +1,8 @@
-"""Task specifications for the multi-task model, parsed from Kedro parameters (plain dicts).
+"""Task specifications for the multi-task model: frozen parameter models parsed from Kedro parameters.
 
-``TaskSpec`` is the one home of a task's facts: kind, target column, class names, number of outputs, loss.
-Dataset building, prediction, the predictions frame and evaluation ask the spec. A task entry looks like::
+``TaskSpec`` is the one home of a task's facts: kind, target column, class names, number of outputs, loss;
+``LDSConfig`` and ``FDSConfig`` are the one home of the LDS/FDS settings and their defaults. Dataset building,
+prediction, the predictions frame and evaluation ask the spec. A task entry looks like::
 
     thickness: {
         kind: regression,
@@ -12,91 +13,273 @@ Dataset building, prediction, the predictions frame and evaluation ask the spec.
         fds: {enabled: false},
     }
 
-Every error names the task and the field that is wrong and says what was expected.
+:func:`parse_tasks` reads the mapping ``{name: entry}`` (the YAML form, also what model bundles and
+checkpoints record) and lists every problem of every task before failing, each by its dotted path
+(``tasks.thickness.lds.kernel_size: ...``).
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, StrictBool, StrictInt, ValidationInfo, field_validator, model_validator
 
+from alloy_mtl.config.base import ParameterError, ParamsModel, parse_params
 from alloy_mtl.constants import ALLOYS, CLASSIFICATION, REGRESSION, TASK_KINDS
+from alloy_mtl.mtl.losses.lds import KERNELS, REWEIGHTS
 from alloy_mtl.mtl.losses.task_losses import LOSSES
 
 __all__ = ["CLASSIFICATION", "REGRESSION", "TASK_KINDS", "FDSConfig", "LDSConfig", "TaskSpec", "parse_tasks"]
 
-LDS_KERNELS = ("gaussian", "triang", "laplace")
-LDS_REWEIGHTS = ("inv", "sqrt_inv")
-_REWEIGHT_ALIASES = {"inv": "inv", "inverse": "inv", "sqrt_inv": "sqrt_inv"}
+#: A finite int or float, not a bool or a string (the YAML's numbers as written).
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
-_TASK_KEYS = ("kind", "target", "num_outputs", "classes", "loss", "weight", "loss_params", "lds", "fds")
+DEFAULT_LOSSES = {CLASSIFICATION: "cross_entropy", REGRESSION: "mse"}
+"""The loss of a task that names none, by kind."""
+
+_REWEIGHT_ALIASES = {"inverse": "inv"}
 _TASK_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
-@dataclass(frozen=True)
-class LDSConfig:
-    """Label distribution smoothing (Yang et al. 2021) settings of one regression task."""
+class _Smoothing(ParamsModel):
+    """Settings LDS and FDS share: label bins and the kernel that smooths across them."""
 
-    bins: int = 50
+    enabled: StrictBool = True
+    """``false`` switches it off (the task's ``lds`` / ``fds`` is then None)."""
+    bins: StrictInt = Field(50, ge=2)
+    """Equal-width bins over the train labels' range."""
     kernel: str = "gaussian"
-    kernel_size: int = 5
-    sigma: float = 2.0
+    """Smoothing kernel across bins: ``gaussian``, ``triang`` or ``laplace``."""
+    kernel_size: StrictInt = Field(5, ge=1)
+    """Odd window length, in bins."""
+    sigma: Number = Field(2.0, gt=0)
+    """Kernel width in bins (``gaussian``, ``laplace``)."""
+
+    @field_validator("kernel")
+    @classmethod
+    def _known_kernel(cls, value: str) -> str:
+        if value not in KERNELS:
+            raise ValueError(f"unknown kernel {value!r}; expected one of {KERNELS}")
+        return value
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError(f"expected an odd integer, got {value}")
+        return value
+
+
+class LDSConfig(_Smoothing):
+    """Label distribution smoothing (Yang et al. 2021) of one regression task: per-sample loss weights."""
+
     reweight: str = "sqrt_inv"
+    """``inv`` (1 / smoothed density; ``inverse`` is read as ``inv``) or ``sqrt_inv`` (1 / its square root)."""
+
+    @field_validator("reweight")
+    @classmethod
+    def _known_reweighting(cls, value: str) -> str:
+        value = _REWEIGHT_ALIASES.get(value, value)
+        if value not in REWEIGHTS:
+            raise ValueError(f"unknown reweighting {value!r}; expected one of {REWEIGHTS}")
+        return value
 
 
-@dataclass(frozen=True)
-class FDSConfig:
-    """Feature distribution smoothing (Yang et al. 2021) settings of one regression task."""
+class FDSConfig(_Smoothing):
+    """Feature distribution smoothing (Yang et al. 2021) of one regression task (``alloy_mtl.mtl.losses.fds``)."""
 
-    bins: int = 50
-    kernel: str = "gaussian"
-    kernel_size: int = 5
-    sigma: float = 2.0
-    start_epoch: int = 1
-    momentum: float = 0.9
-    clip_min: float = 0.1
-    clip_max: float = 10.0
+    start_epoch: StrictInt = Field(1, ge=0)
+    """First epoch in which the features are recalibrated."""
+    momentum: Number = Field(0.9, ge=0, lt=1)
+    """Weight of the previous running statistics when an epoch's statistics are folded in."""
+    clip_min: Number = Field(0.1, gt=0)
+    """Lower bound of the variance ratio smoothed / running."""
+    clip_max: Number = Field(10.0, gt=0)
+    """Upper bound of the variance ratio smoothed / running."""
+
+    @model_validator(mode="after")
+    def _clip_range(self) -> FDSConfig:
+        if self.clip_min > self.clip_max:
+            raise ValueError(
+                f"clip_min: expected clip_min <= clip_max, got {self.clip_min} > {self.clip_max}"
+            )
+        return self
 
 
-@dataclass(frozen=True)
-class TaskSpec:
-    """One task of the multi-task model.
-
-    Attributes:
-        name: task name (key in the parameters; used in metric names).
-        kind: ``classification`` or ``regression``.
-        target: metadata column holding the label.
-        num_outputs: number of classes (classification) or 1 (regression).
-        classes: class labels as they appear in the target column, in output order (classification; the
-            five alloys by default when there are five outputs, else ``"0"``, ``"1"``, ...); empty for
-            regression.
-        loss: loss name, a key of :data:`alloy_mtl.mtl.losses.task_losses.LOSSES` of the task's kind.
-        weight: static, non-negative task weight.
-        loss_params: loss hyper-parameters, defaults filled in.
-        lds: LDS settings when enabled, else None.
-        fds: FDS settings when enabled, else None.
-    """
+class TaskSpec(ParamsModel):
+    """One task of the multi-task model (an entry of ``tasks``; its key is the name)."""
 
     name: str
+    """Task name: its key under ``tasks``, used in metric names (``val_<name>_loss``)."""
     kind: str
+    """``classification`` or ``regression``."""
     target: str
-    num_outputs: int
-    loss: str
-    weight: float = 1.0
-    loss_params: dict[str, float] = field(default_factory=dict)
-    lds: LDSConfig | None = None
-    fds: FDSConfig | None = None
+    """Metadata column holding the label (default: the task's name)."""
+    num_outputs: StrictInt
+    """Number of classes (classification; default: the number of ``classes``), 1 for regression."""
     classes: tuple[str, ...] = ()
+    """Class labels as they appear in the target column, in output order (classification; default: the five
+    alloys when there are five outputs, else ``"0"``, ``"1"``, ...); empty for regression."""
+    loss: str
+    """A key of :data:`alloy_mtl.mtl.losses.task_losses.LOSSES` of the task's kind (default:
+    ``cross_entropy`` / ``mse``)."""
+    weight: Number = Field(1.0, ge=0)
+    """Static task weight."""
+    loss_params: dict[str, Number] = {}
+    """The loss's hyper-parameters; parsed, every one the loss accepts, defaults filled in."""
+    lds: LDSConfig | None = None
+    """LDS settings when enabled (regression only), else None."""
+    fds: FDSConfig | None = None
+    """FDS settings when enabled (regression only), else None."""
 
-    def __post_init__(self) -> None:
-        if self.kind == CLASSIFICATION and not self.classes:
-            object.__setattr__(self, "classes", default_classes(self.num_outputs))
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_defaults(cls, data: Any) -> Any:
+        """Fill what an entry may leave out: target, num_outputs, classes, loss.
+
+        Where the kind itself is wrong (reported on its own), placeholders let the other fields be checked.
+        """
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        kind = data.setdefault("kind", None)
+        kind = kind if isinstance(kind, str) else None
+        if "name" in data:  # a name that is not a string is reported on its own
+            data.setdefault("target", str(data["name"]))
+        classes = data.get("classes")
+        no_classes = classes is None or (isinstance(classes, (list, tuple)) and not classes)
+        if "num_outputs" not in data:
+            if kind != CLASSIFICATION:
+                data["num_outputs"] = 1
+            else:
+                data["num_outputs"] = None if no_classes else len(classes)
+        num_outputs = data["num_outputs"]
+        if kind == CLASSIFICATION and no_classes and type(num_outputs) is int:
+            data["classes"] = default_classes(num_outputs)
+        data.setdefault("loss", DEFAULT_LOSSES.get(kind or "", ""))
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _TASK_NAME_RE.match(value) or "__" in value:
+            raise ValueError(
+                f"task name {value!r}: expected letters, digits and single underscores, starting with a letter"
+            )
+        return value
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _known_kind(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError(f"required: one of {TASK_KINDS}")
+        if value not in TASK_KINDS:
+            raise ValueError(f"unknown kind {value!r}; expected one of {TASK_KINDS}")
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def _column_name(cls, value: str) -> str:
+        if not value:
+            raise ValueError(f"expected a column name, got {value!r}")
+        return value
+
+    @field_validator("num_outputs", mode="before")
+    @classmethod
+    def _num_outputs_given(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError(
+                "required for a classification task (number of classes), unless classes are listed"
+            )
+        return value
+
+    @field_validator("num_outputs")
+    @classmethod
+    def _num_outputs_of_kind(cls, value: int, info: ValidationInfo) -> int:
+        kind = info.data.get("kind")
+        if kind == CLASSIFICATION and value < 2:
+            raise ValueError(f"expected an integer >= 2 (the number of classes), got {value}")
+        if kind == REGRESSION and value != 1:
+            raise ValueError(f"a regression task has 1 output, got {value}")
+        return value
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _distinct_labels(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return ()
+        if not isinstance(value, (list, tuple)) or len({str(c) for c in value}) != len(value):
+            raise ValueError(f"expected a list of distinct labels, got {value!r}")
+        labels = tuple(str(c) for c in value)
+        num_outputs = info.data.get("num_outputs")
+        if labels and info.data.get("kind") == REGRESSION:
+            raise ValueError("only classification tasks have classes")
+        if labels and num_outputs is not None and len(labels) != num_outputs:
+            raise ValueError(f"{len(labels)} classes for num_outputs={num_outputs}")
+        return labels
+
+    @field_validator("loss")
+    @classmethod
+    def _loss_of_kind(cls, value: str, info: ValidationInfo) -> str:
+        kind = info.data.get("kind")
+        if kind is None:  # the kind is wrong: reported on its own
+            return value
+        losses = tuple(loss for loss in LOSSES.names if LOSSES.info(loss)["kind"] == kind)
+        if value not in losses:
+            raise ValueError(f"unknown loss {value!r} for a {kind} task; expected one of {losses}")
+        return value
+
+    @field_validator("loss_params", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @field_validator("loss_params")
+    @classmethod
+    def _params_of_loss(cls, value: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        loss = info.data.get("loss")
+        if loss not in LOSSES:  # the loss (or the kind) is wrong: reported on its own
+            return value
+        allowed = LOSSES.accepted(loss)
+        unknown = sorted(set(value) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown key(s) {unknown} for loss '{loss}'; allowed: {sorted(allowed)}")
+        params = {**allowed, **value}
+        problems = []
+        if "beta" in params and not 0.0 <= params["beta"] < 1.0:
+            problems.append(f"beta: expected 0 <= beta < 1, got {params['beta']}")
+        if "gamma" in params and params["gamma"] < 0:
+            problems.append(f"gamma: expected gamma >= 0, got {params['gamma']}")
+        if "delta" in params and params["delta"] <= 0:
+            problems.append(f"delta: expected delta > 0, got {params['delta']}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return params
+
+    @field_validator("lds", "fds", mode="before")
+    @classmethod
+    def _disabled_is_none(cls, value: Any, info: ValidationInfo) -> Any:
+        """A disabled section is None; only its keys are checked (its values may be left over)."""
+        if isinstance(value, _Smoothing) and not value.enabled:
+            return None
+        if isinstance(value, Mapping) and value.get("enabled", True) is False:
+            config = LDSConfig if info.field_name == "lds" else FDSConfig
+            unknown = sorted(set(value) - set(config.model_fields))
+            if unknown:
+                raise ValueError(f"unknown key(s) {unknown}; allowed: {list(config.model_fields)}")
+            return None
+        return value
+
+    @field_validator("lds", "fds")
+    @classmethod
+    def _regression_only(cls, value: _Smoothing | None, info: ValidationInfo) -> _Smoothing | None:
+        if value is not None and info.data.get("kind") == CLASSIFICATION:
+            raise ValueError("only regression tasks can use LDS/FDS")
+        return value
 
     @property
     def is_classification(self) -> bool:
@@ -146,185 +329,8 @@ def default_classes(num_outputs: int) -> tuple[str, ...]:
     return tuple(str(i) for i in range(num_outputs))
 
 
-def _error(task: str, fld: str, message: str) -> ValueError:
-    return ValueError(f"task '{task}', field '{fld}': {message}")
-
-
-def _number(task: str, fld: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise _error(task, fld, f"expected a finite number, got {value!r}")
-    return float(value)
-
-
-def _integer(task: str, fld: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _error(task, fld, f"expected an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _parse_loss_params(task: str, loss: str, raw: Any) -> dict[str, float]:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping):
-        raise _error(task, "loss_params", f"expected a mapping, got {type(raw).__name__}")
-    allowed = LOSSES.accepted(loss)
-    unknown = sorted(set(raw) - set(allowed))
-    if unknown:
-        raise _error(
-            task, "loss_params", f"unknown key(s) {unknown} for loss '{loss}'; allowed: {sorted(allowed)}"
-        )
-    params = dict(allowed)
-    for key, value in raw.items():
-        params[key] = _number(task, f"loss_params.{key}", value)
-    if "beta" in params and not 0.0 <= params["beta"] < 1.0:
-        raise _error(task, "loss_params.beta", f"expected 0 <= beta < 1, got {params['beta']}")
-    if "gamma" in params and params["gamma"] < 0:
-        raise _error(task, "loss_params.gamma", f"expected gamma >= 0, got {params['gamma']}")
-    if "delta" in params and params["delta"] <= 0:
-        raise _error(task, "loss_params.delta", f"expected delta > 0, got {params['delta']}")
-    return params
-
-
-def _check_kernel(task: str, section: str, cfg: dict[str, Any]) -> None:
-    if cfg["kernel"] not in LDS_KERNELS:
-        raise _error(
-            task, f"{section}.kernel", f"unknown kernel {cfg['kernel']!r}; expected one of {LDS_KERNELS}"
-        )
-    cfg["bins"] = _integer(task, f"{section}.bins", cfg["bins"], 2)
-    cfg["kernel_size"] = _integer(task, f"{section}.kernel_size", cfg["kernel_size"], 1)
-    if cfg["kernel_size"] % 2 == 0:
-        raise _error(task, f"{section}.kernel_size", f"expected an odd integer, got {cfg['kernel_size']}")
-    cfg["sigma"] = _number(task, f"{section}.sigma", cfg["sigma"])
-    if cfg["sigma"] <= 0:
-        raise _error(task, f"{section}.sigma", f"expected sigma > 0, got {cfg['sigma']}")
-
-
-def _section(task: str, section: str, raw: Any, defaults: dict[str, Any]) -> dict[str, Any] | None:
-    """Validate an optional ``{enabled: bool, ...}`` section; None when absent or disabled."""
-    if raw is None:
-        return None
-    if not isinstance(raw, Mapping):
-        raise _error(task, section, f"expected a mapping, got {type(raw).__name__}")
-    allowed = {"enabled", *defaults}
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise _error(task, section, f"unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-    enabled = raw.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise _error(task, f"{section}.enabled", f"expected true or false, got {enabled!r}")
-    if not enabled:
-        return None
-    cfg = dict(defaults)
-    cfg.update({k: v for k, v in raw.items() if k != "enabled"})
-    return cfg
-
-
-def _parse_lds(task: str, raw: Any) -> LDSConfig | None:
-    cfg = _section(task, "lds", raw, asdict(LDSConfig()))
-    if cfg is None:
-        return None
-    _check_kernel(task, "lds", cfg)
-    reweight = _REWEIGHT_ALIASES.get(cfg["reweight"]) if isinstance(cfg["reweight"], str) else None
-    if reweight is None:
-        raise _error(
-            task, "lds.reweight", f"unknown reweighting {cfg['reweight']!r}; expected one of {LDS_REWEIGHTS}"
-        )
-    cfg["reweight"] = reweight
-    return LDSConfig(**cfg)
-
-
-def _parse_fds(task: str, raw: Any) -> FDSConfig | None:
-    cfg = _section(task, "fds", raw, asdict(FDSConfig()))
-    if cfg is None:
-        return None
-    _check_kernel(task, "fds", cfg)
-    cfg["start_epoch"] = _integer(task, "fds.start_epoch", cfg["start_epoch"], 0)
-    cfg["momentum"] = _number(task, "fds.momentum", cfg["momentum"])
-    if not 0.0 <= cfg["momentum"] < 1.0:
-        raise _error(task, "fds.momentum", f"expected 0 <= momentum < 1, got {cfg['momentum']}")
-    cfg["clip_min"] = _number(task, "fds.clip_min", cfg["clip_min"])
-    cfg["clip_max"] = _number(task, "fds.clip_max", cfg["clip_max"])
-    if not 0 < cfg["clip_min"] <= cfg["clip_max"]:
-        raise _error(
-            task,
-            "fds.clip_min",
-            f"expected 0 < clip_min <= clip_max, got {cfg['clip_min']}, {cfg['clip_max']}",
-        )
-    return FDSConfig(**cfg)
-
-
-def _parse_task(name: Any, raw: Any) -> TaskSpec:  # noqa: C901, PLR0912 (one check per task field, in reading order)
-    if not isinstance(name, str) or not _TASK_NAME_RE.match(name) or "__" in name:
-        raise ValueError(
-            f"task name {name!r}: expected letters, digits and single underscores, starting with a letter"
-        )
-    if not isinstance(raw, Mapping):
-        raise _error(name, "(task)", f"expected a mapping of fields, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - set(_TASK_KEYS))
-    if unknown:
-        raise _error(name, unknown[0], f"unknown key(s) {unknown}; allowed: {list(_TASK_KEYS)}")
-
-    kind = raw.get("kind")
-    if kind not in TASK_KINDS:
-        raise _error(name, "kind", f"unknown kind {kind!r}; expected one of {TASK_KINDS}")
-    target = raw.get("target", name)
-    if not isinstance(target, str) or not target:
-        raise _error(name, "target", f"expected a column name, got {target!r}")
-
-    classes = _parse_classes(name, kind, raw)
-    if kind == CLASSIFICATION:
-        if "num_outputs" not in raw and not classes:
-            raise _error(name, "num_outputs", "required for a classification task (number of classes)")
-        num_outputs = _integer(name, "num_outputs", raw.get("num_outputs", len(classes)), 2)
-        if classes and len(classes) != num_outputs:
-            raise _error(name, "classes", f"{len(classes)} classes for num_outputs={num_outputs}")
-        default_loss = "cross_entropy"
-    else:
-        num_outputs = _integer(name, "num_outputs", raw.get("num_outputs", 1), 1)
-        if num_outputs != 1:
-            raise _error(name, "num_outputs", f"a regression task has 1 output, got {num_outputs}")
-        default_loss = "mse"
-    losses = tuple(loss for loss in LOSSES.names if LOSSES.info(loss)["kind"] == kind)
-
-    loss = raw.get("loss", default_loss)
-    if loss not in losses:
-        raise _error(name, "loss", f"unknown loss {loss!r} for a {kind} task; expected one of {losses}")
-    weight = _number(name, "weight", raw.get("weight", 1.0))
-    if weight < 0:
-        raise _error(name, "weight", f"expected a non-negative weight, got {weight}")
-    loss_params = _parse_loss_params(name, loss, raw.get("loss_params"))
-
-    lds = _parse_lds(name, raw.get("lds"))
-    fds = _parse_fds(name, raw.get("fds"))
-    if kind == CLASSIFICATION and (lds is not None or fds is not None):
-        raise _error(name, "lds" if lds is not None else "fds", "only regression tasks can use LDS/FDS")
-    return TaskSpec(
-        name=name,
-        kind=kind,
-        target=target,
-        num_outputs=num_outputs,
-        loss=loss,
-        weight=weight,
-        loss_params=loss_params,
-        lds=lds,
-        fds=fds,
-        classes=classes,
-    )
-
-
-def _parse_classes(task: str, kind: str, raw: Mapping[str, Any]) -> tuple[str, ...]:
-    classes = raw.get("classes")
-    if classes is None:
-        return ()
-    if kind != CLASSIFICATION:
-        raise _error(task, "classes", "only classification tasks have classes")
-    if not isinstance(classes, (list, tuple)) or len({str(c) for c in classes}) != len(classes):
-        raise _error(task, "classes", f"expected a list of distinct labels, got {classes!r}")
-    return tuple(str(c) for c in classes)
-
-
 def parse_tasks(params: Mapping[str, Any]) -> list[TaskSpec]:
-    """Parse task specifications from parameters.
+    """Parse task specifications from parameters (the YAML form, as model bundles and checkpoints record it).
 
     Args:
         params: either the mapping ``{task_name: {kind: ..., ...}}`` or a mapping with the single key
@@ -334,14 +340,31 @@ def parse_tasks(params: Mapping[str, Any]) -> list[TaskSpec]:
         One ``TaskSpec`` per task, in the order given.
 
     Raises:
-        ValueError: naming the task and field on unknown kind, loss or key, missing ``num_outputs`` for a
+        alloy_mtl.config.ParameterError: every problem of every task, each named by its dotted path
+            (``tasks.<task>.<field>``): unknown kind, loss or key, missing ``num_outputs`` for a
             classification task, negative weight, or any other malformed value.
     """
     if not isinstance(params, Mapping):
-        raise ValueError(f"tasks: expected a mapping of task name -> spec, got {type(params).__name__}")
+        raise ParameterError([f"tasks: expected a mapping of task name -> spec, got {type(params).__name__}"])
     inner = params.get("tasks") if set(params) == {"tasks"} else None
     if isinstance(inner, Mapping) and all(isinstance(v, Mapping) for v in inner.values()):
         params = inner
     if not params:
-        raise ValueError("tasks: expected at least one task")
-    return [_parse_task(name, raw) for name, raw in params.items()]
+        raise ParameterError(["tasks: expected at least one task"])
+    specs: list[TaskSpec] = []
+    problems: list[str] = []
+    for name, raw in params.items():
+        where = f"tasks.{name}"
+        if not isinstance(raw, Mapping):
+            problems.append(f"{where}: expected a mapping of fields, got {type(raw).__name__}")
+            continue
+        if raw.get("name", name) != name:
+            problems.append(f"{where}.name: {raw['name']!r} is not the task's key {name!r}")
+            continue
+        try:
+            specs.append(parse_params(TaskSpec, {**raw, "name": name}, where))
+        except ParameterError as err:
+            problems.extend(err.problems)
+    if problems:
+        raise ParameterError(problems)
+    return specs

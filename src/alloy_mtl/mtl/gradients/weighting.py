@@ -8,10 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .base import GradientMethod, StepInfo, task_gradients
+from alloy_mtl.constants import CLASSIFICATION, REGRESSION
 
-REGRESSION = "regression"
-CLASSIFICATION = "classification"
+from .base import GradientMethod, StepInfo, task_gradients
 
 
 class EqualWeighting(GradientMethod):

@@ -41,11 +41,12 @@ class FDS(nn.Module):
 
     Args:
         num_features: feature size F.
-        edges: ``bins + 1`` label bin edges (standardised label units, as the batches carry them).
-        kernel, kernel_size, sigma: smoothing kernel across bins (as LDS).
-        start_epoch: first epoch in which features are recalibrated.
-        momentum: weight of the previous running statistics when folding in an epoch's statistics.
-        clip_min, clip_max: bounds of the variance ratio smoothed_var / var.
+        edges: ``bins + 1`` label bin edges (standardised label units, as the batches carry them); they, not
+            ``config.bins``, lay out the bins.
+        config: the kernel across bins (as LDS), ``start_epoch`` (first epoch in which features are
+            recalibrated), ``momentum`` (weight of the previous running statistics when folding in an
+            epoch's statistics), ``clip_min`` / ``clip_max`` (bounds of the variance ratio smoothed_var / var);
+            default: :class:`~alloy_mtl.mtl.tasks.FDSConfig`'s defaults.
         track_in_forward: accumulate statistics in ``forward`` while training.
     """
 
@@ -53,14 +54,8 @@ class FDS(nn.Module):
         self,
         num_features: int,
         edges: np.ndarray,
+        config: FDSConfig | None = None,
         *,
-        kernel: str = "gaussian",
-        kernel_size: int = 5,
-        sigma: float = 2.0,
-        start_epoch: int = 1,
-        momentum: float = 0.9,
-        clip_min: float = 0.1,
-        clip_max: float = 10.0,
         track_in_forward: bool = True,
     ) -> None:
         super().__init__()
@@ -70,12 +65,13 @@ class FDS(nn.Module):
         bins = len(edges) - 1
         self.num_features = num_features
         self.bins = bins
-        self.start_epoch = start_epoch
-        self.momentum = momentum
-        self.clip_min = clip_min
-        self.clip_max = clip_max
+        config = FDSConfig() if config is None else config
+        self.start_epoch = config.start_epoch
+        self.momentum = config.momentum
+        self.clip_min = config.clip_min
+        self.clip_max = config.clip_max
         self.track_in_forward = track_in_forward
-        window = kernel_window(kernel, kernel_size, sigma)
+        window = kernel_window(config.kernel, config.kernel_size, config.sigma)
         self.register_buffer("inner_edges", torch.tensor(edges[1:-1], dtype=torch.float32))
         self.register_buffer("window", torch.tensor(window / window.sum(), dtype=torch.float32))
         for name in ("running_mean", "smoothed_mean", "acc_mean", "acc_m2"):
@@ -90,17 +86,7 @@ class FDS(nn.Module):
     def from_config(cls, num_features: int, config: FDSConfig, train_labels: Any) -> FDS:
         """FDS with bins laid out over the train labels (NaN = missing) and ``config``'s settings."""
         labels = np.asarray(train_labels, dtype=np.float64)
-        return cls(
-            num_features,
-            label_bin_edges(labels, config.bins),
-            kernel=config.kernel,
-            kernel_size=config.kernel_size,
-            sigma=config.sigma,
-            start_epoch=config.start_epoch,
-            momentum=config.momentum,
-            clip_min=config.clip_min,
-            clip_max=config.clip_max,
-        )
+        return cls(num_features, label_bin_edges(labels, config.bins), config)
 
     def bin_of(self, labels: Tensor) -> Tensor:
         """Bin index of each label (outside the range: first/last bin)."""

@@ -13,16 +13,20 @@ exactly the square root of ``inv`` weights up to scale.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.ndimage import convolve1d
 from scipy.signal.windows import triang
 
+if TYPE_CHECKING:
+    from alloy_mtl.mtl.tasks import LDSConfig
+
 KERNELS = ("gaussian", "triang", "laplace")
 REWEIGHTS = ("inv", "sqrt_inv")
 
 
-def kernel_window(kernel: str = "gaussian", kernel_size: int = 5, sigma: float = 2.0) -> np.ndarray:
+def kernel_window(kernel: str, kernel_size: int, sigma: float) -> np.ndarray:
     """Symmetric smoothing window of odd length ``kernel_size``, peak value 1.
 
     ``gaussian``: exp(-x^2 / (2 sigma^2)); ``laplace``: exp(-|x| / sigma); ``triang``: scipy's triangle
@@ -87,39 +91,28 @@ class LDSWeights:
         return self.bin_weights[bin_index(values, self.edges)]
 
 
-def lds_weights(
-    train_labels: np.ndarray,
-    *,
-    bins: int = 50,
-    kernel: str = "gaussian",
-    kernel_size: int = 5,
-    sigma: float = 2.0,
-    reweight: str = "sqrt_inv",
-) -> LDSWeights:
+def lds_weights(train_labels: np.ndarray, config: LDSConfig) -> LDSWeights:
     """LDS weights from the train labels (NaN = missing, ignored).
 
     Args:
         train_labels: regression labels of the train split, in the units the loss sees.
-        bins: number of equal-width bins over the label range.
-        kernel: ``gaussian``, ``triang`` or ``laplace``.
-        kernel_size: odd window length in bins.
-        sigma: kernel width in bins.
-        reweight: ``inv`` (1 / density) or ``sqrt_inv`` (1 / sqrt(density)).
+        config: the task's LDS settings: ``bins`` equal-width bins over the label range, the ``kernel``
+            (``kernel_size`` bins wide, width ``sigma``), ``reweight`` ``inv`` (1 / density) or ``sqrt_inv``
+            (1 / sqrt(density)).
 
     Returns:
         Per-bin weights, scaled so the weights of the training samples have mean 1.
     """
-    if reweight not in REWEIGHTS:
-        raise ValueError(f"reweight: unknown {reweight!r}; expected one of {REWEIGHTS}")
+    bins = config.bins
     labels = np.asarray(train_labels, dtype=np.float64)
     labels = labels[np.isfinite(labels)]
     edges = label_bin_edges(labels, bins)
     idx = bin_index(labels, edges)
     counts = np.bincount(idx, minlength=bins)
-    density = smoothed_density(counts, kernel_window(kernel, kernel_size, sigma))
+    density = smoothed_density(counts, kernel_window(config.kernel, config.kernel_size, config.sigma))
     # Bins out of the kernel's reach of any train label hold no train sample; give them the weight of
     # the rarest populated bin so a validation label there is not weighted infinitely.
     density = np.maximum(density, density[density > 0].min())
-    weights = 1.0 / density if reweight == "inv" else 1.0 / np.sqrt(density)
+    weights = 1.0 / density if config.reweight == "inv" else 1.0 / np.sqrt(density)
     weights *= len(labels) / weights[idx].sum()
     return LDSWeights(edges=edges, bin_weights=weights)

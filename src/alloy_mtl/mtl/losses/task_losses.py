@@ -295,15 +295,7 @@ def _cb_focal(
 def _lds(task: TaskSpec, train_targets: Mapping[str, np.ndarray] | None) -> LDSWeights | None:
     if task.lds is None:
         return None
-    c = task.lds
-    return lds_weights(
-        _train_labels(task, train_targets),
-        bins=c.bins,
-        kernel=c.kernel,
-        kernel_size=c.kernel_size,
-        sigma=c.sigma,
-        reweight=c.reweight,
-    )
+    return lds_weights(_train_labels(task, train_targets), task.lds)
 
 
 @LOSSES.register("mse", kind=REGRESSION)

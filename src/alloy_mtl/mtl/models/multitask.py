@@ -17,9 +17,17 @@ from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
 
 logger = logging.getLogger(__name__)
 
+#: The reference head's hidden width and dropout (``model_options.hidden`` / ``dropout`` override them).
+HEAD_HIDDEN = 512
+HEAD_DROPOUT = 0.3
+
 
 def make_head(
-    num_features: int, num_outputs: int, activation: str, hidden: int = 512, dropout: float = 0.3
+    num_features: int,
+    num_outputs: int,
+    activation: str,
+    hidden: int = HEAD_HIDDEN,
+    dropout: float = HEAD_DROPOUT,
 ) -> nn.Sequential:
     """The reference head: Linear(F, hidden) -> activation -> Dropout(dropout) -> Linear(hidden, outputs)."""
     return nn.Sequential(
@@ -96,8 +104,8 @@ class MultiTaskModel(nn.Module):
         num_features: int,
         tasks: Sequence[TaskSpec],
         activation: str,
-        hidden: int = 512,
-        dropout: float = 0.3,
+        hidden: int = HEAD_HIDDEN,
+        dropout: float = HEAD_DROPOUT,
         fds: Mapping[str, FDS] | None = None,
         normalizer: InputNormalizer | None = None,
     ) -> None:
@@ -189,8 +197,8 @@ def build_model(  # noqa: PLR0917 (signature fixed by the mtl contract)
     activation: str | None = None,
     pretrained: bool = False,
     *,
-    hidden: int = 512,
-    dropout: float = 0.3,
+    hidden: int = HEAD_HIDDEN,
+    dropout: float = HEAD_DROPOUT,
     fds_train_targets: Mapping[str, object] | None = None,
     input_transform: str | None = None,
     **backbone_kwargs: object,

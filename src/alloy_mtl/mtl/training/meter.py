@@ -1,4 +1,4 @@
-"""What the trainer needs of tasks and models (protocols) and its per-epoch metrics: sums and divergence."""
+"""What the trainer needs of a task (a protocol) and its per-epoch metrics: sums and divergence."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Protocol
 import numpy as np
 import torch
 from sklearn.metrics import average_precision_score
-from torch import Tensor, nn
+from torch import Tensor
 
 from alloy_mtl.constants import CLASSIFICATION
 
@@ -20,17 +20,6 @@ class TaskLike(Protocol):
     name: str
     kind: str
     weight: float
-
-
-class MultiTaskModelLike(Protocol):
-    """The model interface of the mtl contract."""
-
-    def encode(self, x: Tensor) -> Tensor: ...
-    def forward_heads(
-        self, features: Tensor, targets: Mapping[str, Tensor] | None = None, epoch: int | None = None
-    ) -> dict[str, Tensor]: ...
-    def shared_parameters(self) -> list[nn.Parameter]: ...
-    def task_parameters(self, task: str) -> list[nn.Parameter]: ...
 
 
 class EpochMeter:
