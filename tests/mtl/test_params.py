@@ -104,3 +104,14 @@ def test_a_schedule_not_in_the_registry_is_refused_naming_the_registered_ones():
     assert problem.startswith("resnet18.train_options.lr_scheduler.name: lr schedule 'cosin' unknown")
     assert "did you mean cosine?" in problem
     assert f"expected one of {', '.join(SCHEDULES.names)}" in problem
+
+
+def test_task_problems_are_named_by_their_yaml_place_not_nested_under_the_tasks_key():
+    shared = {"arch": "fnn", "tasks": {"alloy": {"kind": "classification", "num_outputs": 5, "weight": -1}}}
+    options = {"tasks": {"alloy": {"loss": "nope"}}}
+    with pytest.raises(ParameterError) as caught:
+        parse_training_params(shared, options, arch="fnn")
+    problems = caught.value.problems
+    assert any(p.startswith("training.tasks.alloy.weight: ") for p in problems), problems
+    assert any(p.startswith("fnn.train_options.tasks.alloy.loss: ") for p in problems), problems
+    assert not any("invalid parameters" in p for p in problems), problems

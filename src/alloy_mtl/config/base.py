@@ -97,7 +97,27 @@ def parse_params(
     try:
         return model.model_validate(dict(params or {}))
     except ValidationError as err:
-        raise ParameterError([_describe(e, model, root, locate) for e in err.errors()]) from None
+        problems: list[str] = []
+        for error in err.errors():
+            nested = (error.get("ctx") or {}).get("error")
+            if isinstance(nested, ParameterError):  # a validator that parsed a sub-section itself
+                problems.extend(_relocate(nested, error["loc"][:-1], locate))
+            else:
+                problems.append(_describe(error, model, root, locate))
+        raise ParameterError(problems) from None
+
+
+def _relocate(nested: ParameterError, parent: tuple[Any, ...], locate: Callable[[str], str]) -> list[str]:
+    """A sub-section's problems (``tasks.alloy.weight: ...``) named by their place in this section."""
+    prefix = ".".join(str(part) for part in parent)
+    relocated = []
+    for problem in nested.problems:
+        key, sep, message = problem.partition(": ")
+        if not sep:
+            relocated.append(problem)
+            continue
+        relocated.append(f"{locate(f'{prefix}.{key}' if prefix else key)}: {message}")
+    return relocated
 
 
 def flatten(params: BaseModel | Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
