@@ -42,10 +42,13 @@ class FDS(nn.Module):
     Args:
         num_features: feature size F.
         edges: ``bins + 1`` label bin edges (standardised label units, as the batches carry them).
-        kernel, kernel_size, sigma: smoothing kernel across bins (as LDS).
+        kernel: smoothing kernel across bins (as LDS).
+        kernel_size: its size in bins (as LDS).
+        sigma: its width (as LDS).
         start_epoch: first epoch in which features are recalibrated.
         momentum: weight of the previous running statistics when folding in an epoch's statistics.
-        clip_min, clip_max: bounds of the variance ratio smoothed_var / var.
+        clip_min: lower bound of the variance ratio smoothed_var / var.
+        clip_max: upper bound of that ratio.
         track_in_forward: accumulate statistics in ``forward`` while training.
     """
 

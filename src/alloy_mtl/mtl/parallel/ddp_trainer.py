@@ -167,12 +167,12 @@ class _RankSeed(Callback):
 
 
 class DistributedTrainer(Trainer):
-    """:class:`Trainer` for one rank of a ``torchrun`` job (see the module note).
+    """:class:`Trainer` for one rank of a ``torchrun`` job (see the module note); the other arguments are the
+    :class:`Trainer`'s.
 
     Args:
         context: this rank's :class:`DistributedContext` (from :func:`setup_distributed`).
         find_unused_parameters: passed to DDP, for models whose forward skips parameters.
-        Others as for :class:`Trainer`.
 
     Raises:
         ValueError: a gradient method that cannot run data-parallel (``pcgrad_fast``).
