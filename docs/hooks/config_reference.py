@@ -140,7 +140,9 @@ def format_value(value: Any, where: str) -> str:
     """A default as YAML-like JSON (``null``, ``true``, ``["a", "b"]``); a model as its non-default fields."""
     if isinstance(value, BaseModel):
         changed = value.model_dump(mode="json", exclude_defaults=True)
-        return f"{type(value).__name__}({json.dumps(changed)[1:-1]})" if changed else SEE_MODEL
+        if not changed:
+            return SEE_MODEL
+        return f"{type(value).__name__}({', '.join(f'{k}={json.dumps(v)}' for k, v in changed.items())})"
     try:
         return json.dumps(to_jsonable_python(value))
     except Exception as err:  # pydantic's serialisation errors are not a public class
