@@ -15,6 +15,7 @@ import inspect
 import json
 import pkgutil
 import re
+import sys
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -27,7 +28,11 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 
-from alloy_mtl.config.base import ParamsModel
+ROOT = Path(__file__).resolve().parents[2]
+if "alloy_mtl" not in sys.modules:  # document this checkout's code, whatever else is installed
+    sys.path.insert(0, str(ROOT / "src"))
+
+from alloy_mtl.config.base import ParamsModel  # noqa: E402
 
 PAGE = "reference/configuration.md"
 REQUIRED = "required"
@@ -37,7 +42,6 @@ MARKER = "<!-- configuration-reference -->"
 PACKAGE = "alloy_mtl"
 #: Modules not imported while looking for models: the old-path alias finder and the CLI entry point.
 SKIPPED_MODULES = ("alloy_mtl._moved", "alloy_mtl.mtl._moved", "alloy_mtl.__main__")
-ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf" / "base"
 
 _CONSTRAINTS: dict[type, tuple[str, str]] = {
@@ -78,6 +82,9 @@ def discover_models(package: str = PACKAGE) -> list[Documented]:
         ImportError: a module of the package that does not import (the reference would be incomplete).
     """
     root = importlib.import_module(package)
+    source = Path(root.__file__).resolve()
+    if not source.is_relative_to(ROOT):
+        raise ImportError(f"{package} is imported from {source}, not from this checkout ({ROOT})")
     for module in pkgutil.walk_packages(root.__path__, prefix=f"{package}."):
         if module.name not in SKIPPED_MODULES:
             importlib.import_module(module.name)
