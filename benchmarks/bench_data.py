@@ -1,7 +1,7 @@
 """Foundation benchmark: generator speed, store read throughput and RSS (1x, 10x), physics-limit accuracy.
 
 Runs ``bench_physics`` and ``bench_store`` in one go and writes ``benchmarks/results/bench_data.json`` and
-``bench_data.md`` (the figures quoted in the README).
+``bench_data.md`` (the figures quoted in docs/results.md).
 
     python benchmarks/bench_data.py [--quick]
 """

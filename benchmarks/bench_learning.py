@@ -132,7 +132,7 @@ def run(
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """The README table: best-checkpoint macro AP and the curve along the epochs."""
+    """The results-page table (docs/results.md): best-checkpoint macro AP and the curve along the epochs."""
     lines = [
         f"Evaluation set: {results['eval_images']} images of fresh specimens, balanced. "
         "Curve: macro AP of the current weights at 1/4, 1/2 and all epochs; best: the checkpoint selected on val.",

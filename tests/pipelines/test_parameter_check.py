@@ -93,7 +93,7 @@ REFERENCE_LR = {
     "efficientnet_b0": 2.0e-3,
     "fnn": 1.0e-2,
 }
-"""The reference study's model table (README "What the CPU default trades away")."""
+"""The reference study's model table (docs/guide/training.md, "What the CPU default trades away")."""
 
 
 def test_the_paper_environment_keeps_none_of_the_cpu_budget_choices(kedro_project):

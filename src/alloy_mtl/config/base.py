@@ -29,9 +29,15 @@ class ParameterError(ValueError):
 
 
 class ParamsModel(BaseModel):
-    """Base of every parameters section: frozen, unknown keys refused, values validated on assignment."""
+    """Base of every parameters section: frozen, unknown keys refused, values validated on assignment.
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    A string literal under a field is its description (``use_attribute_docstrings``): the documentation's
+    configuration reference is generated from these models.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_default=True, use_attribute_docstrings=True
+    )
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

@@ -386,7 +386,7 @@ def _finish(scan: _Scan, where: str, opts: IngestOptions) -> Ingested:
     metadata, errors = _validated(kept, where, opts)
     if not scan.entries:
         errors = [
-            f"no {'/'.join(IMAGE_SUFFIXES)} images found (see the layouts in README 'Bring your own data')"
+            f"no {'/'.join(IMAGE_SUFFIXES)} images found (see the layouts in docs/guide/data.md, 'Bring your own data')"
         ]
     images = _stack(kept)
     bad = "skipped" if opts.on_bad_file == "skip" else "bad"

@@ -64,8 +64,11 @@ class DataSourceParams(ParamsModel):
     """Where the images come from: simulated, or a lab folder ingested by ``kind``."""
 
     kind: Literal["generated", "csv_folder", "class_per_folder"] = "generated"
+    """``generated`` simulates the data; ``csv_folder`` and ``class_per_folder`` ingest a lab folder."""
     path: str | None = None
+    """The lab folder (required unless ``kind`` is ``generated``)."""
     options: IngestOptions = IngestOptions()
+    """How the lab folder is read."""
 
     @model_validator(mode="after")
     def _path_for_lab_data(self) -> DataSourceParams:
@@ -91,10 +94,15 @@ class SplitParams(ParamsModel):
     """
 
     strategy: Literal["auto", "given", "grouped"] = "auto"
+    """``auto``, ``given`` or ``grouped`` (see above)."""
     seed: int = 42
+    """Seed of the grouped split."""
     fractions: dict[Literal["train", "val", "test"], float] = {"train": 0.7, "val": 0.15, "test": 0.15}
+    """Share of the specimens in each split."""
     min_per_class: dict[Literal["train", "val", "test"], int] = {"train": 1, "val": 2, "test": 2}
+    """Fewest specimens of every alloy in each split."""
     thickness_bins: int = Field(3, ge=1)
+    """Thickness bins the split is stratified by, beside the alloy."""
 
     @model_validator(mode="after")
     def _every_split(self) -> SplitParams:
@@ -109,10 +117,15 @@ class ValidationParams(ParamsModel):
     """The Great Expectations suite's physical ranges and where its Data Docs go."""
 
     data_docs_dir: str = "data/08_reporting/data_docs"
+    """Where the Great Expectations Data Docs site is written."""
     thickness_range_mm: tuple[float, float] = (0.05, 100.0)
+    """Allowed range of ``thickness_mm``."""
     absorption_range_per_cm: tuple[float, float] = (0.1, 50.0)
+    """Allowed range of ``absorption`` (1/cm)."""
     required_alloys: tuple[str, ...] = ALLOYS
+    """Alloys that must each have images."""
     suite_name: str = "xray_dataset"
+    """Name of the expectation suite."""
 
     def suite_settings(self) -> dict[str, Any]:
         """The settings of :func:`alloy_mtl.data.expectations.run_expectations`."""

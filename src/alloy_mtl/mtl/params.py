@@ -32,7 +32,10 @@ class Monitor(ParamsModel):
     """The validation metric that drives the LR schedule, early stopping and the best checkpoint."""
 
     metric: str = "val_loss"
+    """Epoch metric to watch: ``val_loss``, ``val_<task>_loss``, ``val_<task>_ap`` (classification),
+    ``val_<task>_mae`` (regression), ``train_...`` or a gradient diagnostic."""
     mode: Literal["min", "max"] = "min"
+    """Whether a lower (``min``) or a higher (``max``) value of ``metric`` is better."""
 
 
 class LRScheduler(ParamsModel):
@@ -43,12 +46,19 @@ class LRScheduler(ParamsModel):
 
     name: str = "reduce_on_plateau"
     patience: int = Field(3, ge=0)
+    """reduce_on_plateau: epochs without improvement of the monitored metric before the lr is cut."""
     factor: float = Field(0.1, gt=0, lt=1)
+    """reduce_on_plateau: the lr is multiplied by this on each cut."""
     min_lr: float = Field(0.0, ge=0)
+    """Floor of the lr (reduce_on_plateau, cosine)."""
     warmup_epochs: int = Field(0, ge=0)
+    """cosine: epochs of linear warm-up before the decay."""
     pct_start: float = Field(0.3, gt=0, lt=1)
+    """one_cycle: share of the planned steps spent rising to the peak ``lr``."""
     div_factor: float = Field(25.0, ge=1)
+    """one_cycle: the first lr is ``lr / div_factor``."""
     final_div_factor: float = Field(1.0e4, ge=1)
+    """one_cycle: the last lr is ``lr / (div_factor * final_div_factor)``."""
 
     @field_validator("name")
     @classmethod
@@ -60,9 +70,13 @@ class EarlyStopping(ParamsModel):
     """Stop after ``patience`` epochs without improvement, never before ``min_epochs``."""
 
     enabled: bool = True
+    """False trains every epoch of ``epochs``."""
     patience: int = Field(10, ge=0)
+    """Epochs without an improvement of the monitored metric before training stops."""
     min_epochs: int = Field(15, ge=0)
+    """Training never stops before this epoch."""
     min_delta: float = Field(0.0, ge=0)
+    """Smallest change of the monitored metric that counts as an improvement."""
 
 
 class WeightAveraging(ParamsModel):
@@ -75,8 +89,11 @@ class WeightAveraging(ParamsModel):
     """
 
     enabled: bool = False
+    """Train with the weight average; not available data-parallel (DDP)."""
     decay: float = Field(0.998, gt=0, lt=1)
+    """Upper bound of the average's decay per optimizer step."""
     warmup_power: float = Field(0.75, gt=0, le=1)
+    """Exponent of the decay's warm-up ``1 - (1 + s) ** -warmup_power``."""
 
 
 class PreciseBatchNorm(ParamsModel):
@@ -86,14 +103,20 @@ class PreciseBatchNorm(ParamsModel):
     """
 
     enabled: bool = False
+    """Recompute BatchNorm statistics before each validation."""
     batches: int = Field(10, ge=1)
+    """Training batches whose statistics are averaged."""
 
 
 class GradientMethodParams(ParamsModel, extra="allow"):
     """The gradient method by name and its own parameters (checked against the method's accepted ones)."""
 
     name: str = "equal"
+    """Gradient method: ``equal``, ``uncertainty``, ``gradnorm``, ``pcgrad``, ``pcgrad_fast`` or a torchjd
+    aggregator (``upgrad``, ``mgda``, ``dualproj``, ...); further keys are the method's own parameters."""
     diagnostics_every: int = Field(20, ge=0)
+    """Steps between gradient diagnostics (task-gradient cosine and conflict share) for methods that do not
+    compute per-task gradients anyway; 0 switches them off."""
 
     @model_validator(mode="after")
     def _known_method_and_parameters(self) -> GradientMethodParams:
@@ -114,38 +137,56 @@ class TrainerSettings(ParamsModel):
     """What the :class:`~alloy_mtl.mtl.training.trainer.Trainer` honours."""
 
     epochs: int = Field(10, ge=1)
+    """Epochs to train (early stopping may end sooner); an architecture's ``train_options.epochs`` wins."""
     optimizer: str = "adam"
+    """Optimizer by name from the optimizer registry: ``adam``, ``adamw``, ``sgd``, ``rmsprop``."""
     lr: float = Field(1e-3, gt=0)
+    """Learning rate (the peak of the one_cycle schedule)."""
     weight_decay: float = Field(1e-4, ge=0)
+    """Weight decay of the optimizer."""
     momentum: float = Field(0.9, ge=0, lt=1)
-    #: torch's fused optimizer kernel where there is one (adam, adamw, sgd; rmsprop has none): on 2 CPU cores
-    #: ResNet18's Adam step fell from 61 to 13 ms; false keeps torch's default implementation
+    """Momentum of the optimizers that take one (sgd); ignored, with a warning, by the others."""
     fused_optimizer: bool = True
+    """Torch's fused optimizer kernel where there is one (adam, adamw, sgd; rmsprop has none): on 2 CPU
+    cores ResNet18's Adam step fell from 61 to 13 ms; false keeps torch's default implementation."""
     grad_clip_norm: float | None = Field(5.0, gt=0)
+    """Gradients are clipped to this norm before each step (null: no clipping)."""
     monitor: Monitor = Monitor()
+    """The metric that selects the checkpoint and drives the schedule and early stopping."""
     lr_scheduler: LRScheduler = LRScheduler()
     early_stopping: EarlyStopping = EarlyStopping()
     ema: WeightAveraging = WeightAveraging()
     precise_bn: PreciseBatchNorm = PreciseBatchNorm()
     gradient_method: GradientMethodParams = GradientMethodParams()
     restore_best: bool = True
+    """End training with the weights of the best epoch by ``monitor`` (false keeps the last epoch's)."""
     seed: int = 42
+    """Seed of the initial weights, dropout masks and batch order."""
     deterministic: bool = True
-    #: flush subnormal floats to zero on a CPU (``auto``: on for a CPU device; process-wide, deterministic):
-    #: RMSprop with weight decay drives weights into the subnormal range, where CPU arithmetic is many times slower
+    """Ask torch for deterministic algorithms (same seed, same result on a CPU)."""
     flush_denormal: Literal["auto"] | bool = "auto"
+    """Flush subnormal floats to zero on a CPU (``auto``: on for a CPU device; process-wide,
+    deterministic): RMSprop with weight decay drives weights into the subnormal range, where CPU arithmetic
+    is many times slower."""
     device: str = "auto"
-    #: bf16 autocast of the forward: ``auto`` on CUDA only; true on any device (on a CPU with AMX or AVX512-BF16
-    #: it pays for some networks, e.g. VGG16; see ``alloy_mtl.mtl.device.autocasts``); false never
+    """``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or ``cuda:<n>``."""
     amp: Literal["auto"] | bool = "auto"
-    #: channels-last memory format: ``auto`` on CUDA only; true on any device (on a CPU it pays for some
-    #: networks, e.g. EfficientNet-B0; see ``alloy_mtl.mtl.device.memory_format``)
+    """bf16 autocast of the forward: ``auto`` on CUDA only; true on any device (on a CPU with AMX or
+    AVX512-BF16 it pays for some networks, e.g. VGG16; see ``alloy_mtl.mtl.device.autocasts``); false
+    never."""
     channels_last: Literal["auto"] | bool = "auto"
-    #: under DDP on CUDA, BatchNorm statistics of the global batch (SyncBatchNorm); false keeps per-GPU ones
+    """Channels-last memory format: ``auto`` on CUDA only; true on any device (on a CPU it pays for some
+    networks, e.g. EfficientNet-B0; see ``alloy_mtl.mtl.device.memory_format``)."""
     sync_batchnorm: bool = True
+    """Under DDP on CUDA, BatchNorm statistics of the global batch (SyncBatchNorm); false keeps per-GPU
+    ones."""
     progress_bar: Literal["auto"] | bool = "auto"
+    """tqdm progress bar: ``auto`` shows one only on a terminal."""
     progress_every: int = Field(10, ge=1)
+    """Steps between updates of the progress bar's postfix."""
     time_budget_s: float | None = Field(None, gt=0)
+    """Stop after the epoch that spends this many seconds (null: no budget); ties the epoch count to the
+    machine's speed."""
 
     @field_validator("optimizer")
     @classmethod
@@ -162,24 +203,42 @@ class TrainingParams(TrainerSettings):
     """One architecture's complete training configuration."""
 
     arch: str
+    """Architecture by name from the backbone registry (``resnet18``, ``resnet34``, ``resnet50``,
+    ``vgg16``, ``efficientnet_b0``, ``fnn``)."""
     tasks: dict[str, dict[str, Any]]
+    """Task name -> its spec (kind, target, classes, loss, weight, ``enabled``); see the training guide."""
     batch_size: int = Field(32, ge=1)
+    """Images per batch, per process under DDP."""
     num_workers: int = Field(0, ge=0)
+    """DataLoader worker processes (0 loads in the training process)."""
     input_transform: str = "neg_log"
+    """Input representation computed inside the model: ``neg_log``, ``log_attenuation``, ``dual_energy``,
+    ``wedge_profile`` or ``identity``."""
     resume: Literal["auto"] | bool = "auto"
+    """``auto`` resumes from ``checkpoints/last.pt`` when it exists and matches the configuration; true
+    requires it; false starts afresh."""
     checkpoint_root: str = "data/06_models"
+    """Folder of each architecture's checkpoints (``<checkpoint_root>/<arch>/checkpoints``) and
+    ``pbt_best.yml``."""
     max_train_images: int | None = Field(None, ge=1)
+    """Train on a random subset of at most this many training images (null: all)."""
     image_size: int | None = Field(None, ge=1)
+    """Resize images to this many pixels square before the model (null: the data's size)."""
     class_balanced_sampler: bool = False
-    #: torch DDP over the processes torchrun started: ``auto`` when there are several, ``true`` requires it.
+    """Draw batches so that the first classification task's classes come equally often."""
     distributed: Literal["auto"] | bool = "auto"
-    #: keep each split on the training device and batch it there (``auto``: on CUDA when it fits easily).
+    """Torch DDP over the processes torchrun started: ``auto`` when there are several, ``true`` requires
+    it."""
     data_on_device: Literal["auto"] | bool = "auto"
-    #: batches each loader worker prepares ahead (with ``num_workers`` > 0).
+    """Keep each split on the training device and batch it there (``auto``: on CUDA when it fits easily)."""
     prefetch_factor: int = Field(2, ge=1)
+    """Batches each loader worker prepares ahead (with ``num_workers`` > 0)."""
     activation: str | None = None
+    """Activation of the backbone and heads (null: the architecture's own)."""
     pretrained: bool = False
+    """Start from timm's pretrained weights (needs the network to download them)."""
     model_options: dict[str, Any] = {}
+    """Options of the backbone's constructor and of the head (``hidden``, ``dropout``)."""
     start_from_pbt: bool = False
     """Start from ``<checkpoint_root>/<arch>/pbt_best.yml`` (optimizer, lr, weight decay found by
     ``tune_<arch>``) instead of the table's values; the file must exist."""

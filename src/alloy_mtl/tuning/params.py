@@ -62,9 +62,10 @@ class TuningParams(ParamsModel):
     num_cpus: int | None = Field(None, ge=1)
     ray_address: str | None = None
     storage_dir: str = "data/06_models/pbt_runs"
-    #: checkpoints each member keeps on disk, newest first (None: all). PBT hands a weaker member the donor's
-    #: newest checkpoint at the decision; Ray warns that 2 or fewer can be deleted before it is restored.
     checkpoints_to_keep: int | None = Field(4, ge=3)
+    """Checkpoints each member keeps on disk, newest first (None: all). PBT hands a weaker member the
+    donor's newest checkpoint at the decision; Ray warns that 2 or fewer can be deleted before it is
+    restored."""
     image_size: int | None = Field(None, ge=1)
     max_train_images: int | None = Field(None, ge=1)
 
