@@ -35,7 +35,8 @@ def champion(tmp_path_factory: pytest.TempPathFactory, isolated_mlflow: str):
     root = tmp_path_factory.mktemp("served")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
+    mlflow.set_registry_uri(uri)  # else the champion lands in the registry an earlier test pointed at
+    client = MlflowClient(uri, registry_uri=uri)
     experiment = client.create_experiment("alloy_mtl", artifact_location=(root / "mlartifacts").as_uri())
     parent = client.create_run(experiment, run_name="train_all", tags={PIPELINE_TAG: "train_all"}).info.run_id
     child = client.create_run(experiment, run_name="fnn", tags={MLFLOW_PARENT_RUN_ID: parent}).info.run_id
@@ -48,14 +49,15 @@ def champion(tmp_path_factory: pytest.TempPathFactory, isolated_mlflow: str):
     images = np.random.default_rng(7).uniform(0.1, 0.9, (3, 3, 8, 8)).astype(np.float32)
     expected = mlflow.pyfunc.load_model(CHAMPION).predict(images)
     yield {"uri": uri, "root": Path(root), "images": images, "expected": expected}
-    mlflow.set_tracking_uri(
-        isolated_mlflow
-    )  # it also exports MLFLOW_TRACKING_URI: later tests' runs follow it
+    # they also export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI: later tests' runs follow them
+    mlflow.set_tracking_uri(isolated_mlflow)
+    mlflow.set_registry_uri(isolated_mlflow)
 
 
 def _clean_env(uri: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return {**env, "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    # the registry too: mlflow.set_registry_uri (the tracking tests' fixtures) exports MLFLOW_REGISTRY_URI
+    return {**env, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
 FRESH = """
