@@ -9,8 +9,9 @@ import torch
 from alloy_mtl.mtl.loading.resize import resize_images
 from alloy_mtl.mtl.models.multitask import load_model
 from alloy_mtl.tracking import pyfunc_model
-from alloy_mtl.tracking.model_logging import PYFUNC_FILE, log_bundle_model, module_closure
+from alloy_mtl.tracking.model_logging import PYFUNC_FILE, log_bundle_model
 from alloy_mtl.tracking.pyfunc_model import predict_frame, to_intensity
+from alloy_mtl.tracking.served_code import SERVED_PREFIX, module_closure
 
 
 def test_bit_depths_scale_like_the_ingest_reader():
@@ -110,7 +111,8 @@ def test_logged_model_predicts_like_the_model_itself(mlflow_backend, bundle_fact
     assert info.metadata["in_chans"] == 3 and info.metadata["image_size"] == 8
     assert list(tmp_path.iterdir()) == []
     stored = mlflow_backend["root"] / "mlartifacts" / "models" / info.model_id / "artifacts"
-    assert (stored / "artifacts" / "bundle.pt").is_file() and (stored / "code" / "alloy_mtl").is_dir()
+    assert (stored / "artifacts" / "bundle.pt").is_file()
+    assert [p.name.startswith(SERVED_PREFIX) for p in (stored / "code").iterdir()] == [True]
     assert mlflow_backend["client"].get_logged_model(info.model_id).source_run_id == run.info.run_id
     assert info.signature.params.to_dict()[0]["name"] == "bit_depth"
     assert (

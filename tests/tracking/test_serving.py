@@ -18,8 +18,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from alloy_mtl.tracking.model_logging import PYFUNC_FILE, log_bundle_model, module_closure
+from alloy_mtl.tracking.model_logging import PYFUNC_FILE, log_bundle_model
 from alloy_mtl.tracking.promotion import MODEL_URI_TAG, PIPELINE_TAG, GateSettings, run_gate
+from alloy_mtl.tracking.served_code import SERVED_PREFIX, module_closure
 
 from .conftest import make_bundle
 
@@ -34,7 +35,8 @@ def champion(tmp_path_factory: pytest.TempPathFactory, isolated_mlflow: str):
     root = tmp_path_factory.mktemp("served")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
+    mlflow.set_registry_uri(uri)  # else the champion lands in the registry an earlier test pointed at
+    client = MlflowClient(uri, registry_uri=uri)
     experiment = client.create_experiment("alloy_mtl", artifact_location=(root / "mlartifacts").as_uri())
     parent = client.create_run(experiment, run_name="train_all", tags={PIPELINE_TAG: "train_all"}).info.run_id
     child = client.create_run(experiment, run_name="fnn", tags={MLFLOW_PARENT_RUN_ID: parent}).info.run_id
@@ -47,14 +49,15 @@ def champion(tmp_path_factory: pytest.TempPathFactory, isolated_mlflow: str):
     images = np.random.default_rng(7).uniform(0.1, 0.9, (3, 3, 8, 8)).astype(np.float32)
     expected = mlflow.pyfunc.load_model(CHAMPION).predict(images)
     yield {"uri": uri, "root": Path(root), "images": images, "expected": expected}
-    mlflow.set_tracking_uri(
-        isolated_mlflow
-    )  # it also exports MLFLOW_TRACKING_URI: later tests' runs follow it
+    # they also export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI: later tests' runs follow them
+    mlflow.set_tracking_uri(isolated_mlflow)
+    mlflow.set_registry_uri(isolated_mlflow)
 
 
 def _clean_env(uri: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return {**env, "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    # the registry too: mlflow.set_registry_uri (the tracking tests' fixtures) exports MLFLOW_REGISTRY_URI
+    return {**env, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
 FRESH = """
@@ -63,11 +66,9 @@ import numpy as np
 import mlflow.pyfunc
 model = mlflow.pyfunc.load_model("models:/alloy_mtl@champion")
 out = model.predict(np.load(sys.argv[1]))
-import alloy_mtl
 print(json.dumps({
     "pred": out.to_dict("list"),
-    "package": alloy_mtl.__file__,
-    "modules": sorted(m for m in sys.modules if m.startswith("alloy_mtl")),
+    "modules": sorted(m for m in sys.modules if "alloy_mtl" in m.split(".")[0]),
     "kedro": any(m == "kedro" or m.startswith("kedro.") for m in sys.modules),
 }))
 """
@@ -85,13 +86,11 @@ def test_champion_loads_in_a_fresh_process_with_only_the_code_it_declares(champi
         check=True,
     )
     answer = json.loads(result.stdout.strip().splitlines()[-1])
-    repo_src = Path(__file__).resolve().parents[2] / "src"
-    assert not answer["package"].startswith(str(repo_src)), (
-        "alloy_mtl came from the repository, not the model"
-    )
-    assert "/code/alloy_mtl/" in answer["package"]
+    packages = {m.split(".")[0] for m in answer["modules"]}
+    assert len(packages) == 1 and packages.pop().startswith(SERVED_PREFIX), answer["modules"]  # not alloy_mtl
+    served = answer["modules"][0]
     declared = {
-        "alloy_mtl" + ("." + ".".join(p.with_suffix("").parts) if p.parts != ("__init__.py",) else "")
+        served + ("." + ".".join(p.with_suffix("").parts) if p.parts != ("__init__.py",) else "")
         for p in module_closure(PYFUNC_FILE)
     }
     declared = {m.removesuffix(".__init__") for m in declared}
