@@ -6,7 +6,13 @@ import dataclasses
 import difflib
 from typing import Annotated, Any
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    model_serializer,
+    model_validator,
+)
 
 from alloy_mtl.config.base import ParamsModel
 from alloy_mtl.physics.simulator import SimulationConfig
@@ -126,9 +132,14 @@ class InstrumentOverrides(ParamsModel):
             raise ValueError(f"set either an absolute value or a scale, not both: {', '.join(both)}")
         return self
 
+    @model_serializer(mode="wrap")
+    def _only_the_keys_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A condition is what it changes: the reference, the logged parameters and dumps show just that.
+        return {key: value for key, value in handler(self).items() if value is not None}
+
     def overrides(self) -> dict[str, Any]:
         """The keys set, as given (absolute values and ``<field>_scale`` factors)."""
-        return self.model_dump(exclude_none=True)
+        return self.model_dump()
 
 
 def default_conditions() -> dict[str, InstrumentOverrides]:
