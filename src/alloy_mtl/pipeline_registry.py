@@ -1,5 +1,5 @@
-"""Project pipelines: data_generation, data_processing, train_<arch>, tune_<arch>, evaluation, promotion,
-inference and train_all."""
+"""Project pipelines: data_generation, data_processing, train_<arch>, tune_<arch>, evaluation, robustness,
+promotion, inference and train_all."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from alloy_mtl.pipelines import (
     evaluation,
     inference,
     promotion,
+    robustness,
     training,
     tuning,
 )
@@ -22,7 +23,8 @@ def register_pipelines() -> dict[str, Pipeline]:
 
     ``train_<arch>`` trains and evaluates one architecture on the existing model input; ``training`` and
     ``evaluation`` cover all architectures; ``promotion`` runs the MLflow promotion gate over already-logged
-    runs; ``alloy_properties`` runs the STL vs MTL alloy-property study; ``tune_<arch>`` and ``tune_all`` run
+    runs; ``robustness`` scores every trained model on the robustness suite (the same specimens re-imaged
+    under named instrument conditions: unseen detector units, beam and detector tolerances); ``alloy_properties`` runs the STL vs MTL alloy-property study; ``tune_<arch>`` and ``tune_all`` run
     Population Based Training of the optimizer, lr and weight decay (the ``tune`` extra); ``inference``
     predicts a folder of images with the champion; ``train_all`` runs everything from data to the comparison,
     ending with the gate, and is the default.
@@ -46,6 +48,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         "training": all_training,
         "evaluation": all_evaluation,
         **{f"train_{arch}": pipe for arch, pipe in per_arch.items()},
+        "robustness": robustness.create_pipeline(ARCHITECTURES),  # over the trained models; see the docstring
         "promotion": promotion.create_pipeline(),
         "inference": inference.create_pipeline(),
         "alloy_properties": alloy_properties.create_pipeline(),  # the tabular study; not part of train_all

@@ -33,3 +33,18 @@ def test_the_promotion_gate_keeps_its_former_name_registry_as_an_alias():
     assert [node.name for node in pipelines["promotion"].nodes] == ["promote_champion"]
     assert pipelines["registry"] is pipelines["promotion"]
     assert "promote_champion" in {node.name for node in pipelines["train_all"].nodes}
+
+
+def test_the_robustness_suite_runs_over_the_trained_models_outside_train_all():
+    pipelines = register_pipelines()
+    suite = pipelines["robustness"]
+    external = {name for name in suite.inputs() if not name.startswith("params:")}
+    assert external == {f"{arch}.model" for arch in ARCHITECTURES}
+    assert {
+        "robustness_table",
+        "robustness_markdown",
+        "robustness_figure",
+        "fnn.robustness",
+    } <= suite.all_outputs()
+    # measured: minutes on 2 cores at the default size (CNN inference of every condition), so not in train_all
+    assert "report_robustness" not in {node.name for node in pipelines["train_all"].nodes}

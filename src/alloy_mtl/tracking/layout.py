@@ -11,7 +11,10 @@ nested run of ``<model>``; project-wide datasets (comparison, validation) go to 
 | ``metrics`` | ``metrics.json`` and every numeric leaf as metric ``test.<path>`` |
 | ``figures`` | ``figures/<name>.png`` |
 | ``test_predictions`` | ``test_predictions.csv`` |
+| ``robustness`` (the robustness suite's scores) | ``robustness.json`` and every numeric leaf as metric
+  ``robustness.<condition>.<metric>`` |
 | ``comparison_table`` / ``comparison_markdown`` / ``ap_heatmap`` | ``comparison/`` on the parent |
+| ``robustness_table`` / ``robustness_markdown`` / ``robustness_figure`` | ``robustness/`` on the parent |
 | ``ingest_report`` / ``validation_report`` / ``split_summary`` | ``data/`` on the parent (the ingest report also
   when the ingest then refuses the data: the failed run keeps every file's status) |
 | ``registry_decision`` | ``registry/decision.json`` on the parent |
@@ -34,11 +37,22 @@ from alloy_mtl.tracking.runs import RunTracker
 
 logger = logging.getLogger(__name__)
 
-MODEL_LEAVES = ("model", "training_summary", "history", "metrics", "figures", "test_predictions")
+MODEL_LEAVES = (
+    "model",
+    "training_summary",
+    "history",
+    "metrics",
+    "figures",
+    "test_predictions",
+    "robustness",
+)
 PARENT_DATASETS: dict[str, str] = {
     "comparison_table": "comparison/comparison.csv",
     "comparison_markdown": "comparison/comparison.md",
     "ap_heatmap": "comparison/ap_heatmap.png",
+    "robustness_table": "robustness/robustness.csv",
+    "robustness_markdown": "robustness/robustness.md",
+    "robustness_figure": "robustness/robustness_macro_ap.png",
     "ingest_report": "data/ingest_report.csv",
     "validation_report": "data/validation_report.json",
     "split_summary": "data/split_summary.csv",
@@ -87,9 +101,9 @@ def log_dataset(  # noqa: PLR0912 (one branch per kind of dataset in the module 
             tracker.log_params(run_id, params)
         client.log_dict(run_id, dict(data), "training_summary.json")
         tracker.log_metrics(run_id, flatten_numbers(summary, "training"))
-    elif leaf == "metrics":
-        client.log_dict(run_id, dict(data), "metrics.json")
-        tracker.log_metrics(run_id, flatten_numbers(data, "test"))
+    elif leaf in ("metrics", "robustness"):
+        client.log_dict(run_id, dict(data), f"{leaf}.json")
+        tracker.log_metrics(run_id, flatten_numbers(data, "test" if leaf == "metrics" else leaf))
     elif leaf == "figures":
         for name, figure in dict(data).items():
             png = None if saved_path is None else saved_path / name

@@ -1,0 +1,85 @@
+"""Nodes of the robustness pipeline: thin wrappers over ``alloy_mtl.evaluation.robustness``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from alloy_mtl.config import parse_params
+from alloy_mtl.data.params import DataSourceParams
+from alloy_mtl.evaluation import robustness
+from alloy_mtl.evaluation.params import EvaluationParams
+from alloy_mtl.mtl.recipe import predict_images
+from alloy_mtl.physics.estimator import PhysicsLimitEstimator
+from alloy_mtl.physics.simulator import SimulationConfig
+
+logger = logging.getLogger(__name__)
+
+PHYSICS_ROW = "physics_limit"
+ENSEMBLE_ROW = "ensemble_soft"
+
+
+def simulate_conditions(
+    data_source: dict[str, Any], generation: dict[str, Any], evaluation: dict[str, Any]
+) -> robustness.ConditionImages:
+    """The suite's images and metadata per condition (empty for lab data or when the suite is off)."""
+    source = parse_params(DataSourceParams, data_source, "data_source")
+    if source.kind != "generated":
+        logger.info("robustness suite skipped: data source is %s", source.kind)
+        return {}
+    settings = parse_params(EvaluationParams, evaluation, "evaluation").robustness
+    return robustness.simulate_conditions(generation, settings)
+
+
+def predict_conditions(model: dict[str, Any], conditions: robustness.ConditionImages) -> pd.DataFrame:
+    """A trained model's predictions of every condition, stacked with a ``condition`` column."""
+    return robustness.stack_conditions(
+        {name: predict_images(model, images, metadata) for name, (images, metadata) in conditions.items()}
+    )
+
+
+def physics_limit_conditions(
+    conditions: robustness.ConditionImages, generation: dict[str, Any]
+) -> pd.DataFrame:
+    """The physics-limit estimator, told the nominal instrument, on every condition."""
+    if not conditions:
+        return robustness.stack_conditions({})
+    estimator = PhysicsLimitEstimator(SimulationConfig.from_params(generation))
+    return robustness.stack_conditions(
+        {
+            name: robustness.physics_predictions(estimator, images, metadata)
+            for name, (images, metadata) in conditions.items()
+        }
+    )
+
+
+def report_robustness(
+    evaluation: dict[str, Any], physics_limit: pd.DataFrame, **architectures: pd.DataFrame
+) -> dict[str, Any]:
+    """The tidy table, the Markdown report, the macro-AP heatmap and each model's ``robustness`` metrics.
+
+    Returns a mapping with ``table``, ``markdown``, ``figure`` and one ``<model>`` entry per architecture,
+    ``ensemble_soft`` and ``physics_limit`` (``{condition: {metric: value}}``; empty without a suite).
+    """
+    settings = parse_params(EvaluationParams, evaluation, "evaluation")
+    suite = settings.robustness
+    predictions = robustness.predictions_by_model(architectures, physics_limit)
+    table = robustness.robustness_table(
+        predictions,
+        suite.reference,
+        n_resamples=suite.n_resamples,
+        seed=settings.bootstrap.seed,
+        level=settings.bootstrap.level,
+    )
+    per_model = robustness.model_metrics(table)
+    markdown = robustness.robustness_markdown(
+        table, suite.conditions, suite.reference, settings.bootstrap.level
+    )
+    figure: Figure = robustness.robustness_figure(table)
+    models = [*architectures, ENSEMBLE_ROW, PHYSICS_ROW]
+    return {"table": table, "markdown": markdown, "figure": figure} | {
+        m: per_model.get(m, {}) for m in models
+    }
