@@ -81,8 +81,14 @@ def classification_intervals(
     for k in range(len(alloys)):
         member = (y_true == k).astype(np.float64)
         support = (weights * member).sum(axis=1)
-        recall = np.divide((weights * member * correct).sum(axis=1), support, where=support > 0)
-        recalls.append(np.where(support > 0, recall, np.nan))
+        recalls.append(
+            np.divide(
+                (weights * member * correct).sum(axis=1),
+                support,
+                out=np.full_like(support, np.nan),
+                where=support > 0,
+            )
+        )
     with np.errstate(invalid="ignore"):
         balanced = np.nanmean(np.stack(recalls, axis=1), axis=1)
     return {
