@@ -27,11 +27,10 @@ def evaluation_set_config(
     pixels) is the training data's, as it is for a lab's next batch on its own instrument.
     """
     base = SimulationConfig.from_params(generation)
-    detector = base.seed if base.detector_seed is None else base.detector_seed
     return dataclasses.replace(
         base,
         seed=base.seed + params.seed_offset,
-        detector_seed=detector,
+        detector_seed=base.detector_unit,
         n_images=params.n_images,
         imbalance_ratio=1.0,
         images_per_specimen=params.images_per_specimen,

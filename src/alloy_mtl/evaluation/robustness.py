@@ -62,12 +62,6 @@ TABLE_COLUMNS = (
 ConditionImages = dict[str, tuple[np.ndarray, pd.DataFrame]]
 
 
-def training_detector_seed(generation: Mapping[str, Any] | None) -> int:
-    """The seed of the detector unit that imaged the training data (and the evaluation set)."""
-    base = SimulationConfig.from_params(generation)
-    return base.seed if base.detector_seed is None else base.detector_seed
-
-
 def base_config(generation: Mapping[str, Any] | None, params: RobustnessParams) -> SimulationConfig:
     """The suite's nominal configuration: the evaluation set's recipe with the suite's size and seed."""
     settings = EvaluationSetParams(
@@ -109,7 +103,7 @@ def condition_configs(
             sets ``detector_seed`` to the training data's own detector unit.
     """
     base = base_config(generation, params)
-    training_detector = training_detector_seed(generation)
+    training_detector = base.detector_unit  # the evaluation set keeps the training data's unit
     configs: dict[str, SimulationConfig] = {}
     problems: list[str] = []
     for name, overrides in params.conditions.items():

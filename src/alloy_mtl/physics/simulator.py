@@ -233,6 +233,11 @@ class SimulationConfig:
         return cls(**params)
 
     @property
+    def detector_unit(self) -> int:
+        """Seed of the detector unit that images the data: ``detector_seed``, or ``seed`` when it is None."""
+        return self.seed if self.detector_seed is None else self.detector_seed
+
+    @property
     def kv_label(self) -> str:
         """Channel voltages as the metadata ``kv`` string, e.g. "40,50,80"."""
         return ",".join(f"{v:g}" for v in self.kv)
@@ -352,9 +357,8 @@ def _specimen_counts(n_class: int, per_specimen: int) -> list[int]:
 
 def plan_dataset(config: SimulationConfig) -> DatasetPlan:
     """Draw specimens (composition, density, slope), image windows and per-exposure nuisances."""
-    plan_seq, fixed_seq, _ = np.random.SeedSequence(config.seed).spawn(3)
-    if config.detector_seed is not None:
-        fixed_seq = np.random.SeedSequence(config.detector_seed).spawn(3)[1]
+    plan_seq = np.random.SeedSequence(config.seed).spawn(3)[0]
+    fixed_seq = np.random.SeedSequence(config.detector_unit).spawn(3)[1]
     rng = np.random.default_rng(plan_seq)
     counts = class_counts(
         config.n_images, config.imbalance_ratio, config.class_order, config.min_images_per_class
