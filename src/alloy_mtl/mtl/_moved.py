@@ -52,6 +52,7 @@ class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Resolves an old module path to the module at its new path."""
 
     def __init__(self, moved: dict[str, str], package: str) -> None:
+        self.package = package
         self.moved = {
             old.replace("alloy_mtl", package, 1): new.replace("alloy_mtl", package, 1)
             for old, new in moved.items()
@@ -81,6 +82,6 @@ class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 def install(package: str) -> None:
     """Put one finder for ``package``'s moved modules on ``sys.meta_path`` (idempotent)."""
     for finder in sys.meta_path:
-        if isinstance(finder, MovedModuleFinder) and next(iter(finder.moved)).startswith(f"{package}."):
+        if isinstance(finder, MovedModuleFinder) and finder.package == package:
             return
     sys.meta_path.append(MovedModuleFinder(MOVED_MODULES, package))
