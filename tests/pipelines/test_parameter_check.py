@@ -117,3 +117,13 @@ def test_the_paper_environment_keeps_none_of_the_cpu_budget_choices(kedro_projec
         assert resolved.monitor.metric == "val_loss" and resolved.input_transform == "neg_log", arch
         assert resolved.lr_scheduler.name == "reduce_on_plateau" and not resolved.ema.enabled, arch
         assert resolved.lr == REFERENCE_LR[arch], arch
+
+
+def test_a_bad_robustness_condition_stops_the_suite_before_any_node(kedro_project, run_pipeline):
+    conditions = {"hot_tube": {"kv_scal": 1.02}, "thin": {"wedge_length_mm": 30.0}}
+    with pytest.raises(ParameterError) as err:
+        run_pipeline(kedro_project, "robustness", {"evaluation": {"robustness": {"conditions": conditions}}})
+    message = str(err.value)
+    assert "evaluation.robustness.conditions.hot_tube" in message and "did you mean kv_scale" in message
+    assert "evaluation.robustness.conditions.thin" in message and "'wedge_length_mm'" in message
+    assert not (kedro_project / "data" / "08_reporting" / "robustness").exists()
