@@ -1,4 +1,4 @@
-"""The large simulated evaluation set: fresh specimens, balanced across alloys, same physics as the training data.
+"""The large simulated evaluation set: fresh specimens, balanced across alloys, a detector training never saw.
 
 The split's test set holds a few specimens of each tail alloy, so one image moves a per-alloy AP by 0.1;
 thousands of images of new specimens rank models. The set is re-simulated wherever it is needed (it is
@@ -23,14 +23,26 @@ def evaluation_set_config(
 ) -> SimulationConfig:
     """The training data's simulator settings with a seed of its own, balanced classes and ``n_images``.
 
-    New specimens and exposures, the same detector: the fixed pattern (per-pixel gain and offset, dead
-    pixels) is the training data's, as it is for a lab's next batch on its own instrument.
+    New specimens and exposures at the nominal instrument (no unit pool, no tolerances), imaged by the
+    detector unit ``params.detector_seed`` (None: the training data's unit 0, as for a lab's next batch on the
+    instrument that recorded its training data).
+
+    Raises:
+        ValueError: ``params.detector_seed`` names the training data's detector unit.
     """
     base = SimulationConfig.from_params(generation)
+    if params.detector_seed is not None and params.detector_seed == base.detector_unit:
+        raise ValueError(
+            f"evaluation.evaluation_set.detector_seed: {params.detector_seed} is the training data's detector "
+            "unit (generation.detector_seed, else generation.seed); set another seed, or null for the "
+            "training data's unit on purpose"
+        )
     return dataclasses.replace(
         base,
         seed=base.seed + params.seed_offset,
-        detector_seed=base.detector_unit,
+        detector_seed=base.detector_unit if params.detector_seed is None else params.detector_seed,
+        instruments=1,
+        tolerances=(),
         n_images=params.n_images,
         imbalance_ratio=1.0,
         images_per_specimen=params.images_per_specimen,

@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from alloy_mtl.config.base import ParamsModel
+from alloy_mtl.physics.instrument import SCALE_SUFFIX
 from alloy_mtl.physics.simulator import SimulationConfig
 
 
@@ -26,24 +27,32 @@ class BootstrapParams(ParamsModel):
     level: float = Field(0.95, gt=0, lt=1)
 
 
+#: Seeds of the detector units of the default ``unseen_detector_<n>`` conditions. Validation detector seeds
+#: that later choose models or recipes (domain randomisation, the promotion gate) must differ from these, and
+#: from the training data's, or the suite stops measuring detectors no choice has seen.
+UNSEEN_DETECTOR_SEEDS: tuple[int, ...] = (910_001, 910_002, 910_003)
+#: Detector units that choose recipes and levers (benchmarks/bench_robust_levers.py): none of the suite's.
+VALIDATION_DETECTOR_SEEDS: tuple[int, ...] = (920_001, 920_002, 920_003)
+#: The headline evaluation set's detector unit: neither the training data's nor the suite's nor validation's.
+EVALUATION_DETECTOR_SEED = 930_001
+
+
 class EvaluationSetParams(ParamsModel):
     """A large simulated evaluation set of fresh specimens, balanced across alloys (generated data only).
 
     The split's test set has a handful of tail specimens; this set is what ranks models. Its specimens come
-    from a seed of their own, so none of them is in the training data.
+    from a seed of their own, so none of them is in the training data, and by default it is imaged by a
+    detector unit of its own at the nominal beam, so none of its pixels' fixed pattern is either: a lab's
+    detector is never the one a model was trained on.
     """
 
     enabled: bool = True
     n_images: int = Field(3000, ge=0)
     seed_offset: int = 1_000_003
     images_per_specimen: int = Field(3, ge=1)
-
-
-SCALE_SUFFIX = "_scale"
-#: Seeds of the detector units of the default ``unseen_detector_<n>`` conditions. Validation detector seeds
-#: that later choose models or recipes (domain randomisation, the promotion gate) must differ from these, and
-#: from the training data's, or the suite stops measuring detectors no choice has seen.
-UNSEEN_DETECTOR_SEEDS: tuple[int, ...] = (910_001, 910_002, 910_003)
+    detector_seed: int | None = EVALUATION_DETECTOR_SEED
+    """Seed of the detector unit imaging the set; null: the training data's own unit (the same-detector
+    reference of earlier releases). It may not name the training data's unit explicitly."""
 
 
 class InstrumentOverrides(ParamsModel):

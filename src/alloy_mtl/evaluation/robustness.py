@@ -32,13 +32,13 @@ from alloy_mtl.evaluation.comparison import to_markdown
 from alloy_mtl.evaluation.ensemble import ensemble_predictions
 from alloy_mtl.evaluation.evaluation_set import evaluation_set_config
 from alloy_mtl.evaluation.params import (
-    SCALE_SUFFIX,
     EvaluationSetParams,
     InstrumentOverrides,
     RobustnessParams,
 )
 from alloy_mtl.evaluation.plots import ap_heatmap
 from alloy_mtl.physics.estimator import PhysicsLimitEstimator
+from alloy_mtl.physics.instrument import instrument_changes
 from alloy_mtl.physics.simulator import SimulationConfig, simulate_dataset
 
 logger = logging.getLogger(__name__)
@@ -63,11 +63,13 @@ ConditionImages = dict[str, tuple[np.ndarray, pd.DataFrame]]
 
 
 def base_config(generation: Mapping[str, Any] | None, params: RobustnessParams) -> SimulationConfig:
-    """The suite's nominal configuration: the evaluation set's recipe with the suite's size and seed."""
+    """The suite's nominal configuration: the evaluation set's recipe with the suite's size and seed, imaged by
+    the training data's detector unit 0 at the nominal beam (the ``same_detector`` reference)."""
     settings = EvaluationSetParams(
         n_images=max(params.n_images, 1),
         seed_offset=params.seed_offset,
         images_per_specimen=params.images_per_specimen,
+        detector_seed=None,
     )
     return evaluation_set_config(generation, settings)
 
@@ -78,14 +80,7 @@ def apply_overrides(base: SimulationConfig, overrides: InstrumentOverrides) -> S
     Raises:
         ValueError: the overrides change the number of channels or give an invalid configuration.
     """
-    changes: dict[str, Any] = {}
-    for key, value in overrides.overrides().items():
-        if key.endswith(SCALE_SUFFIX):
-            name = key.removesuffix(SCALE_SUFFIX)
-            nominal = getattr(base, name)
-            changes[name] = tuple(v * value for v in nominal) if name == "kv" else nominal * value
-        else:
-            changes[key] = tuple(value) if key == "kv" else value
+    changes = instrument_changes(base, overrides.overrides())
     if "kv" in changes and len(changes["kv"]) != len(base.kv):
         raise ValueError(
             f"kv has {len(changes['kv'])} channels, the training data {len(base.kv)} ({base.kv_label} kV)"

@@ -224,6 +224,11 @@ class TrainingParams(TrainerSettings):
     """Train on a random subset of at most this many training images (null: all)."""
     image_size: int | None = Field(None, ge=1)
     """Resize images to this many pixels square before the model (null: the data's size)."""
+    bad_pixels: Literal["none", "neighbour_median"] = "none"
+    """Bad-pixel correction before the resize, the same in training, evaluation, serving and folder
+    inference (recorded in the model): ``neighbour_median`` replaces dead, hot and non-finite pixels by the
+    median of their neighbours (``alloy_mtl.mtl.loading.preprocess``); ``none`` (models of earlier releases)
+    leaves them."""
     class_balanced_sampler: bool = False
     """Draw batches so that the first classification task's classes come equally often."""
     distributed: Literal["auto"] | bool = "auto"

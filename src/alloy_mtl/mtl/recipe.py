@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import torch
 from alloy_mtl.mtl.device import GLOBAL_RNG_LOCK, seed_everything
 from alloy_mtl.mtl.loading.datasets import ArrayTaskDataset, default_mask, fit_target_stats, make_dataloader
 from alloy_mtl.mtl.loading.loaders import balanced_task, training_loaders
+from alloy_mtl.mtl.loading.preprocess import bundle_bad_pixels, prepare_images
 from alloy_mtl.mtl.losses.task_losses import build_task_losses
 from alloy_mtl.mtl.models.input_transform import InputNormalizer
 from alloy_mtl.mtl.models.multitask import build_model, load_model
@@ -94,9 +96,17 @@ def _subsample(rows: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(rows, size=int(limit), replace=False))
 
 
+#: Settings added after checkpoints were first written, with the value that trains as before they existed:
+#: at that value they stay out of the identity, so such checkpoints still resume.
+SETTINGS_ADDED_LATER: dict[str, Any] = {"bad_pixels": "none"}
+
+
 def run_identity(params: TrainingParams, metadata: pd.DataFrame, train_rows: np.ndarray) -> dict[str, str]:
     """What a checkpoint must share with this run to be resumed: the data and every setting but ``epochs``."""
     settings = params.model_dump(mode="json", exclude=set(RESUMABLE_SETTINGS))
+    for name, behaviour_before in SETTINGS_ADDED_LATER.items():
+        if settings.get(name) == behaviour_before:
+            del settings[name]
     data = metadata[["image_id", "split"]].to_numpy().astype(str).tolist()
 
     def digest(value: Any) -> str:
@@ -200,6 +210,7 @@ def prepare_experiment(
             split_rows,
             target_stats=target_stats,
             image_size=None if image_size == images.shape[-1] else image_size,
+            bad_pixels=params.bad_pixels,
         )
         for name, split_rows in (("train", train_rows), ("val", rows["val"]), ("test", rows["test"]))
     }
@@ -227,7 +238,9 @@ def prepare_experiment(
         )
     model.target_scaler.set_stats(target_stats)
     if isinstance(model.normalizer, InputNormalizer):
-        model.normalizer.fit(images, train_rows)
+        model.normalizer.fit(
+            images, train_rows, preprocess=partial(prepare_images, size=None, bad_pixels=params.bad_pixels)
+        )
     return PreparedExperiment(
         params=params,
         tasks=list(tasks),
@@ -310,6 +323,7 @@ def train_from_params(
         "activation": params.activation,
         "model_options": {"input_transform": params.input_transform, **params.model_options},
         "tasks": params.enabled_tasks,
+        "preprocessing": {"bad_pixels": params.bad_pixels},
     }
     summary = {
         "arch": params.arch,
@@ -374,6 +388,7 @@ def predict_images(
         labels,
         target_stats=model.target_scaler.stats(),
         image_size=None if images.shape[-1] == size else size,
+        bad_pixels=bundle_bad_pixels(bundle),
     )
     outputs = predict(model, make_dataloader(dataset, batch_size), tasks, device="cpu")
     frame = predictions_frame(outputs, metadata, tasks)

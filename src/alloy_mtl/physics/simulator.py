@@ -26,6 +26,13 @@ Acquisition (what a lab gets after flat-field correction, in units of the open b
       channel), a per-image detector gain (``gain_sigma``) and a per-exposure dark offset (``offset_sigma``);
     * dead pixels: a fixed ``dead_pixel_fraction`` of detector pixels reads 0 in every image and channel.
 
+Instrument units (domain randomisation, ``instrument``): with ``instruments`` > 1 each specimen is imaged by
+one of that many detector units, drawn uniformly; each unit has a fixed pattern of its own and, where
+``tolerances`` are declared, beam and detector settings drawn inside them (kV, filtration, scintillator,
+scatter, blur, dose). Unit 0's fixed pattern is the one ``detector_seed`` names, so ``instruments: 1`` without
+tolerances is the one-detector dataset, bit for bit. Labels stay the material's: ``absorption`` is defined
+under the nominal spectrum whichever unit imaged the specimen.
+
 Default calibration. Nuisance levels are those of a stable, warmed-up microfocus tube and a flat panel:
 0.5 % tube-current drift, 0.2 % detector gain and 0.02 % dark-offset variation per exposure, a 0.5 % residual
 gain pattern, 3 per mille wedge-slope tolerance, 2e4 photons per (binned) pixel, and compositions spread
@@ -57,12 +64,20 @@ from scipy.ndimage import gaussian_filter, gaussian_filter1d
 from alloy_mtl.constants import ALLOYS, METADATA_COLUMNS
 from alloy_mtl.physics.alloys import get_alloy, sample_composition, specimen_density
 from alloy_mtl.physics.attenuation import composition_matrix, mass_attenuation_table
+from alloy_mtl.physics.instrument import (
+    Tolerances,
+    detector_seed_sequence,
+    draw_settings,
+    instrument_changes,
+    parse_tolerances,
+)
 from alloy_mtl.physics.spectrum import detector_response, energy_grid, tube_spectrum
 
 __all__ = [
     "DEFAULT_CLASS_ORDER",
     "ChannelWeights",
     "DatasetPlan",
+    "InstrumentUnit",
     "SimulationConfig",
     "channel_weights",
     "class_counts",
@@ -120,6 +135,12 @@ class SimulationConfig:
         al_filter_mm: added aluminium filter (mm).
         scintillator_mm: CsI scintillator thickness (mm).
         energy_bin_kev: width of the energy bins of the spectral integration (keV).
+        instruments: number of instrument units imaging the dataset, one drawn per specimen (see module
+            docstring); 1 = the one detector ``detector_seed`` names.
+        tolerances: declared instrument tolerances ``{key: [low, high]}`` (keys of
+            :data:`~alloy_mtl.physics.instrument.TOLERANCE_KEYS`, e.g. ``kv_scale: [0.97, 1.03]``,
+            ``al_filter_mm: [0.7, 1.3]``); every unit's settings are drawn uniformly inside them. Empty: the
+            nominal settings.
     """
 
     seed: int = 0
@@ -153,8 +174,11 @@ class SimulationConfig:
     al_filter_mm: float = 1.0
     scintillator_mm: float = 0.2
     energy_bin_kev: float = 0.5
+    instruments: int = 1
+    tolerances: Tolerances = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "tolerances", parse_tolerances(self.tolerances))
         object.__setattr__(self, "kv", tuple(float(v) for v in np.atleast_1d(self.kv)))
         object.__setattr__(self, "class_order", tuple(str(a) for a in self.class_order))
         object.__setattr__(self, "wedge_thickness_mm", tuple(float(v) for v in self.wedge_thickness_mm))
@@ -164,7 +188,14 @@ class SimulationConfig:
         def fail(name: str, expected: str) -> None:
             raise ValueError(f"SimulationConfig.{name} must be {expected}, got {getattr(self, name)!r}")
 
-        for name in ("n_images", "image_size", "images_per_specimen", "min_images_per_class", "seed"):
+        for name in (
+            "n_images",
+            "image_size",
+            "images_per_specimen",
+            "min_images_per_class",
+            "seed",
+            "instruments",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 fail(name, "an integer")
@@ -174,6 +205,8 @@ class SimulationConfig:
             fail("image_size", ">= 4")
         if self.images_per_specimen < 1:
             fail("images_per_specimen", ">= 1")
+        if self.instruments < 1:
+            fail("instruments", ">= 1")
         if self.min_images_per_class < 1:
             fail("min_images_per_class", ">= 1")
         if not self.kv or any(not 10.0 < v <= 450.0 for v in self.kv):
@@ -295,9 +328,13 @@ class ChannelWeights:
     var: np.ndarray
 
 
-def channel_weights(config: SimulationConfig, kvs: Sequence[float]) -> ChannelWeights:
-    """Detector-weighted spectra of tube voltages ``kvs`` on the config's energy grid (up to its highest kV)."""
-    energies = energy_grid(max(*config.kv, config.reference_kv), config.energy_bin_kev)
+def channel_weights(
+    config: SimulationConfig, kvs: Sequence[float], energies: np.ndarray | None = None
+) -> ChannelWeights:
+    """Detector-weighted spectra of tube voltages ``kvs`` on ``energies`` (default: the config's energy grid,
+    up to its highest kV)."""
+    if energies is None:
+        energies = energy_grid(max(*config.kv, config.reference_kv), config.energy_bin_kev)
     detector = detector_response(energies, config.scintillator_mm)
     means, variances = [], []
     for kv in kvs:
@@ -306,6 +343,58 @@ def channel_weights(config: SimulationConfig, kvs: Sequence[float]) -> ChannelWe
         means.append(photons * detector.mean_weight / open_signal)
         variances.append(photons * detector.var_weight / open_signal**2)
     return ChannelWeights(energies, np.array(means), np.array(variances))
+
+
+@dataclass(frozen=True)
+class InstrumentUnit:
+    """One instrument unit of a dataset: its detector and its beam and detector settings.
+
+    Attributes:
+        index: the unit's number in the dataset (0: the unit ``detector_seed`` names).
+        config: the dataset's config with this unit's settings applied (one unit, no tolerances).
+        settings: the drawn settings (tolerance key -> value); empty for the nominal instrument.
+        detector: seed sequence of the unit's fixed pattern (spawn from a copy: spawning counts children).
+        weights: the unit's channel spectral weights on the dataset's energy grid.
+    """
+
+    index: int
+    config: SimulationConfig
+    settings: dict[str, float]
+    detector: np.random.SeedSequence = field(repr=False)
+    weights: ChannelWeights = field(repr=False)
+
+    def fixed_pattern(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(gain (C, H, W), offset (C, H, W), dead (H, W) bool) of the unit's detector."""
+        config = self.config
+        rng = np.random.default_rng(np.random.SeedSequence(self.detector.entropy).spawn(3)[1])
+        size, n_ch = config.image_size, len(config.kv)
+        gain = 1.0 + config.fixed_pattern_gain_sigma * rng.standard_normal((n_ch, size, size))
+        offset = config.fixed_pattern_offset_sigma * rng.standard_normal((n_ch, size, size))
+        dead = np.zeros(size * size, dtype=bool)
+        dead[rng.choice(size * size, int(round(config.dead_pixel_fraction * size * size)), replace=False)] = (
+            True
+        )
+        return gain, offset, dead.reshape(size, size)
+
+
+def instrument_units(config: SimulationConfig) -> tuple[InstrumentUnit, ...]:
+    """The dataset's instrument units, their settings drawn inside ``config.tolerances`` (none: nominal)."""
+    drawn: list[tuple[np.random.SeedSequence, dict[str, float]]] = []
+    for index in range(config.instruments):
+        detector = detector_seed_sequence(config.detector_unit, index)
+        settings_rng = np.random.default_rng(np.random.SeedSequence(detector.entropy).spawn(4)[3])
+        drawn.append((detector, draw_settings(config.tolerances, settings_rng)))
+    configs = [
+        dataclasses.replace(config, instruments=1, tolerances=(), **instrument_changes(config, settings))
+        for _, settings in drawn
+    ]
+    energies = energy_grid(max(*(max(c.kv) for c in configs), config.reference_kv), config.energy_bin_kev)
+    return tuple(
+        InstrumentUnit(
+            index, unit_config, settings, detector, channel_weights(unit_config, unit_config.kv, energies)
+        )
+        for index, ((detector, settings), unit_config) in enumerate(zip(drawn, configs, strict=True))
+    )
 
 
 @dataclass(frozen=True)
@@ -320,8 +409,10 @@ class DatasetPlan:
         slope: (n_images,) wedge slope of the image's specimen (mm per mm).
         drift, heel_residual: (n_images, C) tube current factor and residual heel amplitude per exposure.
         gain: (n_images,) detector gain; offset: (n_images, C) dark offset per exposure.
-        fixed_gain, fixed_offset: (C, H, W) residual fixed pattern; dead: (H, W) bool dead-pixel mask.
-        weights: channel spectral weights.
+        fixed_gain, fixed_offset: (C, H, W) residual fixed pattern; dead: (H, W) bool dead-pixel mask (unit 0's).
+        weights: channel spectral weights of the nominal instrument.
+        instrument: (n_images,) index of the unit that imaged each image (its specimen's unit).
+        units: the instrument units (:func:`instrument_units`).
     """
 
     config: SimulationConfig
@@ -337,6 +428,8 @@ class DatasetPlan:
     fixed_offset: np.ndarray
     dead: np.ndarray
     weights: ChannelWeights = field(repr=False)
+    instrument: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, dtype=int))
+    units: tuple[InstrumentUnit, ...] = field(repr=False, default=())
 
     def thickness_profiles(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Thickness (mm) of every image column, shape (n, W); constant along the image height."""
@@ -357,8 +450,7 @@ def _specimen_counts(n_class: int, per_specimen: int) -> list[int]:
 
 def plan_dataset(config: SimulationConfig) -> DatasetPlan:
     """Draw specimens (composition, density, slope), image windows and per-exposure nuisances."""
-    plan_seq = np.random.SeedSequence(config.seed).spawn(3)[0]
-    fixed_seq = np.random.SeedSequence(config.detector_unit).spawn(3)[1]
+    plan_seq, _, _, unit_seq = np.random.SeedSequence(config.seed).spawn(4)
     rng = np.random.default_rng(plan_seq)
     counts = class_counts(
         config.n_images, config.imbalance_ratio, config.class_order, config.min_images_per_class
@@ -375,7 +467,8 @@ def plan_dataset(config: SimulationConfig) -> DatasetPlan:
         compositions.append(composition)
         densities.append(specimen_density(alloy, composition))
         slopes.append(config.nominal_slope * (1.0 + config.wedge_slope_sigma * rng.standard_normal()))
-    weights = channel_weights(config, config.kv)
+    units = instrument_units(config)
+    weights = channel_weights(config, config.kv, units[0].weights.energies_kev)
     elements, fractions = composition_matrix(compositions)
     mu_specimen = np.asarray(densities)[:, None] * (
         fractions @ mass_attenuation_table(elements, weights.energies_kev)
@@ -400,16 +493,11 @@ def plan_dataset(config: SimulationConfig) -> DatasetPlan:
     gain = 1.0 + config.gain_sigma * rng.standard_normal(n_total)
     offset = config.offset_sigma * rng.standard_normal((n_total, n_ch))
 
-    fixed_rng = np.random.default_rng(fixed_seq)
-    size = config.image_size
-    fixed_gain = 1.0 + config.fixed_pattern_gain_sigma * fixed_rng.standard_normal((n_ch, size, size))
-    fixed_offset = config.fixed_pattern_offset_sigma * fixed_rng.standard_normal((n_ch, size, size))
-    dead = np.zeros(size * size, dtype=bool)
-    dead[
-        fixed_rng.choice(size * size, int(round(config.dead_pixel_fraction * size * size)), replace=False)
-    ] = True
+    nominal = InstrumentUnit(0, config, {}, detector_seed_sequence(config.detector_unit), weights)
+    fixed_gain, fixed_offset, dead = nominal.fixed_pattern()
+    specimen_unit = np.random.default_rng(unit_seq).integers(0, config.instruments, len(specimens))
 
-    reference = channel_weights(config, [config.reference_kv]).mean[0]
+    reference = channel_weights(config, [config.reference_kv], weights.energies_kev).mean[0]
     thickness_cm = mean_thickness / 10.0
     transmission = np.exp(-mu_specimen[specimen_index] * thickness_cm[:, None]) @ reference
     absorption = -np.log(transmission) / thickness_cm
@@ -440,8 +528,10 @@ def plan_dataset(config: SimulationConfig) -> DatasetPlan:
         offset=offset,
         fixed_gain=fixed_gain,
         fixed_offset=fixed_offset,
-        dead=dead.reshape(size, size),
+        dead=dead,
         weights=weights,
+        instrument=specimen_unit[specimen_index],
+        units=units,
     )
 
 
@@ -460,11 +550,19 @@ def scatter_signal(primary: np.ndarray, fraction: float, width_px: float) -> np.
     return fraction * (source @ gaussian_matrix(primary.shape[-1], width_px).T)
 
 
-def _render_chunk(plan: DatasetPlan, start: int, stop: int, rng: np.random.Generator) -> np.ndarray:
-    config, weights = plan.config, plan.weights
+def _render(
+    plan: DatasetPlan,
+    rows: np.ndarray,
+    unit: InstrumentUnit,
+    pattern: tuple[np.ndarray, np.ndarray, np.ndarray],
+    noise: np.ndarray | None,
+) -> np.ndarray:
+    """Images ``rows`` of the plan as instrument ``unit`` records them; ``noise`` the rows' standard normals."""
+    config, weights = unit.config, unit.weights
+    fixed_gain, fixed_offset, dead = pattern
     size = config.image_size
-    thickness_cm = plan.thickness_profiles(start, stop) / 10.0
-    attenuation = np.exp(-thickness_cm[:, :, None] * plan.mu[start:stop, None, :])  # (n, W, E)
+    thickness_cm = (plan.centre_mm[rows, None] + plan.slope[rows, None] * config.column_offsets_mm()) / 10.0
+    attenuation = np.exp(-thickness_cm[:, :, None] * plan.mu[rows, None, :])  # (n, W, E)
     primary = np.einsum("nwe,ce->ncw", attenuation, weights.mean)
     photon_var = np.einsum("nwe,ce->ncw", attenuation, weights.var)
     scatter = scatter_signal(primary, config.scatter_fraction, config.scatter_width * size)
@@ -473,21 +571,40 @@ def _render_chunk(plan: DatasetPlan, start: int, stop: int, rng: np.random.Gener
 
     ramp = (np.arange(size) + 0.5) / size - 0.5
     heel_ref = 1.0 + config.heel * ramp
-    heel_raw = heel_ref + plan.heel_residual[start:stop, :, None] * ramp  # (n, C, H)
-    photons = plan.drift[start:stop, :, None] * heel_raw
+    heel_raw = heel_ref + plan.heel_residual[rows, :, None] * ramp  # (n, C, H)
+    photons = plan.drift[rows, :, None] * heel_raw
     row_mean = (photons / heel_ref).astype(np.float32)
     images = row_mean[:, :, :, None] * column_mean.astype(np.float32)[:, :, None, :]
-    if np.isfinite(config.dose):
+    if noise is not None:
         row_var = (photons / heel_ref**2 / config.dose).astype(np.float32)
         std = np.sqrt(row_var[:, :, :, None] * column_var.astype(np.float32)[:, :, None, :])
-        images += std * rng.standard_normal(images.shape, dtype=np.float32)
+        images += std * noise
     if config.blur_sigma_px > 0:
         images = gaussian_filter(
             images, sigma=(0, 0, config.blur_sigma_px, config.blur_sigma_px), mode="nearest"
         )
-    images *= (plan.gain[start:stop, None, None, None] * plan.fixed_gain[None]).astype(np.float32)
-    images += (plan.offset[start:stop, :, None, None] + plan.fixed_offset[None]).astype(np.float32)
-    images[:, :, plan.dead] = 0.0
+    images *= (plan.gain[rows, None, None, None] * fixed_gain[None]).astype(np.float32)
+    images += (plan.offset[rows, :, None, None] + fixed_offset[None]).astype(np.float32)
+    images[:, :, dead] = 0.0
+    return images
+
+
+def _render_chunk(
+    plan: DatasetPlan, start: int, stop: int, rng: np.random.Generator, patterns: dict[int, tuple]
+) -> np.ndarray:
+    config = plan.config
+    shape = (stop - start, len(config.kv), config.image_size, config.image_size)
+    noise = rng.standard_normal(shape, dtype=np.float32) if np.isfinite(config.dose) else None
+    units = plan.instrument[start:stop]
+    images = np.empty(shape, dtype=np.float32)
+    for index in np.unique(units):
+        unit = plan.units[index]
+        if index not in patterns:
+            patterns[index] = unit.fixed_pattern()
+        local = np.flatnonzero(units == index)
+        images[local] = _render(
+            plan, start + local, unit, patterns[index], None if noise is None else noise[local]
+        )
     return images
 
 
@@ -514,8 +631,15 @@ def simulate_dataset(
     elif tuple(out.shape) != shape:
         raise ValueError(f"out has shape {tuple(out.shape)}, expected {shape} for this config")
     chunk_seqs = np.random.SeedSequence(config.seed).spawn(3)[2].spawn((n_images + _CHUNK - 1) // _CHUNK)
+    patterns: dict[int, tuple] = {}
     for k, seq in enumerate(chunk_seqs):
         start, stop = k * _CHUNK, min((k + 1) * _CHUNK, n_images)
-        out[start:stop] = _render_chunk(plan, start, stop, np.random.default_rng(seq))
-    logger.info("simulated %d images of shape %s (%s kV)", n_images, shape[1:], config.kv_label)
+        out[start:stop] = _render_chunk(plan, start, stop, np.random.default_rng(seq), patterns)
+    logger.info(
+        "simulated %d images of shape %s (%s kV, %d instrument unit(s))",
+        n_images,
+        shape[1:],
+        config.kv_label,
+        config.instruments,
+    )
     return out, plan.metadata.copy()

@@ -20,7 +20,8 @@ import pandas as pd
 import torch
 
 from alloy_mtl.data.ingest import IMAGE_SUFFIXES, read_image
-from alloy_mtl.mtl.loading.resize import check_resizable, resize_images
+from alloy_mtl.mtl.loading.preprocess import prepare_images
+from alloy_mtl.mtl.loading.resize import check_resizable
 
 logger = logging.getLogger(__name__)
 
@@ -105,13 +106,15 @@ def predict_files(
     root: Path,
     batch_size: int = 64,
     bit_depth: int | None = None,
+    bad_pixels: str = "none",
 ) -> pd.DataFrame:
     """One row per file: ``file`` (relative to ``root``), the model's output columns and ``error``.
 
     Each file is read and checked (``in_chans`` channels, square, at least ``image_size`` pixels: the model's
     training size) on its own; valid images are resized to ``image_size`` as training resized them and
     predicted in batches as I/I0 floats. ``bit_depth``: the
-    true bit depth of 16-bit files (as ``data_source.options.bit_depth``).
+    true bit depth of 16-bit files (as ``data_source.options.bit_depth``). ``bad_pixels``: the model's bad-pixel
+    correction, applied before the resize as in training.
     """
     rows: list[dict[str, Any]] = []
     good: list[tuple[int, np.ndarray]] = []
@@ -122,8 +125,8 @@ def predict_files(
             if image.shape[0] != in_chans:
                 raise ValueError(f"{image.shape[0]} channel(s), the model expects {in_chans}")
             check_resizable(image.shape[1], image.shape[2], image_size)
-            resized = resize_images(
-                torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)), image_size
+            resized = prepare_images(
+                torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)), image_size, bad_pixels
             )
             good.append((len(rows), resized.numpy()))
         except Exception as exc:  # one bad file must not stop the others

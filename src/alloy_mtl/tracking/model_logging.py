@@ -25,6 +25,7 @@ from mlflow.models.model import ModelInfo
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
+from alloy_mtl.mtl.loading.preprocess import bundle_bad_pixels
 from alloy_mtl.mtl.models.multitask import load_model
 from alloy_mtl.mtl.tasks import parse_tasks
 from alloy_mtl.tracking import pyfunc_model
@@ -97,6 +98,7 @@ def log_bundle_model(
                     "arch": str(bundle["arch"]),
                     "in_chans": int(bundle["in_chans"]),
                     "image_size": int(bundle["image_size"]),
+                    "preprocessing": {"bad_pixels": bundle_bad_pixels(bundle)},
                     "classes": [list(t.classes) for t in parse_tasks(bundle["tasks"]) if t.is_classification],
                     "tasks": sorted(bundle["tasks"]),
                 },

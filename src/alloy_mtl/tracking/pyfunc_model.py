@@ -27,7 +27,8 @@ import torch
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
-from alloy_mtl.mtl.loading.resize import check_resizable, resize_images
+from alloy_mtl.mtl.loading.preprocess import bundle_bad_pixels, prepare_images
+from alloy_mtl.mtl.loading.resize import check_resizable
 from alloy_mtl.mtl.models.multitask import load_model
 from alloy_mtl.mtl.tasks import parse_tasks
 
@@ -104,7 +105,8 @@ def predict_frame(
     with torch.inference_mode():
         for start in range(0, len(intensity), max(1, int(batch_size))):
             batch = torch.from_numpy(np.ascontiguousarray(intensity[start : start + batch_size]))
-            batch = resize_images(batch, size)  # as training resized them (the CNNs train downsampled)
+            # bad pixels corrected and resized as in training (the CNNs train downsampled)
+            batch = prepare_images(batch, size, bundle_bad_pixels(bundle))
             # the model undoes its own target standardisation (its target_scaler buffers)
             chunks.append({k: v.detach().float().cpu().numpy() for k, v in model.predict(batch).items()})
     columns: dict[str, Any] = {}

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from alloy_mtl.mtl.loading.resize import resize_images
+from alloy_mtl.mtl.loading.preprocess import check_bad_pixels, prepare_images
 
 
 def _is_classification(array: np.ndarray) -> bool:
@@ -54,6 +54,7 @@ class ArrayTaskDataset(Dataset):
         masks: per-task (N,) bool arrays (True = label present); derived from the targets when absent.
         target_stats: ``{task: (mean, std)}`` standardising regression targets (see :func:`fit_target_stats`).
         image_size: resize every image to (image_size, image_size) (bilinear, antialiased); None keeps it.
+        bad_pixels: bad-pixel correction before the resize (``alloy_mtl.mtl.loading.preprocess``).
 
     Raises:
         ValueError: wrong array ranks or lengths, out-of-range indices, unknown task in masks/target_stats.
@@ -68,6 +69,7 @@ class ArrayTaskDataset(Dataset):
         masks: Mapping[str, np.ndarray] | None = None,
         target_stats: Mapping[str, tuple[float, float]] | None = None,
         image_size: int | None = None,
+        bad_pixels: str = "none",
     ) -> None:
         if images.ndim != 4:
             raise ValueError(f"ArrayTaskDataset: images must be (N, C, H, W), got shape {images.shape}")
@@ -96,6 +98,7 @@ class ArrayTaskDataset(Dataset):
                 f"ArrayTaskDataset: image_size must be a positive integer or None, got {image_size!r}"
             )
         self.image_size = None if image_size is None else int(image_size)
+        self.bad_pixels = check_bad_pixels(bad_pixels)
 
         self.targets: dict[str, np.ndarray] = {}
         self.masks: dict[str, np.ndarray] = {}
@@ -124,8 +127,7 @@ class ArrayTaskDataset(Dataset):
     def __getitem__(self, item: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         row = int(self.indices[item])
         image = torch.from_numpy(np.array(self.images[row], dtype=np.float32, copy=True))
-        if self.image_size is not None:
-            image = resize_images(image, self.image_size)
+        image = prepare_images(image, self.image_size, self.bad_pixels)
         targets = {task: torch.as_tensor(values[row]) for task, values in self.targets.items()}
         masks = {task: torch.as_tensor(mask[row]) for task, mask in self.masks.items()}
         return image, targets, masks

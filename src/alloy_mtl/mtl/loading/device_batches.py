@@ -14,11 +14,11 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import RandomSampler, Sampler, SequentialSampler
 
 from alloy_mtl.mtl.loading.datasets import ArrayTaskDataset
+from alloy_mtl.mtl.loading.preprocess import prepare_images
 
 #: ``data_on_device: auto`` keeps a split on a CUDA device when it takes at most this share of the memory.
 AUTO_MEMORY_SHARE = 0.25
@@ -68,14 +68,10 @@ class DeviceBatches:
         rows = dataset.indices
         images = torch.from_numpy(np.ascontiguousarray(dataset.images[rows]))
         size = dataset.image_size
-        if size is not None and tuple(images.shape[-2:]) != (size, size):
+        resizes = size is not None and tuple(images.shape[-2:]) != (size, size)
+        if resizes or dataset.bad_pixels != "none":
             images = torch.cat(
-                [
-                    F.interpolate(
-                        chunk.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
-                    )
-                    for chunk in images.split(1024)
-                ]
+                [prepare_images(chunk.float(), size, dataset.bad_pixels) for chunk in images.split(1024)]
             )
         self.images = images.to(self.device)
         self.targets = {t: torch.from_numpy(v[rows]).to(self.device) for t, v in dataset.targets.items()}

@@ -7,6 +7,8 @@ are buffers of the model, so a saved model applies the same transform at inferen
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -73,14 +75,24 @@ class InputNormalizer(nn.Module):
         self.register_buffer("std", torch.ones(self.out_chans))
 
     @torch.no_grad()
-    def fit(self, images: np.ndarray, rows: np.ndarray, chunk_size: int = 512) -> InputNormalizer:
-        """Set per-channel mean and std of the transformed ``images[rows]``, read chunk-wise (memmap-friendly)."""
+    def fit(
+        self,
+        images: np.ndarray,
+        rows: np.ndarray,
+        chunk_size: int = 512,
+        preprocess: Callable[[Tensor], Tensor] | None = None,
+    ) -> InputNormalizer:
+        """Set per-channel mean and std of the transformed ``images[rows]``, read chunk-wise (memmap-friendly),
+        each chunk first passed through ``preprocess`` (the model's bad-pixel correction) when given."""
         total = np.zeros(self.mean.numel())
         squares = np.zeros(self.mean.numel())
         count = 0
         for start in range(0, len(rows), chunk_size):
             chunk = np.asarray(images[np.sort(rows[start : start + chunk_size])], dtype=np.float64)
-            values = represent(torch.from_numpy(chunk), self.transform).numpy()
+            batch = torch.from_numpy(chunk)
+            if preprocess is not None:
+                batch = preprocess(batch)
+            values = represent(batch, self.transform).numpy()
             total += values.sum(axis=(0, 2, 3))
             squares += (values**2).sum(axis=(0, 2, 3))
             count += values.shape[0] * values.shape[2] * values.shape[3]

@@ -8,6 +8,7 @@ from typing import Any
 import mlflow.pyfunc
 import pandas as pd
 
+from alloy_mtl.mtl.loading.preprocess import bundle_bad_pixels
 from alloy_mtl.tracking.inference import failed_rows, image_files, parse_inference_settings, predict_files
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ def predict_folder(inference: dict[str, Any], model_name: str) -> pd.DataFrame:
         root=settings.input,
         batch_size=settings.batch_size,
         bit_depth=settings.bit_depth,
+        bad_pixels=bundle_bad_pixels(metadata),
     )
 
 
