@@ -10,7 +10,7 @@ and by validation detectors at settings drawn inside the declared tolerances. Th
 conditions are never looked at here.
 
     python benchmarks/bench_robust_levers.py [--archs fnn resnet18] [--levers baseline bad_pixels ...]
-        [--seeds 42] [--val-images 600] [--jobs 2] [--tag _name]
+        [--seeds 42] [--val-images 600] [--jobs 2] [--threads 1] [--tag _name]
 
 Writes ``benchmarks/results/bench_robust_levers<tag>.json`` and ``.md``.
 """
@@ -168,11 +168,14 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[42])
     parser.add_argument("--val-images", type=int, default=600)
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads per run (default: 1 with --jobs > 1)"
+    )
     parser.add_argument("--tag", default="")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     jobs = [(arch, lever, seed) for lever in args.levers for arch in args.archs for seed in args.seeds]
-    threads = 1 if args.jobs > 1 else None
+    threads = args.threads if args.threads is not None else (1 if args.jobs > 1 else None)
     if args.jobs > 1:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:

@@ -26,8 +26,8 @@ def register_pipelines() -> dict[str, Pipeline]:
     runs; ``robustness`` scores every trained model on the robustness suite (the same specimens re-imaged
     under named instrument conditions: unseen detector units, beam and detector tolerances); ``alloy_properties`` runs the STL vs MTL alloy-property study; ``tune_<arch>`` and ``tune_all`` run
     Population Based Training of the optimizer, lr and weight decay (the ``tune`` extra); ``inference``
-    predicts a folder of images with the champion; ``train_all`` runs everything from data to the comparison,
-    ending with the gate, and is the default.
+    predicts a folder of images with the champion; ``train_all`` runs everything from data to the comparison
+    and the robustness suite, ending with the gate (which decides on the suite), and is the default.
 
     ``registry`` is a deprecated alias of ``promotion`` (the gate's former name), kept so that
     scheduled ``kedro run --pipeline registry`` jobs and Kubeflow pipelines compiled with
@@ -57,7 +57,10 @@ def register_pipelines() -> dict[str, Pipeline]:
         "tune_all": sum((tuning.create_pipeline(arch) for arch in ARCHITECTURES), Pipeline([])),
     }
     pipelines["registry"] = pipelines["promotion"]  # deprecated: the gate's old name (see the docstring)
-    gate = promotion.create_pipeline(after=[f"{arch}.metrics" for arch in ARCHITECTURES])
-    pipelines["train_all"] = processing + all_training + all_evaluation + gate
+    suite = pipelines["robustness"]
+    gate = promotion.create_pipeline(
+        after=[f"{arch}.{output}" for arch in ARCHITECTURES for output in ("metrics", "robustness")]
+    )
+    pipelines["train_all"] = processing + all_training + all_evaluation + suite + gate
     pipelines["__default__"] = pipelines["train_all"]
     return pipelines

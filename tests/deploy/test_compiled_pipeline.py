@@ -35,7 +35,7 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
         obj=SimpleNamespace(project_path=REPO_ROOT),
     )
     assert result.exit_code == 0, result.output
-    assert f"Compiled train_all (9 steps) to {output}" in result.output
+    assert f"Compiled train_all (10 steps) to {output}" in result.output
     return output
 
 
@@ -89,6 +89,9 @@ def test_one_task_per_group_running_every_node_once(spec):
     # default grouping: data processing and comparison one step each, one per architecture namespace
     assert steps["data"][0] == "acquire_dataset"
     assert steps["resnet18"] == ["resnet18.train", "resnet18.predict_evaluation_set", "resnet18.evaluate"]
+    # the robustness suite keeps its in-memory images inside one step (its nodes are tagged robustness)
+    assert steps["robustness"][0] == "simulate_robustness_conditions"
+    assert "fnn.predict_robustness" in steps["robustness"] and steps["robustness"][-1] == "report_robustness"
 
 
 def test_dependent_tasks_equal_the_kedro_graph(spec):

@@ -221,3 +221,50 @@ def test_robustness_scores_go_to_each_model_run_and_the_report_to_the_parent():
     assert layout.route("fnn.robustness_predictions") is None  # large; stays on disk
     for name in ("robustness_table", "robustness_markdown", "robustness_figure"):
         assert layout.route(name) == (None, name)
+
+
+def test_each_condition_has_a_kind_against_the_declared_tolerances():
+    tolerances = SimulationConfig(tolerances={"kv_scale": [0.98, 1.02], "al_filter_mm": [0.7, 1.3]}).tolerances
+    suite = _suite(
+        {
+            "same_detector": {},
+            "unseen": {"detector_seed": 5},
+            "kv": {"kv_scale": 1.02},
+            "kv_far": {"kv_scale": 1.05},
+            "filter_and_unit": {"al_filter_mm": 0.8, "detector_seed": 6},
+            "scatter": {"scatter_fraction_scale": 2.0},
+            "perfect": {"dead_pixel_fraction": 0.0},
+        }
+    )
+    kinds = {
+        name: robustness.condition_kind(name, overrides, tolerances, suite.reference)
+        for name, overrides in suite.conditions.items()
+    }
+    assert kinds == {
+        "same_detector": "reference",
+        "unseen": "unseen_detector",
+        "kv": "in_tolerance",
+        "kv_far": "out_of_tolerance",
+        "filter_and_unit": "in_tolerance",
+        "scatter": "out_of_tolerance",  # a tolerance setting, but none declared for it
+        "perfect": "other",
+    }
+
+
+def test_the_summary_is_the_worst_and_mean_over_unseen_detectors_and_in_tolerance_conditions():
+    table = pd.DataFrame(
+        {
+            "model": ["a"] * 4 + ["b"] * 4,
+            robustness.CONDITION: ["ref", "unseen", "kv", "perfect"] * 2,
+            "macro_ap": [0.99, 0.80, 0.90, 0.10, 0.95, 0.93, 0.91, 0.20],
+        }
+    )
+    kinds = {"ref": "reference", "unseen": "unseen_detector", "kv": "in_tolerance", "perfect": "other"}
+    summary = robustness.summary_scores(table, kinds)
+    assert summary["a"] == pytest.approx({"worst_macro_ap": 0.80, "mean_macro_ap": 0.85, "n_conditions": 2})
+    assert summary["b"]["worst_macro_ap"] == pytest.approx(0.91)
+
+
+def test_summary_is_a_reserved_condition_name():
+    with pytest.raises(ParameterError, match="'summary' is reserved"):
+        _suite({"same_detector": {}, "summary": {"detector_seed": 3}})

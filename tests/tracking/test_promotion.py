@@ -153,3 +153,27 @@ def test_the_rule_alone():
     assert decide(float("nan"), 0.7, settings)[0] is False
     assert decide(0.1, None, settings)[0] is True
     assert decide(0.1, 0.2, GateSettings(mode="min", min_margin=0.05))[0] is True
+
+
+def test_the_gate_decides_on_the_suite_and_falls_back_only_where_no_model_has_it(mlflow_backend):
+    client, experiments = mlflow_backend["client"], [mlflow_backend["experiment_id"]]
+    suite = "robustness.summary.worst_macro_ap"
+    settings = GateSettings(
+        model_name=f"alloy_mtl_test_{next(_names)}", metric=suite, fallback_metrics=(METRIC,), min_margin=0.01
+    )
+    parent = training_run(mlflow_backend, {"fnn": 0.99, "resnet18": 0.90})  # test-split scores
+    nested = client.search_runs(experiments, filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent}'")
+    runs = {r.info.run_name: r.info.run_id for r in nested}
+    client.log_metric(runs["fnn"], suite, 0.45)  # best on its own detector, worst on the others
+    client.log_metric(runs["resnet18"], suite, 0.88)
+    decision = run_gate(client, settings, experiments)
+    assert (decision["arch"], decision["metric"]) == ("resnet18", suite)
+
+    training_run(mlflow_backend, {"resnet34": 0.95})  # a lab's data: no suite, only the test split
+    fallback = run_gate(client, settings, experiments)
+    assert (fallback["arch"], fallback["metric"]) == ("resnet34", METRIC)
+
+
+def test_fallback_metrics_must_be_a_list_of_names():
+    with pytest.raises(ValueError, match="fallback_metrics"):
+        parse_gate_settings({"fallback_metrics": "test.classification.macro_ap"})

@@ -214,6 +214,8 @@ class RobustnessParams(ParamsModel):
             raise ValueError(
                 f"reference {self.reference!r} is not one of the conditions {list(self.conditions)}"
             )
+        if "summary" in self.conditions:
+            raise ValueError("'summary' is reserved for each model's summary scores; rename that condition")
         return self
 
 

@@ -38,7 +38,7 @@ from alloy_mtl.evaluation.params import (
 )
 from alloy_mtl.evaluation.plots import ap_heatmap
 from alloy_mtl.physics.estimator import PhysicsLimitEstimator
-from alloy_mtl.physics.instrument import instrument_changes
+from alloy_mtl.physics.instrument import TOLERANCE_KEYS, Tolerances, instrument_changes
 from alloy_mtl.physics.simulator import SimulationConfig, simulate_dataset
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,14 @@ TABLE_COLUMNS = (
     "mean_confidence",
 )
 ConditionImages = dict[str, tuple[np.ndarray, pd.DataFrame]]
+#: Kinds of condition. The summary scores (and the promotion gate on them) cover ``unseen_detector`` (only the
+#: detector unit differs) and ``in_tolerance`` (every setting it changes lies inside ``generation.tolerances``);
+#: ``reference`` is the training detector, ``out_of_tolerance`` and ``other`` (e.g. a perfect detector) are
+#: reported but not summarised: no lab instrument is promised to be there.
+KINDS = ("reference", "unseen_detector", "in_tolerance", "out_of_tolerance", "other")
+SUMMARISED_KINDS = ("unseen_detector", "in_tolerance")
+SUMMARY = "summary"
+"""The key of each model's summary scores beside its conditions (MLflow ``robustness.summary.<metric>``)."""
 
 
 def base_config(generation: Mapping[str, Any] | None, params: RobustnessParams) -> SimulationConfig:
@@ -115,6 +123,47 @@ def condition_configs(
     if problems:
         raise ValueError("evaluation.robustness.conditions:\n  " + "\n  ".join(problems))
     return configs
+
+
+def condition_kind(name: str, overrides: InstrumentOverrides, tolerances: Tolerances, reference: str) -> str:
+    """The :data:`KINDS` entry of one condition, given the declared tolerances (``generation.tolerances``)."""
+    if name == reference:
+        return "reference"
+    changes = {k: v for k, v in overrides.overrides().items() if k != "detector_seed"}
+    if not changes:
+        return "unseen_detector" if overrides.detector_seed is not None else "reference"
+    declared = {key: (low, high) for key, low, high in tolerances}
+    if not set(changes) <= set(declared):
+        tolerance_like = set(changes) & set(TOLERANCE_KEYS)
+        return "out_of_tolerance" if tolerance_like == set(changes) else "other"
+    inside = all(declared[k][0] <= float(v) <= declared[k][1] for k, v in changes.items())
+    return "in_tolerance" if inside else "out_of_tolerance"
+
+
+def condition_kinds(generation: Mapping[str, Any] | None, params: RobustnessParams) -> dict[str, str]:
+    """Every condition's kind (:func:`condition_kind`) against the training data's declared tolerances."""
+    tolerances = SimulationConfig.from_params(generation).tolerances
+    return {
+        name: condition_kind(name, overrides, tolerances, params.reference)
+        for name, overrides in params.conditions.items()
+    }
+
+
+def summary_scores(table: pd.DataFrame, kinds: Mapping[str, str]) -> dict[str, dict[str, float]]:
+    """Per model, over the unseen-detector and in-tolerance conditions: ``worst_macro_ap`` (the lowest: a lab
+    has one instrument, unknown in advance, and needs the floor), ``mean_macro_ap`` and ``n_conditions``."""
+    chosen = table[table[CONDITION].map(kinds).isin(SUMMARISED_KINDS)]
+    result: dict[str, dict[str, float]] = {}
+    for model, frame in chosen.groupby("model", sort=False):
+        values = frame["macro_ap"].astype(float)
+        values = values[np.isfinite(values)]
+        if len(values):
+            result[str(model)] = {
+                "worst_macro_ap": float(values.min()),
+                "mean_macro_ap": float(values.mean()),
+                "n_conditions": float(len(values)),
+            }
+    return result
 
 
 def simulate_conditions(generation: Mapping[str, Any] | None, params: RobustnessParams) -> ConditionImages:
@@ -262,10 +311,15 @@ def wide_table(table: pd.DataFrame, value: str = "macro_ap") -> pd.DataFrame:
 
 
 def robustness_markdown(
-    table: pd.DataFrame, conditions: Mapping[str, InstrumentOverrides], reference: str, level: float
+    table: pd.DataFrame,
+    conditions: Mapping[str, InstrumentOverrides],
+    reference: str,
+    level: float,
+    kinds: Mapping[str, str] | None = None,
 ) -> str:
-    """The report: the conditions, macro AP with intervals, the change from the reference, accuracy and
-    confidence, models x conditions."""
+    """The report: the conditions (with their kind), the summary over unseen detectors and in-tolerance
+    conditions, macro AP with intervals, the change from the reference, accuracy and confidence."""
+    kinds = dict(kinds or {})
     lines = ["# Robustness to the instrument", ""]
     if table.empty:
         return "\n".join([*lines, "No robustness suite: it is off, or the data are not generated.", ""])
@@ -279,13 +333,27 @@ def robustness_markdown(
         "## Conditions",
         "",
         *[
-            f"- `{name}`: " + (", ".join(f"{k} = {v}" for k, v in overrides.overrides().items()) or "nominal")
+            f"- `{name}`"
+            + (f" ({kinds[name].replace('_', ' ')})" if name in kinds else "")
+            + ": "
+            + (", ".join(f"{k} = {v}" for k, v in overrides.overrides().items()) or "nominal")
             for name, overrides in conditions.items()
         ],
         "",
-        f"## Macro AP ({level:.0%} specimen-bootstrap intervals)",
-        "",
     ]
+    summary = summary_scores(table, kinds)
+    if summary:
+        frame = pd.DataFrame.from_dict(summary, orient="index").drop(columns="n_conditions")
+        lines += [
+            "## Summary over unseen detectors and in-tolerance conditions",
+            "",
+            f"Worst and mean macro AP over the {int(next(iter(summary.values()))['n_conditions'])} conditions a "
+            "lab's instrument may be in (the promotion gate's `robustness.summary.worst_macro_ap`).",
+            "",
+            to_markdown(frame.rename_axis("model")),
+            "",
+        ]
+    lines += [f"## Macro AP ({level:.0%} specimen-bootstrap intervals)", ""]
     cells = table.assign(cell=table.apply(_cell, axis=1))
     ap = cells.pivot(index="model", columns=CONDITION, values="cell")
     ap = ap.loc[table["model"].unique(), table[CONDITION].unique()]

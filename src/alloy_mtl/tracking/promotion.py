@@ -18,7 +18,7 @@ import logging
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from mlflow.entities import Run
@@ -55,6 +55,7 @@ class GateSettings:
     min_margin: float = 0.005
     parent_run_id: str | None = None
     from_pipelines: tuple[str, ...] = ("train_all", "__default__")
+    fallback_metrics: tuple[str, ...] = ()
 
 
 def parse_gate_settings(params: Mapping[str, Any], where: str = "parameters registry") -> GateSettings:
@@ -82,8 +83,12 @@ def parse_gate_settings(params: Mapping[str, Any], where: str = "parameters regi
         raise ValueError(f"{where}.from_pipelines: expected a non-empty list of pipeline names")
     if values["parent_run_id"] is not None and not isinstance(values["parent_run_id"], str):
         raise ValueError(f"{where}.parent_run_id: expected a run id string or null")
+    fallbacks = values["fallback_metrics"]
+    if isinstance(fallbacks, str) or not all(isinstance(m, str) and m for m in fallbacks):
+        raise ValueError(f"{where}.fallback_metrics: expected a list of metric names, got {fallbacks!r}")
     values["min_margin"] = float(margin)
     values["from_pipelines"] = tuple(pipelines)
+    values["fallback_metrics"] = tuple(fallbacks)
     return GateSettings(**values)
 
 
@@ -131,6 +136,18 @@ def model_runs(client: MlflowClient, experiment_ids: list[str], parent_run_id: s
         )
         if MODEL_URI_TAG in run.data.tags
     ]
+
+
+def gate_metric(runs: list[Run], settings: GateSettings) -> str:
+    """The first of ``metric`` and ``fallback_metrics`` that some candidate run has as a finite value (the
+    robustness suite's summary is missing where the suite did not run, e.g. on a lab's own data); ``metric``
+    when none has any. Champion and challenger are then compared on that one metric."""
+    for metric in (settings.metric, *settings.fallback_metrics):
+        if any(math.isfinite(r.data.metrics.get(metric, math.nan)) for r in runs):
+            if metric != settings.metric:
+                logger.warning("gate: no model run has %s; deciding on %s", settings.metric, metric)
+            return metric
+    return settings.metric
 
 
 def best_run(runs: list[Run], settings: GateSettings) -> Run:
@@ -289,6 +306,7 @@ def run_gate(
     runs = model_runs(client, experiment_ids, parent.info.run_id)
     if not runs:
         raise PromotionError(f"parent run {parent.info.run_id} has no nested run with a logged model")
+    settings = replace(settings, metric=gate_metric(runs, settings))
     chosen = best_run(runs, settings)
     version = register_challenger(client, settings, chosen)
     decision = promote(client, settings, version)

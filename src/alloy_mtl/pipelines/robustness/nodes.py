@@ -57,12 +57,16 @@ def physics_limit_conditions(
 
 
 def report_robustness(
-    evaluation: dict[str, Any], physics_limit: pd.DataFrame, **architectures: pd.DataFrame
+    evaluation: dict[str, Any],
+    generation: dict[str, Any],
+    physics_limit: pd.DataFrame,
+    **architectures: pd.DataFrame,
 ) -> dict[str, Any]:
     """The tidy table, the Markdown report, the macro-AP heatmap and each model's ``robustness`` metrics.
 
     Returns a mapping with ``table``, ``markdown``, ``figure`` and one ``<model>`` entry per architecture,
-    ``ensemble_soft`` and ``physics_limit`` (``{condition: {metric: value}}``; empty without a suite).
+    ``ensemble_soft`` and ``physics_limit`` (``{condition: {metric: value}, "summary": {...}}``: the worst and
+    mean macro AP over unseen detectors and in-tolerance conditions; empty without a suite).
     """
     settings = parse_params(EvaluationParams, evaluation, "evaluation")
     suite = settings.robustness
@@ -75,8 +79,11 @@ def report_robustness(
         level=settings.bootstrap.level,
     )
     per_model = robustness.model_metrics(table)
+    kinds = robustness.condition_kinds(generation, suite)
+    for model, scores in robustness.summary_scores(table, kinds).items():
+        per_model.setdefault(model, {})[robustness.SUMMARY] = scores
     markdown = robustness.robustness_markdown(
-        table, suite.conditions, suite.reference, settings.bootstrap.level
+        table, suite.conditions, suite.reference, settings.bootstrap.level, kinds
     )
     figure: Figure = robustness.robustness_figure(table)
     models = [*architectures, ENSEMBLE_ROW, PHYSICS_ROW]

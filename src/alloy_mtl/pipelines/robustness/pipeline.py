@@ -16,6 +16,7 @@ def create_pipeline(architectures: Sequence[str], **kwargs) -> Pipeline:
     (MLflow metrics ``robustness.<condition>.<metric>`` on each model's run).
     """
     models = [*architectures, nodes.ENSEMBLE_ROW, nodes.PHYSICS_ROW]
+    # One tag for every node, so a Kubeflow compile keeps the suite in one step (its images are never written).
     return Pipeline(
         [
             Node(
@@ -44,6 +45,7 @@ def create_pipeline(architectures: Sequence[str], **kwargs) -> Pipeline:
                 nodes.report_robustness,
                 inputs={
                     "evaluation": "params:evaluation",
+                    "generation": "params:generation",
                     "physics_limit": "physics_limit.robustness_predictions",
                 }
                 | {arch: f"{arch}.robustness_predictions" for arch in architectures},
@@ -55,5 +57,6 @@ def create_pipeline(architectures: Sequence[str], **kwargs) -> Pipeline:
                 | {model: f"{model}.robustness" for model in models},
                 name="report_robustness",
             ),
-        ]
+        ],
+        tags=["robustness"],
     )
