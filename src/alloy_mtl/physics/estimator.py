@@ -21,6 +21,13 @@ least-squares fit is a Gauss-Newton iteration with column variances from the pho
 offset noise model, vectorised over images and alloys. The class log-likelihood is the Laplace
 approximation of the marginal likelihood over all fitted parameters; the posterior is its softmax with a
 uniform (or given) prior.
+
+Tolerance mode (``tolerances`` given; details in ``instrument_fit``). The alloys differ by a few percent in
+attenuation, so a 2 % kV error or 0.3 mm more Al filter drops the nominal-told macro AP from 0.99 to 0.81 /
+0.69. Told ranges, the estimator treats the instrument as unknown. Mode ``joint`` (default): the images of one
+``predict`` call share one instrument, fitted across the batch by the class-marginal likelihood (labels
+unused), then every image is fitted under it (``fitted_instrument``). Mode ``marginal``: each image's
+likelihood averaged over a grid of instruments, a far weaker baseline (each alloy takes its best beam).
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ _N_COMPONENTS = 2
 _N_PRIOR_SAMPLES = 400
 _PRIOR_SEED = 20240601
 _CHUNK = 500
-_N_FIT_IMAGES = 200
+_N_FIT_IMAGES = 128
 _MARGINAL_LEVELS = 3
 MODES = ("joint", "marginal")
 
@@ -64,8 +71,19 @@ class PhysicsLimitEstimator:
     """Maximum-likelihood alloy / thickness / absorption from radiographs simulated with ``config``.
 
     Args:
-        config: the simulation configuration the images come from (kv, geometry, nuisance levels).
+        config: the simulation configuration the images come from (kv, geometry, nuisance levels); with
+            ``tolerances``, the nominal instrument.
         prior: optional class prior alloy -> probability (default uniform over ``ALLOYS``).
+        tolerances: optional inclusive (low, high) range per instrument key (``instrument_fit.TOLERANCE_KEYS``:
+            kv_scale, al_filter_mm, scintillator_mm, scatter_fraction_scale, blur_sigma_px, dose_scale); None
+            assumes the nominal instrument exactly.
+        mode: with tolerances, ``joint`` (fit one instrument per ``predict`` batch) or ``marginal`` (average
+            each image's likelihood over a grid of instruments); see the module docstring.
+        n_fit_images: images of a batch (evenly spaced) the joint fit uses.
+
+    Attributes:
+        mode: ``nominal`` (no tolerances), ``joint`` or ``marginal``.
+        fitted_instrument: the instrument of the last joint-mode ``predict`` (all tolerance keys), else None.
     """
 
     def __init__(
@@ -87,7 +105,6 @@ class PhysicsLimitEstimator:
         self.mode = mode if self.tolerances else "nominal"
         self.n_fit_images = n_fit_images
         self.fitted_instrument: dict[str, float] | None = None
-        """The instrument of the last ``predict`` call in joint mode (tolerance keys); None before."""
         self._grid = np.arange(0.0, 1.5 * config.wedge_thickness_mm[1] + 2.0, _GRID_STEP_MM)
         self._draws = self._composition_draws()
         self._start = start_instrument(config, self.tolerances)

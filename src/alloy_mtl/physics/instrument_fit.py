@@ -9,6 +9,15 @@ The fit (``fit_instrument``) maximises a batch objective (the estimator's summed
 log-likelihood) over the box of the fitted keys by a compass (pattern) search in range-normalised
 coordinates: from the start, try +-step along each key, move to the best of them if it improves, else halve
 the step. It needs no gradients, which the Gauss-Newton fit inside the objective does not give cheaply.
+
+The estimator's joint mode assumes the batch shares one instrument (a robustness condition, one lab session)
+and maximises sum_i log sum_a p(a) L_i(a | instrument) over an evenly spaced subsample, labels unused. Kv,
+filter and scintillator all harden the spectrum and trade off against each other (and scatter), so the fit
+may land elsewhere on that ridge than the true instrument, at a nearly equal likelihood and ceiling. Blur and
+dose are held at nominal (clipped into their ranges). A batch that mixes instruments should be split first.
+Per-image marginalisation over a 3-level grid of the fitted keys (81 fits of every image) lets each alloy
+take the beam that suits it, so alloys a harder beam turns into one another blur together (macro AP 0.57 on
+200 nominal suite images, joint fit 0.99).
 """
 
 from __future__ import annotations
