@@ -224,7 +224,9 @@ def test_robustness_scores_go_to_each_model_run_and_the_report_to_the_parent():
 
 
 def test_each_condition_has_a_kind_against_the_declared_tolerances():
-    tolerances = SimulationConfig(tolerances={"kv_scale": [0.98, 1.02], "al_filter_mm": [0.7, 1.3]}).tolerances
+    tolerances = SimulationConfig(
+        tolerances={"kv_scale": [0.98, 1.02], "al_filter_mm": [0.7, 1.3]}
+    ).tolerances
     suite = _suite(
         {
             "same_detector": {},
@@ -263,6 +265,15 @@ def test_the_summary_is_the_worst_and_mean_over_unseen_detectors_and_in_toleranc
     summary = robustness.summary_scores(table, kinds)
     assert summary["a"] == pytest.approx({"worst_macro_ap": 0.80, "mean_macro_ap": 0.85, "n_conditions": 2})
     assert summary["b"]["worst_macro_ap"] == pytest.approx(0.91)
+
+    ceiling = pd.DataFrame(
+        {"model": ["physics_limit"] * 4, robustness.CONDITION: ["ref", "unseen", "kv", "perfect"]}
+    )
+    with_ceiling = pd.concat([table, ceiling.assign(macro_ap=[0.99, 0.99, 0.93, 0.99])], ignore_index=True)
+    summary = robustness.summary_scores(with_ceiling, kinds)
+    assert summary["a"]["worst_gap_to_ceiling"] == pytest.approx(0.19)  # unseen: 0.99 - 0.80
+    assert summary["b"]["worst_gap_to_ceiling"] == pytest.approx(0.06)  # unseen: 0.99 - 0.93
+    assert "worst_gap_to_ceiling" not in summary["physics_limit"]
 
 
 def test_summary_is_a_reserved_condition_name():

@@ -28,9 +28,7 @@ def test_units_have_their_own_dead_pixels_and_specimens_keep_their_unit() -> Non
     assert set(np.unique(plan.instrument)) == set(range(8))
     per_specimen = metadata.assign(unit=plan.instrument).groupby("specimen_id")["unit"].nunique()
     assert (per_specimen == 1).all()
-    dead_maps = {
-        unit: np.all(images[plan.instrument == unit] == 0.0, axis=(0, 1)) for unit in range(8)
-    }
+    dead_maps = {unit: np.all(images[plan.instrument == unit] == 0.0, axis=(0, 1)) for unit in range(8)}
     assert all(dead.sum() == round(0.02 * 16 * 16) for dead in dead_maps.values())
     assert not np.array_equal(dead_maps[0], dead_maps[1])
     # unit 0 is the detector the config's detector seed names

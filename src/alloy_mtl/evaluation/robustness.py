@@ -149,20 +149,30 @@ def condition_kinds(generation: Mapping[str, Any] | None, params: RobustnessPara
     }
 
 
-def summary_scores(table: pd.DataFrame, kinds: Mapping[str, str]) -> dict[str, dict[str, float]]:
+def summary_scores(
+    table: pd.DataFrame, kinds: Mapping[str, str], ceiling: str = "physics_limit"
+) -> dict[str, dict[str, float]]:
     """Per model, over the unseen-detector and in-tolerance conditions: ``worst_macro_ap`` (the lowest: a lab
-    has one instrument, unknown in advance, and needs the floor), ``mean_macro_ap`` and ``n_conditions``."""
+    has one instrument, unknown in advance, and needs the floor), ``mean_macro_ap``, ``n_conditions`` and, when
+    the ``ceiling`` model is in the table, ``worst_gap_to_ceiling`` (the largest shortfall from its macro AP
+    under the same condition)."""
     chosen = table[table[CONDITION].map(kinds).isin(SUMMARISED_KINDS)]
+    limit = chosen[chosen["model"] == ceiling].set_index(CONDITION)["macro_ap"].astype(float)
     result: dict[str, dict[str, float]] = {}
-    for model, frame in chosen.groupby("model", sort=False):
+    for model, group in chosen.groupby("model", sort=False):
+        frame = group[np.isfinite(group["macro_ap"].astype(float))]
+        if frame.empty:
+            continue
         values = frame["macro_ap"].astype(float)
-        values = values[np.isfinite(values)]
-        if len(values):
-            result[str(model)] = {
-                "worst_macro_ap": float(values.min()),
-                "mean_macro_ap": float(values.mean()),
-                "n_conditions": float(len(values)),
-            }
+        scores = {
+            "worst_macro_ap": float(values.min()),
+            "mean_macro_ap": float(values.mean()),
+            "n_conditions": float(len(values)),
+        }
+        gaps = frame[CONDITION].map(limit).to_numpy(dtype=float) - values.to_numpy()
+        if model != ceiling and np.isfinite(gaps).any():
+            scores["worst_gap_to_ceiling"] = float(np.nanmax(gaps))
+        result[str(model)] = scores
     return result
 
 
@@ -328,7 +338,8 @@ def robustness_markdown(
     lines += [
         f"The same {n_specimens} fresh specimens ({n_images} images, balanced) re-imaged under each condition;",
         "only the instrument differs. `physics_limit` is the maximum-likelihood estimator told the nominal",
-        f"instrument. Reference condition: `{reference}`.",
+        "instrument and the declared tolerances (`generation.tolerances`), inside which it fits each condition's",
+        f"instrument from the images alone: the ceiling of that condition. Reference condition: `{reference}`.",
         "",
         "## Conditions",
         "",

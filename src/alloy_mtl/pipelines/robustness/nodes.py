@@ -44,16 +44,20 @@ def predict_conditions(model: dict[str, Any], conditions: robustness.ConditionIm
 def physics_limit_conditions(
     conditions: robustness.ConditionImages, generation: dict[str, Any]
 ) -> pd.DataFrame:
-    """The physics-limit estimator, told the nominal instrument, on every condition."""
+    """The physics-limit estimator on every condition: told the nominal instrument and the declared
+    ``generation.tolerances``, it fits each condition's instrument inside them (never its labels); without
+    declared tolerances it is told the nominal instrument alone."""
     if not conditions:
         return robustness.stack_conditions({})
-    estimator = PhysicsLimitEstimator(SimulationConfig.from_params(generation))
-    return robustness.stack_conditions(
-        {
-            name: robustness.physics_predictions(estimator, images, metadata)
-            for name, (images, metadata) in conditions.items()
-        }
-    )
+    config = SimulationConfig.from_params(generation)
+    tolerances = {key: (low, high) for key, low, high in config.tolerances} or None
+    predictions = {}
+    for name, (images, metadata) in conditions.items():
+        estimator = PhysicsLimitEstimator(config, tolerances=tolerances)
+        predictions[name] = robustness.physics_predictions(estimator, images, metadata)
+        if estimator.fitted_instrument is not None:
+            logger.info("physics limit, %s: fitted instrument %s", name, estimator.fitted_instrument)
+    return robustness.stack_conditions(predictions)
 
 
 def report_robustness(
