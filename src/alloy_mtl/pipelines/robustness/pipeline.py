@@ -12,10 +12,11 @@ from alloy_mtl.pipelines.robustness import nodes
 def create_pipeline(architectures: Sequence[str], **kwargs) -> Pipeline:
     """Score the trained ``<arch>.model`` of every architecture on the robustness suite.
 
-    Outputs ``robustness_table`` / ``robustness_markdown`` / ``robustness_figure`` and ``<model>.robustness``
+    Reads ``ensemble_selection`` (the ensemble's weights chosen on the validation split; the registry's
+    ``robustness`` pipeline includes the evaluation nodes that choose them). Outputs ``robustness_table`` / ``robustness_markdown`` / ``robustness_figure`` and ``<model>.robustness``
     (MLflow metrics ``robustness.<condition>.<metric>`` on each model's run).
     """
-    models = [*architectures, nodes.ENSEMBLE_ROW, nodes.PHYSICS_ROW]
+    models = [*architectures, nodes.ENSEMBLE_ROW, nodes.SELECTED_ROW, nodes.PHYSICS_ROW]
     return Pipeline(
         [
             Node(
@@ -45,6 +46,7 @@ def create_pipeline(architectures: Sequence[str], **kwargs) -> Pipeline:
                 inputs={
                     "evaluation": "params:evaluation",
                     "physics_limit": "physics_limit.robustness_predictions",
+                    "ensemble_selection": "ensemble_selection",
                 }
                 | {arch: f"{arch}.robustness_predictions" for arch in architectures},
                 outputs={
