@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -138,3 +140,33 @@ def test_the_robustness_suite_applies_the_chosen_weights_in_every_condition() ->
             by_condition[condition].filter(like="prob_").to_numpy(float),
             expected.filter(like="prob_").to_numpy(),
         )
+
+
+def test_the_evaluation_nodes_choose_on_validation_apply_to_test_and_note_the_choice() -> None:
+    from alloy_mtl.pipelines.evaluation.nodes import choose_ensemble, compare_architectures, selected_ensemble
+
+    evaluation = {"ensemble_selection": {"method": "greedy", "rounds": 5}, "bootstrap": {"n_resamples": 0}}
+    selection = choose_ensemble(evaluation, **_models(1))
+    test = _models(2)
+    selected = selected_ensemble(evaluation, selection, **test)
+    expected = ensemble_predictions(test, "soft", weights=selection["weights"])
+    pd.testing.assert_frame_equal(selected, expected)
+    with pytest.raises(ValueError, match=r"no weight: \['extra'\]"):
+        selected_ensemble(evaluation, selection, **test, extra=test["good"])
+
+    metrics = {name: {"classification": classification_metrics(frame)} for name, frame in test.items()}
+    ensembles = {"soft_metrics": metrics["weak"], "hard_metrics": metrics["weak"]}
+    table, markdown, _ = compare_architectures(
+        {},
+        evaluation=evaluation,
+        selected_metrics={"classification": classification_metrics(selected)},
+        selection=selection,
+        **ensembles,
+        **metrics,
+    )
+    assert table["model"].tolist() == [*STRENGTHS, "ensemble_soft", "ensemble_hard", "ensemble_selected"]
+    assert (
+        "`ensemble_selected` weighs the models as chosen on the validation split (400 images; greedy"
+        in markdown
+    )
+    assert re.search(r"greedy forward selection .*\(5 rounds\)\): good 0\.\d\d.*, best member good", markdown)

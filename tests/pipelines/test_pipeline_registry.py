@@ -39,12 +39,16 @@ def test_the_robustness_suite_runs_over_the_trained_models_outside_train_all():
     pipelines = register_pipelines()
     suite = pipelines["robustness"]
     external = {name for name in suite.inputs() if not name.startswith("params:")}
-    assert external == {f"{arch}.model" for arch in ARCHITECTURES}
+    # the ensemble's weights are chosen on the validation split of the model input, as in the evaluation
+    assert external == {f"{arch}.model" for arch in ARCHITECTURES} | {"model_input"}
     assert {
         "robustness_table",
         "robustness_markdown",
         "robustness_figure",
         "fnn.robustness",
+        "ensemble_selection",
+        "ensemble_selected.robustness",
     } <= suite.all_outputs()
+    assert "choose_ensemble" in {node.name for node in pipelines["evaluation"].nodes}
     # measured: minutes on 2 cores at the default size (CNN inference of every condition), so not in train_all
     assert "report_robustness" not in {node.name for node in pipelines["train_all"].nodes}
