@@ -25,10 +25,11 @@ def register_pipelines() -> dict[str, Pipeline]:
     ``evaluation`` cover all architectures; ``promotion`` runs the MLflow promotion gate over already-logged
     runs; ``robustness`` scores every trained model on the robustness suite (the same specimens re-imaged
     under named instrument conditions: unseen detector units, beam and detector tolerances; the weighted
-    ensemble's weights are chosen again on the validation split, as the evaluation does); ``alloy_properties`` runs the STL vs MTL alloy-property study; ``tune_<arch>`` and ``tune_all`` run
-    Population Based Training of the optimizer, lr and weight decay (the ``tune`` extra); ``inference``
-    predicts a folder of images with the champion; ``train_all`` runs everything from data to the comparison,
-    ending with the gate, and is the default.
+    ensemble's weights are chosen again on the validation split, as the evaluation does); ``alloy_properties``
+    runs the STL vs MTL alloy-property study; ``tune_<arch>`` and ``tune_all`` run Population Based Training of
+    the optimizer, lr and weight decay (the ``tune`` extra); ``inference`` predicts a folder of images with the
+    champion; ``train_all`` runs everything from data to the comparison, ending with the gate, and is the
+    default.
 
     ``registry`` is a deprecated alias of ``promotion`` (the gate's former name), kept so that
     scheduled ``kedro run --pipeline registry`` jobs and Kubeflow pipelines compiled with

@@ -13,8 +13,9 @@ def create_pipeline(architectures: Sequence[str], **kwargs) -> Pipeline:
     """Score the trained ``<arch>.model`` of every architecture on the robustness suite.
 
     Reads ``ensemble_selection`` (the ensemble's weights chosen on the validation split; the registry's
-    ``robustness`` pipeline includes the evaluation nodes that choose them). Outputs ``robustness_table`` / ``robustness_markdown`` / ``robustness_figure`` and ``<model>.robustness``
-    (MLflow metrics ``robustness.<condition>.<metric>`` on each model's run).
+    ``robustness`` pipeline includes the evaluation nodes that choose them). Outputs ``robustness_table`` /
+    ``robustness_markdown`` / ``robustness_figure`` and ``<model>.robustness`` (MLflow metrics
+    ``robustness.<condition>.<metric>`` on each model's run).
     """
     models = [*architectures, nodes.ENSEMBLE_ROW, nodes.SELECTED_ROW, nodes.PHYSICS_ROW]
     return Pipeline(
