@@ -88,7 +88,12 @@ def test_one_task_per_group_running_every_node_once(spec):
     assert set(_tasks(spec)) == set(steps) | INFRASTRUCTURE
     # default grouping: data processing and comparison one step each, one per architecture namespace
     assert steps["data"][0] == "acquire_dataset"
-    assert steps["resnet18"] == ["resnet18.train", "resnet18.predict_evaluation_set", "resnet18.evaluate"]
+    assert steps["resnet18"] == [
+        "resnet18.train",
+        "resnet18.predict_evaluation_set",
+        "resnet18.predict_validation",
+        "resnet18.evaluate",
+    ]
 
 
 def test_dependent_tasks_equal_the_kedro_graph(spec):
