@@ -88,7 +88,12 @@ def test_one_task_per_group_running_every_node_once(spec):
     assert set(_tasks(spec)) == set(steps) | INFRASTRUCTURE
     # default grouping: data processing and comparison one step each, one per architecture namespace
     assert steps["data"][0] == "acquire_dataset"
-    assert steps["resnet18"] == ["resnet18.train", "resnet18.predict_evaluation_set", "resnet18.evaluate"]
+    assert steps["resnet18"] == [
+        "resnet18.train",
+        "resnet18.predict_evaluation_set",
+        "resnet18.predict_validation",
+        "resnet18.evaluate",
+    ]
     # the robustness suite keeps its in-memory images inside one step (its nodes are tagged robustness)
     assert steps["robustness"][0] == "simulate_robustness_conditions"
     assert "fnn.predict_robustness" in steps["robustness"] and steps["robustness"][-1] == "report_robustness"

@@ -39,13 +39,17 @@ def test_the_robustness_suite_runs_over_the_trained_models_and_inside_train_all(
     pipelines = register_pipelines()
     suite = pipelines["robustness"]
     external = {name for name in suite.inputs() if not name.startswith("params:")}
-    assert external == {f"{arch}.model" for arch in ARCHITECTURES}
+    # the ensemble's weights are chosen on the validation split of the model input, as in the evaluation
+    assert external == {f"{arch}.model" for arch in ARCHITECTURES} | {"model_input"}
     assert {
         "robustness_table",
         "robustness_markdown",
         "robustness_figure",
         "fnn.robustness",
+        "ensemble_selection",
+        "ensemble_selected.robustness",
     } <= suite.all_outputs()
+    assert "choose_ensemble" in {node.name for node in pipelines["evaluation"].nodes}
     # train_all ends with the suite, and the gate (which decides on it) waits for every model's scores
     train_all = pipelines["train_all"]
     assert "report_robustness" in {node.name for node in train_all.nodes}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pandas as pd
@@ -23,7 +24,7 @@ CONDITIONS = {
     "kv_x1.02": {"kv_scale": 1.02},
 }
 TINY = {
-    "generation": {"n_images": 60, "image_size": 8, "images_per_specimen": 3, "min_images_per_class": 6},
+    "generation": {"n_images": 150, "image_size": 8, "images_per_specimen": 3, "min_images_per_class": 15},
     "evaluation": {"robustness": {"n_images": 30, "n_resamples": 20, "conditions": CONDITIONS}},
 }
 
@@ -36,11 +37,14 @@ def test_robustness_pipeline_scores_every_model_under_every_condition(kedro_proj
             make_bundle(image_size=8, seed=seed)
         )
 
+    run_pipeline(
+        kedro_project, "data_processing", TINY
+    )  # the model input: the ensemble chooses on its val split
     run_pipeline(kedro_project, "robustness", TINY)
 
     report = data / "08_reporting/robustness"
     table = pd.read_csv(report / "robustness.csv")
-    models = [*ARCHITECTURES, "ensemble_soft", "physics_limit"]
+    models = [*ARCHITECTURES, "ensemble_soft", "ensemble_selected", "physics_limit"]
     assert len(table) == len(models) * len(CONDITIONS)
     assert set(zip(table["model"], table["condition"], strict=True)) == {
         (m, c) for m in models for c in CONDITIONS
@@ -51,6 +55,10 @@ def test_robustness_pipeline_scores_every_model_under_every_condition(kedro_proj
     markdown = (report / "robustness.md").read_text()
     assert "# Robustness to the instrument" in markdown and "`kv_x1.02`: kv_scale = 1.02" in markdown
     assert (report / "robustness_macro_ap.png").stat().st_size > 1000
+    selection = json.loads((data / "08_reporting/ensemble_selection.json").read_text())
+    assert set(selection["weights"]) == set(ARCHITECTURES) and sum(
+        selection["weights"].values()
+    ) == pytest.approx(1)
     stacked = pd.read_csv(data / "07_model_output/fnn/robustness_predictions.csv")
     assert list(stacked["condition"].unique()) == list(CONDITIONS)
 

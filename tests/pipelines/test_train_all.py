@@ -53,7 +53,11 @@ def test_train_all_produces_models_histories_reports_and_comparison(kedro_projec
             assert (data / f"08_reporting/{arch}/{figure}.png").stat().st_size > 1000
 
     table = pd.read_csv(data / "08_reporting/comparison.csv")
-    assert set(ARCHITECTURES) | {"ensemble_soft", "ensemble_hard", "physics_limit"} == set(table["model"])
+    ensembles = {"ensemble_soft", "ensemble_hard", "ensemble_selected"}
+    assert set(ARCHITECTURES) | ensembles | {"physics_limit"} == set(table["model"])
+    selection = json.loads((data / "08_reporting/ensemble_selection.json").read_text())
+    assert selection["split"] == "val" and set(selection["weights"]) == set(ARCHITECTURES)
+    assert "`ensemble_selected` weighs the models" in (data / "08_reporting/comparison.md").read_text()
     assert set(table["evaluated_on"]) == {"test", "evaluation_set"}
     large = table[table["evaluated_on"] == "evaluation_set"].set_index("model")
     # a percentile interval need not contain the point estimate, but it is a proper, finite interval
@@ -86,10 +90,17 @@ def check_mlflow(project):
     } <= set(parent.data.tags)
     top = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"comparison", "data", "data_docs", "registry"} <= top
+    comparison = {a.path for a in client.list_artifacts(parent.info.run_id, "comparison")}
+    assert "comparison/ensemble_selection.json" in comparison
     children = {
         r.info.run_name: r for r in runs if r.data.tags.get(MLFLOW_PARENT_RUN_ID) == parent.info.run_id
     }
-    assert set(children) == set(ARCHITECTURES) | {"ensemble_soft", "ensemble_hard", "physics_limit"}
+    assert set(children) == set(ARCHITECTURES) | {
+        "ensemble_soft",
+        "ensemble_hard",
+        "ensemble_selected",
+        "physics_limit",
+    }
     for name, run in children.items():
         assert run.info.status == "FINISHED", name
         assert "test.classification.macro_ap" in run.data.metrics, name

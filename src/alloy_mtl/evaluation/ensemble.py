@@ -8,6 +8,10 @@ mean probabilities; the methods differ in ``alloy_pred``:
 * hard voting: the alloy most models predict, a tie broken by the highest mean probability among
   the tied alloys.
 
+Both take optional member ``weights`` (non-negative, normalised to sum to 1; a model they do not name weighs
+0): the mean is then the weighted mean and each vote counts its model's weight. The weights of the
+``ensemble_selected`` row are chosen on the validation split (:mod:`alloy_mtl.evaluation.ensemble_selection`).
+
 Regression predictions (``<target>_pred``) are averaged over the models that have the column, or over the
 members that :func:`regression_members` keeps: a model whose regression head failed (its validation error a
 multiple of the best member's) would otherwise drag the average with it.
@@ -29,7 +33,11 @@ logger = logging.getLogger(__name__)
 METHODS: tuple[str, ...] = ("soft", "hard")
 
 
-def _aligned(predictions: Mapping[str, pd.DataFrame], alloys: Sequence[str]) -> dict[str, pd.DataFrame]:
+def align_predictions(
+    predictions: Mapping[str, pd.DataFrame], alloys: Sequence[str] = ALLOYS
+) -> dict[str, pd.DataFrame]:
+    """Each model's table indexed by ``image_id`` in the first model's row order; ``ValueError`` naming the model
+    when a table breaks the contract, repeats an image or covers other images than the first."""
     if not predictions:
         raise ValueError("ensemble: no model predictions given")
     aligned: dict[str, pd.DataFrame] = {}
@@ -57,7 +65,8 @@ def _aligned(predictions: Mapping[str, pd.DataFrame], alloys: Sequence[str]) -> 
     return aligned
 
 
-def _check_same_truth(aligned: dict[str, pd.DataFrame], column: str) -> None:
+def check_same_truth(aligned: dict[str, pd.DataFrame], column: str) -> None:
+    """``ValueError`` naming the model whose ``column`` (a ``*_true`` column) differs from the first owner's."""
     owners = [name for name, frame in aligned.items() if column in frame.columns]
     first = aligned[owners[0]][column]
     for name in owners[1:]:
@@ -115,37 +124,62 @@ def regression_members(
     return kept
 
 
+def member_weights(models: Sequence[str], weights: Mapping[str, float] | None) -> np.ndarray:
+    """The weights of ``models`` in their order, normalised to sum to 1 (None: equal weights).
+
+    Raises:
+        ValueError: a weight names a model that is not among ``models``, or is negative or not finite, or
+            every weight is 0.
+    """
+    if weights is None:
+        return np.full(len(models), 1.0 / len(models))
+    unknown = sorted(set(weights) - set(models))
+    if unknown:
+        raise ValueError(f"ensemble weights: no predictions of model(s) {unknown} (models: {list(models)})")
+    bad = {name: value for name, value in weights.items() if not (np.isfinite(value) and value >= 0)}
+    if bad:
+        raise ValueError(f"ensemble weights must be finite and non-negative: {bad}")
+    values = np.array([float(weights.get(name, 0.0)) for name in models])
+    if values.sum() <= 0:
+        raise ValueError(f"ensemble weights: every weight is 0 ({dict(weights)})")
+    return values / values.sum()
+
+
 def ensemble_predictions(
     predictions: Mapping[str, pd.DataFrame],
     method: str = "soft",
     alloys: Sequence[str] = ALLOYS,
     regression: Mapping[str, Sequence[str]] | None = None,
+    weights: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
     """Combine several models' predictions tables (``{model name: DataFrame}``) by soft or hard voting.
 
     ``regression`` (``{target: models}``, from :func:`regression_members`) limits which models a regression
     target averages; a target it does not name, or whose models predicted none of it, averages every model.
+    ``weights`` (``{model: weight}``, see :func:`member_weights`) weigh the probabilities and votes; None
+    weighs every model equally. Regression targets are not weighted by them.
     Returns a predictions table in the same contract (rows in the first model's order). Raises
     ``ValueError`` naming the model when image sets, duplicated ids or true labels disagree.
     """
     if method not in METHODS:
         raise ValueError(f"ensemble: method {method!r} is not one of {list(METHODS)}")
     alloys = list(alloys)
-    aligned = _aligned(predictions, alloys)
+    aligned = align_predictions(predictions, alloys)
     if len(aligned) == 1:
         logger.warning("ensemble of a single model: its predictions are returned unchanged in content")
     first = next(iter(aligned.values()))
+    share = member_weights(list(aligned), weights)
     probs = np.stack([frame[prob_columns(alloys)].to_numpy(dtype=float) for frame in aligned.values()])
-    mean_probs = probs.mean(axis=0)
+    mean_probs = probs.mean(axis=0) if weights is None else np.tensordot(share, probs, axes=1)
     if method == "soft":
         choice = mean_probs.argmax(axis=1)
     else:
         votes = np.stack([label_indices(frame["alloy_pred"], alloys) for frame in aligned.values()], axis=1)
-        counts = np.apply_along_axis(np.bincount, 1, votes, minlength=len(alloys))
-        tied = counts == counts.max(axis=1, keepdims=True)
+        counts = np.stack([np.bincount(row, share, minlength=len(alloys)) for row in votes])
+        tied = np.isclose(counts, counts.max(axis=1, keepdims=True), rtol=0, atol=1e-12)
         choice = np.where(tied, mean_probs, -np.inf).argmax(axis=1)
 
-    _check_same_truth(aligned, "alloy_true")
+    check_same_truth(aligned, "alloy_true")
     result = pd.DataFrame({"image_id": first.index.to_numpy(), "alloy_true": first["alloy_true"].to_numpy()})
     result["alloy_pred"] = np.asarray(alloys, dtype=object)[choice]
     result[prob_columns(alloys)] = mean_probs
@@ -154,7 +188,7 @@ def ensemble_predictions(
         chosen = set((regression or {}).get(target, ()))
         members = [frame for name, frame in aligned.items() if name in chosen and f"{target}_pred" in frame]
         if any(f"{target}_true" in frame.columns for frame in owners):
-            _check_same_truth(aligned, f"{target}_true")
+            check_same_truth(aligned, f"{target}_true")
             truth = next(frame for frame in aligned.values() if f"{target}_true" in frame.columns)
             result[f"{target}_true"] = truth[f"{target}_true"].to_numpy(dtype=float)
         stacked = np.stack([frame[f"{target}_pred"].to_numpy(dtype=float) for frame in members or owners])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
@@ -219,6 +219,19 @@ class RobustnessParams(ParamsModel):
         return self
 
 
+class EnsembleSelectionParams(ParamsModel):
+    """How the ``ensemble_selected`` row weighs the models: chosen on the validation split only, then applied
+    unchanged to the test split, the evaluation set and every robustness condition
+    (``alloy_mtl.evaluation.ensemble_selection``; the choice is written to ``ensemble_selection.json``)."""
+
+    method: Literal["greedy", "loglik", "equal"] = "greedy"
+    """``greedy``: forward selection with replacement on validation macro AP (Caruana et al. 2004), started
+    from the best single model, ties broken by validation log loss; ``loglik``: the non-negative weights
+    that maximise the validation log-likelihood; ``equal``: every model alike (the ``ensemble_soft`` row)."""
+    rounds: int = Field(20, ge=1)
+    """``greedy``: models drawn at most, with replacement; a model drawn k times of the best n weighs k/n."""
+
+
 class EvaluationParams(ParamsModel):
     """Tail classes, shot-bin thresholds and calibration bins of the per-model evaluation."""
 
@@ -230,6 +243,7 @@ class EvaluationParams(ParamsModel):
     ensemble_regression_tolerance: float | None = Field(2.0, gt=0)
     """The ensembles average a regression target over the models whose validation MAE is at most this multiple
     of the best model's (a failed regression head is left out); null averages every model."""
+    ensemble_selection: EnsembleSelectionParams = EnsembleSelectionParams()
     bootstrap: BootstrapParams = BootstrapParams()
     evaluation_set: EvaluationSetParams = EvaluationSetParams()
     robustness: RobustnessParams = RobustnessParams()

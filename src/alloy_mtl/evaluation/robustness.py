@@ -30,6 +30,7 @@ from alloy_mtl.evaluation.bootstrap import classification_intervals
 from alloy_mtl.evaluation.classification import classification_metrics, prob_columns
 from alloy_mtl.evaluation.comparison import to_markdown
 from alloy_mtl.evaluation.ensemble import ensemble_predictions
+from alloy_mtl.evaluation.ensemble_selection import selected_weights
 from alloy_mtl.evaluation.evaluation_set import evaluation_set_config
 from alloy_mtl.evaluation.params import (
     EvaluationSetParams,
@@ -226,8 +227,11 @@ def physics_predictions(
     return frame
 
 
-def soft_ensemble(predictions: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """Soft-voting ensemble of several models' stacked predictions, condition by condition."""
+def soft_ensemble(
+    predictions: Mapping[str, pd.DataFrame], weights: Mapping[str, float] | None = None
+) -> pd.DataFrame:
+    """Soft-voting ensemble of several models' stacked predictions, condition by condition (``weights``: the
+    members' weights, see :func:`~alloy_mtl.evaluation.ensemble.ensemble_predictions`; None: equal)."""
     per_model = {name: by_condition(frame) for name, frame in predictions.items()}
     conditions = next(iter(per_model.values()))
     combined = {}
@@ -237,7 +241,9 @@ def soft_ensemble(predictions: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
         }
         specimens = members[next(iter(members))].set_index("image_id")["specimen_id"]
         soft = ensemble_predictions(
-            {name: frame.drop(columns="specimen_id") for name, frame in members.items()}, "soft"
+            {name: frame.drop(columns="specimen_id") for name, frame in members.items()},
+            "soft",
+            weights=weights,
         )
         combined[condition] = soft.assign(specimen_id=soft["image_id"].map(specimens).to_numpy())
     return stack_conditions(combined)
@@ -390,13 +396,20 @@ def robustness_figure(table: pd.DataFrame) -> Figure:
 
 
 def predictions_by_model(
-    architectures: Mapping[str, pd.DataFrame], physics_limit: pd.DataFrame | None = None
+    architectures: Mapping[str, pd.DataFrame],
+    physics_limit: pd.DataFrame | None = None,
+    selection: Mapping[str, Any] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """The rows of the table in order: the architectures' stacked predictions, ``ensemble_soft`` (their soft
-    vote, when two or more predicted and none is missing) and ``physics_limit``; empty tables are left out."""
+    vote, when two or more predicted and none is missing), ``ensemble_selected`` (the same, weighted as the
+    evaluation pipeline chose on the validation split: ``selection``, see
+    :mod:`alloy_mtl.evaluation.ensemble_selection`) and ``physics_limit``; empty tables are left out."""
     result = {name: frame for name, frame in architectures.items() if not frame.empty}
     if len(result) >= 2 and len(result) == len(architectures):
-        result["ensemble_soft"] = soft_ensemble(result)
+        members = dict(result)
+        result["ensemble_soft"] = soft_ensemble(members)
+        if selection is not None:
+            result["ensemble_selected"] = soft_ensemble(members, selected_weights(selection, list(members)))
     if physics_limit is not None and not physics_limit.empty:
         result["physics_limit"] = physics_limit
     return result

@@ -13,7 +13,8 @@ nested run of ``<model>``; project-wide datasets (comparison, validation) go to 
 | ``test_predictions`` | ``test_predictions.csv`` |
 | ``robustness`` (the robustness suite's scores) | ``robustness.json`` and every numeric leaf as metric
   ``robustness.<condition>.<metric>`` |
-| ``comparison_table`` / ``comparison_markdown`` / ``ap_heatmap`` | ``comparison/`` on the parent |
+| ``comparison_table`` / ``comparison_markdown`` / ``ap_heatmap`` / ``ensemble_selection`` | ``comparison/`` on
+  the parent |
 | ``robustness_table`` / ``robustness_markdown`` / ``robustness_figure`` | ``robustness/`` on the parent |
 | ``ingest_report`` / ``validation_report`` / ``split_summary`` | ``data/`` on the parent (the ingest report also
   when the ingest then refuses the data: the failed run keeps every file's status) |
@@ -50,6 +51,7 @@ PARENT_DATASETS: dict[str, str] = {
     "comparison_table": "comparison/comparison.csv",
     "comparison_markdown": "comparison/comparison.md",
     "ap_heatmap": "comparison/ap_heatmap.png",
+    "ensemble_selection": "comparison/ensemble_selection.json",
     "robustness_table": "robustness/robustness.csv",
     "robustness_markdown": "robustness/robustness.md",
     "robustness_figure": "robustness/robustness_macro_ap.png",

@@ -21,6 +21,7 @@ from alloy_mtl.evaluation.comparison import (
     training_summary_table,
 )
 from alloy_mtl.evaluation.ensemble import ensemble_predictions, regression_members
+from alloy_mtl.evaluation.ensemble_selection import describe_weights, select_ensemble, selected_weights
 from alloy_mtl.evaluation.evaluation_set import simulate_evaluation_set
 from alloy_mtl.evaluation.params import EvaluationParams
 from alloy_mtl.evaluation.plots import ap_heatmap
@@ -126,6 +127,22 @@ def predict_evaluation_set(
     return predict_images(model, images, metadata)
 
 
+def predict_validation(model: dict[str, Any], model_input: XrayData) -> pd.DataFrame:
+    """A trained model's predictions of the validation split (what the ensemble's weights are chosen on)."""
+    metadata = model_input.metadata
+    rows = np.flatnonzero(metadata["split"].to_numpy() == "val")
+    if len(rows) == 0:
+        raise ValueError("model input has no rows in split 'val': the ensemble's weights are chosen on it")
+    return predict_images(model, np.asarray(model_input.images[rows]), metadata.iloc[rows])
+
+
+def choose_ensemble(evaluation: dict[str, Any], **validation_predictions: pd.DataFrame) -> dict[str, Any]:
+    """The ``ensemble_selected`` row's weights, chosen on every architecture's validation predictions
+    (``evaluation.ensemble_selection``; see :func:`alloy_mtl.evaluation.ensemble_selection.select_ensemble`)."""
+    settings = parse_params(EvaluationParams, evaluation, "evaluation").ensemble_selection
+    return select_ensemble(validation_predictions, settings)
+
+
 def physics_limit_predictions(
     model_input: XrayData, data_source: dict[str, Any], generation: dict[str, Any], evaluation: dict[str, Any]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -194,30 +211,57 @@ SUMMARY_PREFIX = "summary__"
 predictions."""
 
 
+def _ensemble_inputs(
+    evaluation: dict[str, Any], inputs: dict[str, pd.DataFrame | dict[str, Any]]
+) -> tuple[dict[str, pd.DataFrame], dict[str, list[str]]]:
+    """``(predictions by architecture, regression members by target)`` of an ensemble node's inputs."""
+    predictions = {k: v for k, v in inputs.items() if not k.startswith(SUMMARY_PREFIX)}
+    summaries = {k.removeprefix(SUMMARY_PREFIX): v for k, v in inputs.items() if k.startswith(SUMMARY_PREFIX)}
+    tolerance = parse_params(EvaluationParams, evaluation, "evaluation").ensemble_regression_tolerance
+    errors = {arch: dict(summary.get("val_mae") or {}) for arch, summary in summaries.items()}
+    return predictions, regression_members(errors, tolerance)
+
+
+def _member_specimens(ensemble: pd.DataFrame, predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """``ensemble`` with the ``specimen_id`` of its first member's rows, when that member has them."""
+    first = next(iter(predictions.values()))
+    return _with_specimens(ensemble, first) if "specimen_id" in first.columns else ensemble
+
+
 def ensemble_architectures(
     evaluation: dict[str, Any], **inputs: pd.DataFrame | dict[str, Any]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Soft-voting and hard-voting ensembles over every trained architecture's predictions of one image set.
+    """Soft-voting and hard-voting ensembles over every trained architecture's predictions of one image set,
+    every model weighing alike (the reference study's ensembles).
 
     Args:
         evaluation: ``params:evaluation`` (``ensemble_regression_tolerance``).
         inputs: ``<arch>``: its predictions; ``summary__<arch>``: its training summary, whose ``val_mae`` decides
             which models a regression target averages (a summary without it keeps the model).
     """
-    predictions = {k: v for k, v in inputs.items() if not k.startswith(SUMMARY_PREFIX)}
-    summaries = {k.removeprefix(SUMMARY_PREFIX): v for k, v in inputs.items() if k.startswith(SUMMARY_PREFIX)}
+    predictions, regression = _ensemble_inputs(evaluation, inputs)
     if any(frame.empty for frame in predictions.values()):
         return _no_predictions(), _no_predictions()
-    tolerance = parse_params(EvaluationParams, evaluation, "evaluation").ensemble_regression_tolerance
-    errors = {arch: dict(summary.get("val_mae") or {}) for arch, summary in summaries.items()}
-    regression = regression_members(errors, tolerance)
-    first = next(iter(predictions.values()))
     soft, hard = (
-        ensemble_predictions(predictions, method=method, regression=regression) for method in ("soft", "hard")
+        _member_specimens(
+            ensemble_predictions(predictions, method=method, regression=regression), predictions
+        )
+        for method in ("soft", "hard")
     )
-    if "specimen_id" in first.columns:
-        return _with_specimens(soft, first), _with_specimens(hard, first)
     return soft, hard
+
+
+def selected_ensemble(
+    evaluation: dict[str, Any], selection: dict[str, Any], **inputs: pd.DataFrame | dict[str, Any]
+) -> pd.DataFrame:
+    """The soft-voting ensemble weighted as chosen on the validation split (``selection``, the output of
+    :func:`choose_ensemble`), over one image set; inputs otherwise as :func:`ensemble_architectures`'."""
+    predictions, regression = _ensemble_inputs(evaluation, inputs)
+    if any(frame.empty for frame in predictions.values()):
+        return _no_predictions()
+    weights = selected_weights(selection, list(predictions))
+    soft = ensemble_predictions(predictions, method="soft", regression=regression, weights=weights)
+    return _member_specimens(soft, predictions)
 
 
 def _headline_section(title: str, table: pd.DataFrame, tasks: list[str]) -> list[str]:
@@ -235,23 +279,51 @@ def _headline_section(title: str, table: pd.DataFrame, tasks: list[str]) -> list
     ]
 
 
+def selection_note(selection: dict[str, Any]) -> str:
+    """One Markdown paragraph: how ``ensemble_selected`` was weighed and its validation score."""
+    scores = selection.get("validation", {}).get("macro_ap", {})
+    members = {k: v for k, v in scores.items() if not k.startswith("ensemble_")}
+    best = max(members, key=members.__getitem__) if members else None
+    how = {
+        "greedy": f"greedy forward selection with replacement on macro AP ({selection.get('rounds')} rounds)",
+        "loglik": "maximum validation log-likelihood",
+        "equal": "equal weights",
+    }.get(selection.get("method"), str(selection.get("method")))
+    text = (
+        f"`ensemble_selected` weighs the models as chosen on the validation split ({selection.get('n_images')} "
+        f"images; {how}): {describe_weights(selection.get('weights', {}))}."
+    )
+    if best is not None and "ensemble_selected" in scores:
+        text += (
+            f" Validation macro AP {scores['ensemble_selected']:.4f}, equal weights "
+            f"{scores.get('ensemble_soft', float('nan')):.4f}, best member {best} {scores[best]:.4f}."
+        )
+    return text + " `ensemble_soft` and `ensemble_hard` weigh every model alike."
+
+
 def compare_architectures(
     physics_metrics: dict[str, Any],
     soft_metrics: dict[str, Any],
     hard_metrics: dict[str, Any],
     evaluation: dict[str, Any],
+    *,
+    selected_metrics: dict[str, Any] | None = None,
+    selection: dict[str, Any] | None = None,
     **arch_metrics: dict[str, Any],
 ) -> tuple[pd.DataFrame, str, Figure]:
     """The study's cross-model tables (CSV and Markdown) and the per-alloy AP heatmap.
 
-    Rows: every architecture, the two ensembles and, for generated data, the physics-limit estimator with
-    each model's gap to it. With generated data the tables and the heatmap are those of the large simulated
-    evaluation set (the test split's follow); every headline metric carries its 95% specimen-bootstrap
-    interval.
+    Rows: every architecture, the equal-weight soft and hard ensembles, ``ensemble_selected`` (weights chosen
+    on the validation split, ``selection``, noted under the title) and, for generated data, the physics-limit
+    estimator with each model's gap to it. With generated data the tables and the heatmap are those of the
+    large simulated evaluation set (the test split's follow); every headline metric carries its 95%
+    specimen-bootstrap interval.
     """
     per_model: dict[str, dict[str, Any]] = dict(arch_metrics)
     per_model["ensemble_soft"] = soft_metrics
     per_model["ensemble_hard"] = hard_metrics
+    if selected_metrics is not None:
+        per_model["ensemble_selected"] = selected_metrics
     reference = None
     if physics_metrics:
         per_model[PHYSICS_ROW] = physics_metrics
@@ -260,6 +332,8 @@ def compare_architectures(
     test = comparison_table(per_model, tail_classes=settings.tail_classes, reference=reference)
     tasks = sorted({c.removeprefix("r2_") for c in test.columns if c.startswith("r2_") and "_ci_" not in c})
     sections = ["# Cross-architecture comparison", ""]
+    if selection:
+        sections += [selection_note(selection), ""]
     evaluation_set = {name: m["evaluation_set"] for name, m in per_model.items() if m.get("evaluation_set")}
     tables = [("test", test)]
     if evaluation_set:

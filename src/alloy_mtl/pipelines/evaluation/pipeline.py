@@ -41,9 +41,44 @@ def create_pipeline(architecture: str, **kwargs) -> Pipeline:
     )
 
 
-def create_comparison_pipeline(architectures: Sequence[str], **kwargs) -> Pipeline:
-    """Physics-limit row, soft/hard-voting ensembles and the cross-architecture comparison."""
+def create_selection_pipeline(architectures: Sequence[str], **kwargs) -> Pipeline:
+    """Every architecture's predictions of the validation split (``<arch>.val_predictions``) and the weights
+    of the ``ensemble_selected`` row chosen on them (``ensemble_selection``)."""
     return Pipeline(
+        [
+            *[
+                Node(
+                    nodes.predict_validation,
+                    inputs=[f"{arch}.model", "model_input"],
+                    outputs=f"{arch}.val_predictions",
+                    name="predict_validation",
+                    namespace=arch,
+                )
+                for arch in architectures
+            ],
+            Node(
+                nodes.choose_ensemble,
+                inputs={"evaluation": "params:evaluation"}
+                | {arch: f"{arch}.val_predictions" for arch in architectures},
+                outputs="ensemble_selection",
+                name="choose_ensemble",
+            ),
+        ]
+    )
+
+
+def _ensemble_inputs(architectures: Sequence[str], predictions: str) -> dict[str, str]:
+    return (
+        {"evaluation": "params:evaluation"}
+        | {arch: f"{arch}.{predictions}" for arch in architectures}
+        | {f"{nodes.SUMMARY_PREFIX}{arch}": f"{arch}.training_summary" for arch in architectures}
+    )
+
+
+def create_comparison_pipeline(architectures: Sequence[str], **kwargs) -> Pipeline:
+    """Physics-limit row, the ensembles (equal-weight soft/hard voting; soft voting weighted as chosen on the
+    validation split) and the cross-architecture comparison."""
+    return create_selection_pipeline(architectures) + Pipeline(
         [
             Node(
                 nodes.physics_limit_predictions,
@@ -65,11 +100,18 @@ def create_comparison_pipeline(architectures: Sequence[str], **kwargs) -> Pipeli
             *[
                 Node(
                     nodes.ensemble_architectures,
-                    inputs={"evaluation": "params:evaluation"}
-                    | {arch: f"{arch}.{predictions}" for arch in architectures}
-                    | {f"{nodes.SUMMARY_PREFIX}{arch}": f"{arch}.training_summary" for arch in architectures},
+                    inputs=_ensemble_inputs(architectures, predictions),
                     outputs=[f"ensemble_soft.{predictions}", f"ensemble_hard.{predictions}"],
                     name=f"ensemble_{predictions}",
+                )
+                for predictions in ("test_predictions", "evaluation_set_predictions")
+            ],
+            *[
+                Node(
+                    nodes.selected_ensemble,
+                    inputs=_ensemble_inputs(architectures, predictions) | {"selection": "ensemble_selection"},
+                    outputs=f"ensemble_selected.{predictions}",
+                    name=f"ensemble_selected_{predictions}",
                 )
                 for predictions in ("test_predictions", "evaluation_set_predictions")
             ],
@@ -85,7 +127,7 @@ def create_comparison_pipeline(architectures: Sequence[str], **kwargs) -> Pipeli
                     outputs=[f"{name}.metrics", f"{name}.figures"],
                     name=f"evaluate_{name}",
                 )
-                for name in ("ensemble_soft", "ensemble_hard")
+                for name in ("ensemble_soft", "ensemble_hard", "ensemble_selected")
             ],
             Node(
                 nodes.compare_architectures,
@@ -93,6 +135,8 @@ def create_comparison_pipeline(architectures: Sequence[str], **kwargs) -> Pipeli
                     "physics_metrics": "physics_limit.metrics",
                     "soft_metrics": "ensemble_soft.metrics",
                     "hard_metrics": "ensemble_hard.metrics",
+                    "selected_metrics": "ensemble_selected.metrics",
+                    "selection": "ensemble_selection",
                     "evaluation": "params:evaluation",
                 }
                 | {arch: f"{arch}.metrics" for arch in architectures},

@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 PHYSICS_ROW = "physics_limit"
 ENSEMBLE_ROW = "ensemble_soft"
+SELECTED_ROW = "ensemble_selected"
 
 
 def simulate_conditions(
@@ -64,17 +65,20 @@ def report_robustness(
     evaluation: dict[str, Any],
     generation: dict[str, Any],
     physics_limit: pd.DataFrame,
+    ensemble_selection: dict[str, Any] | None = None,
     **architectures: pd.DataFrame,
 ) -> dict[str, Any]:
     """The tidy table, the Markdown report, the macro-AP heatmap and each model's ``robustness`` metrics.
 
-    Returns a mapping with ``table``, ``markdown``, ``figure`` and one ``<model>`` entry per architecture,
-    ``ensemble_soft`` and ``physics_limit`` (``{condition: {metric: value}, "summary": {...}}``: the worst and
-    mean macro AP over unseen detectors and in-tolerance conditions; empty without a suite).
+    ``ensemble_selection``: the weights the evaluation pipeline chose on the validation split, applied to
+    every condition as the ``ensemble_selected`` row. Returns a mapping with ``table``, ``markdown``,
+    ``figure`` and one ``<model>`` entry per architecture, ``ensemble_soft``, ``ensemble_selected`` and
+    ``physics_limit`` (``{condition: {metric: value}, "summary": {...}}``: the worst and mean macro AP over
+    unseen detectors and in-tolerance conditions; empty without a suite).
     """
     settings = parse_params(EvaluationParams, evaluation, "evaluation")
     suite = settings.robustness
-    predictions = robustness.predictions_by_model(architectures, physics_limit)
+    predictions = robustness.predictions_by_model(architectures, physics_limit, ensemble_selection)
     table = robustness.robustness_table(
         predictions,
         suite.reference,
@@ -90,7 +94,7 @@ def report_robustness(
         table, suite.conditions, suite.reference, settings.bootstrap.level, kinds
     )
     figure: Figure = robustness.robustness_figure(table)
-    models = [*architectures, ENSEMBLE_ROW, PHYSICS_ROW]
+    models = [*architectures, ENSEMBLE_ROW, SELECTED_ROW, PHYSICS_ROW]
     return {"table": table, "markdown": markdown, "figure": figure} | {
         m: per_model.get(m, {}) for m in models
     }

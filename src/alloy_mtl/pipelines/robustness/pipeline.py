@@ -12,10 +12,12 @@ from alloy_mtl.pipelines.robustness import nodes
 def create_pipeline(architectures: Sequence[str], **kwargs) -> Pipeline:
     """Score the trained ``<arch>.model`` of every architecture on the robustness suite.
 
-    Outputs ``robustness_table`` / ``robustness_markdown`` / ``robustness_figure`` and ``<model>.robustness``
-    (MLflow metrics ``robustness.<condition>.<metric>`` on each model's run).
+    Reads ``ensemble_selection`` (the ensemble's weights chosen on the validation split; the registry's
+    ``robustness`` pipeline includes the evaluation nodes that choose them). Outputs ``robustness_table`` /
+    ``robustness_markdown`` / ``robustness_figure`` and ``<model>.robustness`` (MLflow metrics
+    ``robustness.<condition>.<metric>`` on each model's run).
     """
-    models = [*architectures, nodes.ENSEMBLE_ROW, nodes.PHYSICS_ROW]
+    models = [*architectures, nodes.ENSEMBLE_ROW, nodes.SELECTED_ROW, nodes.PHYSICS_ROW]
     # One tag for every node, so a Kubeflow compile keeps the suite in one step (its images are never written).
     return Pipeline(
         [
@@ -47,6 +49,7 @@ def create_pipeline(architectures: Sequence[str], **kwargs) -> Pipeline:
                     "evaluation": "params:evaluation",
                     "generation": "params:generation",
                     "physics_limit": "physics_limit.robustness_predictions",
+                    "ensemble_selection": "ensemble_selection",
                 }
                 | {arch: f"{arch}.robustness_predictions" for arch in architectures},
                 outputs={
