@@ -10,7 +10,10 @@ and by validation detectors at settings drawn inside the declared tolerances. Th
 conditions are never looked at here.
 
     python benchmarks/bench_robust_levers.py [--archs fnn resnet18] [--levers baseline bad_pixels ...]
-        [--seeds 42] [--val-images 600] [--jobs 2] [--threads 1] [--tag _name]
+        [--seeds 42] [--val-images 600] [--jobs 2] [--threads 1] [--tag _name] [--recipe lr=1e-3 ...]
+
+``--recipe KEY=VALUE`` changes the training recipe of every run (YAML values, on top of the architecture's
+``train_options``), to find the recipe a lever needs.
 
 Writes ``benchmarks/results/bench_robust_levers<tag>.json`` and ``.md``.
 """
@@ -33,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -97,15 +101,18 @@ def _inputs(lever: str, val_images: int) -> tuple[dict[str, Any], tuple, dict[st
     return training, data, validation_conditions(generation, val_images)
 
 
-def train_lever(job: tuple[str, str, int], val_images: int, threads: int | None) -> dict[str, Any]:
-    """One run: the architecture's default recipe trained on the lever's data with the lever's settings."""
+def train_lever(
+    job: tuple[str, str, int], val_images: int, threads: int | None, recipe: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One run: the architecture's default recipe (changed by ``recipe``) trained on the lever's data with the
+    lever's settings."""
     if threads is not None:
         torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     arch, lever, seed = job
     training, (images, metadata), conditions = _inputs(lever, val_images)
     base = deep_merge(training["training"], training[arch]["train_options"])
-    settings = {"seed": seed, "progress_bar": False, "resume": False, **LEVERS[lever][1]}
+    settings = {"seed": seed, "progress_bar": False, "resume": False, **(recipe or {}), **LEVERS[lever][1]}
     params = parse_training_params(deep_merge(base, settings))
     start = time.perf_counter()
     result = train_from_params(images, metadata, params, None)
@@ -120,6 +127,7 @@ def train_lever(job: tuple[str, str, int], val_images: int, threads: int | None)
     return {
         "arch": arch,
         "lever": lever,
+        "recipe": recipe or {},
         "seed": seed,
         "scores": scores,
         "unseen_mean": round(float(np.mean(unseen)), 4),
@@ -139,19 +147,20 @@ def _markdown(rows: list[dict[str, Any]], command: str) -> str:
         "detector units, `tolerance` = mean of 3 validation units at settings drawn inside the declared tolerances,",
         "`worst` = the lowest of those 6. Mean +- sd over seeds where several ran.",
         "",
-        "| arch | lever | seeds | same | unseen | tolerance | worst | wall s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| arch | lever | recipe change | seeds | same | unseen | tolerance | worst | wall s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for row in rows:
-        groups.setdefault((row["arch"], row["lever"]), []).append(row)
+        change = ", ".join(f"{k}={v}" for k, v in row.get("recipe", {}).items()) or "-"
+        groups.setdefault((row["arch"], row["lever"], change), []).append(row)
 
     def cell(values: list[float]) -> str:
         return f"{np.mean(values):.3f}" + (f" +- {np.std(values, ddof=1):.3f}" if len(values) > 1 else "")
 
-    for (arch, lever), runs in groups.items():
+    for (arch, lever, change), runs in groups.items():
         lines.append(
-            f"| {arch} | {lever} | {len(runs)} | {cell([r['scores']['val_same_detector'] for r in runs])} | "
+            f"| {arch} | {lever} | {change} | {len(runs)} | {cell([r['scores']['val_same_detector'] for r in runs])} | "
             f"{cell([r['unseen_mean'] for r in runs])} | {cell([r['tolerance_mean'] for r in runs])} | "
             f"{cell([r['worst'] for r in runs])} | {np.mean([r['wall_s'] for r in runs]):.0f} |"
         )
@@ -172,16 +181,19 @@ def main() -> None:
         "--threads", type=int, default=None, help="torch threads per run (default: 1 with --jobs > 1)"
     )
     parser.add_argument("--tag", default="")
+    parser.add_argument("--recipe", nargs="*", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
+    recipe = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.recipe)}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     jobs = [(arch, lever, seed) for lever in args.levers for arch in args.archs for seed in args.seeds]
     threads = args.threads if args.threads is not None else (1 if args.jobs > 1 else None)
     if args.jobs > 1:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
-            rows = list(pool.map(train_lever, jobs, [args.val_images] * len(jobs), [threads] * len(jobs)))
+            n = len(jobs)
+            rows = list(pool.map(train_lever, jobs, [args.val_images] * n, [threads] * n, [recipe] * n))
     else:
-        rows = [train_lever(job, args.val_images, threads) for job in jobs]
+        rows = [train_lever(job, args.val_images, threads, recipe) for job in jobs]
     command = "python benchmarks/bench_robust_levers.py " + " ".join(sys.argv[1:])
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = RESULTS / f"bench_robust_levers{args.tag}"

@@ -89,3 +89,35 @@ def test_wedge_profile_gradient_is_free_of_the_exposure_gain():
     assert not torch.allclose(brighter[:, 2:4], out[:, 2:4])
     slope = (columns[1] - columns[0]) * mu
     torch.testing.assert_close(out[0, 4:, 0].mean(dim=1), slope, rtol=0.05, atol=0)
+
+
+def test_wedge_fit_recovers_the_wedge_and_averages_out_a_detector_pattern():
+    columns = torch.linspace(0.5, 8.0, 16)
+    mu = torch.tensor([0.3, 0.2])
+    clean = torch.exp(-mu[None, :, None, None] * columns[None, None, None, :]).expand(1, 2, 8, 16).clone()
+    out = represent(clean, "wedge_fit")
+    assert out.shape == (1, output_channels(2, "wedge_fit"), 8, 16) == (1, 6, 8, 16)
+    torch.testing.assert_close(out[:, :2], represent(clean, "neg_log"))
+    torch.testing.assert_close(
+        out[:, 2:4], represent(clean, "neg_log"), atol=1e-5, rtol=0
+    )  # exact: linear in x
+    slope = (columns[1] - columns[0]) * mu
+    torch.testing.assert_close(out[0, 4:, 0], slope[:, None].expand(2, 16), atol=1e-5, rtol=0)
+    # a detector's residual gain pattern and a dead pixel move the column profile's neighbour differences
+    # far more than the fit's gradient
+    pattern = 1 + 0.005 * torch.randn(1, 2, 8, 16, generator=torch.Generator().manual_seed(1))
+    other = clean * pattern
+    other[..., 3, 5] = 0.0
+    fit_change = (represent(other, "wedge_fit")[:, 4:] - out[:, 4:]).abs().max()
+    column_change = (
+        (represent(other, "wedge_profile")[:, 4:] - represent(clean, "wedge_profile")[:, 4:]).abs().max()
+    )
+    assert fit_change < 0.1 * column_change
+
+
+def test_wedge_fit_on_narrow_images_falls_back_to_lower_degrees():
+    for width in (1, 2):
+        out = represent(torch.full((1, 1, 4, width), 0.5), "wedge_fit")
+        assert torch.isfinite(out).all()
+        torch.testing.assert_close(out[:, 1], out[:, 0])  # the fit of a flat profile is the profile
+        torch.testing.assert_close(out[:, 2], torch.zeros_like(out[:, 2]))  # with no slope

@@ -68,3 +68,31 @@ def test_simulated_dead_pixels_of_any_detector_unit_are_all_found() -> None:
         mask = bad_pixel_mask(torch.from_numpy(images))
         assert mask[:, :, dead].all()
         assert mask[:, :, ~dead].float().mean() < 1e-3
+
+
+def test_dataset_prepares_each_row_once_and_hands_out_copies(monkeypatch):
+    from alloy_mtl.mtl.loading import datasets
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0.5, 1.0, (4, 2, 8, 8)).astype(np.float32)
+    images[1, 0, 3, 3] = 0.0  # a dead pixel
+    targets = {"alloy": np.arange(4) % 2}
+    calls = []
+    real = datasets.prepare_images
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(datasets, "prepare_images", counting)
+    cached = datasets.ArrayTaskDataset(images, targets, image_size=4, bad_pixels="neighbour_median")
+    first = cached[1][0]
+    first.fill_(-1.0)  # a caller changing its item must not change the next epoch's
+    again = cached[1][0]
+    assert len(calls) == 1
+    assert float(again.min()) > 0
+    monkeypatch.setattr(datasets, "PREPARED_CACHE_BYTES", 0)
+    uncached = datasets.ArrayTaskDataset(images, targets, image_size=4, bad_pixels="neighbour_median")
+    assert torch.equal(uncached[1][0], again)
+    uncached[1]
+    assert len(calls) == 3

@@ -213,7 +213,8 @@ class TrainingParams(TrainerSettings):
     """DataLoader worker processes (0 loads in the training process)."""
     input_transform: str = "neg_log"
     """Input representation computed inside the model: ``neg_log``, ``log_attenuation``, ``dual_energy``,
-    ``wedge_profile`` or ``identity``."""
+    ``wedge_profile``, ``wedge_fit`` (the detector-robust one: see ``alloy_mtl.mtl.models.input_transform``) or
+    ``identity``."""
     resume: Literal["auto"] | bool = "auto"
     """``auto`` resumes from ``checkpoints/last.pt`` when it exists and matches the configuration; true
     requires it; false starts afresh."""

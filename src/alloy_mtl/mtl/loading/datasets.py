@@ -44,6 +44,10 @@ def fit_target_stats(
     return stats
 
 
+PREPARED_CACHE_BYTES = 2 * 1024**3
+"""Prepared (corrected, resized) rows are kept in memory when all of them fit in this many bytes."""
+
+
 class ArrayTaskDataset(Dataset):
     """Items ``(image float32 (C,H,W), {task: target}, {task: mask})`` from an (N,C,H,W) array.
 
@@ -54,7 +58,8 @@ class ArrayTaskDataset(Dataset):
         masks: per-task (N,) bool arrays (True = label present); derived from the targets when absent.
         target_stats: ``{task: (mean, std)}`` standardising regression targets (see :func:`fit_target_stats`).
         image_size: resize every image to (image_size, image_size) (bilinear, antialiased); None keeps it.
-        bad_pixels: bad-pixel correction before the resize (``alloy_mtl.mtl.loading.preprocess``).
+        bad_pixels: bad-pixel correction before the resize (``alloy_mtl.mtl.loading.preprocess``). Each row
+            is prepared once and kept while all prepared rows fit ``PREPARED_CACHE_BYTES``.
 
     Raises:
         ValueError: wrong array ranks or lengths, out-of-range indices, unknown task in masks/target_stats.
@@ -99,6 +104,13 @@ class ArrayTaskDataset(Dataset):
             )
         self.image_size = None if image_size is None else int(image_size)
         self.bad_pixels = check_bad_pixels(bad_pixels)
+        # The preprocessing is deterministic: each row is prepared once, not once per epoch (the bad-pixel
+        # median filter costs more than a small model's step), while the prepared rows fit PREPARED_CACHE_BYTES.
+        height, width = (images.shape[2], images.shape[3]) if image_size is None else (image_size,) * 2
+        prepared_bytes = 4 * self.indices.size * images.shape[1] * height * width
+        self._prepared: dict[int, torch.Tensor] | None = (
+            {} if prepared_bytes <= PREPARED_CACHE_BYTES else None
+        )
 
         self.targets: dict[str, np.ndarray] = {}
         self.masks: dict[str, np.ndarray] = {}
@@ -126,8 +138,13 @@ class ArrayTaskDataset(Dataset):
 
     def __getitem__(self, item: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         row = int(self.indices[item])
-        image = torch.from_numpy(np.array(self.images[row], dtype=np.float32, copy=True))
-        image = prepare_images(image, self.image_size, self.bad_pixels)
+        image = None if self._prepared is None else self._prepared.get(row)
+        if image is None:
+            image = torch.from_numpy(np.array(self.images[row], dtype=np.float32, copy=True))
+            image = prepare_images(image, self.image_size, self.bad_pixels)
+            if self._prepared is not None:
+                self._prepared[row] = image
+        image = image.clone()
         targets = {task: torch.as_tensor(values[row]) for task, values in self.targets.items()}
         masks = {task: torch.as_tensor(mask[row]) for task, mask in self.masks.items()}
         return image, targets, masks

@@ -20,8 +20,12 @@ from torch import Tensor, nn
 #: ``wedge_profile`` ``A`` plus, per channel, its profile along the wedge (the image width: the mean over rows,
 #: which averages the photon noise down) and that profile's gradient, ``mu`` times the wedge slope: free of the
 #: per-exposure gain and offset that hide the absolute level (each broadcast over the rows, so a CNN keeps a 2-D
-#: input); ``identity`` the raw transmission.
-TRANSFORMS = ("neg_log", "log_attenuation", "dual_energy", "wedge_profile", "identity")
+#: input); ``wedge_fit`` ``A`` plus, per channel, the least-squares quadratic through that profile and the fit's
+#: gradient: every pixel of the image enters each value, so a detector's per-pixel residual pattern and dead
+#: pixels (which the column profile and its neighbour differences carry one column at a time) average out, and a
+#: model cannot learn its training detector from them; ``identity`` the raw transmission.
+TRANSFORMS = ("neg_log", "log_attenuation", "dual_energy", "wedge_profile", "wedge_fit", "identity")
+WEDGE_FIT_DEGREE = 2
 _EPS = 1e-4
 _MIN_ATTENUATION = 1e-3
 
@@ -30,7 +34,7 @@ def output_channels(in_chans: int, transform: str) -> int:
     """Channels a transform produces from ``in_chans`` image channels."""
     if transform == "dual_energy":
         return in_chans + in_chans * (in_chans - 1) // 2
-    if transform == "wedge_profile":
+    if transform in ("wedge_profile", "wedge_fit"):
         return 3 * in_chans
     return in_chans
 
@@ -42,9 +46,12 @@ def represent(x: Tensor, transform: str) -> Tensor:
     attenuation = -torch.log(x.clamp_min(_EPS))
     if transform == "neg_log":
         return attenuation
-    if transform == "wedge_profile":
+    if transform in ("wedge_profile", "wedge_fit"):
         profile = attenuation.mean(dim=2, keepdim=True)
-        gradient = torch.gradient(profile, dim=3)[0] if x.shape[3] > 1 else torch.zeros_like(profile)
+        if transform == "wedge_fit":
+            profile, gradient = _quadratic_fit(profile)
+        else:
+            gradient = torch.gradient(profile, dim=3)[0] if x.shape[3] > 1 else torch.zeros_like(profile)
         rows = x.shape[2]
         return torch.cat(
             [attenuation, profile.expand(-1, -1, rows, -1), gradient.expand(-1, -1, rows, -1)], dim=1
@@ -55,6 +62,24 @@ def represent(x: Tensor, transform: str) -> Tensor:
     pairs = torch.combinations(torch.arange(x.shape[1], device=x.device), r=2)
     ratios = log_attenuation[:, pairs[:, 0]] - log_attenuation[:, pairs[:, 1]]
     return torch.cat([attenuation, ratios], dim=1)
+
+
+def _quadratic_fit(profile: Tensor) -> tuple[Tensor, Tensor]:
+    """The least-squares polynomial (degree ``WEDGE_FIT_DEGREE``, lower for narrow images) through each
+    (B, C, 1, W) profile, and its derivative per pixel, both (B, C, 1, W)."""
+    width = profile.shape[-1]
+    degree = min(WEDGE_FIT_DEGREE, width - 1)
+    position = torch.linspace(-1.0, 1.0, width, dtype=profile.dtype, device=profile.device)
+    powers = torch.arange(degree + 1, device=profile.device)
+    design = position[:, None] ** powers  # (W, degree + 1)
+    coefficients = profile @ torch.linalg.pinv(design).T  # (B, C, 1, degree + 1)
+    fitted = coefficients @ design.T
+    if degree == 0:
+        return fitted, torch.zeros_like(fitted)
+    slope_design = powers[1:] * position[:, None] ** (powers[1:] - 1)  # d/dposition of each power
+    pixel = 2.0 / (width - 1)  # position units per pixel
+    gradient = (coefficients[..., 1:] @ slope_design.T) * pixel
+    return fitted, gradient
 
 
 class InputNormalizer(nn.Module):
