@@ -61,15 +61,26 @@ TOLERANCES: dict[str, list[float]] = {
     "dose_scale": [0.5, 2.0],
 }
 BAD = {"bad_pixels": "neighbour_median"}
+NONE = {"bad_pixels": "none"}
+
+
+def _units(n: int, randomise: list[str] | None = None, declared: bool = True) -> dict[str, Any]:
+    """Generation settings of a lever, spelled out in full so that conf/base's own choice never leaks in."""
+    tolerances = TOLERANCES if declared else {}
+    return {"instruments": n, "tolerances": tolerances, "randomise": randomise if declared else None}
+
+
 #: lever -> (generation overrides, training overrides)
 LEVERS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "baseline": ({}, {}),
-    "bad_pixels": ({}, BAD),
-    "units64": ({"instruments": 64}, {}),
-    "units64_bad_pixels": ({"instruments": 64}, BAD),
-    "units64_tolerances": ({"instruments": 64, "tolerances": TOLERANCES}, {}),
-    "units64_tolerances_bad_pixels": ({"instruments": 64, "tolerances": TOLERANCES}, BAD),
-    "units256_tolerances_bad_pixels": ({"instruments": 256, "tolerances": TOLERANCES}, BAD),
+    "baseline": (_units(1, declared=False), NONE),
+    "bad_pixels": (_units(1, declared=False), BAD),
+    "units64": (_units(64, declared=False), NONE),
+    "units64_bad_pixels": (_units(64, declared=False), BAD),
+    "units64_tolerances": (_units(64), NONE),
+    "units64_tolerances_bad_pixels": (_units(64), BAD),
+    "units256_tolerances_bad_pixels": (_units(256), BAD),
+    # only the settings that do not change the spectrum (no per-image ambiguity with the alloy) are drawn
+    "units64_dose_blur_bad_pixels": (_units(64, ["dose_scale", "blur_sigma_px"]), BAD),
 }
 VALIDATION_SEED_OFFSET = 3_000_003
 N_TOLERANCE_DRAWS = 3

@@ -89,3 +89,23 @@ def test_every_bad_tolerance_is_named_at_once() -> None:
 def test_instruments_must_be_a_positive_integer() -> None:
     with pytest.raises(ValueError, match="instruments must be >= 1"):
         SimulationConfig(instruments=0)
+
+
+def test_randomise_chooses_which_declared_tolerances_the_units_draw() -> None:
+    declared = SimulationConfig(
+        seed=6, instruments=4, tolerances=TOLERANCES, randomise=["blur_sigma_px"], **SMALL
+    )
+    assert declared.randomise == ("blur_sigma_px",)
+    for unit in plan_dataset(declared).units:
+        assert set(unit.settings) == {"blur_sigma_px"}
+        assert unit.config.kv == declared.kv and unit.config.al_filter_mm == declared.al_filter_mm
+    nothing = dataclasses.replace(declared, randomise=())
+    assert all(unit.settings == {} for unit in plan_dataset(nothing).units)
+    images, _ = simulate_dataset(nothing)
+    units_only, _ = simulate_dataset(dataclasses.replace(nothing, tolerances=(), randomise=None))
+    np.testing.assert_array_equal(images, units_only)  # declared but not drawn: the nominal settings
+
+
+def test_randomise_names_a_key_that_is_not_declared() -> None:
+    with pytest.raises(ValueError, match=r"randomise must be keys of the declared tolerances .*'dose_scale'"):
+        SimulationConfig(tolerances={"kv_scale": [0.98, 1.02]}, randomise=["dose_scale"], **SMALL)

@@ -43,6 +43,7 @@ def evaluation_set_config(
         detector_seed=base.detector_unit if params.detector_seed is None else params.detector_seed,
         instruments=1,
         tolerances=(),
+        randomise=None,
         n_images=params.n_images,
         imbalance_ratio=1.0,
         images_per_specimen=params.images_per_specimen,

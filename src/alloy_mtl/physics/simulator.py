@@ -141,6 +141,9 @@ class SimulationConfig:
             :data:`~alloy_mtl.physics.instrument.TOLERANCE_KEYS`, e.g. ``kv_scale: [0.97, 1.03]``,
             ``al_filter_mm: [0.7, 1.3]``); every unit's settings are drawn uniformly inside them. Empty: the
             nominal settings.
+        randomise: which declared tolerances the units draw (None: all of them; empty: none, every unit at the
+            nominal settings, the tolerances then only declare the instrument's specification to the robustness
+            suite and the physics ceiling).
     """
 
     seed: int = 0
@@ -176,9 +179,12 @@ class SimulationConfig:
     energy_bin_kev: float = 0.5
     instruments: int = 1
     tolerances: Tolerances = ()
+    randomise: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tolerances", parse_tolerances(self.tolerances))
+        if self.randomise is not None:
+            object.__setattr__(self, "randomise", tuple(str(key) for key in np.atleast_1d(self.randomise)))
         object.__setattr__(self, "kv", tuple(float(v) for v in np.atleast_1d(self.kv)))
         object.__setattr__(self, "class_order", tuple(str(a) for a in self.class_order))
         object.__setattr__(self, "wedge_thickness_mm", tuple(float(v) for v in self.wedge_thickness_mm))
@@ -207,6 +213,8 @@ class SimulationConfig:
             fail("images_per_specimen", ">= 1")
         if self.instruments < 1:
             fail("instruments", ">= 1")
+        if self.randomise is not None and set(self.randomise) - {key for key, _, _ in self.tolerances}:
+            fail("randomise", f"keys of the declared tolerances {[key for key, _, _ in self.tolerances]}")
         if self.min_images_per_class < 1:
             fail("min_images_per_class", ">= 1")
         if not self.kv or any(not 10.0 < v <= 450.0 for v in self.kv):
@@ -280,6 +288,13 @@ class SimulationConfig:
         """Nominal wedge slope (mm of thickness per mm along the wedge)."""
         thin, thick = self.wedge_thickness_mm
         return (thick - thin) / self.wedge_length_mm
+
+    @property
+    def randomised_tolerances(self) -> Tolerances:
+        """The declared tolerances the instrument units draw their settings inside (``randomise``)."""
+        if self.randomise is None:
+            return self.tolerances
+        return tuple(t for t in self.tolerances if t[0] in self.randomise)
 
     def column_offsets_mm(self) -> np.ndarray:
         """Position of each image column's centre relative to the image centre, along the wedge (mm)."""
@@ -383,9 +398,11 @@ def instrument_units(config: SimulationConfig) -> tuple[InstrumentUnit, ...]:
     for index in range(config.instruments):
         detector = detector_seed_sequence(config.detector_unit, index)
         settings_rng = np.random.default_rng(np.random.SeedSequence(detector.entropy).spawn(4)[3])
-        drawn.append((detector, draw_settings(config.tolerances, settings_rng)))
+        drawn.append((detector, draw_settings(config.randomised_tolerances, settings_rng)))
     configs = [
-        dataclasses.replace(config, instruments=1, tolerances=(), **instrument_changes(config, settings))
+        dataclasses.replace(
+            config, instruments=1, tolerances=(), randomise=None, **instrument_changes(config, settings)
+        )
         for _, settings in drawn
     ]
     energies = energy_grid(max(*(max(c.kv) for c in configs), config.reference_kv), config.energy_bin_kev)
