@@ -15,6 +15,12 @@ from alloy_mtl.pipelines.training import ARCHITECTURES
 TINY = {
     "generation": {"n_images": 200, "image_size": 32, "min_images_per_class": 18, "images_per_specimen": 3},
     "training": {"epochs": 3, "batch_size": 16, "max_train_images": 48, "progress_bar": False},
+    "evaluation": {
+        "evaluation_set": {"n_images": 60},
+        "bootstrap": {"n_resamples": 50},
+        "ensemble_selection": {"n_images": 60, "units": 2},
+        "robustness": {"n_images": 60, "n_resamples": 20},
+    },
     # the architectures whose CPU default sets its own epochs (conf/base) get the tiny budget too
     **{
         arch: {"train_options": {"epochs": 1}}

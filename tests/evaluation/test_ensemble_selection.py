@@ -170,3 +170,69 @@ def test_the_evaluation_nodes_choose_on_validation_apply_to_test_and_note_the_ch
         in markdown
     )
     assert re.search(r"greedy forward selection .*\(5 rounds\)\): good 0\.\d\d.*, best member good", markdown)
+
+
+def test_the_selection_records_which_validation_set_it_was_chosen_on() -> None:
+    models = {name: frame.assign(selection_set="generated_validation") for name, frame in _models(5).items()}
+    assert select_ensemble(models, {"method": "equal"})["split"] == "generated_validation"
+    assert select_ensemble(_models(5), {"method": "equal"})["split"] == "val"
+    mixed = {**models, "good": _models(5)["good"].assign(selection_set="val")}
+    with pytest.raises(ValueError, match="different validation sets"):
+        select_ensemble(mixed, {"method": "equal"})
+
+
+def test_the_generated_validation_set_is_balanced_fresh_and_imaged_by_validation_units() -> None:
+    from alloy_mtl.evaluation.evaluation_set import evaluation_set_config, validation_set_config
+    from alloy_mtl.evaluation.params import (
+        UNSEEN_DETECTOR_SEEDS,
+        VALIDATION_DETECTOR_SEEDS,
+        EnsembleSelectionParams,
+        EvaluationSetParams,
+    )
+    from alloy_mtl.physics.simulator import plan_dataset
+
+    generation = {
+        "seed": 7,
+        "n_images": 300,
+        "image_size": 8,
+        "instruments": 4,
+        "tolerances": {"kv_scale": [0.98, 1.02], "dose_scale": [0.5, 2.0]},
+        "randomise": [],
+    }
+    params = EnsembleSelectionParams(n_images=150, units=3)
+    config = validation_set_config(generation, params)
+    assert config.detector_seed == VALIDATION_DETECTOR_SEEDS[0] not in UNSEEN_DETECTOR_SEEDS
+    assert config.seed != evaluation_set_config(generation, EvaluationSetParams()).seed != 7
+    assert (config.instruments, config.imbalance_ratio, config.n_images) == (3, 1.0, 150)
+    units = plan_dataset(config).units
+    assert all(
+        set(unit.settings) == {"kv_scale", "dose_scale"} for unit in units
+    )  # drawn despite randomise: []
+    assert len({unit.settings["kv_scale"] for unit in units}) == 3
+
+
+def test_predict_validation_uses_the_generated_set_or_the_split(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from alloy_mtl.pipelines.evaluation import nodes
+
+    calls = []
+
+    def fake_predict(model, images, metadata):
+        calls.append(len(metadata))
+        return pd.DataFrame({"image_id": metadata["image_id"].to_numpy()})
+
+    monkeypatch.setattr(nodes, "predict_images", fake_predict)
+    metadata = pd.DataFrame({"image_id": ["a", "b", "c"], "split": ["train", "val", "val"]})
+    model_input = SimpleNamespace(metadata=metadata, images=np.zeros((3, 1, 8, 8), dtype=np.float32))
+    generation = {"seed": 3, "n_images": 100, "image_size": 8}
+    evaluation = {"ensemble_selection": {"n_images": 60, "units": 2}}
+    generated = nodes.predict_validation({}, model_input, {}, generation, evaluation)
+    assert set(generated["selection_set"]) == {"generated_validation"} and calls == [60]
+    split = nodes.predict_validation({}, model_input, {}, generation, {"ensemble_selection": {"n_images": 0}})
+    assert set(split["selection_set"]) == {"val"} and list(split["image_id"]) == ["b", "c"]
+    lab = {"kind": "csv_folder", "path": "/lab"}
+    from_lab = nodes.predict_validation(
+        {}, model_input, lab, generation, evaluation
+    )  # no generator: the split
+    assert set(from_lab["selection_set"]) == {"val"} and calls == [60, 2, 2]

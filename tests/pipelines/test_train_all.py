@@ -22,7 +22,12 @@ from alloy_mtl.runner import ModelParallelRunner
 TINY = {
     "generation": {"n_images": 200, "image_size": 32, "min_images_per_class": 18, "images_per_specimen": 3},
     "training": {"epochs": 1, "batch_size": 16, "max_train_images": 48, "progress_bar": False},
-    "evaluation": {"evaluation_set": {"n_images": 60}, "bootstrap": {"n_resamples": 50}},
+    "evaluation": {
+        "evaluation_set": {"n_images": 60},
+        "bootstrap": {"n_resamples": 50},
+        "ensemble_selection": {"n_images": 60, "units": 2},
+        "robustness": {"n_images": 60, "n_resamples": 20},
+    },
     # the architectures whose CPU default sets its own epochs (conf/base) get the tiny budget too
     **{
         arch: {"train_options": {"epochs": 1}}
@@ -56,7 +61,8 @@ def test_train_all_produces_models_histories_reports_and_comparison(kedro_projec
     ensembles = {"ensemble_soft", "ensemble_hard", "ensemble_selected"}
     assert set(ARCHITECTURES) | ensembles | {"physics_limit"} == set(table["model"])
     selection = json.loads((data / "08_reporting/ensemble_selection.json").read_text())
-    assert selection["split"] == "val" and set(selection["weights"]) == set(ARCHITECTURES)
+    assert selection["split"] == "generated_validation" and set(selection["weights"]) == set(ARCHITECTURES)
+    assert selection["n_images"] == 60
     assert "`ensemble_selected` weighs the models" in (data / "08_reporting/comparison.md").read_text()
     assert set(table["evaluated_on"]) == {"test", "evaluation_set"}
     large = table[table["evaluated_on"] == "evaluation_set"].set_index("model")

@@ -156,7 +156,16 @@ def select_ensemble(
     alloys = list(alloys)
     probs, y_true = _validation_arrays(validation, alloys)
     names = list(probs)
-    record: dict[str, Any] = {"method": settings.method, "split": SPLIT, "n_images": len(y_true)}
+    sets = {
+        str(value)
+        for frame in validation.values()
+        if frame is not None and "selection_set" in frame
+        for value in frame["selection_set"].unique()
+    }
+    if len(sets) > 1:
+        raise ValueError(f"ensemble selection: the models predicted different validation sets {sorted(sets)}")
+    record: dict[str, Any] = {"method": settings.method, "split": sets.pop() if sets else SPLIT}
+    record["n_images"] = len(y_true)
     if settings.method == "greedy":
         weights, path = greedy_weights(probs, y_true, settings.rounds)
         record |= {"rounds": settings.rounds, "path": path}

@@ -14,7 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from alloy_mtl.evaluation.params import EvaluationSetParams
+from alloy_mtl.evaluation.params import (
+    VALIDATION_DETECTOR_SEEDS,
+    EnsembleSelectionParams,
+    EvaluationSetParams,
+)
 from alloy_mtl.physics.simulator import SimulationConfig, simulate_dataset
 
 
@@ -57,4 +61,33 @@ def simulate_evaluation_set(
     """(images float32 (N, C, H, W), metadata with ``specimen_id``) of the evaluation set."""
     images, metadata = simulate_dataset(evaluation_set_config(generation, params))
     metadata["specimen_id"] = "eval-" + metadata["specimen_id"].astype(str)
+    return images, metadata
+
+
+def validation_set_config(
+    generation: Mapping[str, Any] | None, params: EnsembleSelectionParams
+) -> SimulationConfig:
+    """The generated validation set the ensemble's weights are chosen on: fresh, balanced specimens (a seed of
+    their own) imaged by ``params.units`` validation detector units at settings drawn inside the declared
+    tolerances (``generation.tolerances``, every one of them, whatever ``generation.randomise`` says)."""
+    base = SimulationConfig.from_params(generation)
+    return dataclasses.replace(
+        base,
+        seed=base.seed + params.seed_offset,
+        detector_seed=VALIDATION_DETECTOR_SEEDS[0],
+        instruments=params.units,
+        randomise=None,
+        n_images=params.n_images,
+        imbalance_ratio=1.0,
+        images_per_specimen=EvaluationSetParams().images_per_specimen,
+        min_images_per_class=EvaluationSetParams().images_per_specimen,
+    )
+
+
+def simulate_validation_set(
+    generation: Mapping[str, Any] | None, params: EnsembleSelectionParams
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """(images, metadata) of the generated validation set (:func:`validation_set_config`)."""
+    images, metadata = simulate_dataset(validation_set_config(generation, params))
+    metadata["specimen_id"] = "val-" + metadata["specimen_id"].astype(str)
     return images, metadata

@@ -230,6 +230,17 @@ class EnsembleSelectionParams(ParamsModel):
     that maximise the validation log-likelihood; ``equal``: every model alike (the ``ensemble_soft`` row)."""
     rounds: int = Field(20, ge=1)
     """``greedy``: models drawn at most, with replacement; a model drawn k times of the best n weighs k/n."""
+    n_images: int = Field(1000, ge=0)
+    """With generated data, the weights are chosen on a generated, balanced **validation set** of this many
+    images: fresh specimens (``seed_offset``) imaged by ``units`` validation detector units (derived from
+    ``VALIDATION_DETECTOR_SEEDS[0]``, none of the suite's or the evaluation set's) at settings drawn inside the
+    declared tolerances, the conditions a lab's instrument may be in. The long-tailed validation split ranks
+    models poorly (a few specimens per tail alloy, every model within a few hundredths). 0, or lab data: the
+    validation split."""
+    seed_offset: int = 3_000_017
+    """Added to the generation seed for the validation set's specimens."""
+    units: int = Field(8, ge=1)
+    """Validation detector units imaging the validation set, one per specimen."""
 
 
 class EvaluationParams(ParamsModel):

@@ -22,7 +22,7 @@ from alloy_mtl.evaluation.comparison import (
 )
 from alloy_mtl.evaluation.ensemble import ensemble_predictions, regression_members
 from alloy_mtl.evaluation.ensemble_selection import describe_weights, select_ensemble, selected_weights
-from alloy_mtl.evaluation.evaluation_set import simulate_evaluation_set
+from alloy_mtl.evaluation.evaluation_set import simulate_evaluation_set, simulate_validation_set
 from alloy_mtl.evaluation.params import EvaluationParams
 from alloy_mtl.evaluation.plots import ap_heatmap
 from alloy_mtl.evaluation.report import evaluate_model
@@ -127,13 +127,26 @@ def predict_evaluation_set(
     return predict_images(model, images, metadata)
 
 
-def predict_validation(model: dict[str, Any], model_input: XrayData) -> pd.DataFrame:
-    """A trained model's predictions of the validation split (what the ensemble's weights are chosen on)."""
+def predict_validation(
+    model: dict[str, Any],
+    model_input: XrayData,
+    data_source: dict[str, Any],
+    generation: dict[str, Any],
+    evaluation: dict[str, Any],
+) -> pd.DataFrame:
+    """A trained model's predictions of what the ensemble's weights are chosen on: with generated data the
+    generated validation set (``evaluation.ensemble_selection.n_images`` > 0), else the validation split."""
+    settings = parse_params(EvaluationParams, evaluation, "evaluation").ensemble_selection
+    source = parse_params(DataSourceParams, data_source, "data_source")
+    if source.kind == "generated" and settings.n_images > 0:
+        images, meta = simulate_validation_set(generation, settings)
+        return predict_images(model, images, meta).assign(selection_set="generated_validation")
     metadata = model_input.metadata
     rows = np.flatnonzero(metadata["split"].to_numpy() == "val")
     if len(rows) == 0:
         raise ValueError("model input has no rows in split 'val': the ensemble's weights are chosen on it")
-    return predict_images(model, np.asarray(model_input.images[rows]), metadata.iloc[rows])
+    predictions = predict_images(model, np.asarray(model_input.images[rows]), metadata.iloc[rows])
+    return predictions.assign(selection_set="val")
 
 
 def choose_ensemble(evaluation: dict[str, Any], **validation_predictions: pd.DataFrame) -> dict[str, Any]:
@@ -279,6 +292,12 @@ def _headline_section(title: str, table: pd.DataFrame, tasks: list[str]) -> list
     ]
 
 
+def _selection_set(selection: dict[str, Any]) -> str:
+    if selection.get("split") == "generated_validation":
+        return "the generated validation set (validation detector units, settings inside the tolerances)"
+    return "the validation split"
+
+
 def selection_note(selection: dict[str, Any]) -> str:
     """One Markdown paragraph: how ``ensemble_selected`` was weighed and its validation score."""
     scores = selection.get("validation", {}).get("macro_ap", {})
@@ -290,7 +309,7 @@ def selection_note(selection: dict[str, Any]) -> str:
         "equal": "equal weights",
     }.get(selection.get("method"), str(selection.get("method")))
     text = (
-        f"`ensemble_selected` weighs the models as chosen on the validation split ({selection.get('n_images')} "
+        f"`ensemble_selected` weighs the models as chosen on {_selection_set(selection)} ({selection.get('n_images')} "
         f"images; {how}): {describe_weights(selection.get('weights', {}))}."
     )
     if best is not None and "ensemble_selected" in scores:

@@ -42,14 +42,21 @@ def create_pipeline(architecture: str, **kwargs) -> Pipeline:
 
 
 def create_selection_pipeline(architectures: Sequence[str], **kwargs) -> Pipeline:
-    """Every architecture's predictions of the validation split (``<arch>.val_predictions``) and the weights
-    of the ``ensemble_selected`` row chosen on them (``ensemble_selection``)."""
+    """Every architecture's predictions of the validation set (``<arch>.val_predictions``: the generated one,
+    else the validation split) and the weights of the ``ensemble_selected`` row chosen on them
+    (``ensemble_selection``)."""
     return Pipeline(
         [
             *[
                 Node(
                     nodes.predict_validation,
-                    inputs=[f"{arch}.model", "model_input"],
+                    inputs=[
+                        f"{arch}.model",
+                        "model_input",
+                        "params:data_source",
+                        "params:generation",
+                        "params:evaluation",
+                    ],
                     outputs=f"{arch}.val_predictions",
                     name="predict_validation",
                     namespace=arch,
