@@ -59,9 +59,7 @@ def simulate_evaluation_set(
     generation: Mapping[str, Any] | None, params: EvaluationSetParams
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """(images float32 (N, C, H, W), metadata with ``specimen_id``) of the evaluation set."""
-    images, metadata = simulate_dataset(evaluation_set_config(generation, params))
-    metadata["specimen_id"] = "eval-" + metadata["specimen_id"].astype(str)
-    return images, metadata
+    return _simulate(evaluation_set_config(generation, params), "eval-")
 
 
 def validation_set_config(
@@ -88,6 +86,11 @@ def simulate_validation_set(
     generation: Mapping[str, Any] | None, params: EnsembleSelectionParams
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """(images, metadata) of the generated validation set (:func:`validation_set_config`)."""
-    images, metadata = simulate_dataset(validation_set_config(generation, params))
-    metadata["specimen_id"] = "val-" + metadata["specimen_id"].astype(str)
+    return _simulate(validation_set_config(generation, params), "val-")
+
+
+def _simulate(config: SimulationConfig, prefix: str) -> tuple[np.ndarray, pd.DataFrame]:
+    """The images and metadata of ``config``, specimen ids prefixed (never equal to a training specimen's)."""
+    images, metadata = simulate_dataset(config)
+    metadata["specimen_id"] = prefix + metadata["specimen_id"].astype(str)
     return images, metadata
