@@ -41,7 +41,13 @@ def test_local_variant_runs_every_group_and_hands_data_over(kedro_project, tmp_p
     (kedro_project / "conf" / "tiny" / "parameters.yml").write_text(yaml.safe_dump(TINY))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     plan = build_plan(load_project(kedro_project, "tiny"), "train_all")
-    assert [step.group for step in plan.steps] == ["data", *sorted(ARCHITECTURES), "comparison", "promotion"]
+    assert [step.group for step in plan.steps] == [
+        "data",
+        *sorted(ARCHITECTURES),
+        "comparison",
+        "robustness",
+        "promotion",
+    ]
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp_outputs"))
     build_local_pipeline(plan, kedro_project)(epochs=1)  # the pipeline parameter overrides the env's 3

@@ -62,6 +62,9 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | 
     return experiment.experiment_id
 
 
+_PARAMS_LOCK = threading.Lock()
+
+
 class RunTracker:
     """Owner of the parent run and its nested runs (keys: ``resnet18``, ``ensemble_soft``, ...).
 
@@ -164,14 +167,19 @@ class RunTracker:
         if run_id is None or not self.is_owner():
             return
         flat = flatten_params(params, prefix)
-        existing = self.client.get_run(run_id).data.params
-        fresh = [Param(k, v) for k, v in flat.items() if existing.get(k) != v]
-        clashes = [p.key for p in fresh if p.key in existing]
-        if clashes:  # MLflow parameters are immutable: keep the first value, say so
-            logger.warning("run %s: parameters %s already logged with other values; kept", run_id, clashes)
-            fresh = [p for p in fresh if p.key not in existing]
-        for batch in _chunks(fresh, BATCH):
-            self.client.log_batch(run_id, params=batch)
+        # Two nodes of one run may end at once in the runner's worker threads: reading the logged parameters and
+        # inserting the new ones is one step, or both insert the same key and the database refuses the second.
+        with _PARAMS_LOCK:
+            existing = self.client.get_run(run_id).data.params
+            fresh = [Param(k, v) for k, v in flat.items() if existing.get(k) != v]
+            clashes = [p.key for p in fresh if p.key in existing]
+            if clashes:  # MLflow parameters are immutable: keep the first value, say so
+                logger.warning(
+                    "run %s: parameters %s already logged with other values; kept", run_id, clashes
+                )
+                fresh = [p for p in fresh if p.key not in existing]
+            for batch in _chunks(fresh, BATCH):
+                self.client.log_batch(run_id, params=batch)
 
     def log_metrics(self, run_id: str | None, metrics: Mapping[str, float], step: int = 0) -> None:
         """Log ``metrics`` (keys sanitised for MLflow) at ``step``."""
