@@ -51,15 +51,8 @@ from alloy_mtl.physics.simulator import simulate_dataset  # noqa: E402
 
 logger = logging.getLogger("bench_robust_levers")
 
-#: Declared tolerances of the randomised levers (the default's, ``conf/base/parameters_data_processing.yml``).
-TOLERANCES: dict[str, list[float]] = {
-    "kv_scale": [0.98, 1.02],
-    "al_filter_mm": [0.7, 1.3],
-    "scintillator_mm": [0.15, 0.3],
-    "scatter_fraction_scale": [0.5, 2.0],
-    "blur_sigma_px": [0.5, 1.0],
-    "dose_scale": [0.5, 2.0],
-}
+#: Declared tolerances of the randomised levers: the default's, read from conf/base so the two cannot drift.
+TOLERANCES: dict[str, list[float]] = _conf()[0]["tolerances"]
 BAD = {"bad_pixels": "neighbour_median"}
 NONE = {"bad_pixels": "none"}
 
