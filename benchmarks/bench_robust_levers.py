@@ -42,7 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_learning import RESULTS, _conf, macro_ap, training_data  # noqa: E402
 
-from alloy_mtl.evaluation.evaluation_set import evaluation_set_config  # noqa: E402
+from alloy_mtl.evaluation.evaluation_set import (  # noqa: E402
+    batch_instrument,
+    evaluation_set_config,
+    without_instrument,
+)
 from alloy_mtl.evaluation.params import VALIDATION_DETECTOR_SEEDS, EvaluationSetParams  # noqa: E402
 from alloy_mtl.mtl.params import deep_merge, parse_training_params  # noqa: E402
 from alloy_mtl.mtl.recipe import predict_images, train_from_params  # noqa: E402
@@ -53,8 +57,8 @@ logger = logging.getLogger("bench_robust_levers")
 
 #: Declared tolerances of the randomised levers: the default's, read from conf/base so the two cannot drift.
 TOLERANCES: dict[str, list[float]] = _conf()[0]["tolerances"]
-BAD = {"bad_pixels": "neighbour_median"}
-NONE = {"bad_pixels": "none"}
+BAD = {"bad_pixels": "neighbour_median", "instrument_conditioning": False}
+NONE = {"bad_pixels": "none", "instrument_conditioning": False}
 
 
 def _units(n: int, randomise: list[str] | None = None, declared: bool = True) -> dict[str, Any]:
@@ -71,6 +75,8 @@ LEVERS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "units64_bad_pixels": (_units(64, declared=False), BAD),
     "units64_tolerances": (_units(64), NONE),
     "units64_tolerances_bad_pixels": (_units(64), BAD),
+    # the same, the model told the instrument (trained on the recorded settings, told the fitted one)
+    "units64_tolerances_bad_pixels_conditioned": (_units(64), {**BAD, "instrument_conditioning": True}),
     "units256_tolerances_bad_pixels": (_units(256), BAD),
     # only the settings that do not change the spectrum (no per-image ambiguity with the alloy) are drawn
     "units64_dose_blur_bad_pixels": (_units(64, ["dose_scale", "blur_sigma_px"]), BAD),
@@ -79,8 +85,12 @@ VALIDATION_SEED_OFFSET = 3_000_003
 N_TOLERANCE_DRAWS = 3
 
 
-def validation_conditions(generation: dict[str, Any], n_images: int) -> dict[str, tuple[np.ndarray, Any]]:
-    """Fresh specimens under the validation conditions (same specimens in each; see the module docstring)."""
+def validation_conditions(
+    generation: dict[str, Any], n_images: int
+) -> dict[str, tuple[np.ndarray, Any, Any]]:
+    """Fresh specimens under the validation conditions (same specimens in each; see the module docstring):
+    ``{condition: (images, metadata without the instrument, the instrument fitted from the images)}``, which
+    an instrument-conditioned model is told, as the robustness suite tells it."""
     base = evaluation_set_config(
         generation,
         EvaluationSetParams(n_images=n_images, seed_offset=VALIDATION_SEED_OFFSET, detector_seed=None),
@@ -95,7 +105,11 @@ def validation_conditions(generation: dict[str, Any], n_images: int) -> dict[str
         configs[f"val_tolerance_{n + 1}"] = dataclasses.replace(
             base, detector_seed=seed, **instrument_changes(base, settings)
         )
-    return {name: simulate_dataset(config) for name, config in configs.items()}
+    conditions = {}
+    for name, config in configs.items():
+        images, metadata = simulate_dataset(config)
+        conditions[name] = (images, without_instrument(metadata), batch_instrument(generation, images))
+    return conditions
 
 
 @functools.cache
@@ -122,8 +136,8 @@ def train_lever(
     result = train_from_params(images, metadata, params, None)
     wall = time.perf_counter() - start
     scores = {
-        name: round(macro_ap(predict_images(result.bundle, x, meta))[0], 4)
-        for name, (x, meta) in conditions.items()
+        name: round(macro_ap(predict_images(result.bundle, x, meta, instrument=fitted))[0], 4)
+        for name, (x, meta, fitted) in conditions.items()
     }
     unseen = [v for k, v in scores.items() if k.startswith("val_detector")]
     tolerance = [v for k, v in scores.items() if k.startswith("val_tolerance")]

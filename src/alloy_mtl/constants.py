@@ -23,3 +23,8 @@ CLASSIFICATION = "classification"
 REGRESSION = "regression"
 TASK_KINDS: tuple[str, ...] = (CLASSIFICATION, REGRESSION)
 """The kinds of task a ``TaskSpec`` can be."""
+
+INSTRUMENT_COLUMN_PREFIX = "instrument_"
+"""Optional metadata columns ``instrument_<setting>`` (e.g. ``instrument_kv_scale``): the instrument settings
+an image was taken with, where they are known (the generator records the settings it drew). An
+instrument-conditioned model trains on them."""

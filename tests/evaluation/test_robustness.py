@@ -130,6 +130,25 @@ def test_every_condition_images_the_same_specimens_and_only_the_images_differ(su
     pd.testing.assert_frame_equal(metadata, suite_images["unseen_detector_1"][1])
 
 
+def test_the_suite_never_tells_a_model_its_instrument(suite_images):
+    for name, (_, metadata) in suite_images.items():
+        assert not [c for c in metadata.columns if c.startswith("instrument_")], name
+
+
+def test_each_conditions_instrument_is_fitted_from_its_images_for_the_models():
+    from alloy_mtl.pipelines.robustness.nodes import physics_limit_conditions
+
+    generation = {**GENERATION, "tolerances": {"kv_scale": [0.98, 1.02]}}
+    suite = _suite({"same_detector": {}, "kv_x1.02": {"kv_scale": 1.02}})
+    conditions = robustness.simulate_conditions(generation, suite)
+    predictions, instruments = physics_limit_conditions(conditions, generation)
+    assert set(instruments) == {"same_detector", "kv_x1.02"}
+    assert set(predictions["condition"]) == set(instruments)
+    assert instruments["kv_x1.02"]["kv_scale"] > instruments["same_detector"]["kv_scale"]
+    _, nominal = physics_limit_conditions(conditions, GENERATION)  # no declared tolerances: nominal
+    assert {i["kv_scale"] for i in nominal.values()} == {1.0}
+
+
 def test_a_detector_change_changes_the_fixed_pattern_and_a_perfect_detector_has_none():
     suite = _suite(
         {

@@ -7,7 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from alloy_mtl.physics.instrument import parse_tolerances
+from alloy_mtl.constants import METADATA_COLUMNS
+from alloy_mtl.physics.instrument import RECORDED_SETTINGS, parse_tolerances
 from alloy_mtl.physics.simulator import SimulationConfig, plan_dataset, simulate_dataset
 
 SMALL = dict(n_images=200, image_size=16, imbalance_ratio=2.0, min_images_per_class=8, images_per_specimen=2)
@@ -41,7 +42,30 @@ def test_specimens_and_labels_do_not_depend_on_the_units() -> None:
     randomised = dataclasses.replace(nominal, instruments=16, tolerances=TOLERANCES)
     _, meta_nominal = simulate_dataset(nominal)
     _, meta_randomised = simulate_dataset(randomised)
-    assert meta_nominal.equals(meta_randomised)  # absorption stays the material's (nominal spectrum)
+    contract = list(METADATA_COLUMNS)
+    # absorption stays the material's (nominal spectrum)
+    assert meta_nominal[contract].equals(meta_randomised[contract])
+
+
+def test_every_image_records_the_settings_of_the_unit_that_took_it() -> None:
+    config = SimulationConfig(seed=5, instruments=16, tolerances=TOLERANCES, **SMALL)
+    plan = plan_dataset(config)
+    _, metadata = simulate_dataset(config)
+    assert list(metadata.columns) == [*METADATA_COLUMNS, *(f"instrument_{k}" for k in RECORDED_SETTINGS)]
+    for row, unit in zip(metadata.itertuples(), plan.instrument, strict=True):
+        settings = plan.units[unit].settings
+        assert row.instrument_kv_scale == settings["kv_scale"]
+        assert row.instrument_al_filter_mm == settings["al_filter_mm"]
+        assert row.instrument_scatter_fraction_scale == 1.0  # not drawn: nominal
+    assert metadata["instrument_kv_scale"].nunique() > 1
+
+
+def test_a_nominal_dataset_records_the_nominal_settings() -> None:
+    config = SimulationConfig(seed=5, **SMALL)
+    _, metadata = simulate_dataset(config)
+    assert (metadata["instrument_kv_scale"] == 1.0).all()
+    assert (metadata["instrument_al_filter_mm"] == config.al_filter_mm).all()
+    assert (metadata["instrument_scintillator_mm"] == config.scintillator_mm).all()
 
 
 def test_settings_are_drawn_inside_the_tolerances_and_change_the_images() -> None:

@@ -10,7 +10,12 @@ def test_every_architecture_has_its_namespaced_train_pipeline():
     pipelines = register_pipelines()
     for arch in ARCHITECTURES:
         nodes = {node.name for node in pipelines[f"train_{arch}"].nodes}
-        assert nodes == {f"{arch}.train", f"{arch}.predict_evaluation_set", f"{arch}.evaluate"}
+        assert nodes == {
+            f"{arch}.train",
+            f"{arch}.predict_evaluation_set",
+            f"{arch}.evaluate",
+            "fit_evaluation_set_instrument",
+        }
         outputs = pipelines[f"train_{arch}"].all_outputs()
         assert {f"{arch}.model", f"{arch}.history", f"{arch}.metrics", f"{arch}.figures"} <= outputs
 

@@ -21,11 +21,19 @@ TASKS: dict[str, dict[str, Any]] = {
 }
 
 
-def make_bundle(in_chans: int = 3, image_size: int = 8, seed: int = 0) -> dict[str, Any]:
-    """An untrained FNN bundle in the format of ``train_from_params`` (random weights, fixed statistics)."""
+def make_bundle(
+    in_chans: int = 3, image_size: int = 8, seed: int = 0, instrument_keys: list[str] | None = None
+) -> dict[str, Any]:
+    """An untrained FNN bundle in the format of ``train_from_params`` (random weights, fixed statistics);
+    ``instrument_keys``: conditioned on those settings (typical value 1.0 each)."""
     torch.manual_seed(seed)
-    options = {"fnn_hidden": [16], "input_transform": "neg_log"}
+    options: dict[str, Any] = {"fnn_hidden": [16], "input_transform": "neg_log"}
+    if instrument_keys:
+        options["instrument_keys"] = list(instrument_keys)
     model = build_model("fnn", in_chans, image_size, parse_tasks(TASKS), **options)
+    if instrument_keys:
+        model.conditioning.mean.fill_(1.0)
+        model.conditioning.std.fill_(0.01)
     model.normalizer.mean.fill_(0.7)
     model.normalizer.std.fill_(0.3)
     model.target_scaler.set_stats({"thickness": (4.0, 2.0), "absorption": (3.0, 0.5)})

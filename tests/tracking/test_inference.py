@@ -76,9 +76,23 @@ def test_settings_are_checked_before_anything_is_read(tmp_path):
         image_files(tmp_path)
     with pytest.raises(ValueError, match=r"inference.bit_depth: got 24"):
         parse_inference_settings({"input": str(tmp_path), "bit_depth": 24}, "alloy_mtl")
+    with pytest.raises(ValueError, match=r"inference.instrument: got 'nominal', expected null or a mapping"):
+        parse_inference_settings({"input": str(tmp_path), "instrument": "nominal"}, "alloy_mtl")
+    with pytest.raises(ValueError, match=r"kv_scale: got 'x', expected a finite number; dose: got nan"):
+        parse_inference_settings(
+            {"input": str(tmp_path), "instrument": {"kv_scale": "x", "dose": float("nan")}}, "alloy_mtl"
+        )
     settings = parse_inference_settings({"input": str(tmp_path)}, "alloy_mtl")
     assert settings.model_uri == "models:/alloy_mtl@champion"
     assert settings.bit_depth is None
+    assert settings.instrument is None
+
+
+def test_the_instrument_reaches_the_model_as_params(tmp_path):
+    _png(tmp_path / "a.png", np.full((8, 8, 3), 51, np.uint8))
+    model = FakeModel()
+    predict_files(model, image_files(tmp_path), 3, 8, root=tmp_path, instrument={"kv_scale": 1.01})
+    assert model.calls == [((1, 3, 8, 8), {"bit_depth": "float", "instrument_kv_scale": 1.01})]
 
 
 def test_larger_square_files_are_downsampled_as_training_did_and_other_shapes_are_named(tmp_path):

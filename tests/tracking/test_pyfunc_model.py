@@ -118,3 +118,28 @@ def test_logged_model_predicts_like_the_model_itself(mlflow_backend, bundle_fact
     assert (
         pyfunc_model.BUNDLE_ARTIFACT in loaded.metadata.to_dict()["flavors"]["python_function"]["artifacts"]
     )
+
+
+def test_a_conditioned_model_is_served_with_its_instrument_params(
+    mlflow_backend, bundle_factory, tmp_path, monkeypatch
+):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    bundle = bundle_factory(in_chans=3, image_size=8, instrument_keys=["kv_scale", "al_filter_mm"])
+    run = mlflow_backend["client"].create_run(mlflow_backend["experiment_id"], run_name="fnn")
+    info = log_bundle_model(bundle, run.info.run_id)
+    loaded = mlflow.pyfunc.load_model(info.model_uri)
+    assert loaded.metadata.metadata["instrument_keys"] == ["kv_scale", "al_filter_mm"]
+    params = {p.name: p.default for p in loaded.metadata.get_params_schema().params}
+    assert params["instrument_kv_scale"] == 1.0 and params["instrument_al_filter_mm"] == 1.0
+    images = np.random.default_rng(0).uniform(0.2, 0.95, (4, 3, 8, 8)).astype(np.float32)
+    model = load_model(bundle)
+    typical = loaded.predict(images)
+    np.testing.assert_allclose(
+        typical["thickness_mm"], predict_frame(model, bundle, images)["thickness_mm"], rtol=1e-5
+    )
+    harder = loaded.predict(images, params={"instrument_kv_scale": 1.02})
+    expected = predict_frame(model, bundle, images, instrument={"kv_scale": 1.02})
+    np.testing.assert_allclose(harder["thickness_mm"], expected["thickness_mm"], rtol=1e-5)
+    assert not np.allclose(harder["thickness_mm"], typical["thickness_mm"])

@@ -14,11 +14,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from alloy_mtl.constants import INSTRUMENT_COLUMN_PREFIX
 from alloy_mtl.evaluation.params import (
     VALIDATION_DETECTOR_SEEDS,
     EnsembleSelectionParams,
     EvaluationSetParams,
 )
+from alloy_mtl.physics.estimator import PhysicsLimitEstimator
 from alloy_mtl.physics.simulator import SimulationConfig, simulate_dataset
 
 
@@ -58,8 +60,26 @@ def evaluation_set_config(
 def simulate_evaluation_set(
     generation: Mapping[str, Any] | None, params: EvaluationSetParams
 ) -> tuple[np.ndarray, pd.DataFrame]:
-    """(images float32 (N, C, H, W), metadata with ``specimen_id``) of the evaluation set."""
-    return _simulate(evaluation_set_config(generation, params), "eval-")
+    """(images float32 (N, C, H, W), metadata with ``specimen_id``) of the evaluation set.
+
+    The metadata does not record the instrument: like a lab's, this instrument is unknown to the models
+    (an instrument-conditioned model is told the one :func:`batch_instrument` fits from the images).
+    """
+    images, metadata = _simulate(evaluation_set_config(generation, params), "eval-")
+    return images, without_instrument(metadata)
+
+
+def without_instrument(metadata: pd.DataFrame) -> pd.DataFrame:
+    """``metadata`` without the recorded instrument settings (its ``instrument_<setting>`` columns)."""
+    return metadata.drop(columns=[c for c in metadata.columns if c.startswith(INSTRUMENT_COLUMN_PREFIX)])
+
+
+def batch_instrument(generation: Mapping[str, Any] | None, images: np.ndarray) -> dict[str, float]:
+    """The instrument shared by ``images``, fitted by the physics-limit estimator from the images alone (no
+    labels) inside the declared ``generation.tolerances``; the nominal instrument where none are declared."""
+    config = SimulationConfig.from_params(generation)
+    tolerances = {key: (low, high) for key, low, high in config.tolerances} or None
+    return PhysicsLimitEstimator(config, tolerances=tolerances).fit_instrument(images)
 
 
 def validation_set_config(

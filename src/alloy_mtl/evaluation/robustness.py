@@ -31,7 +31,7 @@ from alloy_mtl.evaluation.classification import classification_metrics, prob_col
 from alloy_mtl.evaluation.comparison import to_markdown
 from alloy_mtl.evaluation.ensemble import ensemble_predictions
 from alloy_mtl.evaluation.ensemble_selection import selected_weights
-from alloy_mtl.evaluation.evaluation_set import evaluation_set_config
+from alloy_mtl.evaluation.evaluation_set import evaluation_set_config, without_instrument
 from alloy_mtl.evaluation.params import (
     EvaluationSetParams,
     InstrumentOverrides,
@@ -178,14 +178,15 @@ def summary_scores(
 
 
 def simulate_conditions(generation: Mapping[str, Any] | None, params: RobustnessParams) -> ConditionImages:
-    """``{condition: (images float32 (N, C, H, W), metadata with suite specimen ids)}``; empty when off."""
+    """``{condition: (images float32 (N, C, H, W), metadata with suite specimen ids)}``; empty when off. The
+    metadata does not record the condition's instrument: models are told the one fitted from its images."""
     if not params.enabled or params.n_images == 0 or not params.conditions:
         return {}
     result: ConditionImages = {}
     for name, config in condition_configs(generation, params).items():
         images, metadata = simulate_dataset(config)
         metadata["specimen_id"] = "robust-" + metadata["specimen_id"].astype(str)
-        result[name] = (images, metadata)
+        result[name] = (images, without_instrument(metadata))
     logger.info("robustness suite: %d conditions of %d images", len(result), params.n_images)
     return result
 

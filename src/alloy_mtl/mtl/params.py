@@ -230,6 +230,12 @@ class TrainingParams(TrainerSettings):
     inference (recorded in the model): ``neighbour_median`` replaces dead, hot and non-finite pixels by the
     median of their neighbours (``alloy_mtl.mtl.loading.preprocess``); ``none`` (models of earlier releases)
     leaves them."""
+    instrument_conditioning: Literal["auto"] | bool = "auto"
+    """Condition the model on the instrument's settings (``alloy_mtl.mtl.models.conditioning``): ``auto`` when
+    the metadata records settings (``instrument_<setting>`` columns) that vary over the training images, as
+    the generator's drawn tolerances do; ``true`` requires them; ``false`` never. A conditioned model is told
+    the instrument at prediction time: fitted from the batch (the evaluation set, the robustness suite),
+    given in the request, or the training images' typical one."""
     class_balanced_sampler: bool = False
     """Draw batches so that the first classification task's classes come equally often."""
     distributed: Literal["auto"] | bool = "auto"

@@ -23,6 +23,7 @@ import torch
 
 from alloy_mtl.mtl.device import GLOBAL_RNG_LOCK, seed_everything
 from alloy_mtl.mtl.loading.datasets import ArrayTaskDataset, default_mask, fit_target_stats, make_dataloader
+from alloy_mtl.mtl.loading.instrument_settings import conditioning_keys, settings_array
 from alloy_mtl.mtl.loading.loaders import balanced_task, training_loaders
 from alloy_mtl.mtl.loading.preprocess import bundle_bad_pixels, prepare_images
 from alloy_mtl.mtl.losses.task_losses import build_task_losses
@@ -38,6 +39,7 @@ from alloy_mtl.mtl.training.checkpoint_callback import CheckpointCallback
 from alloy_mtl.mtl.training.checkpoint_io import CheckpointMismatchError
 from alloy_mtl.mtl.training.predict import predict
 from alloy_mtl.mtl.training.trainer import Trainer
+from alloy_mtl.mtl.training.trainer_state import delivered_validation
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +100,7 @@ def _subsample(rows: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
 
 #: Settings added after checkpoints were first written, with the value that trains as before they existed:
 #: at that value they stay out of the identity, so such checkpoints still resume.
-SETTINGS_ADDED_LATER: dict[str, Any] = {"bad_pixels": "none"}
+SETTINGS_ADDED_LATER: dict[str, Any] = {"bad_pixels": "none", "instrument_conditioning": "auto"}
 
 
 def run_identity(params: TrainingParams, metadata: pd.DataFrame, train_rows: np.ndarray) -> dict[str, str]:
@@ -107,7 +109,10 @@ def run_identity(params: TrainingParams, metadata: pd.DataFrame, train_rows: np.
     for name, behaviour_before in SETTINGS_ADDED_LATER.items():
         if settings.get(name) == behaviour_before:
             del settings[name]
-    data = metadata[["image_id", "split"]].to_numpy().astype(str).tolist()
+    data: list[Any] = metadata[["image_id", "split"]].to_numpy().astype(str).tolist()
+    keys = conditioning_keys(metadata, train_rows, params.instrument_conditioning)
+    if keys:  # a conditioned model has other weights than an unconditioned one of the same settings
+        data = [data, keys]
 
     def digest(value: Any) -> str:
         return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -203,6 +208,8 @@ def prepare_experiment(
         {t.name: targets[t.name] for t in tasks if not t.is_classification}, train_rows
     )
     image_size = params.image_size or images.shape[-1]
+    instrument_keys = conditioning_keys(metadata, train_rows, params.instrument_conditioning)
+    settings = settings_array(instrument_keys, len(metadata), metadata) if instrument_keys else None
     datasets = {
         name: ArrayTaskDataset(
             images,
@@ -211,6 +218,7 @@ def prepare_experiment(
             target_stats=target_stats,
             image_size=None if image_size == images.shape[-1] else image_size,
             bad_pixels=params.bad_pixels,
+            settings=settings,
         )
         for name, split_rows in (("train", train_rows), ("val", rows["val"]), ("test", rows["test"]))
     }
@@ -234,9 +242,13 @@ def prepare_experiment(
             pretrained=params.pretrained,
             fds_train_targets=train_targets,
             input_transform=params.input_transform,
+            instrument_keys=instrument_keys,
             **params.model_options,
         )
     model.target_scaler.set_stats(target_stats)
+    if settings is not None:
+        model.conditioning.fit(settings[train_rows])
+        logger.info("%s: conditioned on the instrument settings %s", params.arch, instrument_keys)
     if isinstance(model.normalizer, InputNormalizer):
         model.normalizer.fit(
             images, train_rows, preprocess=partial(prepare_images, size=None, bad_pixels=params.bad_pixels)
@@ -315,13 +327,14 @@ def train_from_params(
 
     outputs = predict(trainer.model, loaders["test"], tasks, device=trainer.device)
     predictions = predictions_frame(outputs, metadata.iloc[rows["test"]], tasks)
+    conditioned = {"instrument_keys": model.instrument_keys} if model.instrument_keys else {}
     bundle = {
         "arch": params.arch,
         "state_dict": {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()},
         "in_chans": int(images.shape[1]),
         "image_size": int(image_size),
         "activation": params.activation,
-        "model_options": {"input_transform": params.input_transform, **params.model_options},
+        "model_options": {"input_transform": params.input_transform, **params.model_options, **conditioned},
         "tasks": params.enabled_tasks,
         "preprocessing": {"bad_pixels": params.bad_pixels},
     }
@@ -340,29 +353,6 @@ def train_from_params(
     return TrainingResult(bundle=bundle, history=history, predictions=predictions, summary=summary)
 
 
-def delivered_validation(
-    trainer: Trainer, history: pd.DataFrame, tasks: Sequence[TaskSpec]
-) -> dict[str, Any]:
-    """The epoch whose weights the run delivers and its validation MAE per regression target (original units):
-    ``{"delivered_epoch": 7, "val_mae": {"thickness_mm": 0.31, ...}}``. The ensembles weigh their members'
-    regression outputs by it (``alloy_mtl.evaluation.ensemble``)."""
-    if history.empty:
-        return {"delivered_epoch": 0, "val_mae": {}}
-    restored = (
-        trainer.settings.restore_best and trainer.best_state is not None and trainer.tracker.best_epoch > 0
-    )
-    epoch = int(trainer.tracker.best_epoch) if restored else int(history["epoch"].iloc[-1])
-    row = history.loc[history["epoch"] == epoch].iloc[-1]
-    errors = {
-        task.target: float(row[f"val_{task.name}_mae"])
-        for task in tasks
-        if not task.is_classification
-        and f"val_{task.name}_mae" in row
-        and np.isfinite(row[f"val_{task.name}_mae"])
-    }
-    return {"delivered_epoch": epoch, "val_mae": errors}
-
-
 def predictions_frame(
     outputs: Mapping[str, np.ndarray], metadata: pd.DataFrame, tasks: Sequence[TaskSpec]
 ) -> pd.DataFrame:
@@ -376,10 +366,21 @@ def predictions_frame(
 
 
 def predict_images(
-    bundle: Mapping[str, Any], images: np.ndarray, metadata: pd.DataFrame, batch_size: int = 256
+    bundle: Mapping[str, Any],
+    images: np.ndarray,
+    metadata: pd.DataFrame,
+    batch_size: int = 256,
+    instrument: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
-    """Predictions of a trained bundle for labelled images, in the evaluation contract (plus ``specimen_id``)."""
+    """Predictions of a trained bundle for labelled images, in the evaluation contract (plus ``specimen_id``).
+
+    An instrument-conditioned model reads ``instrument`` (one instrument for every image: fitted from the
+    batch, calibrated or known), else the metadata's ``instrument_<setting>`` columns; an unconditioned model
+    ignores both.
+    """
     model = load_model(bundle)
+    keys = model.instrument_keys
+    settings = settings_array(keys, len(metadata), metadata, instrument) if keys else None
     tasks = parse_tasks(bundle["tasks"])
     labels = task_targets(metadata, tasks)
     size = int(bundle["image_size"])
@@ -389,6 +390,7 @@ def predict_images(
         target_stats=model.target_scaler.stats(),
         image_size=None if images.shape[-1] == size else size,
         bad_pixels=bundle_bad_pixels(bundle),
+        settings=settings,
     )
     outputs = predict(model, make_dataloader(dataset, batch_size), tasks, device="cpu")
     frame = predictions_frame(outputs, metadata, tasks)

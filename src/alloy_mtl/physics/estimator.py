@@ -47,6 +47,7 @@ from alloy_mtl.physics.instrument_fit import (
     fit_instrument,
     instrument_config,
     instrument_grid,
+    nominal_instrument,
     parse_tolerances,
     start_instrument,
 )
@@ -383,7 +384,7 @@ class PhysicsLimitEstimator:
             columns = ["alloy_pred", "thickness_pred", "absorption_pred"] + [f"prob_{a}" for a in self.alloys]
             return pd.DataFrame(columns=columns)
         if self.mode == "joint":
-            self._fit_batch_instrument(images)
+            self.fit_instrument(images)
         if self.mode == "marginal":
             return self._frame(*self._marginal_fits(images))
         return self._frame(*self._fits(images))
@@ -393,8 +394,12 @@ class PhysicsLimitEstimator:
         fits = [self._fit(images[i : i + _CHUNK]) for i in range(0, images.shape[0], _CHUNK)]
         return tuple(np.concatenate(parts) for parts in zip(*fits, strict=True))  # type: ignore[return-value]
 
-    def _fit_batch_instrument(self, images: np.ndarray) -> None:
-        """Fit the instrument shared by ``images`` (on an evenly spaced subsample) and keep its tables."""
+    def fit_instrument(self, images: np.ndarray) -> dict[str, float]:
+        """The instrument shared by ``images`` (tolerance keys), fitted inside the tolerances on an evenly spaced
+        subsample, labels unused; the estimator keeps it for the next ``predict`` of joint mode. Without
+        tolerances: the nominal instrument."""
+        if not self.tolerances:
+            return nominal_instrument(self.config)
         n_fit = min(images.shape[0], self.n_fit_images)
         subset = images[np.unique(np.linspace(0, images.shape[0] - 1, n_fit).round().astype(np.int64))]
 
@@ -407,6 +412,7 @@ class PhysicsLimitEstimator:
         logger.debug("fitted instrument %s (%d evaluations)", fit.instrument, fit.n_evaluations)
         self.fitted_instrument = fit.instrument
         self._set_instrument(instrument_config(self.config, fit.instrument))
+        return dict(fit.instrument)
 
     def _marginal_fits(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per image, the likelihood averaged over a grid of instruments (uniform prior over the grid points).

@@ -20,12 +20,14 @@ import numpy as np
 
 __all__ = [
     "SCALE_SUFFIX",
+    "RECORDED_SETTINGS",
     "TOLERANCE_KEYS",
     "Tolerances",
     "detector_seed_sequence",
     "draw_settings",
     "instrument_changes",
     "parse_tolerances",
+    "recorded_settings",
 ]
 
 SCALE_SUFFIX = "_scale"
@@ -41,6 +43,11 @@ TOLERANCE_KEYS: dict[str, tuple[str, float]] = {
     "blur_sigma_px": (">=", 0.0),
     "dose_scale": (">", 0.0),
 }
+
+RECORDED_SETTINGS: tuple[str, ...] = ("kv_scale", "al_filter_mm", "scintillator_mm", "scatter_fraction_scale")
+"""Settings the generator records per image (metadata ``instrument_<setting>``): those that change the
+spectrum a radiograph sees, which the physics-limit estimator's batch fit finds and an instrument-conditioned
+model reads. Blur and dose leave the alloy's signal in place and are not recorded."""
 
 Tolerances = tuple[tuple[str, float, float], ...]
 """Declared tolerances as ``((key, low, high), ...)`` sorted by key: hashable, so configs stay frozen."""
@@ -111,3 +118,12 @@ def detector_seed_sequence(detector_unit: int, unit: int = 0) -> np.random.SeedS
     seeded by ``(detector_unit, unit)``, so no unit of a pool is the unit another detector seed names.
     """
     return np.random.SeedSequence(detector_unit if unit == 0 else [detector_unit, unit])
+
+
+def recorded_settings(nominal: Any, settings: Mapping[str, float]) -> dict[str, float]:
+    """The :data:`RECORDED_SETTINGS` of an instrument whose drawn ``settings`` change the config ``nominal``:
+    a drawn value where there is one, else the nominal (1 for a ``_scale``, the config's value otherwise)."""
+    return {
+        key: float(settings.get(key, 1.0 if key.endswith(SCALE_SUFFIX) else getattr(nominal, key)))
+        for key in RECORDED_SETTINGS
+    }

@@ -28,6 +28,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from alloy_mtl.physics.instrument import RECORDED_SETTINGS
 from alloy_mtl.physics.simulator import SimulationConfig
 
 __all__ = [
@@ -50,7 +51,7 @@ TOLERANCE_KEYS: tuple[str, ...] = (
     "blur_sigma_px",
     "dose_scale",
 )
-FITTED_KEYS: tuple[str, ...] = ("kv_scale", "al_filter_mm", "scintillator_mm", "scatter_fraction_scale")
+FITTED_KEYS: tuple[str, ...] = RECORDED_SETTINGS
 """Keys the batch fit searches. Blur and dose are held at their nominal value (clipped into the range): on the
 default suite, the estimator told the true blur (1.0 px) or dose (x0.5) scores as the nominal-told one does."""
 

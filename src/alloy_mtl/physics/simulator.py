@@ -61,15 +61,17 @@ import numpy as np
 import pandas as pd
 from scipy.ndimage import gaussian_filter, gaussian_filter1d
 
-from alloy_mtl.constants import ALLOYS, METADATA_COLUMNS
+from alloy_mtl.constants import ALLOYS, INSTRUMENT_COLUMN_PREFIX, METADATA_COLUMNS
 from alloy_mtl.physics.alloys import get_alloy, sample_composition, specimen_density
 from alloy_mtl.physics.attenuation import composition_matrix, mass_attenuation_table
 from alloy_mtl.physics.instrument import (
+    RECORDED_SETTINGS,
     Tolerances,
     detector_seed_sequence,
     draw_settings,
     instrument_changes,
     parse_tolerances,
+    recorded_settings,
 )
 from alloy_mtl.physics.spectrum import detector_response, energy_grid, tube_spectrum
 
@@ -420,7 +422,8 @@ class DatasetPlan:
 
     Attributes:
         config: the configuration.
-        metadata: per-image table with the contract columns (``METADATA_COLUMNS``).
+        metadata: per-image table with the contract columns (``METADATA_COLUMNS``), then the settings of the
+            instrument unit that took each image (``instrument_<setting>``, ``RECORDED_SETTINGS``).
         mu: (n_images, E) linear attenuation (1/cm) of each image's specimen.
         centre_mm: (n_images,) thickness at the image centre (mm).
         slope: (n_images,) wedge slope of the image's specimen (mm per mm).
@@ -533,6 +536,10 @@ def plan_dataset(config: SimulationConfig) -> DatasetPlan:
         },
         columns=list(METADATA_COLUMNS),
     )
+    image_unit = specimen_unit[specimen_index]
+    recorded = pd.DataFrame([recorded_settings(config, unit.settings) for unit in units]).iloc[image_unit]
+    for key in RECORDED_SETTINGS:
+        metadata[INSTRUMENT_COLUMN_PREFIX + key] = recorded[key].to_numpy()
     return DatasetPlan(
         config=config,
         metadata=metadata,
@@ -547,7 +554,7 @@ def plan_dataset(config: SimulationConfig) -> DatasetPlan:
         fixed_offset=fixed_offset,
         dead=dead,
         weights=weights,
-        instrument=specimen_unit[specimen_index],
+        instrument=image_unit,
         units=units,
     )
 
@@ -638,7 +645,8 @@ def simulate_dataset(
 
     Returns:
         (images, metadata): float32 images (N, C, H, W) of flat-field normalised I/I0 (``out`` itself when
-        given) and the per-image metadata with exactly the contract columns.
+        given) and the per-image metadata: the contract columns, then the recorded instrument settings
+        (``instrument_<setting>``).
     """
     plan = plan_dataset(config)
     n_images = len(plan.metadata)

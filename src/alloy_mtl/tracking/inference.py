@@ -43,6 +43,7 @@ class InferenceSettings:
     recursive: bool = False
     batch_size: int = 64
     bit_depth: int | None = None
+    instrument: dict[str, float] | None = None
 
 
 def parse_inference_settings(params: Mapping[str, Any], model_name: str) -> InferenceSettings:
@@ -51,7 +52,7 @@ def parse_inference_settings(params: Mapping[str, Any], model_name: str) -> Infe
     Raises:
         ValueError: naming ``inference.<key>`` and what was expected.
     """
-    known = {"input", "model_uri", "recursive", "batch_size", "bit_depth"}
+    known = {"input", "model_uri", "recursive", "batch_size", "bit_depth", "instrument"}
     unknown = sorted(set(params) - known)
     if unknown:
         raise ValueError(f"parameters inference: unknown key(s) {unknown}; expected {sorted(known)}")
@@ -80,8 +81,33 @@ def parse_inference_settings(params: Mapping[str, Any], model_name: str) -> Infe
         )
     model_uri = params.get("model_uri") or CHAMPION_URI.format(name=model_name)
     return InferenceSettings(
-        input=path, model_uri=str(model_uri), recursive=recursive, batch_size=batch_size, bit_depth=bit_depth
+        input=path,
+        model_uri=str(model_uri),
+        recursive=recursive,
+        batch_size=batch_size,
+        bit_depth=bit_depth,
+        instrument=_instrument(params.get("instrument")),
     )
+
+
+def _instrument(value: Any) -> dict[str, float] | None:
+    """``inference.instrument``: null, or ``{setting: number}`` (e.g. ``kv_scale: 1.01``), every problem named."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            f"parameters inference.instrument: got {value!r}, expected null or a mapping such as "
+            "{kv_scale: 1.01, al_filter_mm: 1.2}"
+        )
+    problems, instrument = [], {}
+    for key, number in value.items():
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not np.isfinite(number):
+            problems.append(f"{key}: got {number!r}, expected a finite number")
+        else:
+            instrument[str(key)] = float(number)
+    if problems:
+        raise ValueError("parameters inference.instrument: " + "; ".join(problems))
+    return instrument
 
 
 def image_files(folder: Path, recursive: bool = False) -> list[Path]:
@@ -107,6 +133,7 @@ def predict_files(
     batch_size: int = 64,
     bit_depth: int | None = None,
     bad_pixels: str = "none",
+    instrument: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
     """One row per file: ``file`` (relative to ``root``), the model's output columns and ``error``.
 
@@ -114,8 +141,11 @@ def predict_files(
     training size) on its own; valid images are resized to ``image_size`` as training resized them and
     predicted in batches as I/I0 floats. ``bit_depth``: the
     true bit depth of 16-bit files (as ``data_source.options.bit_depth``). ``bad_pixels``: the model's bad-pixel
-    correction, applied before the resize as in training.
+    correction, applied before the resize as in training. ``instrument``: the settings an instrument-conditioned
+    model is told (``instrument_<setting>`` params; the model's typical instrument for any not given).
     """
+    params: dict[str, Any] = {"bit_depth": "float"}
+    params |= {f"instrument_{key}": value for key, value in (instrument or {}).items()}
     rows: list[dict[str, Any]] = []
     good: list[tuple[int, np.ndarray]] = []
     for file in files:
@@ -137,7 +167,7 @@ def predict_files(
         chunk = good[start : start + batch_size]
         batch = np.stack([image for _, image in chunk]).astype(np.float32)
         try:
-            predicted = model.predict(batch, params={"bit_depth": "float"})
+            predicted = model.predict(batch, params=params)
         except Exception as exc:  # keep going: the batch's rows carry the error
             for index, _ in chunk:
                 rows[index]["error"] = f"{type(exc).__name__}: {exc}"

@@ -42,9 +42,23 @@ def pinned_requirements() -> list[str]:
     return [f"{name}=={importlib.metadata.version(name)}" for name in REQUIREMENTS]
 
 
-def model_signature(bundle: Mapping[str, Any], example: np.ndarray, output: Any) -> ModelSignature:
-    """Tensor input ``float32 (-1, C, -1, -1)`` (any batch and image size), the output columns, the params."""
-    inferred = infer_signature(example, output, params=dict(pyfunc_model.DEFAULT_PARAMS))
+def served_params(model: torch.nn.Module) -> dict[str, Any]:
+    """The served model's params and their defaults: :data:`pyfunc_model.DEFAULT_PARAMS`, and for an
+    instrument-conditioned model ``instrument_<setting>`` at the training images' typical value (MLflow
+    ignores a param its signature does not declare)."""
+    conditioning = getattr(model, "conditioning", None)
+    typical = {} if conditioning is None else conditioning.typical()
+    instrument = {f"{pyfunc_model.INSTRUMENT_PARAM_PREFIX}{key}": value for key, value in typical.items()}
+    return {**pyfunc_model.DEFAULT_PARAMS, **instrument}
+
+
+def model_signature(
+    bundle: Mapping[str, Any], example: np.ndarray, output: Any, params: Mapping[str, Any] | None = None
+) -> ModelSignature:
+    """Tensor input ``float32 (-1, C, -1, -1)`` (any batch and image size), the output columns, the params
+    (default :data:`pyfunc_model.DEFAULT_PARAMS`)."""
+    params = dict(pyfunc_model.DEFAULT_PARAMS if params is None else params)
+    inferred = infer_signature(example, output, params=params)
     inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, int(bundle["in_chans"]), -1, -1))])
     return ModelSignature(inputs=inputs, outputs=inferred.outputs, params=inferred.params)
 
@@ -91,8 +105,8 @@ def log_bundle_model(
                 python_model=str(code.model_file),
                 artifacts={pyfunc_model.BUNDLE_ARTIFACT: str(weights)},
                 code_paths=[str(code.folder / code.package)],
-                signature=model_signature(bundle, example, output),
-                input_example=(example, dict(pyfunc_model.DEFAULT_PARAMS)),
+                signature=model_signature(bundle, example, output, served_params(model)),
+                input_example=(example, served_params(model)),
                 pip_requirements=pinned_requirements(),
                 metadata={
                     "arch": str(bundle["arch"]),
@@ -101,6 +115,7 @@ def log_bundle_model(
                     "preprocessing": {"bad_pixels": bundle_bad_pixels(bundle)},
                     "classes": [list(t.classes) for t in parse_tasks(bundle["tasks"]) if t.is_classification],
                     "tasks": sorted(bundle["tasks"]),
+                    "instrument_keys": list(getattr(model, "instrument_keys", [])),
                 },
                 model_id=logged.model_id,
             )

@@ -13,7 +13,9 @@ model carries in its ``code/`` folder (see :mod:`alloy_mtl.tracking.model_loggin
 
 Inference parameters (``params=`` in ``predict``, ``"params"`` in a served request):
 ``bit_depth``: ``auto`` (default), ``float`` or the detector's bit depth ``1``..``16`` (``12`` for a 12-bit
-detector, as ``data_source.options.bit_depth`` at ingest); ``batch_size`` (default 64).
+detector, as ``data_source.options.bit_depth`` at ingest); ``batch_size`` (default 64); for a model
+conditioned on the instrument (``training.instrument_conditioning``), ``instrument_<setting>`` such as
+``instrument_kv_scale`` (each defaults to the training images' typical value).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from mlflow.pyfunc import PythonModel
 
 from alloy_mtl.mtl.loading.preprocess import bundle_bad_pixels, prepare_images
 from alloy_mtl.mtl.loading.resize import check_resizable
+from alloy_mtl.mtl.models.conditioning import attach_settings
 from alloy_mtl.mtl.models.multitask import load_model
 from alloy_mtl.mtl.tasks import parse_tasks
 
@@ -36,6 +39,10 @@ BUNDLE_ARTIFACT = "bundle"
 """Name of the weights file in the logged model's ``artifacts``."""
 BIT_DEPTHS: tuple[str, ...] = ("auto", "float", *(str(bits) for bits in range(1, 17)))
 DEFAULT_PARAMS: dict[str, Any] = {"bit_depth": "auto", "batch_size": 64}
+INSTRUMENT_PARAM_PREFIX = "instrument_"
+"""``params`` ``instrument_<setting>`` (e.g. ``instrument_kv_scale``) tell an instrument-conditioned model the
+instrument the radiographs come from (fitted or calibrated); a setting not given takes the training images'
+typical value."""
 
 
 def to_intensity(images: np.ndarray, bit_depth: str = "auto") -> np.ndarray:
@@ -85,10 +92,15 @@ def _guess_bit_depth(values: np.ndarray) -> str:
 
 
 def predict_frame(
-    model: torch.nn.Module, bundle: Mapping[str, Any], intensity: np.ndarray, batch_size: int = 64
+    model: torch.nn.Module,
+    bundle: Mapping[str, Any],
+    intensity: np.ndarray,
+    batch_size: int = 64,
+    instrument: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """One row per image: ``<target>`` and ``prob_<class>`` per classification task, ``<target>`` per
-    regression task (original units)."""
+    regression task (original units). An instrument-conditioned model is told ``instrument`` (its settings by
+    key; any it lacks: the training images' typical value)."""
     in_chans = int(bundle["in_chans"])
     if intensity.shape[1] != in_chans:
         raise ValueError(
@@ -101,12 +113,15 @@ def predict_frame(
     except ValueError as error:
         raise ValueError(f"input: {error}") from None
     tasks = parse_tasks(bundle["tasks"])
+    settings = _instrument_settings(model, instrument)
     chunks: list[dict[str, np.ndarray]] = []
     with torch.inference_mode():
         for start in range(0, len(intensity), max(1, int(batch_size))):
             batch = torch.from_numpy(np.ascontiguousarray(intensity[start : start + batch_size]))
             # bad pixels corrected and resized as in training (the CNNs train downsampled)
             batch = prepare_images(batch, size, bundle_bad_pixels(bundle))
+            if settings is not None:
+                batch = attach_settings(batch, settings.expand(len(batch), -1))
             # the model undoes its own target standardisation (its target_scaler buffers)
             chunks.append({k: v.detach().float().cpu().numpy() for k, v in model.predict(batch).items()})
     columns: dict[str, Any] = {}
@@ -121,6 +136,28 @@ def predict_frame(
         else:
             columns[task.target] = values.reshape(-1).astype(np.float64)
     return pd.DataFrame(columns)
+
+
+def _instrument_settings(model: torch.nn.Module, instrument: Mapping[str, Any] | None) -> torch.Tensor | None:
+    """(1, K) settings of a conditioned model's instrument keys (None for an unconditioned model)."""
+    conditioning = getattr(model, "conditioning", None)
+    if conditioning is None:
+        return None
+    given = {key: value for key, value in (instrument or {}).items() if value is not None}
+    values = {**conditioning.typical(), **given}
+    problems = []
+    for key in conditioning.keys:
+        try:
+            values[key] = float(values[key])
+        except (TypeError, ValueError):
+            values[key] = float("nan")
+        if not np.isfinite(values[key]):
+            problems.append(
+                f"{INSTRUMENT_PARAM_PREFIX}{key}: expected a finite number, got {given.get(key)!r}"
+            )
+    if problems:
+        raise ValueError("params " + "; ".join(problems))
+    return torch.tensor([[values[key] for key in conditioning.keys]], dtype=torch.float32)
 
 
 class AlloyMtlModel(PythonModel):
@@ -138,7 +175,12 @@ class AlloyMtlModel(PythonModel):
         if isinstance(model_input, pd.DataFrame):
             raise ValueError("input: send an N x C x H x W tensor ({'inputs': [...]}), not a DataFrame")
         intensity = to_intensity(np.asarray(model_input), str(settings["bit_depth"]))
-        return predict_frame(self.model, self.bundle, intensity, int(settings["batch_size"]))
+        instrument = {
+            key.removeprefix(INSTRUMENT_PARAM_PREFIX): value
+            for key, value in settings.items()
+            if key.startswith(INSTRUMENT_PARAM_PREFIX)
+        }
+        return predict_frame(self.model, self.bundle, intensity, int(settings["batch_size"]), instrument)
 
 
 set_model(AlloyMtlModel())

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from alloy_mtl.mtl.loading.preprocess import check_bad_pixels, prepare_images
+from alloy_mtl.mtl.models.conditioning import attach_settings
 
 
 def _is_classification(array: np.ndarray) -> bool:
@@ -48,6 +49,15 @@ PREPARED_CACHE_BYTES = 2 * 1024**3
 """Prepared (corrected, resized) rows are kept in memory when all of them fit in this many bytes."""
 
 
+def _checked_settings(settings: np.ndarray | None, n: int) -> np.ndarray | None:
+    if settings is None:
+        return None
+    settings = np.asarray(settings, dtype=np.float32)
+    if settings.ndim != 2 or settings.shape[0] != n:
+        raise ValueError(f"ArrayTaskDataset: settings must be (N, K) = ({n}, K), got shape {settings.shape}")
+    return settings
+
+
 class ArrayTaskDataset(Dataset):
     """Items ``(image float32 (C,H,W), {task: target}, {task: mask})`` from an (N,C,H,W) array.
 
@@ -60,6 +70,8 @@ class ArrayTaskDataset(Dataset):
         image_size: resize every image to (image_size, image_size) (bilinear, antialiased); None keeps it.
         bad_pixels: bad-pixel correction before the resize (``alloy_mtl.mtl.loading.preprocess``). Each row
             is prepared once and kept while all prepared rows fit ``PREPARED_CACHE_BYTES``.
+        settings: optional (N, K) instrument settings of each image, appended to it as K constant planes
+            (an instrument-conditioned model's input: ``alloy_mtl.mtl.models.conditioning``).
 
     Raises:
         ValueError: wrong array ranks or lengths, out-of-range indices, unknown task in masks/target_stats.
@@ -75,6 +87,7 @@ class ArrayTaskDataset(Dataset):
         target_stats: Mapping[str, tuple[float, float]] | None = None,
         image_size: int | None = None,
         bad_pixels: str = "none",
+        settings: np.ndarray | None = None,
     ) -> None:
         if images.ndim != 4:
             raise ValueError(f"ArrayTaskDataset: images must be (N, C, H, W), got shape {images.shape}")
@@ -102,6 +115,7 @@ class ArrayTaskDataset(Dataset):
             raise ValueError(
                 f"ArrayTaskDataset: image_size must be a positive integer or None, got {image_size!r}"
             )
+        self.settings = _checked_settings(settings, n)
         self.image_size = None if image_size is None else int(image_size)
         self.bad_pixels = check_bad_pixels(bad_pixels)
         # The preprocessing is deterministic: each row is prepared once, not once per epoch (the bad-pixel
@@ -145,6 +159,8 @@ class ArrayTaskDataset(Dataset):
             if self._prepared is not None:
                 self._prepared[row] = image
         image = image.clone()
+        if self.settings is not None:
+            image = attach_settings(image[None], torch.tensor(self.settings[row : row + 1]))[0]
         targets = {task: torch.as_tensor(values[row]) for task, values in self.targets.items()}
         masks = {task: torch.as_tensor(mask[row]) for task, mask in self.masks.items()}
         return image, targets, masks

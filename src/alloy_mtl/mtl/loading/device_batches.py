@@ -19,6 +19,7 @@ from torch.utils.data import RandomSampler, Sampler, SequentialSampler
 
 from alloy_mtl.mtl.loading.datasets import ArrayTaskDataset
 from alloy_mtl.mtl.loading.preprocess import prepare_images
+from alloy_mtl.mtl.models.conditioning import attach_settings
 
 #: ``data_on_device: auto`` keeps a split on a CUDA device when it takes at most this share of the memory.
 AUTO_MEMORY_SHARE = 0.25
@@ -73,6 +74,8 @@ class DeviceBatches:
             images = torch.cat(
                 [prepare_images(chunk.float(), size, dataset.bad_pixels) for chunk in images.split(1024)]
             )
+        if dataset.settings is not None:
+            images = attach_settings(images.float(), torch.from_numpy(dataset.settings[rows]))
         self.images = images.to(self.device)
         self.targets = {t: torch.from_numpy(v[rows]).to(self.device) for t, v in dataset.targets.items()}
         self.masks = {t: torch.from_numpy(m[rows]).to(self.device) for t, m in dataset.masks.items()}

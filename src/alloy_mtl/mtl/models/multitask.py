@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from alloy_mtl.mtl.losses.fds import FDS, FDSCallback
 from alloy_mtl.mtl.models.backbones import DEFAULT_ACTIVATIONS, create_backbone, make_activation
+from alloy_mtl.mtl.models.conditioning import InstrumentConditioning, split_settings
 from alloy_mtl.mtl.models.dropout import use_seeded_dropout
 from alloy_mtl.mtl.models.input_transform import InputNormalizer
 from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
@@ -93,6 +94,8 @@ class MultiTaskModel(nn.Module):
         dropout: head dropout.
         fds: optional FDS modules by regression task name; see ``forward_heads``.
         normalizer: optional input normalisation applied before the backbone (buffers only, no parameters).
+        conditioning: optional instrument conditioning: the input then carries the instrument's settings as
+            trailing constant planes (``alloy_mtl.mtl.models.conditioning``), joined to the backbone's features.
 
     ``target_scaler`` holds the regression targets' standardisation: ``forward`` returns standardised
     values (what the losses see), :meth:`predict` original units.
@@ -108,9 +111,11 @@ class MultiTaskModel(nn.Module):
         dropout: float = HEAD_DROPOUT,
         fds: Mapping[str, FDS] | None = None,
         normalizer: InputNormalizer | None = None,
+        conditioning: InstrumentConditioning | None = None,
     ) -> None:
         super().__init__()
         self.normalizer = normalizer if normalizer is not None else nn.Identity()
+        self.conditioning = conditioning
         if not tasks:
             raise ValueError("tasks: expected at least one task")
         self.backbone = backbone
@@ -138,8 +143,19 @@ class MultiTaskModel(nn.Module):
     def encode(self, x: Tensor) -> Tensor:
         """Backbone features (B, F) of a raw image batch (normalised first), float32 also under bf16 autocast:
         the gradient methods differentiate the losses with respect to them (torchjd's Jacobian comes back in
-        float32, which a bf16 features tensor refuses), and FDS keeps its running statistics in float32."""
-        return self.backbone(self.normalizer(x)).float()
+        float32, which a bf16 features tensor refuses), and FDS keeps its running statistics in float32. A
+        conditioned model's input carries the instrument's settings as its last planes; they join the features
+        after the backbone."""
+        if self.conditioning is None:
+            return self.backbone(self.normalizer(x)).float()
+        images, settings = split_settings(x, len(self.conditioning.keys))
+        features = self.backbone(self.normalizer(images)).float()
+        return self.conditioning(features, settings.float())
+
+    @property
+    def instrument_keys(self) -> list[str]:
+        """The instrument settings the model reads (empty: not conditioned)."""
+        return [] if self.conditioning is None else list(self.conditioning.keys)
 
     def forward_heads(
         self,
@@ -179,8 +195,9 @@ class MultiTaskModel(nn.Module):
         return [FDSCallback(self)] if len(self.fds) else []
 
     def shared_parameters(self) -> list[nn.Parameter]:
-        """Parameters of the shared backbone."""
-        return list(self.backbone.parameters())
+        """Parameters of the shared backbone (and of the instrument conditioning, which every head reads)."""
+        shared = list(self.backbone.parameters())
+        return shared if self.conditioning is None else shared + list(self.conditioning.parameters())
 
     def task_parameters(self, task: str) -> list[nn.Parameter]:
         """Parameters of one task's head."""
@@ -201,6 +218,7 @@ def build_model(  # noqa: PLR0917 (signature fixed by the mtl contract)
     dropout: float = HEAD_DROPOUT,
     fds_train_targets: Mapping[str, object] | None = None,
     input_transform: str | None = None,
+    instrument_keys: Sequence[str] | None = None,
     **backbone_kwargs: object,
 ) -> MultiTaskModel:
     """Build backbone + heads for ``arch``.
@@ -220,6 +238,8 @@ def build_model(  # noqa: PLR0917 (signature fixed by the mtl contract)
         input_transform: a representation of ``input_transform.TRANSFORMS`` adds an :class:`InputNormalizer`
             (statistics set by its ``fit`` or by ``load_state_dict``; ``dual_energy`` widens the backbone's
             input); None feeds the raw images to the backbone.
+        instrument_keys: instrument settings the model is conditioned on (:class:`InstrumentConditioning`;
+            its statistics set by ``fit`` or by ``load_state_dict``); None or empty: not conditioned.
         **backbone_kwargs: passed to ``create_backbone`` (e.g. ``vgg_pre_logits``, ``fnn_hidden``).
     """
     act = activation if activation is not None else DEFAULT_ACTIVATIONS.get(arch, "relu")
@@ -243,7 +263,8 @@ def build_model(  # noqa: PLR0917 (signature fixed by the mtl contract)
                 "labels to lay out its bins"
             )
         fds[task.name] = FDS.from_config(num_features, task.fds, fds_train_targets[task.name])
-    return MultiTaskModel(backbone, num_features, tasks, act, hidden, dropout, fds, normalizer)
+    conditioning = InstrumentConditioning(instrument_keys, num_features, act) if instrument_keys else None
+    return MultiTaskModel(backbone, num_features, tasks, act, hidden, dropout, fds, normalizer, conditioning)
 
 
 def load_model(bundle: Mapping[str, object]) -> MultiTaskModel:

@@ -1,14 +1,18 @@
-"""What a :class:`~alloy_mtl.mtl.training.trainer.Trainer` saves to resume and restores from it, and the
-fingerprint of its configuration that a resumed checkpoint must match."""
+"""What a :class:`~alloy_mtl.mtl.training.trainer.Trainer` saves to resume and restores from it, the
+fingerprint of its configuration that a resumed checkpoint must match, and what its finished run delivers."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
 
 from alloy_mtl.mtl.training.checkpoint_io import capture_rng_state, model_signature, restore_rng_state
 
 if TYPE_CHECKING:
+    from alloy_mtl.mtl.tasks import TaskSpec
     from alloy_mtl.mtl.training.trainer import Trainer
 
 
@@ -53,3 +57,26 @@ def restore_trainer_state(trainer: Trainer, state: Mapping[str, Any]) -> None:
     trainer.epoch = int(state["epoch"])
     trainer.stopped = bool(state["stopped"])
     restore_rng_state(state["rng"], trainer.generators)
+
+
+def delivered_validation(
+    trainer: Trainer, history: pd.DataFrame, tasks: Sequence[TaskSpec]
+) -> dict[str, Any]:
+    """The epoch whose weights the run delivers and its validation MAE per regression target (original units):
+    ``{"delivered_epoch": 7, "val_mae": {"thickness_mm": 0.31, ...}}``. The ensembles weigh their members'
+    regression outputs by it (``alloy_mtl.evaluation.ensemble``)."""
+    if history.empty:
+        return {"delivered_epoch": 0, "val_mae": {}}
+    restored = (
+        trainer.settings.restore_best and trainer.best_state is not None and trainer.tracker.best_epoch > 0
+    )
+    epoch = int(trainer.tracker.best_epoch) if restored else int(history["epoch"].iloc[-1])
+    row = history.loc[history["epoch"] == epoch].iloc[-1]
+    errors = {
+        task.target: float(row[f"val_{task.name}_mae"])
+        for task in tasks
+        if not task.is_classification
+        and f"val_{task.name}_mae" in row
+        and np.isfinite(row[f"val_{task.name}_mae"])
+    }
+    return {"delivered_epoch": epoch, "val_mae": errors}

@@ -22,7 +22,11 @@ from alloy_mtl.evaluation.comparison import (
 )
 from alloy_mtl.evaluation.ensemble import ensemble_predictions, regression_members
 from alloy_mtl.evaluation.ensemble_selection import describe_weights, select_ensemble, selected_weights
-from alloy_mtl.evaluation.evaluation_set import simulate_evaluation_set, simulate_validation_set
+from alloy_mtl.evaluation.evaluation_set import (
+    batch_instrument,
+    simulate_evaluation_set,
+    simulate_validation_set,
+)
 from alloy_mtl.evaluation.params import EvaluationParams
 from alloy_mtl.evaluation.plots import ap_heatmap
 from alloy_mtl.evaluation.report import evaluate_model
@@ -115,16 +119,36 @@ def evaluate_architecture(  # noqa: PLR0917 (one input per catalog dataset)
     return metrics, _png_names(figures)
 
 
+def fit_evaluation_set_instrument(
+    data_source: dict[str, Any], generation: dict[str, Any], evaluation: dict[str, Any]
+) -> dict[str, float]:
+    """The evaluation set's instrument, fitted from its images alone (no labels) inside the declared
+    tolerances: what an instrument-conditioned model is told (empty for lab data or when the set is off)."""
+    settings = parse_params(EvaluationParams, evaluation, "evaluation").evaluation_set
+    source = parse_params(DataSourceParams, data_source, "data_source")
+    if source.kind != "generated" or not settings.enabled or settings.n_images == 0:
+        return {}
+    images, _ = simulate_evaluation_set(generation, settings)
+    instrument = batch_instrument(generation, images)
+    logger.info("evaluation set: fitted instrument %s", instrument)
+    return instrument
+
+
 def predict_evaluation_set(
-    model: dict[str, Any], data_source: dict[str, Any], generation: dict[str, Any], evaluation: dict[str, Any]
+    model: dict[str, Any],
+    data_source: dict[str, Any],
+    generation: dict[str, Any],
+    evaluation: dict[str, Any],
+    instrument: dict[str, float] | None = None,
 ) -> pd.DataFrame:
-    """A trained model's predictions on the large simulated evaluation set (empty for lab data or when off)."""
+    """A trained model's predictions on the large simulated evaluation set (empty for lab data or when off);
+    an instrument-conditioned model is told ``instrument`` (see :func:`fit_evaluation_set_instrument`)."""
     settings = parse_params(EvaluationParams, evaluation, "evaluation").evaluation_set
     source = parse_params(DataSourceParams, data_source, "data_source")
     if source.kind != "generated" or not settings.enabled or settings.n_images == 0:
         return _no_predictions()
     images, metadata = simulate_evaluation_set(generation, settings)
-    return predict_images(model, images, metadata)
+    return predict_images(model, images, metadata, instrument=instrument or None)
 
 
 def predict_validation(

@@ -14,7 +14,13 @@ def create_pipeline(architecture: str, **kwargs) -> Pipeline:
         [
             Node(
                 nodes.predict_evaluation_set,
-                inputs=["model", "params:data_source", "params:generation", "params:evaluation"],
+                inputs=[
+                    "model",
+                    "params:data_source",
+                    "params:generation",
+                    "params:evaluation",
+                    "evaluation_set_instrument",
+                ],
                 outputs="evaluation_set_predictions",
                 name="predict_evaluation_set",
             ),
@@ -33,11 +39,26 @@ def create_pipeline(architecture: str, **kwargs) -> Pipeline:
             ),
         ]
     )
-    return Pipeline(
+    return create_instrument_pipeline() + Pipeline(
         template,
         namespace=architecture,
-        inputs={"model_input"},
+        inputs={"model_input", "evaluation_set_instrument"},
         parameters={"params:evaluation", "params:data_source", "params:generation"},
+    )
+
+
+def create_instrument_pipeline(**kwargs) -> Pipeline:
+    """The evaluation set's instrument fitted from its images (``evaluation_set_instrument``), shared by every
+    architecture's evaluation (the same node in each, so summed pipelines keep one)."""
+    return Pipeline(
+        [
+            Node(
+                nodes.fit_evaluation_set_instrument,
+                inputs=["params:data_source", "params:generation", "params:evaluation"],
+                outputs="evaluation_set_instrument",
+                name="fit_evaluation_set_instrument",
+            )
+        ]
     )
 
 

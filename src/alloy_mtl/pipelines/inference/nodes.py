@@ -27,6 +27,13 @@ def predict_folder(inference: dict[str, Any], model_name: str) -> pd.DataFrame:
     metadata = model.metadata.metadata or {}
     if "in_chans" not in metadata or "image_size" not in metadata:
         raise ValueError(f"{settings.model_uri}: not an alloy-mtl model (no in_chans/image_size metadata)")
+    keys = list(metadata.get("instrument_keys") or [])
+    unknown = sorted(set(settings.instrument or {}) - set(keys))
+    if unknown:
+        raise ValueError(
+            f"parameters inference.instrument: {unknown} not read by {settings.model_uri}; it reads "
+            f"{keys or 'no instrument settings (not instrument-conditioned)'}"
+        )
     logger.info("predicting %d file(s) of %s with %s", len(files), settings.input, settings.model_uri)
     return predict_files(
         model,
@@ -37,6 +44,7 @@ def predict_folder(inference: dict[str, Any], model_name: str) -> pd.DataFrame:
         batch_size=settings.batch_size,
         bit_depth=settings.bit_depth,
         bad_pixels=bundle_bad_pixels(metadata),
+        instrument=settings.instrument,
     )
 
 

@@ -14,6 +14,7 @@ from alloy_mtl.evaluation import robustness
 from alloy_mtl.evaluation.params import EvaluationParams
 from alloy_mtl.mtl.recipe import predict_images
 from alloy_mtl.physics.estimator import PhysicsLimitEstimator
+from alloy_mtl.physics.instrument_fit import nominal_instrument
 from alloy_mtl.physics.simulator import SimulationConfig
 
 logger = logging.getLogger(__name__)
@@ -35,30 +36,40 @@ def simulate_conditions(
     return robustness.simulate_conditions(generation, settings)
 
 
-def predict_conditions(model: dict[str, Any], conditions: robustness.ConditionImages) -> pd.DataFrame:
-    """A trained model's predictions of every condition, stacked with a ``condition`` column."""
+def predict_conditions(
+    model: dict[str, Any],
+    conditions: robustness.ConditionImages,
+    instruments: dict[str, dict[str, float]] | None = None,
+) -> pd.DataFrame:
+    """A trained model's predictions of every condition, stacked with a ``condition`` column; an
+    instrument-conditioned model is told each condition's fitted instrument (``instruments``)."""
+    instruments = instruments or {}
     return robustness.stack_conditions(
-        {name: predict_images(model, images, metadata) for name, (images, metadata) in conditions.items()}
+        {
+            name: predict_images(model, images, metadata, instrument=instruments.get(name))
+            for name, (images, metadata) in conditions.items()
+        }
     )
 
 
 def physics_limit_conditions(
     conditions: robustness.ConditionImages, generation: dict[str, Any]
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
     """The physics-limit estimator on every condition: told the nominal instrument and the declared
     ``generation.tolerances``, it fits each condition's instrument inside them (never its labels); without
-    declared tolerances it is told the nominal instrument alone."""
+    declared tolerances it is told the nominal instrument alone. Returns the predictions and each condition's
+    instrument (fitted, else nominal): what an instrument-conditioned model is told."""
     if not conditions:
-        return robustness.stack_conditions({})
+        return robustness.stack_conditions({}), {}
     config = SimulationConfig.from_params(generation)
     tolerances = {key: (low, high) for key, low, high in config.tolerances} or None
-    predictions = {}
+    predictions, instruments = {}, {}
     for name, (images, metadata) in conditions.items():
         estimator = PhysicsLimitEstimator(config, tolerances=tolerances)
         predictions[name] = robustness.physics_predictions(estimator, images, metadata)
-        if estimator.fitted_instrument is not None:
-            logger.info("physics limit, %s: fitted instrument %s", name, estimator.fitted_instrument)
-    return robustness.stack_conditions(predictions)
+        instruments[name] = estimator.fitted_instrument or nominal_instrument(config)
+        logger.info("physics limit, %s: instrument %s", name, instruments[name])
+    return robustness.stack_conditions(predictions), instruments
 
 
 def report_robustness(

@@ -30,7 +30,7 @@ def create_pipeline(architectures: Sequence[str], **kwargs) -> Pipeline:
             *[
                 Node(
                     nodes.predict_conditions,
-                    inputs=[f"{arch}.model", "robustness_images"],
+                    inputs=[f"{arch}.model", "robustness_images", "robustness_instruments"],
                     outputs=f"{arch}.robustness_predictions",
                     name="predict_robustness",
                     namespace=arch,
@@ -40,7 +40,7 @@ def create_pipeline(architectures: Sequence[str], **kwargs) -> Pipeline:
             Node(
                 nodes.physics_limit_conditions,
                 inputs=["robustness_images", "params:generation"],
-                outputs=f"{nodes.PHYSICS_ROW}.robustness_predictions",
+                outputs=[f"{nodes.PHYSICS_ROW}.robustness_predictions", "robustness_instruments"],
                 name="physics_limit_robustness",
             ),
             Node(
