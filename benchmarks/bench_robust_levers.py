@@ -77,6 +77,11 @@ LEVERS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "units64_tolerances_bad_pixels": (_units(64), BAD),
     # the same, the model told the instrument (trained on the recorded settings, told the fitted one)
     "units64_tolerances_bad_pixels_conditioned": (_units(64), {**BAD, "instrument_conditioning": True}),
+    # and the wedge's global summary (its fitted profile's coefficients) beside the backbone's features
+    "units64_tolerances_bad_pixels_conditioned_summary": (
+        _units(64),
+        {**BAD, "instrument_conditioning": True, "wedge_summary": True},
+    ),
     "units256_tolerances_bad_pixels": (_units(256), BAD),
     # only the settings that do not change the spectrum (no per-image ambiguity with the alloy) are drawn
     "units64_dose_blur_bad_pixels": (_units(64, ["dose_scale", "blur_sigma_px"]), BAD),

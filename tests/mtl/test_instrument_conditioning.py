@@ -78,7 +78,7 @@ def test_a_conditioned_model_reads_the_settings_and_shares_its_fusion():
     low = model(attach_settings(images, torch.full((4, 1), 0.98)))["alloy"]
     high = model(attach_settings(images, torch.full((4, 1), 1.02)))["alloy"]
     assert not torch.allclose(low, high)
-    fusion = {id(p) for p in model.conditioning.parameters()}
+    fusion = {id(p) for p in model.fusion.parameters()}
     assert fusion <= {id(p) for p in model.shared_parameters()}
     assert model.instrument_keys == ["kv_scale"]
 
@@ -156,3 +156,22 @@ def test_off_or_without_recorded_settings_the_model_is_unconditioned():
     bundle = train_from_params(images, plain, _params()).bundle
     assert "instrument_keys" not in bundle["model_options"]
     assert load_model(bundle).conditioning is None
+
+
+def test_the_wedge_summary_is_the_fitted_profiles_coefficients_and_joins_the_features():
+    from alloy_mtl.mtl.models.input_transform import wedge_coefficients
+
+    position = np.linspace(-1.0, 1.0, 8)
+    attenuation = 0.5 + 0.2 * position + 0.05 * position**2
+    images = torch.tensor(np.exp(-attenuation), dtype=torch.float32).expand(2, 3, 6, 8).clone()
+    coefficients = wedge_coefficients(images)
+    assert coefficients.shape == (2, 9)
+    assert np.allclose(coefficients[0, :3].numpy(), [0.5, 0.2, 0.05], atol=1e-5)
+    images_, metadata = _data()
+    result = train_from_params(images_, metadata, _params(wedge_summary=True, instrument_conditioning=False))
+    assert result.bundle["model_options"]["wedge_summary"] is True
+    model = load_model(result.bundle)
+    assert model.wedge_summary is not None and model.conditioning is None
+    train = images_[(metadata["split"] == "train").to_numpy()]
+    standardised = model.wedge_summary(torch.from_numpy(train))
+    assert torch.allclose(standardised.mean(dim=0), torch.zeros(6), atol=1e-4)

@@ -236,6 +236,10 @@ class TrainingParams(TrainerSettings):
     the generator's drawn tolerances do; ``true`` requires them; ``false`` never. A conditioned model is told
     the instrument at prediction time: fitted from the batch (the evaluation set, the robustness suite),
     given in the request, or the training images' typical one."""
+    wedge_summary: bool = False
+    """Join the wedge's global summary (the coefficients of the least-squares quadratic through each channel's
+    attenuation profile, standardised) to the backbone's features before the heads
+    (``alloy_mtl.mtl.models.conditioning.WedgeSummary``)."""
     class_balanced_sampler: bool = False
     """Draw batches so that the first classification task's classes come equally often."""
     distributed: Literal["auto"] | bool = "auto"

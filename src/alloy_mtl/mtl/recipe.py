@@ -5,14 +5,10 @@ This is the whole recipe that a Kedro node, a benchmark or a notebook calls; it 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,6 +29,10 @@ from alloy_mtl.mtl.optim.optimizers import OPTIMIZERS
 from alloy_mtl.mtl.parallel.ddp import DDPStrategy
 from alloy_mtl.mtl.parallel.process_group import DistributedContext, is_main_process, setup_distributed
 from alloy_mtl.mtl.params import TrainingParams, parse_training_params
+from alloy_mtl.mtl.run_identity import (
+    run_identity,
+    set_aside_checkpoints,
+)
 from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
 from alloy_mtl.mtl.training.callbacks import Callback, LoggingCallback
 from alloy_mtl.mtl.training.checkpoint_callback import CheckpointCallback
@@ -42,11 +42,6 @@ from alloy_mtl.mtl.training.trainer import Trainer
 from alloy_mtl.mtl.training.trainer_state import delivered_validation
 
 logger = logging.getLogger(__name__)
-
-#: Settings that may change between a run and its resumption.
-RESUMABLE_SETTINGS = frozenset(
-    {"epochs", "resume", "progress_bar", "progress_every", "num_workers", "prefetch_factor", "data_on_device"}
-)
 
 
 @dataclass
@@ -96,36 +91,6 @@ def _subsample(rows: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
     if limit is None or rows.size <= limit:
         return rows
     return np.sort(np.random.default_rng(seed).choice(rows, size=int(limit), replace=False))
-
-
-#: Settings added after checkpoints were first written, with the value that trains as before they existed:
-#: at that value they stay out of the identity, so such checkpoints still resume.
-SETTINGS_ADDED_LATER: dict[str, Any] = {"bad_pixels": "none", "instrument_conditioning": "auto"}
-
-
-def run_identity(params: TrainingParams, metadata: pd.DataFrame, train_rows: np.ndarray) -> dict[str, str]:
-    """What a checkpoint must share with this run to be resumed: the data and every setting but ``epochs``."""
-    settings = params.model_dump(mode="json", exclude=set(RESUMABLE_SETTINGS))
-    for name, behaviour_before in SETTINGS_ADDED_LATER.items():
-        if settings.get(name) == behaviour_before:
-            del settings[name]
-    data: list[Any] = metadata[["image_id", "split"]].to_numpy().astype(str).tolist()
-    keys = conditioning_keys(metadata, train_rows, params.instrument_conditioning)
-    if keys:  # a conditioned model has other weights than an unconditioned one of the same settings
-        data = [data, keys]
-
-    def digest(value: Any) -> str:
-        return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-    return {"settings": digest(settings), "data": digest([data, train_rows.tolist()])}
-
-
-def _set_aside_checkpoints(checkpoint_dir: Path) -> Path:
-    """Move an incompatible checkpoint folder aside (never delete what a user had)."""
-    stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
-    target = checkpoint_dir.with_name(f"{checkpoint_dir.name}.stale-{stamp}")
-    shutil.move(str(checkpoint_dir), str(target))
-    return target
 
 
 def _check_labels(tasks: Sequence[TaskSpec], targets: Mapping[str, np.ndarray], rows: np.ndarray) -> None:
@@ -243,16 +208,18 @@ def prepare_experiment(
             fds_train_targets=train_targets,
             input_transform=params.input_transform,
             instrument_keys=instrument_keys,
+            wedge_summary=params.wedge_summary,
             **params.model_options,
         )
     model.target_scaler.set_stats(target_stats)
+    prepare = partial(prepare_images, size=None, bad_pixels=params.bad_pixels)
     if settings is not None:
         model.conditioning.fit(settings[train_rows])
         logger.info("%s: conditioned on the instrument settings %s", params.arch, instrument_keys)
+    if model.wedge_summary is not None:
+        model.wedge_summary.fit(images, train_rows, preprocess=prepare)
     if isinstance(model.normalizer, InputNormalizer):
-        model.normalizer.fit(
-            images, train_rows, preprocess=partial(prepare_images, size=None, bad_pixels=params.bad_pixels)
-        )
+        model.normalizer.fit(images, train_rows, preprocess=prepare)
     return PreparedExperiment(
         params=params,
         tasks=list(tasks),
@@ -318,7 +285,7 @@ def train_from_params(
         if params.resume is True or directory is None:
             raise
         # The fingerprint is checked before any state is loaded, so the model still holds its initial weights.
-        moved = _set_aside_checkpoints(directory) if is_main_process() else directory
+        moved = set_aside_checkpoints(directory) if is_main_process() else directory
         if context is not None:
             context.barrier()  # every rank starts afresh only once rank 0 moved the folder
         logger.warning("checkpoints in %s came from another configuration; moved to %s", directory, moved)
@@ -334,7 +301,12 @@ def train_from_params(
         "in_chans": int(images.shape[1]),
         "image_size": int(image_size),
         "activation": params.activation,
-        "model_options": {"input_transform": params.input_transform, **params.model_options, **conditioned},
+        "model_options": {
+            "input_transform": params.input_transform,
+            **params.model_options,
+            **conditioned,
+            **({"wedge_summary": True} if params.wedge_summary else {}),
+        },
         "tasks": params.enabled_tasks,
         "preprocessing": {"bad_pixels": params.bad_pixels},
     }

@@ -7,7 +7,7 @@ are buffers of the model, so a saved model applies the same transform at inferen
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -64,14 +64,30 @@ def represent(x: Tensor, transform: str) -> Tensor:
     return torch.cat([attenuation, ratios], dim=1)
 
 
+def _design(width: int, like: Tensor) -> tuple[Tensor, Tensor, int]:
+    """(position (W,), design matrix (W, degree + 1), degree) of the wedge fit for ``width`` pixels."""
+    degree = min(WEDGE_FIT_DEGREE, width - 1)
+    position = torch.linspace(-1.0, 1.0, width, dtype=like.dtype, device=like.device)
+    return position, position[:, None] ** torch.arange(degree + 1, device=like.device), degree
+
+
+def wedge_coefficients(x: Tensor) -> Tensor:
+    """(B, C * (WEDGE_FIT_DEGREE + 1)) coefficients of the least-squares quadratic through each channel's
+    attenuation profile along the wedge (position -1..1 across the width), of a (B, C, H, W) transmission batch;
+    zero-padded where the image is too narrow for the full degree."""
+    profile = (-torch.log(x.clamp_min(_EPS))).mean(dim=2, keepdim=True)
+    _, design, degree = _design(x.shape[-1], profile)
+    coefficients = (profile @ torch.linalg.pinv(design).T)[:, :, 0, :]  # (B, C, degree + 1)
+    padded = torch.nn.functional.pad(coefficients, (0, WEDGE_FIT_DEGREE - degree))
+    return padded.flatten(1)
+
+
 def _quadratic_fit(profile: Tensor) -> tuple[Tensor, Tensor]:
     """The least-squares polynomial (degree ``WEDGE_FIT_DEGREE``, lower for narrow images) through each
     (B, C, 1, W) profile, and its derivative per pixel, both (B, C, 1, W)."""
     width = profile.shape[-1]
-    degree = min(WEDGE_FIT_DEGREE, width - 1)
-    position = torch.linspace(-1.0, 1.0, width, dtype=profile.dtype, device=profile.device)
+    position, design, degree = _design(width, profile)
     powers = torch.arange(degree + 1, device=profile.device)
-    design = position[:, None] ** powers  # (W, degree + 1)
     coefficients = profile @ torch.linalg.pinv(design).T  # (B, C, 1, degree + 1)
     fitted = coefficients @ design.T
     if degree == 0:
@@ -80,6 +96,19 @@ def _quadratic_fit(profile: Tensor) -> tuple[Tensor, Tensor]:
     pixel = 2.0 / (width - 1)  # position units per pixel
     gradient = (coefficients[..., 1:] @ slope_design.T) * pixel
     return fitted, gradient
+
+
+def training_batches(
+    images: np.ndarray,
+    rows: np.ndarray,
+    chunk_size: int,
+    preprocess: Callable[[Tensor], Tensor] | None = None,
+    dtype: type = np.float32,
+) -> Iterator[Tensor]:
+    """``images[rows]`` chunk by chunk (sorted rows, memmap-friendly), each through ``preprocess`` when given."""
+    for start in range(0, len(rows), chunk_size):
+        batch = torch.from_numpy(np.asarray(images[np.sort(rows[start : start + chunk_size])], dtype=dtype))
+        yield batch if preprocess is None else preprocess(batch)
 
 
 class InputNormalizer(nn.Module):
@@ -112,11 +141,7 @@ class InputNormalizer(nn.Module):
         total = np.zeros(self.mean.numel())
         squares = np.zeros(self.mean.numel())
         count = 0
-        for start in range(0, len(rows), chunk_size):
-            chunk = np.asarray(images[np.sort(rows[start : start + chunk_size])], dtype=np.float64)
-            batch = torch.from_numpy(chunk)
-            if preprocess is not None:
-                batch = preprocess(batch)
+        for batch in training_batches(images, rows, chunk_size, preprocess, np.float64):
             values = represent(batch, self.transform).numpy()
             total += values.sum(axis=(0, 2, 3))
             squares += (values**2).sum(axis=(0, 2, 3))

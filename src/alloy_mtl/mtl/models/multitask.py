@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from alloy_mtl.mtl.losses.fds import FDS, FDSCallback
 from alloy_mtl.mtl.models.backbones import DEFAULT_ACTIVATIONS, create_backbone, make_activation
-from alloy_mtl.mtl.models.conditioning import InstrumentConditioning, split_settings
+from alloy_mtl.mtl.models.conditioning import InstrumentConditioning, WedgeSummary, split_settings
 from alloy_mtl.mtl.models.dropout import use_seeded_dropout
 from alloy_mtl.mtl.models.input_transform import InputNormalizer
 from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
@@ -96,6 +96,9 @@ class MultiTaskModel(nn.Module):
         normalizer: optional input normalisation applied before the backbone (buffers only, no parameters).
         conditioning: optional instrument conditioning: the input then carries the instrument's settings as
             trailing constant planes (``alloy_mtl.mtl.models.conditioning``), joined to the backbone's features.
+        wedge_summary: optional global summary of the wedge (its fitted profile's coefficients), joined too.
+
+    With either, ``fusion`` (Linear(F + extras, F) -> activation) joins them to the features before the heads.
 
     ``target_scaler`` holds the regression targets' standardisation: ``forward`` returns standardised
     values (what the losses see), :meth:`predict` original units.
@@ -112,10 +115,20 @@ class MultiTaskModel(nn.Module):
         fds: Mapping[str, FDS] | None = None,
         normalizer: InputNormalizer | None = None,
         conditioning: InstrumentConditioning | None = None,
+        wedge_summary: WedgeSummary | None = None,
     ) -> None:
         super().__init__()
         self.normalizer = normalizer if normalizer is not None else nn.Identity()
         self.conditioning = conditioning
+        self.wedge_summary = wedge_summary
+        extras = (0 if conditioning is None else len(conditioning.keys)) + (
+            0 if wedge_summary is None else wedge_summary.size
+        )
+        self.fusion = (
+            nn.Sequential(nn.Linear(num_features + extras, num_features), make_activation(activation))
+            if extras
+            else None
+        )
         if not tasks:
             raise ValueError("tasks: expected at least one task")
         self.backbone = backbone
@@ -146,11 +159,17 @@ class MultiTaskModel(nn.Module):
         float32, which a bf16 features tensor refuses), and FDS keeps its running statistics in float32. A
         conditioned model's input carries the instrument's settings as its last planes; they join the features
         after the backbone."""
-        if self.conditioning is None:
+        if self.fusion is None:
             return self.backbone(self.normalizer(x)).float()
-        images, settings = split_settings(x, len(self.conditioning.keys))
-        features = self.backbone(self.normalizer(images)).float()
-        return self.conditioning(features, settings.float())
+        images, settings = (
+            (x, None) if self.conditioning is None else split_settings(x, len(self.conditioning.keys))
+        )
+        joined = [self.backbone(self.normalizer(images)).float()]
+        if self.wedge_summary is not None:
+            joined.append(self.wedge_summary(images))
+        if self.conditioning is not None:
+            joined.append(self.conditioning(settings))
+        return self.fusion(torch.cat(joined, dim=1))
 
     @property
     def instrument_keys(self) -> list[str]:
@@ -195,9 +214,9 @@ class MultiTaskModel(nn.Module):
         return [FDSCallback(self)] if len(self.fds) else []
 
     def shared_parameters(self) -> list[nn.Parameter]:
-        """Parameters of the shared backbone (and of the instrument conditioning, which every head reads)."""
+        """Parameters of the shared backbone (and of the fusion layer, which every head reads)."""
         shared = list(self.backbone.parameters())
-        return shared if self.conditioning is None else shared + list(self.conditioning.parameters())
+        return shared if self.fusion is None else shared + list(self.fusion.parameters())
 
     def task_parameters(self, task: str) -> list[nn.Parameter]:
         """Parameters of one task's head."""
@@ -219,6 +238,7 @@ def build_model(  # noqa: PLR0917 (signature fixed by the mtl contract)
     fds_train_targets: Mapping[str, object] | None = None,
     input_transform: str | None = None,
     instrument_keys: Sequence[str] | None = None,
+    wedge_summary: bool = False,
     **backbone_kwargs: object,
 ) -> MultiTaskModel:
     """Build backbone + heads for ``arch``.
@@ -240,6 +260,7 @@ def build_model(  # noqa: PLR0917 (signature fixed by the mtl contract)
             input); None feeds the raw images to the backbone.
         instrument_keys: instrument settings the model is conditioned on (:class:`InstrumentConditioning`;
             its statistics set by ``fit`` or by ``load_state_dict``); None or empty: not conditioned.
+        wedge_summary: join the wedge's fitted-profile coefficients to the features (:class:`WedgeSummary`).
         **backbone_kwargs: passed to ``create_backbone`` (e.g. ``vgg_pre_logits``, ``fnn_hidden``).
     """
     act = activation if activation is not None else DEFAULT_ACTIVATIONS.get(arch, "relu")
@@ -263,8 +284,11 @@ def build_model(  # noqa: PLR0917 (signature fixed by the mtl contract)
                 "labels to lay out its bins"
             )
         fds[task.name] = FDS.from_config(num_features, task.fds, fds_train_targets[task.name])
-    conditioning = InstrumentConditioning(instrument_keys, num_features, act) if instrument_keys else None
-    return MultiTaskModel(backbone, num_features, tasks, act, hidden, dropout, fds, normalizer, conditioning)
+    conditioning = InstrumentConditioning(instrument_keys) if instrument_keys else None
+    summary = WedgeSummary(in_chans) if wedge_summary else None
+    return MultiTaskModel(
+        backbone, num_features, tasks, act, hidden, dropout, fds, normalizer, conditioning, summary
+    )
 
 
 def load_model(bundle: Mapping[str, object]) -> MultiTaskModel:
