@@ -27,13 +27,23 @@ def _png(path, array):
     Image.fromarray(array).save(path)
 
 
+def _plate(level: int, shape: tuple[int, ...], dtype=np.uint8) -> np.ndarray:
+    """An image whose mean is ``level`` counts, one count up and down in alternate columns: a constant image is
+    refused (it shows no plate)."""
+    image = np.full(shape, level, dtype)
+    image[:, ::2] += 1
+    image[:, 1::2] -= 1
+    return image
+
+
 def test_bad_files_get_their_error_and_the_others_are_predicted(tmp_path):
-    rgb = np.full((8, 8, 3), 51, np.uint8)  # 3 channels, I/I0 = 0.2
+    rgb = _plate(51, (8, 8, 3))  # 3 channels, I/I0 = 0.2
     _png(tmp_path / "a.png", rgb)
-    _png(tmp_path / "b_gray.png", np.full((8, 8), 51, np.uint8))  # 1 channel
-    _png(tmp_path / "c_small.png", np.full((4, 4, 3), 51, np.uint8))  # wrong size
+    _png(tmp_path / "b_gray.png", _plate(51, (8, 8)))  # 1 channel
+    _png(tmp_path / "c_small.png", _plate(51, (4, 4, 3)))  # wrong size
     (tmp_path / "d_corrupt.png").write_bytes(b"not a png")
-    _png(tmp_path / "e.png", np.full((8, 8, 3), 102, np.uint8))
+    _png(tmp_path / "e.png", _plate(102, (8, 8, 3)))
+    _png(tmp_path / "f_blank.png", np.full((8, 8, 3), 255, np.uint8))  # an open-beam frame
     (tmp_path / "notes.txt").write_text("ignored")
     model = FakeModel()
 
@@ -41,19 +51,30 @@ def test_bad_files_get_their_error_and_the_others_are_predicted(tmp_path):
     frame = predict_files(model, files, in_chans=3, image_size=8, root=tmp_path)
 
     assert list(frame.columns) == ["file", "alloy", "thickness_mm", "error"]
-    assert list(frame["file"]) == ["a.png", "b_gray.png", "c_small.png", "d_corrupt.png", "e.png"]
+    assert list(frame["file"]) == [
+        "a.png",
+        "b_gray.png",
+        "c_small.png",
+        "d_corrupt.png",
+        "e.png",
+        "f_blank.png",
+    ]
     np.testing.assert_allclose(frame.loc[[0, 4], "thickness_mm"], [0.2, 0.4], rtol=1e-6)
     assert "1 channel(s), the model expects 3" in frame.loc[1, "error"]
     assert "size 4x4, the model expects 8x8" in frame.loc[2, "error"]
     assert "unreadable or corrupt" in frame.loc[3, "error"]
-    assert list(failed_rows(frame)["file"]) == ["b_gray.png", "c_small.png", "d_corrupt.png"]
+    assert (
+        "the image is constant (every pixel 1): a blank, dark or flat image shows no plate"
+        in frame.loc[5, "error"]
+    )
+    assert list(failed_rows(frame)["file"]) == ["b_gray.png", "c_small.png", "d_corrupt.png", "f_blank.png"]
     assert model.calls == [((2, 3, 8, 8), {"bit_depth": "float"})]
 
 
 def test_one_channel_models_read_grey_rgb_files_and_16_bit_files_scale_by_the_declared_depth(tmp_path):
-    _png(tmp_path / "grey_as_rgb.png", np.full((8, 8, 3), 51, np.uint8))  # a greyscale saved as RGB
+    _png(tmp_path / "grey_as_rgb.png", _plate(51, (8, 8, 3)))  # a greyscale saved as RGB
     _png(tmp_path / "colour.png", np.dstack([np.full((8, 8), v, np.uint8) for v in (51, 60, 70)]))
-    Image.fromarray(np.full((8, 8), 819, np.uint16)).save(tmp_path / "twelve_bit.png")  # 819 / 4095 = 0.2
+    Image.fromarray(_plate(819, (8, 8), np.uint16)).save(tmp_path / "twelve_bit.png")  # 819 / 4095 = 0.2
     model = FakeModel()
 
     frame = predict_files(model, image_files(tmp_path), in_chans=1, image_size=8, root=tmp_path, bit_depth=12)
@@ -89,7 +110,7 @@ def test_settings_are_checked_before_anything_is_read(tmp_path):
 
 
 def test_the_instrument_reaches_the_model_as_params(tmp_path):
-    _png(tmp_path / "a.png", np.full((8, 8, 3), 51, np.uint8))
+    _png(tmp_path / "a.png", _plate(51, (8, 8, 3)))
     model = FakeModel()
     predict_files(model, image_files(tmp_path), 3, 8, root=tmp_path, instrument={"kv_scale": 1.01})
     assert model.calls == [((1, 3, 8, 8), {"bit_depth": "float", "instrument_kv_scale": 1.01})]
@@ -98,7 +119,7 @@ def test_the_instrument_reaches_the_model_as_params(tmp_path):
 def test_larger_square_files_are_downsampled_as_training_did_and_other_shapes_are_named(tmp_path):
     gradient = np.tile(np.linspace(0, 255, 32).astype(np.uint8)[None, :, None], (32, 1, 3))
     _png(tmp_path / "a_native.png", gradient)  # the 32 px radiograph a 8 px model was trained from
-    _png(tmp_path / "b_wide.png", np.full((8, 16, 3), 51, np.uint8))
+    _png(tmp_path / "b_wide.png", _plate(51, (8, 16, 3)))
     model = FakeModel()
     frame = predict_files(model, image_files(tmp_path), in_chans=3, image_size=8, root=tmp_path)
     assert model.calls == [((1, 3, 8, 8), {"bit_depth": "float"})]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
+from mlflow.exceptions import MlflowException
 
 from alloy_mtl.mtl.loading.resize import resize_images
 from alloy_mtl.mtl.models.multitask import load_model
@@ -14,16 +17,21 @@ from alloy_mtl.tracking.pyfunc_model import predict_frame, to_intensity
 from alloy_mtl.tracking.served_code import SERVED_PREFIX, module_closure
 
 
+def _wedge(n: int = 1, chans: int = 1, size: int = 4) -> np.ndarray:
+    """I/I0 falling across each image, as a wedge's radiograph does."""
+    return np.broadcast_to(np.linspace(0.8, 0.2, size), (n, chans, size, size)).astype(np.float32)
+
+
 def test_bit_depths_scale_like_the_ingest_reader():
     counts = np.array([[[[0, 255]]]], dtype=np.uint8)
     np.testing.assert_allclose(to_intensity(counts), [[[[0.0, 1.0]]]])
     wide = np.array([[[[0, 65535]]]], dtype=np.uint16)
-    np.testing.assert_allclose(to_intensity(wide), [[[[0.0, 1.0]]]])
-    # counts sent as numbers (JSON): integer-valued values above 1 are counts
-    np.testing.assert_allclose(to_intensity(np.array([[[[0.0, 200.0]]]])), [[[[0.0, 200 / 255]]]])
-    np.testing.assert_allclose(to_intensity(np.array([[[[0.0, 40000.0]]]])), [[[[0.0, 40000 / 65535]]]])
-    np.testing.assert_allclose(to_intensity(np.array([[[[100.0]]]]), "16"), [[[[100 / 65535]]]], rtol=1e-6)
-    np.testing.assert_allclose(to_intensity(np.array([[[[819.0]]]]), "12"), [[[[0.2]]]], rtol=1e-4)
+    np.testing.assert_allclose(to_intensity(wide, "16"), [[[[0.0, 1.0]]]])
+    np.testing.assert_allclose(to_intensity(np.array([[[[0.0, 200.0]]]]), "8"), [[[[0.0, 200 / 255]]]])
+    np.testing.assert_allclose(
+        to_intensity(np.array([[[[100.0, 0.0]]]]), "16"), [[[[100 / 65535, 0]]]], rtol=1e-6
+    )
+    np.testing.assert_allclose(to_intensity(np.array([[[[819.0, 0.0]]]]), "12"), [[[[0.2, 0]]]], rtol=1e-4)
     intensity = np.array([[[[0.25, 1.07]]]], dtype=np.float32)  # I/I0 may exceed 1 with noise
     np.testing.assert_array_equal(to_intensity(intensity), intensity)
 
@@ -36,12 +44,42 @@ def test_bit_depths_scale_like_the_ingest_reader():
         (np.zeros((1, 1, 2, 2)), "24", r"bit_depth: got '24'"),
         (np.full((1, 1, 2, 2), 5000.0), "12", r"12-bit counts must lie in \[0, 4095\]"),
         (np.full((1, 1, 2, 2), 300.0), "8", r"8-bit counts must lie in \[0, 255\]"),
-        (np.full((1, 1, 2, 2), 70000.0), "auto", r"exceed 16 bits"),
+        # counts of an unknown bit depth: a 12-bit detector's read as 16-bit answered confidently and wrongly
+        (np.round(_wedge() * 4095), "auto", r"up to 3276 look like detector counts; pass params bit_depth"),
+        (np.round(_wedge() * 4095).astype(np.uint16), "auto", r"uint16 pixels .* pass params bit_depth"),
+        # I/I0 no plate can give, in the units that tell what went wrong
+        (np.full((1, 1, 2, 2), -5.0), "float", r"I/I0 outside \[-0.05, 1.25\] .* got \[-5, -5\]"),
+        (_wedge() * 100.3, "auto", r"I/I0 outside .* in image 0 .*: got \[20.06, 80.24\]"),
+        (np.full((2, 1, 4, 4), 0.5), "auto", r"constant images 0, 1 .*every pixel 0.5"),
+        (np.zeros((3, 1, 4, 4), dtype=np.uint8), "auto", r"constant images 0, 1, 2"),
     ],
 )
 def test_bad_input_is_named(images, bit_depth, message):
     with pytest.raises(ValueError, match=message):
         to_intensity(images, bit_depth)
+
+
+def test_every_kind_of_problem_is_named_at_once_and_the_size_is_checked_before_conversion():
+    batch = np.concatenate([_wedge(7), np.full((1, 1, 4, 4), 0.4), _wedge() - 3.0]).astype(np.float32)
+    batch[:6] += 2.0
+    with pytest.raises(ValueError) as refused:
+        to_intensity(batch)
+    message = str(refused.value)
+    assert "images 0, 1, 2, 3, 4 and 2 more (of the batch, from 0)" in message  # outside: 0-5 and 8
+    assert "constant image 7 " in message
+    with pytest.raises(ValueError, match=r"shape \(2, 3, 4, 4\) holds 96 pixel values, more than the 95"):
+        to_intensity(np.zeros((2, 3, 4, 4), dtype=object), max_values=95)  # object: converting would fail
+
+
+def test_a_refusal_keeps_its_own_message_where_the_scoring_server_rewrites_it():
+    refused = pyfunc_model.InputRefused("input: constant image 0")
+    refused.message = (
+        f"Failed to predict data '{np.zeros(3)}'. \nError: {refused.message}"  # what MLflow does
+    )
+    assert refused.message == "input: constant image 0"
+    assert json.loads(refused.serialize_as_json())["message"] == "input: constant image 0"
+    assert refused.get_http_status_code() == 400
+    assert isinstance(refused, ValueError)
 
 
 def test_regression_outputs_are_destandardised_and_logits_pass_through(bundle_factory):
@@ -101,13 +139,15 @@ def test_logged_model_predicts_like_the_model_itself(mlflow_backend, bundle_fact
     np.testing.assert_allclose(
         loaded.predict(counts, params={"bit_depth": "16"})["thickness_mm"], served["thickness_mm"], rtol=1e-3
     )
-    # the signature takes any image size with the trained channel count, and nothing else; the model
-    # downsamples a larger square radiograph to its training size and names any other shape
-    assert loaded.predict(np.full((1, 3, 16, 16), 0.5, np.float32)).shape == (1, 8)
-    with pytest.raises(Exception, match=r"16x12: not square"):
-        loaded.predict(np.full((1, 3, 16, 12), 0.5, np.float32))
-    with pytest.raises(Exception, match=r"[Ss]hape"):
-        loaded.predict(np.full((1, 2, 8, 8), 0.5, np.float32))
+    # the model downsamples a larger square radiograph to its training size and refuses, with its own
+    # message, any other shape, channel count or a constant image
+    assert loaded.predict(_wedge(1, 3, 16)).shape == (1, 8)
+    with pytest.raises(MlflowException, match=r"16x12: not square"):
+        loaded.predict(_wedge(1, 3, 16)[..., :12])
+    with pytest.raises(MlflowException, match=r"2 channel\(s\) per image, but the model was trained on 3"):
+        loaded.predict(_wedge(1, 2, 8))
+    with pytest.raises(MlflowException, match=r"constant image 0 .*every pixel 0.5"):
+        loaded.predict(np.full((1, 3, 8, 8), 0.5, np.float32))
     assert info.metadata["in_chans"] == 3 and info.metadata["image_size"] == 8
     assert list(tmp_path.iterdir()) == []
     stored = mlflow_backend["root"] / "mlartifacts" / "models" / info.model_id / "artifacts"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -116,6 +118,50 @@ def _post(url: str, payload: dict) -> dict:
         return json.loads(response.read())
 
 
+def _refusal(url: str, payload: dict) -> tuple[int, str]:
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())["message"]
+
+
+def _assert_refusals(url: str, images: np.ndarray) -> None:
+    """Each bad input: HTTP 400 carrying the project's own message, never MLflow's generic text or the input."""
+    size = images.shape[-1]
+    cases = {
+        "I/I0 = -5 everywhere": (
+            {"inputs": np.full_like(images, -5.0).tolist()},
+            r"I/I0 outside \[-0.05, 1.25\]",
+        ),
+        "I/I0 x100": ({"inputs": (images * 100).tolist()}, r"I/I0 outside .*counts need params bit_depth"),
+        "flat grey": (
+            {"inputs": np.full((1, 3, 64, 64), 0.5).tolist()},
+            r"constant image 0 .*every pixel 0.5",
+        ),
+        "12-bit counts, no bit_depth": (
+            {"inputs": np.round(images * 4095).tolist()},
+            r"look like detector counts; pass params bit_depth",
+        ),
+        "NaN": ({"inputs": np.where(images > 0.5, np.nan, images).tolist()}, r"NaN/inf pixel"),
+        "not square": ({"inputs": images[..., : size - 2].tolist()}, r"not square"),
+        "too small": ({"inputs": images[..., :2, :2].tolist()}, r"size 2x2, the model expects"),
+        "one channel": ({"inputs": images[:, :1].tolist()}, r"1 channel\(s\) per image, but the model was"),
+        "bad bit_depth": ({"inputs": images.tolist(), "params": {"bit_depth": "24"}}, r"bit_depth: got '24'"),
+    }
+    for name, (payload, expected) in cases.items():
+        status, message = _refusal(url, payload)
+        assert status == 400, (name, status, message[:300])
+        assert re.search(expected, message), (name, message[:500])
+        assert message.startswith(("input:", "params")), (
+            name,
+            message[:300],
+        )  # no input dump, no generic text
+
+
 def test_served_champion_answers_a_posted_radiograph_like_the_in_process_model(champion, tmp_path):
     port = _free_port()
     log = (tmp_path / "serve.log").open("w")
@@ -161,6 +207,7 @@ def test_served_champion_answers_a_posted_radiograph_like_the_in_process_model(c
         counts = np.round(images * 65535).tolist()  # 16-bit detector counts, as a lab script would send
         raw = _post(f"{base}/invocations", {"inputs": counts, "params": {"bit_depth": "16"}})["predictions"]
         np.testing.assert_allclose([row["absorption"] for row in raw], expected["absorption"], rtol=1e-3)
+        _assert_refusals(f"{base}/invocations", images)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)

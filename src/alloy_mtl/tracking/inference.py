@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from alloy_mtl.data.ingest import IMAGE_SUFFIXES, read_image
+from alloy_mtl.mtl.loading.input_guards import radiograph_problems
 from alloy_mtl.mtl.loading.preprocess import prepare_images
 from alloy_mtl.mtl.loading.resize import check_resizable
 
@@ -155,6 +156,9 @@ def predict_files(
             if image.shape[0] != in_chans:
                 raise ValueError(f"{image.shape[0]} channel(s), the model expects {in_chans}")
             check_resizable(image.shape[1], image.shape[2], image_size)
+            problems = radiograph_problems(image[None], one_image=True)
+            if problems:
+                raise ValueError("; ".join(problems))
             resized = prepare_images(
                 torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)), image_size, bad_pixels
             )

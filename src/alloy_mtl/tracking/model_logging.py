@@ -55,18 +55,20 @@ def served_params(model: torch.nn.Module) -> dict[str, Any]:
 def model_signature(
     bundle: Mapping[str, Any], example: np.ndarray, output: Any, params: Mapping[str, Any] | None = None
 ) -> ModelSignature:
-    """Tensor input ``float32 (-1, C, -1, -1)`` (any batch and image size), the output columns, the params
-    (default :data:`pyfunc_model.DEFAULT_PARAMS`)."""
+    """Tensor input ``float32 (-1, -1, -1, -1)`` (any batch, channels and image size: the model checks the
+    channels itself, so a wrong count is refused with its own message rather than MLflow's schema error), the
+    output columns, the params (default :data:`pyfunc_model.DEFAULT_PARAMS`)."""
     params = dict(pyfunc_model.DEFAULT_PARAMS if params is None else params)
     inferred = infer_signature(example, output, params=params)
-    inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, int(bundle["in_chans"]), -1, -1))])
+    inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, -1, -1, -1))])
     return ModelSignature(inputs=inputs, outputs=inferred.outputs, params=inferred.params)
 
 
 def example_input(bundle: Mapping[str, Any]) -> np.ndarray:
-    """One flat-field radiograph of the model's training size at I/I0 = 0.5."""
+    """One radiograph of the model's training size, I/I0 falling from 0.8 to 0.3 across it like a wedge's."""
     size = int(bundle["image_size"])
-    return np.full((1, int(bundle["in_chans"]), size, size), 0.5, dtype=np.float32)
+    ramp = np.linspace(0.8, 0.3, size, dtype=np.float32)
+    return np.broadcast_to(ramp, (1, int(bundle["in_chans"]), size, size)).copy()
 
 
 def log_bundle_model(

@@ -1,6 +1,8 @@
 """The served alloy-mtl model: an MLflow pyfunc logged from code (this file is the model's code).
 
-Input: raw radiographs, N x C x H x W, either I/I0 floats or 8/16-bit detector counts (sent as numbers).
+Input: raw radiographs, N x C x H x W, either I/I0 floats or detector counts (sent as numbers, with
+``bit_depth``). Input the model cannot answer for is refused before any work (:func:`to_intensity`,
+:mod:`alloy_mtl.mtl.loading.input_guards`), as :class:`InputRefused`: HTTP 400 with the project's message.
 Output: one row per image with the alloy, one ``prob_<alloy>`` column per class and each regression target
 (``thickness_mm``, ``absorption``) in its original units.
 
@@ -12,8 +14,8 @@ model unpickles no arbitrary object. The model is rebuilt with ``alloy_mtl.mtl.m
 model carries in its ``code/`` folder (see :mod:`alloy_mtl.tracking.model_logging`).
 
 Inference parameters (``params=`` in ``predict``, ``"params"`` in a served request):
-``bit_depth``: ``auto`` (default), ``float`` or the detector's bit depth ``1``..``16`` (``12`` for a 12-bit
-detector, as ``data_source.options.bit_depth`` at ingest); ``batch_size`` (default 64); for a model
+``bit_depth``: ``auto`` (default: I/I0 floats, or uint8 counts), ``float`` or the detector's bit depth
+``1``..``16`` (``12`` for a 12-bit detector, as ``data_source.options.bit_depth`` at ingest); ``batch_size`` (default 64); for a model
 conditioned on the instrument (``training.instrument_conditioning``), ``instrument_<setting>`` such as
 ``instrument_kv_scale`` (each defaults to the training images' typical value).
 """
@@ -26,9 +28,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.exceptions import MlflowException
 from mlflow.models import set_model
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
+from alloy_mtl.mtl.loading.input_guards import (
+    MAX_INPUT_VALUES,
+    TRANSMISSION_RANGE,
+    check_input_size,
+    check_radiographs,
+)
 from alloy_mtl.mtl.loading.preprocess import bundle_bad_pixels, prepare_images
 from alloy_mtl.mtl.loading.resize import check_resizable
 from alloy_mtl.mtl.models.conditioning import attach_settings
@@ -45,50 +55,65 @@ instrument the radiographs come from (fitted or calibrated); a setting not given
 typical value."""
 
 
-def to_intensity(images: np.ndarray, bit_depth: str = "auto") -> np.ndarray:
-    """Raw radiographs as float32 I/I0 (the scaling of ``alloy_mtl.data.ingest.read_image``).
+def to_intensity(
+    images: np.ndarray, bit_depth: str = "auto", max_values: int = MAX_INPUT_VALUES
+) -> np.ndarray:
+    """Raw radiographs as float32 I/I0 (the scaling of ``alloy_mtl.data.ingest.read_image``), guarded.
 
     ``N`` (1..16) divides by 2**N - 1 (``8``: 255, ``12``: 4095, ``16``: 65535); ``float`` keeps the values;
-    ``auto`` treats an integer dtype by its width, integer-valued floats above 1 as counts (<= 255: 8-bit,
-    <= 65535: 16-bit) and anything else as I/I0. A 16-bit image whose brightest pixel is <= 255 is ambiguous in ``auto``: pass ``bit_depth: 16``.
+    ``auto`` reads uint8 pixels as 8-bit counts and floats as I/I0, and refuses what is ambiguous: other integer
+    types and whole-number values above the I/I0 range look like counts of an unknown bit depth (a 12-bit
+    detector's counts read as 16-bit gave a confident wrong answer), so they need ``bit_depth``.
 
     Raises:
-        ValueError: not N x C x H x W, non-finite pixels, an unknown ``bit_depth``, or counts out of range.
+        ValueError: not N x C x H x W, more than ``max_values`` pixel values (checked on the shape, before any
+            conversion), an unknown ``bit_depth``, non-finite pixels, counts out of range or of an unknown bit
+            depth, or any of :func:`alloy_mtl.mtl.loading.input_guards.radiograph_problems` (I/I0 out of range,
+            constant images), every problem of a kind in one message.
     """
     array = np.asarray(images)
-    if array.ndim != 4:
-        raise ValueError(f"input: expected N x C x H x W radiographs, got shape {array.shape}")
     bit_depth = str(bit_depth)
+    problems = []
+    if array.ndim != 4:
+        problems.append(f"input: expected N x C x H x W radiographs, got shape {array.shape}")
     if bit_depth not in BIT_DEPTHS:
-        raise ValueError(f"params bit_depth: got {bit_depth!r}, expected auto, float or 1..16")
-    if array.dtype == np.uint8 and bit_depth == "auto":
+        problems.append(f"params bit_depth: got {bit_depth!r}, expected auto, float or 1..16")
+    if problems:
+        raise ValueError("; ".join(problems))
+    check_input_size(array.shape, max_values)
+    if bit_depth == "auto" and array.dtype == np.uint8:
         bit_depth = "8"
-    elif array.dtype == np.uint16 and bit_depth == "auto":
-        bit_depth = "16"
+    elif bit_depth == "auto" and np.issubdtype(array.dtype, np.integer):
+        raise ValueError(
+            f"input: {array.dtype} pixels are detector counts of an unknown bit depth; pass params bit_depth "
+            "(the detector's, e.g. 12 or 16) or send I/I0 floats"
+        )
     values = array.astype(np.float32, copy=False)
     n_bad = int(np.count_nonzero(~np.isfinite(values)))
     if n_bad:
         raise ValueError(f"input: {n_bad} NaN/inf pixel(s); every pixel must be finite")
     if bit_depth == "auto":
-        bit_depth = _guess_bit_depth(values)
-    if bit_depth == "float":
-        return values
-    scale = float(2 ** int(bit_depth) - 1)
-    low, high = float(values.min()), float(values.max())
-    if low < 0 or high > scale:
-        raise ValueError(f"input: {bit_depth}-bit counts must lie in [0, {scale:.0f}], got [{low}, {high}]")
-    return values / np.float32(scale)
+        _refuse_unlabelled_counts(values)
+        bit_depth = "float"
+    if bit_depth != "float":
+        scale = float(2 ** int(bit_depth) - 1)
+        low, high = float(values.min()), float(values.max())
+        if low < 0 or high > scale:
+            raise ValueError(
+                f"input: {bit_depth}-bit counts must lie in [0, {scale:.0f}], got [{low}, {high}]"
+            )
+        values = values / np.float32(scale)
+    check_radiographs(values)
+    return values
 
 
-def _guess_bit_depth(values: np.ndarray) -> str:
+def _refuse_unlabelled_counts(values: np.ndarray) -> None:
     high = float(values.max()) if values.size else 0.0
-    if high <= 1.0 or not np.array_equal(values, np.round(values)):
-        return "float"
-    if high <= 255.0:
-        return "8"
-    if high <= 65535.0:
-        return "16"
-    raise ValueError(f"input: integer-valued pixels up to {high:.0f} exceed 16 bits; send I/I0 floats")
+    if high > TRANSMISSION_RANGE[1] and np.array_equal(values, np.round(values)):
+        raise ValueError(
+            f"input: whole-number pixel values up to {high:.0f} look like detector counts; pass params bit_depth "
+            "(the detector's bit depth, e.g. 12 for a 12-bit detector) or send I/I0 floats"
+        )
 
 
 def predict_frame(
@@ -172,15 +197,38 @@ class AlloyMtlModel(PythonModel):
     def predict(self, context, model_input, params=None):  # untyped: MLflow reads hints as a schema
         """Predict a batch of radiographs (see the module docstring for input and params)."""
         settings = {**DEFAULT_PARAMS, **(params or {})}
-        if isinstance(model_input, pd.DataFrame):
-            raise ValueError("input: send an N x C x H x W tensor ({'inputs': [...]}), not a DataFrame")
-        intensity = to_intensity(np.asarray(model_input), str(settings["bit_depth"]))
-        instrument = {
-            key.removeprefix(INSTRUMENT_PARAM_PREFIX): value
-            for key, value in settings.items()
-            if key.startswith(INSTRUMENT_PARAM_PREFIX)
-        }
-        return predict_frame(self.model, self.bundle, intensity, int(settings["batch_size"]), instrument)
+        try:
+            if isinstance(model_input, pd.DataFrame):
+                raise ValueError("input: send an N x C x H x W tensor ({'inputs': [...]}), not a DataFrame")
+            intensity = to_intensity(np.asarray(model_input), str(settings["bit_depth"]))
+            instrument = {
+                key.removeprefix(INSTRUMENT_PARAM_PREFIX): value
+                for key, value in settings.items()
+                if key.startswith(INSTRUMENT_PARAM_PREFIX)
+            }
+            return predict_frame(self.model, self.bundle, intensity, int(settings["batch_size"]), instrument)
+        except ValueError as error:
+            raise InputRefused(str(error)) from error
+
+
+class InputRefused(MlflowException, ValueError):
+    """A request the model will not answer, with the project's own message: HTTP 400 from the scoring server.
+
+    The scoring server rewrites the ``message`` of every ``MlflowException`` a model raises to start with the
+    whole input's repr (``Failed to predict data '[[[...]]]'``); this one keeps the message it was given."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+    @property
+    def message(self) -> str:
+        """The refusal, as raised."""
+        return self._message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        if not hasattr(self, "_message"):
+            self._message = value
 
 
 set_model(AlloyMtlModel())
