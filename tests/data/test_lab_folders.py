@@ -257,3 +257,67 @@ def test_pixels_above_the_declared_bit_depth_are_bad(tmp_path: Path) -> None:
     twelve_bit_tiffs(tmp_path, top=5000)
     with pytest.raises(DataValidationError, match=r"pixel value 5000 exceeds the declared bit_depth 12"):
         ingest_csv_folder(tmp_path, bit_depth=12)
+
+
+def test_paths_and_symlinks_leading_outside_the_lab_folder_are_refused_by_name(tmp_path: Path) -> None:
+    lab, elsewhere = tmp_path / "lab", tmp_path / "elsewhere"
+    lab.mkdir()
+    elsewhere.mkdir()
+    write_csv_lab(lab, list(ALLOYS))
+    Image.fromarray(grey_rgb(7)).save(elsewhere / "secret.png")
+    (lab / "im1.png").unlink()
+    (lab / "im1.png").symlink_to(elsewhere / "secret.png")
+    metadata = pd.read_csv(lab / "metadata.csv")
+    metadata.loc[3, "path"] = "../elsewhere/secret.png"
+    metadata.to_csv(lab / "metadata.csv", index=False)
+    with pytest.raises(DataValidationError) as err:
+        ingest_csv_folder(lab, required_alloys=None)
+    message = str(err.value)
+    assert message.startswith(f"2 problem(s) ingesting {lab}")
+    assert f"row 1 (image_id=im1): {lab}/im1.png: a symlink leading outside the lab folder {lab}" in message
+    assert (
+        f"row 3 (image_id=im3): {lab}/../elsewhere/secret.png: a path leading outside the lab folder"
+        in message
+    )
+    assert f"(to {elsewhere / 'secret.png'}); copy the image into it" in message
+
+    class_lab = tmp_path / "classes"
+    lab_folder(class_lab, {"train": 1, "val": 1, "test": 1})
+    (class_lab / "train" / "Al1050" / "linked.png").symlink_to(elsewhere / "secret.png")
+    report = scan_dataset(class_lab, "class_per_folder").report
+    linked = report[report["path"].str.endswith("linked.png")]
+    assert linked["status"].tolist() == ["bad"]
+    assert "a symlink leading outside the lab folder" in linked["problem"].iloc[0]
+
+
+def test_an_image_too_large_is_refused_from_its_header_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from alloy_mtl.data import images
+
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 20 * 20 * 3 - 1)
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "big.png")
+    tifffile.imwrite(tmp_path / "big.tif", np.zeros((3, 20, 20), np.uint16))
+
+    def decoded(*args: object, **kwargs: object) -> None:
+        raise AssertionError("decoded before the size was checked")
+
+    monkeypatch.setattr(Image.Image, "load", decoded)
+    monkeypatch.setattr(tifffile.TiffPageSeries, "asarray", decoded)
+    for name in ("big.png", "big.tif"):
+        with pytest.raises(
+            DataValidationError, match=r"header claims 1,200 pixel values, more than the 1,199"
+        ):
+            read_image(tmp_path / name)
+
+
+def test_a_decompression_bomb_is_refused_with_the_project_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow refuses above twice its limit, at open
+    with pytest.raises(
+        DataValidationError,
+        match=r"bomb.png: its header claims more pixels than Pillow decodes, more than the 67,108,864 an image may hold \(refused before",
+    ):
+        read_image(tmp_path / "bomb.png")

@@ -4,6 +4,9 @@ Scaling: uint8 / 255; uint16 / 65535, or / (2**bit_depth - 1) when the detector'
 (12-bit detectors store uint16 whose maximum is 4095); floats are kept. RGB samples become channels; with
 ``grey_rgb=True`` (what ingestion asks) a grey radiograph saved as RGB (three identical channels) is one
 channel, while an RGB image whose channels differ keeps them (energy channels).
+
+A file of more than ``MAX_IMAGE_PIXELS`` pixel values is refused from its header, before it is decoded: a few
+kilobytes of compressed PNG or TIFF can claim gigabytes (a decompression bomb).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from PIL import Image
 from alloy_mtl.data.errors import DataValidationError
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".tif", ".tiff")
+MAX_IMAGE_PIXELS = 2**26
+"""The most pixel values (height x width x channels) one image file may hold: 64 Mi, e.g. 4096 x 4096 x 4."""
 _SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 _PNG_MODES = ("L", "I;16", "I;16B", "I;16L", "RGB")
 _EXPECTED = (
@@ -106,7 +111,14 @@ def _grey_if_equal(channels: np.ndarray) -> np.ndarray:
 
 def _read_pil(path: Path, grey_rgb: bool) -> np.ndarray:
     """A PNG (or other Pillow format) as C x H x W in its stored dtype."""
-    with Image.open(path) as image:
+    try:
+        opened = Image.open(path)
+    except Image.DecompressionBombError:  # Pillow's own limit, above ours: the header claims too much
+        raise DataValidationError(_too_large(path, None)) from None
+    with opened as image:
+        values = image.size[0] * image.size[1] * len(image.getbands())
+        if values > MAX_IMAGE_PIXELS:
+            raise DataValidationError(_too_large(path, values))
         if image.mode in ("RGBA", "LA", "PA"):
             raise DataValidationError(
                 f"{path}: {image.mode} image (with an alpha channel); {_EXPECTED}; re-save it without alpha"
@@ -128,6 +140,9 @@ def _read_tiff(path: Path, grey_rgb: bool) -> np.ndarray:
         if not tif.series:
             raise DataValidationError(f"{path}: unreadable or corrupt TIFF (no image data)")
         series = tif.series[0]
+        values = int(np.prod(series.shape, dtype=np.int64))
+        if values > MAX_IMAGE_PIXELS:
+            raise DataValidationError(_too_large(path, values))
         array, axes = series.asarray(), series.axes
         rgb = series.keyframe.photometric == tifffile.PHOTOMETRIC.RGB
     if "Y" not in axes or "X" not in axes:
@@ -135,3 +150,11 @@ def _read_tiff(path: Path, grey_rgb: bool) -> np.ndarray:
     array = np.moveaxis(array, (axes.index("Y"), axes.index("X")), (-2, -1))
     array = array.reshape(-1, *array.shape[-2:])
     return _grey_if_equal(array) if rgb and grey_rgb else array
+
+
+def _too_large(path: Path, values: int | None) -> str:
+    claim = "more pixels than Pillow decodes" if values is None else f"{values:,} pixel values"
+    return (
+        f"{path}: its header claims {claim}, more than the {MAX_IMAGE_PIXELS:,} an image may hold "
+        "(refused before decoding); downsample or crop it"
+    )

@@ -192,6 +192,7 @@ def _scan_csv(root: Path, opts: IngestOptions) -> _Scan:
         if not files:
             entry.fail("empty path")
         _designate(entry, record["alloy"], opts.alloy_names, column="column 'alloy': ")
+        _refuse_outside(entry, root)
         scan.entries.append(entry)
     listed = {f.resolve() for entry in scan.entries for f in entry.files}
     scan.ignored = [
@@ -239,6 +240,20 @@ def _given_split_from_csv(metadata: pd.DataFrame) -> list[str]:
     ]
 
 
+def _refuse_outside(entry: _Entry, root: Path) -> None:
+    """Mark the entry bad when one of its files leads outside the lab folder (``..``, an absolute path or a
+    symlink): a dataset reads only what its folder holds."""
+    inside = root.resolve()
+    for file in entry.files:
+        target = file.resolve()
+        if not target.is_relative_to(inside):
+            how = "a symlink" if any(p.is_symlink() for p in (file, *file.parents)) else "a path"
+            entry.fail(
+                f"{file}: {how} leading outside the lab folder {root} (to {target}); copy the image into it"
+            )
+            return
+
+
 def _split_paths(root: Path, value: str) -> list[Path]:
     """The files of a CSV ``path`` cell (``;``-separated for per-channel files), relative to ``root``."""
     return [root / part.strip() for part in str(value).split(CHANNEL_SEPARATOR) if part.strip()]
@@ -264,6 +279,7 @@ def _scan_class_folders(root: Path, opts: IngestOptions) -> _Scan:
             else:
                 _designate(entry, folder.name, opts.alloy_names)
                 _assign_specimen(entry, folder.name, file, pattern)
+            _refuse_outside(entry, root)
             scan.entries.append(entry)
     listed = {f for entry in scan.entries for f in entry.files}
     scan.ignored = [(f, _ignored_reason(f)) for f in _visible_files(root) if f not in listed]
