@@ -83,7 +83,7 @@ def test_training_result_follows_the_evaluation_contract_and_bundle_rebuilds_the
     assert len(result.history) == 2
     model = load_model(result.bundle)
     with torch.no_grad():
-        out = model(torch.from_numpy(images[-10:].astype(np.float32)))
+        out = model.predict(torch.from_numpy(images[-10:].astype(np.float32)))
     np.testing.assert_allclose(out["alloy"].softmax(1).numpy(), probs, rtol=1e-4, atol=1e-5)
 
 

@@ -240,6 +240,10 @@ class TrainingParams(TrainerSettings):
     """Join the wedge's global summary (the coefficients of the least-squares quadratic through each channel's
     attenuation profile, standardised) to the backbone's features before the heads
     (``alloy_mtl.mtl.models.conditioning.WedgeSummary``)."""
+    calibration: Literal["temperature", "none"] = "temperature"
+    """After training, fit one temperature per classification head on the validation split (temperature
+    scaling, ``alloy_mtl.mtl.training.calibration``) so the model's probabilities match how often it is right;
+    the temperature travels inside the model. ``none`` keeps the raw softmax."""
     class_balanced_sampler: bool = False
     """Draw batches so that the first classification task's classes come equally often."""
     distributed: Literal["auto"] | bool = "auto"

@@ -34,6 +34,7 @@ from alloy_mtl.mtl.run_identity import (
     set_aside_checkpoints,
 )
 from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
+from alloy_mtl.mtl.training.calibration import calibrate_model
 from alloy_mtl.mtl.training.callbacks import Callback, LoggingCallback
 from alloy_mtl.mtl.training.checkpoint_callback import CheckpointCallback
 from alloy_mtl.mtl.training.checkpoint_io import CheckpointMismatchError
@@ -291,6 +292,11 @@ def train_from_params(
         logger.warning("checkpoints in %s came from another configuration; moved to %s", directory, moved)
         trainer, history = fit(False)
     wall = time.perf_counter() - start
+    calibration = (
+        calibrate_model(trainer.model, predict(trainer.model, loaders["val"], tasks, trainer.device), tasks)
+        if params.calibration == "temperature"
+        else {}
+    )
 
     outputs = predict(trainer.model, loaders["test"], tasks, device=trainer.device)
     predictions = predictions_frame(outputs, metadata.iloc[rows["test"]], tasks)
@@ -319,6 +325,7 @@ def train_from_params(
         "wall_time_s": wall,
         "n_train_images": len(train_rows),
         "gradient_method": trainer.method.name,
+        "calibration": calibration,
         **delivered_validation(trainer, history, tasks),
     }
     logger.info("trained %s: %d epochs in %.1f s on %s", params.arch, len(history), wall, trainer.device)

@@ -19,7 +19,16 @@ __all__ = ["RESUMABLE_SETTINGS", "SETTINGS_ADDED_LATER", "run_identity", "set_as
 
 #: Settings that may change between a run and its resumption.
 RESUMABLE_SETTINGS = frozenset(
-    {"epochs", "resume", "progress_bar", "progress_every", "num_workers", "prefetch_factor", "data_on_device"}
+    {
+        "epochs",
+        "resume",
+        "progress_bar",
+        "progress_every",
+        "num_workers",
+        "prefetch_factor",
+        "data_on_device",
+        "calibration",  # fitted after training, from the delivered weights
+    }
 )
 
 

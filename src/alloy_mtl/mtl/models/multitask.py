@@ -80,6 +80,44 @@ class TargetScaler(nn.Module):
         return out
 
 
+class LogitTemperature(nn.Module):
+    """Temperature scaling (Guo et al. 2017) of each classification head's logits: ``logits / T`` per task,
+    ``T = 1`` until :meth:`set` (``alloy_mtl.mtl.training.calibration.fit_temperature``, on validation data).
+    It changes no decision (the arg-max stays), only how sure the probabilities say the model is; it is applied
+    where the model answers (:meth:`MultiTaskModel.predict`, ``training.predict``), never in training."""
+
+    def __init__(self, tasks: Sequence[str]) -> None:
+        super().__init__()
+        self.tasks = list(tasks)
+        self.register_buffer("temperature", torch.ones(len(self.tasks), dtype=torch.float64))
+
+    def set(self, temperatures: Mapping[str, float]) -> LogitTemperature:
+        """Set ``{task: T}`` (T > 0) for tasks of this model; others keep theirs."""
+        with torch.no_grad():
+            for task, value in temperatures.items():
+                if not value > 0:
+                    raise ValueError(f"temperature of {task!r}: expected > 0, got {value}")
+                self.temperature[self.tasks.index(task)] = float(value)
+        return self
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001 (torch's hook)
+        # models and checkpoints from before calibration hold no temperature: they answer at T = 1
+        state_dict.setdefault(f"{prefix}temperature", torch.ones_like(self.temperature))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def temperatures(self) -> dict[str, float]:
+        """``{task: T}``."""
+        return {t: float(self.temperature[i]) for i, t in enumerate(self.tasks)}
+
+    def forward(self, outputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Classification logits divided by their temperature; other outputs unchanged."""
+        out = dict(outputs)
+        for i, task in enumerate(self.tasks):
+            if task in out:
+                out[task] = out[task] / self.temperature[i].to(out[task])
+        return out
+
+
 class MultiTaskModel(nn.Module):
     """Shared backbone with one head per task.
 
@@ -139,6 +177,7 @@ class MultiTaskModel(nn.Module):
         )
         self._regression = {t.name for t in self.tasks if not t.is_classification}
         self.target_scaler = TargetScaler([t.name for t in self.tasks if not t.is_classification])
+        self.calibration = LogitTemperature([t.name for t in self.tasks if t.is_classification])
         fds = dict(fds or {})
         unknown = sorted(set(fds) - self._regression)
         if unknown:
@@ -206,8 +245,9 @@ class MultiTaskModel(nn.Module):
         return self.forward_heads(self.encode(x))
 
     def predict(self, x: Tensor) -> dict[str, Tensor]:
-        """Outputs per task with regression values in original units (what a deployed model returns)."""
-        return self.target_scaler.destandardize(self(x))
+        """Outputs per task as a deployed model returns them: regression values in original units,
+        classification logits divided by their calibrated temperature."""
+        return self.target_scaler.destandardize(self.calibration(self(x)))
 
     def training_callbacks(self) -> list[FDSCallback]:
         """Callbacks the trainer must run for this model (FDS folds its feature statistics every epoch)."""

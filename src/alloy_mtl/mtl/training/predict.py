@@ -42,7 +42,8 @@ def predict(
 ) -> dict[str, np.ndarray]:
     """Run ``model`` over ``loader`` and collect numpy arrays, as each task's kind says.
 
-    Classification: ``<task>_logits``, ``<task>_probs`` (softmax), ``<task>_pred`` (class index).
+    Classification: ``<task>_logits`` (divided by the model's calibrated temperature, ``calibration``),
+    ``<task>_probs`` (softmax), ``<task>_pred`` (class index).
     Regression: ``<task>_pred`` in original units (the model's ``target_scaler`` undone). When batches carry
     targets and masks: ``<task>_target`` (original units; -1 / NaN where missing) and ``<task>_mask``.
     """
@@ -57,7 +58,9 @@ def predict(
         images, targets, masks = split_batch(batch)
         with autocast(device, amp):
             raw = model(to_device(images, device))
-        outputs = destandardize(model, {k: v.float() for k, v in raw.items()})
+        calibration = getattr(model, "calibration", None)
+        logits = {k: v.float() for k, v in raw.items()}
+        outputs = destandardize(model, logits if calibration is None else calibration(logits))
         truths = None if targets is None else destandardize(model, {k: v.float() for k, v in targets.items()})
         for task in tasks:
             output = outputs[task.name]

@@ -13,6 +13,7 @@ from alloy_mtl.config import parse_params
 from alloy_mtl.constants import ALLOYS
 from alloy_mtl.data.params import DataSourceParams
 from alloy_mtl.data.store import XrayData
+from alloy_mtl.evaluation.classification import ece_at_temperature
 from alloy_mtl.evaluation.comparison import (
     ap_by_alloy_table,
     comparison_table,
@@ -116,7 +117,21 @@ def evaluate_architecture(  # noqa: PLR0917 (one input per catalog dataset)
     metrics, figures = evaluate_model(predictions, history, train_labels, params)
     metrics["training"]["wall_time_s"] = training_summary["wall_time_s"]
     metrics["evaluation_set"] = _evaluation_set_metrics(evaluation_set_predictions, train_labels, params)
+    metrics["calibration"] = _calibration(
+        training_summary.get("calibration") or {}, evaluation_set_predictions
+    )
     return metrics, _png_names(figures)
+
+
+def _calibration(fitted: dict[str, dict[str, Any]], evaluation_set: pd.DataFrame) -> dict[str, Any]:
+    """The fitted temperatures with their validation ECE before and after, and the evaluation set's ECE before
+    (``ece`` in ``evaluation_set.classification`` is after: the model answers calibrated)."""
+    report = {task: dict(values) for task, values in fitted.items()}
+    if "alloy" in report and not evaluation_set.empty:
+        report["alloy"]["evaluation_set_ece_before"] = ece_at_temperature(
+            evaluation_set, report["alloy"]["temperature"]
+        )
+    return report
 
 
 def fit_evaluation_set_instrument(
