@@ -15,6 +15,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from alloy_mtl.constants import ALLOYS
 from alloy_mtl.data.store import open_store
 from alloy_mtl.datasets import TorchBundleDataset
+from alloy_mtl.mtl.models.conditioning import attach_settings
 from alloy_mtl.mtl.recipe import load_model
 from alloy_mtl.pipelines.training import ARCHITECTURES
 from alloy_mtl.runner import ModelParallelRunner
@@ -46,7 +47,12 @@ def test_train_all_produces_models_histories_reports_and_comparison(kedro_projec
     for arch in ARCHITECTURES:
         bundle = TorchBundleDataset(str(data / f"06_models/{arch}/model.pt")).load()
         model = load_model(bundle)
-        outputs = model(torch.zeros(2, 3, 32, 32))
+        images = torch.full((2, 3, 32, 32), 0.5)
+        if model.instrument_keys:  # a conditioned model reads its instrument as trailing planes
+            typical = model.conditioning.typical()
+            settings = torch.tensor([[typical[key] for key in model.instrument_keys]] * 2)
+            images = attach_settings(images, settings)
+        outputs = model.predict(images)
         assert outputs["alloy"].shape == (2, 5)
         history = pd.read_csv(data / f"07_model_output/{arch}/history.csv")
         assert {"train_alloy_loss", "val_alloy_loss", "train_alloy_acc", "val_alloy_acc"} <= set(
@@ -54,6 +60,12 @@ def test_train_all_produces_models_histories_reports_and_comparison(kedro_projec
         )
         metrics = json.loads((data / f"08_reporting/{arch}/metrics.json").read_text())
         assert set(metrics["classification"]["ap"]) == {"1050", "2017", "5083", "6082", "7075"}
+        assert (
+            metrics["calibration"]["alloy"]["temperature"] > 0
+        )  # fitted on validation, carried in the model
+        assert model.calibration.temperatures()["alloy"] == pytest.approx(
+            metrics["calibration"]["alloy"]["temperature"]
+        )
         for figure in ("pr_curves", "roc_curves", "confusion_matrix", "loss_curves", "scatter_thickness"):
             assert (data / f"08_reporting/{arch}/{figure}.png").stat().st_size > 1000
 
