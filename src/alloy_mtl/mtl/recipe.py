@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils.data import DataLoader
 
 from alloy_mtl.mtl.device import GLOBAL_RNG_LOCK, seed_everything
 from alloy_mtl.mtl.loading.datasets import ArrayTaskDataset, default_mask, fit_target_stats, make_dataloader
@@ -292,8 +293,10 @@ def train_from_params(
         logger.warning("checkpoints in %s came from another configuration; moved to %s", directory, moved)
         trainer, history = fit(False)
     wall = time.perf_counter() - start
+    val = loaders["val"]  # every rank calibrates on the whole val split (its loader reads one shard), alike
+    whole_val = make_dataloader(val.dataset, params.batch_size) if isinstance(val, DataLoader) else val
     calibration = (
-        calibrate_model(trainer.model, predict(trainer.model, loaders["val"], tasks, trainer.device), tasks)
+        calibrate_model(trainer.model, predict(trainer.model, whole_val, tasks, trainer.device), tasks)
         if params.calibration == "temperature"
         else {}
     )
