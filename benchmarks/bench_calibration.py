@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from alloy_mtl.datasets import TorchBundleDataset, XrayStoreDataset
-from alloy_mtl.evaluation.classification import expected_calibration_error, label_indices, prob_columns
+from alloy_mtl.evaluation.classification import expected_calibration_error, prob_columns, probs_at_temperature
 from alloy_mtl.mtl.recipe import predict_images
 from alloy_mtl.mtl.training.calibration import fit_temperature
 
@@ -34,19 +34,8 @@ RESULTS_DIR = ROOT / "benchmarks" / "results"
 ARCHS = ("fnn", "resnet18", "resnet34", "resnet50", "vgg16", "efficientnet_b0")
 
 
-def _log_probs(frame: pd.DataFrame) -> np.ndarray:
-    return np.log(np.clip(frame[prob_columns()].to_numpy(dtype=np.float64), 1e-300, None))
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def _scores(frame: pd.DataFrame, temperature: float) -> dict[str, float]:
-    labelled = frame[frame["alloy_true"].notna()]
-    y = label_indices(labelled["alloy_true"])
-    probs = _softmax(_log_probs(labelled) / temperature)
+    probs, y = probs_at_temperature(frame, 1.0 / temperature)  # the saved probabilities are at T = 1
     return {
         "ece": expected_calibration_error(probs, y),
         "accuracy": float((probs.argmax(axis=1) == y).mean()),
@@ -66,9 +55,9 @@ def measure(project: Path, arch: str) -> dict[str, Any] | None:
     val_frame = predict_images(
         bundle, np.asarray(model_input.images[val]), model_input.metadata[val].reset_index(drop=True)
     )
-    labelled = val_frame[val_frame["alloy_true"].notna()]
-    temperature = fit_temperature(_log_probs(labelled), label_indices(labelled["alloy_true"]))
-    out: dict[str, Any] = {"arch": arch, "temperature": temperature, "n_val": len(labelled)}
+    val_probs, labels = probs_at_temperature(val_frame, 1.0)
+    temperature = fit_temperature(np.log(np.clip(val_probs, 1e-300, None)), labels)
+    out: dict[str, Any] = {"arch": arch, "temperature": temperature, "n_val": len(labels)}
     evaluation = pd.read_csv(data / "07_model_output" / arch / "evaluation_set_predictions.csv", dtype=str)
     evaluation[prob_columns()] = evaluation[prob_columns()].astype(float)
     out["evaluation_set"] = {"before": _scores(evaluation, 1.0), "after": _scores(evaluation, temperature)}

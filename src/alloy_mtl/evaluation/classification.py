@@ -118,16 +118,23 @@ def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, n_bins: in
     return float(np.sum(np.abs(stats["accuracy"][filled] - stats["confidence"][filled]) * share))
 
 
-def ece_at_temperature(pred_df: pd.DataFrame, temperature: float, alloys: Sequence[str] = ALLOYS) -> float:
-    """ECE of the labelled rows of ``pred_df`` had the model answered at ``temperature`` times its own:
-    its calibrated probabilities ``p = softmax(z / T)`` give back ``softmax(z) = softmax(T log p)``, so
-    ``temperature`` = the fitted T is the ECE before calibration."""
+def probs_at_temperature(
+    pred_df: pd.DataFrame, temperature: float, alloys: Sequence[str] = ALLOYS
+) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, label indices) of the labelled rows of ``pred_df`` had the model answered at
+    ``temperature`` times its own: ``p = softmax(z / T)`` gives back ``softmax(z / T') = softmax((T / T') log p)``
+    (softmax ignores the per-row constant between ``log p`` and the logits), with ``temperature = T / T'``."""
     labelled = labelled_rows(pred_df)
     log_p = np.log(np.clip(labelled[prob_columns(alloys)].to_numpy(dtype=np.float64), 1e-300, None))
     scaled = temperature * log_p
     probs = np.exp(scaled - scaled.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
-    return expected_calibration_error(probs, label_indices(labelled["alloy_true"], alloys))
+    return probs, label_indices(labelled["alloy_true"], alloys)
+
+
+def ece_at_temperature(pred_df: pd.DataFrame, temperature: float, alloys: Sequence[str] = ALLOYS) -> float:
+    """ECE of :func:`probs_at_temperature`: with ``temperature`` = the fitted T, the ECE before calibration."""
+    return expected_calibration_error(*probs_at_temperature(pred_df, temperature, alloys))
 
 
 def _per_class_ranking(
