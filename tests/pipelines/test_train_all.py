@@ -66,6 +66,9 @@ def test_train_all_produces_models_histories_reports_and_comparison(kedro_projec
         assert model.calibration.temperatures()["alloy"] == pytest.approx(
             metrics["calibration"]["alloy"]["temperature"]
         )
+        # the unknown-material score is fitted on the training split and referenced on validation, in the model
+        assert model.ood.fitted and metrics["ood"]["n_train"] > 0
+        assert model.ood.threshold(0.01) == pytest.approx(metrics["ood"]["val_score_q99"], rel=1e-4)
         for figure in ("pr_curves", "roc_curves", "confusion_matrix", "loss_curves", "scatter_thickness"):
             assert (data / f"08_reporting/{arch}/{figure}.png").stat().st_size > 1000
 

@@ -103,7 +103,11 @@ def test_settings_are_checked_before_anything_is_read(tmp_path):
         parse_inference_settings(
             {"input": str(tmp_path), "instrument": {"kv_scale": "x", "dose": float("nan")}}, "alloy_mtl"
         )
+    with pytest.raises(ValueError, match=r"inference.reject_rate: got 1.5, expected null .* in \[0, 1\)"):
+        parse_inference_settings({"input": str(tmp_path), "reject_rate": 1.5}, "alloy_mtl")
+    assert parse_inference_settings({"input": str(tmp_path), "reject_rate": 0.05}, "m").reject_rate == 0.05
     settings = parse_inference_settings({"input": str(tmp_path)}, "alloy_mtl")
+    assert settings.reject_rate is None
     assert settings.model_uri == "models:/alloy_mtl@champion"
     assert settings.bit_depth is None
     assert settings.instrument is None
@@ -114,6 +118,8 @@ def test_the_instrument_reaches_the_model_as_params(tmp_path):
     model = FakeModel()
     predict_files(model, image_files(tmp_path), 3, 8, root=tmp_path, instrument={"kv_scale": 1.01})
     assert model.calls == [((1, 3, 8, 8), {"bit_depth": "float", "instrument_kv_scale": 1.01})]
+    predict_files(model, image_files(tmp_path), 3, 8, root=tmp_path, reject_rate=0.05)
+    assert model.calls[-1] == ((1, 3, 8, 8), {"bit_depth": "float", "reject_rate": 0.05})
 
 
 def test_larger_square_files_are_downsampled_as_training_did_and_other_shapes_are_named(tmp_path):

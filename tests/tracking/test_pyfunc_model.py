@@ -129,10 +129,15 @@ def test_logged_model_predicts_like_the_model_itself(mlflow_backend, bundle_fact
     served = loaded.predict(images)
     expected = predict_frame(load_model(bundle), bundle, images)
     assert list(served.columns) == [
-        "alloy", "prob_1050", "prob_2017", "prob_5083", "prob_6082", "prob_7075", "thickness_mm", "absorption"
+        "alloy", "prob_1050", "prob_2017", "prob_5083", "prob_6082", "prob_7075", "thickness_mm", "absorption",
+        "ood_score", "ood_threshold", "unknown_reason",
     ]  # fmt: skip
-    np.testing.assert_allclose(served.drop(columns="alloy"), expected.drop(columns="alloy"), rtol=1e-5)
-    assert (served["alloy"] == expected["alloy"]).all()
+    text = ["alloy", "unknown_reason"]
+    np.testing.assert_allclose(served.drop(columns=text), expected.drop(columns=text), rtol=1e-5)
+    assert (served[text] == expected[text]).all().all()
+    assert (
+        served["ood_score"].isna().all()
+    )  # the factory's bundle carries no fitted score: answered as before
     np.testing.assert_allclose(served.filter(like="prob_").sum(axis=1), 1.0, rtol=1e-5)
     # 16-bit counts give the same answer as their I/I0
     counts = np.round(images * 65535).astype(np.float32)
@@ -141,7 +146,7 @@ def test_logged_model_predicts_like_the_model_itself(mlflow_backend, bundle_fact
     )
     # the model downsamples a larger square radiograph to its training size and refuses, with its own
     # message, any other shape, channel count or a constant image
-    assert loaded.predict(_wedge(1, 3, 16)).shape == (1, 8)
+    assert loaded.predict(_wedge(1, 3, 16)).shape == (1, 11)
     with pytest.raises(MlflowException, match=r"16x12: not square"):
         loaded.predict(_wedge(1, 3, 16)[..., :12])
     with pytest.raises(MlflowException, match=r"2 channel\(s\) per image, but the model was trained on 3"):
@@ -183,3 +188,43 @@ def test_a_conditioned_model_is_served_with_its_instrument_params(
     expected = predict_frame(model, bundle, images, instrument={"kv_scale": 1.02})
     np.testing.assert_allclose(harder["thickness_mm"], expected["thickness_mm"], rtol=1e-5)
     assert not np.allclose(harder["thickness_mm"], typical["thickness_mm"])
+
+
+def _fitted_bundle(bundle_factory) -> dict:
+    """The factory's bundle with an unknown-material score fitted on plates of I/I0 0.4-0.6."""
+    bundle = bundle_factory(in_chans=3, image_size=8)
+    model = load_model(bundle)
+    rng = np.random.default_rng(1)
+    known = torch.from_numpy(rng.uniform(0.4, 0.6, (300, 3, 8, 8)).astype(np.float32))
+    with torch.inference_mode():
+        features = model.encode(known)
+    model.ood.fit(features[:200], torch.arange(200) % 5)
+    model.ood.set_reference(model.ood.distances(features[200:]).min(dim=1).values)
+    return {**bundle, "state_dict": model.state_dict()}
+
+
+def test_an_image_unlike_the_training_images_is_answered_unknown_with_its_reason(bundle_factory):
+    bundle = _fitted_bundle(bundle_factory)
+    model = load_model(bundle)
+    rng = np.random.default_rng(2)
+    known = rng.uniform(0.4, 0.6, (20, 3, 8, 8)).astype(np.float32)
+    opaque = np.full((2, 3, 8, 8), 0.001, dtype=np.float32) + rng.uniform(0, 1e-4, (2, 3, 8, 8)).astype(
+        np.float32
+    )
+    frame = predict_frame(model, bundle, np.concatenate([known, opaque]))
+    assert (frame["alloy"].iloc[20:] == "unknown").all()
+    assert (
+        frame["unknown_reason"]
+        .iloc[20:]
+        .str.contains(r"unlike every trained alloy: score .* \(reject_rate 0.01\)")
+        .all()
+    )
+    assert (frame["ood_threshold"] == model.ood.threshold(0.01)).all()
+    assert (frame["alloy"].iloc[:20] != "unknown").mean() >= 0.9
+    assert (frame["unknown_reason"].iloc[:20] == "").sum() == (frame["alloy"].iloc[:20] != "unknown").sum()
+    # a higher rate lowers the threshold: more answers withheld, never fewer
+    strict = predict_frame(model, bundle, known, reject_rate=0.5)
+    assert (strict["alloy"] == "unknown").sum() >= (frame["alloy"].iloc[:20] == "unknown").sum()
+    assert strict["ood_threshold"].iloc[0] < frame["ood_threshold"].iloc[0]
+    with pytest.raises(ValueError, match=r"params reject_rate: expected a fraction in \[0, 1\), got 'x'"):
+        predict_frame(model, bundle, known, reject_rate="x")

@@ -244,6 +244,11 @@ class TrainingParams(TrainerSettings):
     """After training, fit one temperature per classification head on the validation split (temperature
     scaling, ``alloy_mtl.mtl.training.calibration``) so the model's probabilities match how often it is right;
     the temperature travels inside the model. ``none`` keeps the raw softmax."""
+    ood: Literal["mahalanobis", "none"] = "mahalanobis"
+    """After training, fit the model's unknown-material score: class means and a shared covariance of its
+    features on the training split, the score's quantiles on the validation split
+    (``alloy_mtl.mtl.models.ood``); a served model then answers ``unknown`` above the threshold for the
+    requested rate of rejected known images. ``none`` ships it unfitted (every image answered)."""
     class_balanced_sampler: bool = False
     """Draw batches so that the first classification task's classes come equally often."""
     distributed: Literal["auto"] | bool = "auto"

@@ -39,6 +39,7 @@ from alloy_mtl.mtl.training.calibration import calibrate_model
 from alloy_mtl.mtl.training.callbacks import Callback, LoggingCallback
 from alloy_mtl.mtl.training.checkpoint_callback import CheckpointCallback
 from alloy_mtl.mtl.training.checkpoint_io import CheckpointMismatchError
+from alloy_mtl.mtl.training.ood import fit_ood
 from alloy_mtl.mtl.training.predict import predict
 from alloy_mtl.mtl.training.trainer import Trainer
 from alloy_mtl.mtl.training.trainer_state import delivered_validation
@@ -300,6 +301,17 @@ def train_from_params(
         if params.calibration == "temperature"
         else {}
     )
+    train = loaders["train"]
+    ood = (
+        fit_ood(
+            trainer.model,
+            make_dataloader(train.dataset, params.batch_size) if isinstance(train, DataLoader) else train,
+            whole_val,
+            tasks,
+        )
+        if params.ood == "mahalanobis"
+        else {}
+    )
 
     outputs = predict(trainer.model, loaders["test"], tasks, device=trainer.device)
     predictions = predictions_frame(outputs, metadata.iloc[rows["test"]], tasks)
@@ -329,6 +341,7 @@ def train_from_params(
         "n_train_images": len(train_rows),
         "gradient_method": trainer.method.name,
         "calibration": calibration,
+        "ood": ood,
         **delivered_validation(trainer, history, tasks),
     }
     logger.info("trained %s: %d epochs in %.1f s on %s", params.arch, len(history), wall, trainer.device)

@@ -28,6 +28,7 @@ RESUMABLE_SETTINGS = frozenset(
         "prefetch_factor",
         "data_on_device",
         "calibration",  # fitted after training, from the delivered weights
+        "ood",  # likewise
     }
 )
 

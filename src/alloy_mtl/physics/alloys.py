@@ -38,24 +38,26 @@ class AlloySpec:
     """Composition limits and density of one alloy designation.
 
     Attributes:
-        name: designation, one of ``ALLOYS``.
-        limits_wt_pct: alloying/impurity element -> (min, max) in weight percent (Al excluded: balance).
-        al_min_wt_pct: minimum aluminium content in weight percent (only 1050 registers one).
+        name: designation, one of ``ALLOYS`` (or another material's name, see ``physics.materials``).
+        limits_wt_pct: alloying/impurity element -> (min, max) in weight percent (the base excluded: balance).
+        al_min_wt_pct: minimum content of the base element in weight percent (only 1050 registers one).
         density_g_cm3: handbook density of the nominal alloy.
+        base: the balance element (aluminium for the alloys this project classifies).
     """
 
     name: str
     limits_wt_pct: Mapping[str, tuple[float, float]]
     al_min_wt_pct: float
     density_g_cm3: float
+    base: str = "Al"
 
     def nominal(self) -> dict[str, float]:
         """Nominal composition as weight fractions (mid-range for ranged elements, 1/4 of the maximum for
-        impurities, Al = balance); the values sum to 1."""
+        impurities, the base element = balance); the values sum to 1."""
         frac = {}
         for element, (low, high) in self.limits_wt_pct.items():
             frac[element] = (0.5 * (low + high) if low > 0 else 0.25 * high) / 100.0
-        frac["Al"] = 1.0 - sum(frac.values())
+        frac[self.base] = 1.0 - sum(frac.values())
         return frac
 
 
@@ -142,12 +144,18 @@ def get_alloy(alloy: str) -> AlloySpec:
         raise ValueError(f"unknown alloy {alloy!r}; expected one of {', '.join(ALLOYS)}") from None
 
 
+def _as_spec(alloy: str | AlloySpec) -> AlloySpec:
+    return alloy if isinstance(alloy, AlloySpec) else get_alloy(alloy)
+
+
 def nominal_composition(alloy: str) -> dict[str, float]:
     """Nominal composition of ``alloy`` as element -> weight fraction (sums to 1)."""
     return get_alloy(alloy).nominal()
 
 
-def sample_composition(alloy: str, rng: np.random.Generator, spread: float = 1.0) -> dict[str, float]:
+def sample_composition(
+    alloy: str | AlloySpec, rng: np.random.Generator, spread: float = 1.0
+) -> dict[str, float]:
     """Sample one specimen's composition inside the designation limits of ``alloy``.
 
     Commercial material is produced to a target inside the registered limits, so each element follows a normal
@@ -157,7 +165,7 @@ def sample_composition(alloy: str, rng: np.random.Generator, spread: float = 1.0
     down if needed so the balance respects it. Al is the balance.
 
     Args:
-        alloy: designation, one of ``ALLOYS``.
+        alloy: designation, one of ``ALLOYS``, or a specification (another material).
         rng: numpy random generator (the only source of randomness).
         spread: scale of the spread; 0 returns the nominal composition.
 
@@ -166,7 +174,7 @@ def sample_composition(alloy: str, rng: np.random.Generator, spread: float = 1.0
     """
     if not spread >= 0:
         raise ValueError(f"spread must be >= 0, got {spread!r}")
-    spec = get_alloy(alloy)
+    spec = _as_spec(alloy)
     nominal = spec.nominal()
     elements = list(spec.limits_wt_pct)
     low = np.array([spec.limits_wt_pct[el][0] for el in elements]) / 100.0
@@ -174,17 +182,18 @@ def sample_composition(alloy: str, rng: np.random.Generator, spread: float = 1.0
     centre = np.array([nominal[el] for el in elements])
     uniform = rng.random(len(elements))
     if spread > 0:
-        sigma = spread * (high - low) / 6.0
+        # an element registered at one exact content (high == low) keeps it
+        sigma = np.where(high > low, spread * (high - low) / 6.0, 1.0)
         cdf_low, cdf_high = ndtr((low - centre) / sigma), ndtr((high - centre) / sigma)
         values = centre + sigma * ndtri(cdf_low + uniform * (cdf_high - cdf_low))
-        values = np.clip(values, low, high)
+        values = np.where(high > low, np.clip(values, low, high), centre)
     else:
         values = centre
     max_solute = 1.0 - spec.al_min_wt_pct / 100.0
     if values.sum() > max_solute:
         values = values * (max_solute / values.sum())
     frac = {el: float(v) for el, v in zip(elements, values, strict=True)}
-    frac["Al"] = 1.0 - float(values.sum())
+    frac[spec.base] = 1.0 - float(values.sum())
     return frac
 
 
@@ -198,8 +207,8 @@ def _mixture_density(composition: Mapping[str, float]) -> float:
     return 1.0 / sum(w / _element_density(el) for el, w in composition.items())
 
 
-def specimen_density(alloy: str, composition: Mapping[str, float]) -> float:
+def specimen_density(alloy: str | AlloySpec, composition: Mapping[str, float]) -> float:
     """Density (g/cm3) of a specimen: handbook density x ideal-mixture density ratio sampled / nominal."""
-    spec = get_alloy(alloy)
+    spec = _as_spec(alloy)
     ratio = _mixture_density(composition) / _mixture_density(spec.nominal())
     return spec.density_g_cm3 * ratio

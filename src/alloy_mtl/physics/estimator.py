@@ -389,6 +389,15 @@ class PhysicsLimitEstimator:
             return self._frame(*self._marginal_fits(images))
         return self._frame(*self._fits(images))
 
+    def goodness_of_fit(self, images: np.ndarray) -> np.ndarray:
+        """Per image, the log-likelihood (N,) of the best-fitting alloy under the instrument the last ``predict``
+        used (fitted in joint mode, else nominal), not refitted: low where no alloy explains the profile (another
+        material, an open beam), the physics answer to "is this one of the five at all"."""
+        images = np.asarray(images)
+        if images.shape[0] == 0:
+            return np.empty(0)
+        return self._fits(images)[0].max(axis=1)
+
     def _fits(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``_fit`` in chunks: log-likelihood, thickness and absorption, each (N, A)."""
         fits = [self._fit(images[i : i + _CHUNK]) for i in range(0, images.shape[0], _CHUNK)]

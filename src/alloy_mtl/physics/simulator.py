@@ -62,7 +62,7 @@ import pandas as pd
 from scipy.ndimage import gaussian_filter, gaussian_filter1d
 
 from alloy_mtl.constants import ALLOYS, INSTRUMENT_COLUMN_PREFIX, METADATA_COLUMNS
-from alloy_mtl.physics.alloys import get_alloy, sample_composition, specimen_density
+from alloy_mtl.physics.alloys import AlloySpec, get_alloy, sample_composition, specimen_density
 from alloy_mtl.physics.attenuation import composition_matrix, mass_attenuation_table
 from alloy_mtl.physics.instrument import (
     RECORDED_SETTINGS,
@@ -468,13 +468,42 @@ def _specimen_counts(n_class: int, per_specimen: int) -> list[int]:
     return [per_specimen] * full + ([rest] if rest else [])
 
 
-def plan_dataset(config: SimulationConfig) -> DatasetPlan:
-    """Draw specimens (composition, density, slope), image windows and per-exposure nuisances."""
+def _material_counts(materials: Sequence[tuple[AlloySpec, int]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for spec, n in materials:
+        if (
+            not isinstance(spec, AlloySpec)
+            or isinstance(n, bool)
+            or not isinstance(n, (int, np.integer))
+            or n < 1
+        ):
+            raise ValueError(f"materials: expected (AlloySpec, images >= 1) pairs, got ({spec!r}, {n!r})")
+        if spec.name in counts:
+            raise ValueError(f"materials: {spec.name!r} is given twice")
+        counts[spec.name] = int(n)
+    if not counts:
+        raise ValueError("materials: expected at least one (AlloySpec, images) pair")
+    return counts
+
+
+def plan_dataset(
+    config: SimulationConfig, materials: Sequence[tuple[AlloySpec, int]] | None = None
+) -> DatasetPlan:
+    """Draw specimens (composition, density, slope), image windows and per-exposure nuisances.
+
+    ``materials`` (specification, images) replaces the class profile of ``config``: the plates are then of
+    those materials (e.g. ones the models never saw, ``physics.materials``), ``alloy`` naming each.
+    """
     plan_seq, _, _, unit_seq = np.random.SeedSequence(config.seed).spawn(4)
     rng = np.random.default_rng(plan_seq)
-    counts = class_counts(
-        config.n_images, config.imbalance_ratio, config.class_order, config.min_images_per_class
-    )
+    if materials is None:
+        counts = class_counts(
+            config.n_images, config.imbalance_ratio, config.class_order, config.min_images_per_class
+        )
+        specs = {alloy: get_alloy(alloy) for alloy in counts}
+    else:
+        counts = _material_counts(materials)
+        specs = {spec.name: spec for spec, _ in materials}
 
     specimens: list[tuple[str, int]] = []
     for alloy, n_class in counts.items():
@@ -483,9 +512,9 @@ def plan_dataset(config: SimulationConfig) -> DatasetPlan:
 
     compositions, densities, slopes = [], [], []
     for alloy, _ in specimens:
-        composition = sample_composition(alloy, rng, config.composition_spread)
+        composition = sample_composition(specs[alloy], rng, config.composition_spread)
         compositions.append(composition)
-        densities.append(specimen_density(alloy, composition))
+        densities.append(specimen_density(specs[alloy], composition))
         slopes.append(config.nominal_slope * (1.0 + config.wedge_slope_sigma * rng.standard_normal()))
     units = instrument_units(config)
     weights = channel_weights(config, config.kv, units[0].weights.energies_kev)
@@ -633,7 +662,9 @@ def _render_chunk(
 
 
 def simulate_dataset(
-    config: SimulationConfig, out: np.ndarray | None = None
+    config: SimulationConfig,
+    out: np.ndarray | None = None,
+    materials: Sequence[tuple[AlloySpec, int]] | None = None,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Simulate the wedge radiograph dataset described by ``config``.
 
@@ -642,13 +673,15 @@ def simulate_dataset(
         out: optional preallocated array (e.g. ``np.memmap``) of shape (N, C, H, W) with N = the planned image
             count (``len(plan_dataset(config).metadata)``); images are written chunk by chunk so the dataset
             never needs to sit whole in RAM. The result is identical with or without ``out``.
+        materials: optional (specification, images) pairs imaged instead of the config's alloys
+            (:func:`plan_dataset`); the config still gives the instrument, geometry and noise.
 
     Returns:
         (images, metadata): float32 images (N, C, H, W) of flat-field normalised I/I0 (``out`` itself when
         given) and the per-image metadata: the contract columns, then the recorded instrument settings
         (``instrument_<setting>``).
     """
-    plan = plan_dataset(config)
+    plan = plan_dataset(config, materials)
     n_images = len(plan.metadata)
     shape = (n_images, len(config.kv), config.image_size, config.image_size)
     if out is None:

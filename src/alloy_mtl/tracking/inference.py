@@ -45,6 +45,7 @@ class InferenceSettings:
     batch_size: int = 64
     bit_depth: int | None = None
     instrument: dict[str, float] | None = None
+    reject_rate: float | None = None
 
 
 def parse_inference_settings(params: Mapping[str, Any], model_name: str) -> InferenceSettings:
@@ -53,7 +54,7 @@ def parse_inference_settings(params: Mapping[str, Any], model_name: str) -> Infe
     Raises:
         ValueError: naming ``inference.<key>`` and what was expected.
     """
-    known = {"input", "model_uri", "recursive", "batch_size", "bit_depth", "instrument"}
+    known = {"input", "model_uri", "recursive", "batch_size", "bit_depth", "instrument", "reject_rate"}
     unknown = sorted(set(params) - known)
     if unknown:
         raise ValueError(f"parameters inference: unknown key(s) {unknown}; expected {sorted(known)}")
@@ -80,6 +81,14 @@ def parse_inference_settings(params: Mapping[str, Any], model_name: str) -> Infe
             f"parameters inference.bit_depth: got {bit_depth!r}, expected null or the detector's bit depth 1..16 "
             "(the data_source.options.bit_depth the model's training data was ingested with)"
         )
+    reject_rate = params.get("reject_rate")
+    if reject_rate is not None and (
+        isinstance(reject_rate, bool) or not isinstance(reject_rate, (int, float)) or not 0 <= reject_rate < 1
+    ):
+        raise ValueError(
+            f"parameters inference.reject_rate: got {reject_rate!r}, expected null (the model's default) or the "
+            "share of known-alloy images the unknown-material threshold may reject, in [0, 1)"
+        )
     model_uri = params.get("model_uri") or CHAMPION_URI.format(name=model_name)
     return InferenceSettings(
         input=path,
@@ -88,6 +97,7 @@ def parse_inference_settings(params: Mapping[str, Any], model_name: str) -> Infe
         batch_size=batch_size,
         bit_depth=bit_depth,
         instrument=_instrument(params.get("instrument")),
+        reject_rate=None if reject_rate is None else float(reject_rate),
     )
 
 
@@ -135,6 +145,7 @@ def predict_files(
     bit_depth: int | None = None,
     bad_pixels: str = "none",
     instrument: Mapping[str, float] | None = None,
+    reject_rate: float | None = None,
 ) -> pd.DataFrame:
     """One row per file: ``file`` (relative to ``root``), the model's output columns and ``error``.
 
@@ -144,8 +155,12 @@ def predict_files(
     true bit depth of 16-bit files (as ``data_source.options.bit_depth``). ``bad_pixels``: the model's bad-pixel
     correction, applied before the resize as in training. ``instrument``: the settings an instrument-conditioned
     model is told (``instrument_<setting>`` params; the model's typical instrument for any not given).
+    ``reject_rate``: the unknown-material threshold's rate of rejected known images (None: the model's
+    default); an image above it is answered ``unknown`` with its reason.
     """
     params: dict[str, Any] = {"bit_depth": "float"}
+    if reject_rate is not None:
+        params["reject_rate"] = float(reject_rate)
     params |= {f"instrument_{key}": value for key, value in (instrument or {}).items()}
     rows: list[dict[str, Any]] = []
     good: list[tuple[int, np.ndarray]] = []

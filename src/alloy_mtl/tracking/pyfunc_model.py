@@ -4,7 +4,10 @@ Input: raw radiographs, N x C x H x W, either I/I0 floats or detector counts (se
 ``bit_depth``). Input the model cannot answer for is refused before any work (:func:`to_intensity`,
 :mod:`alloy_mtl.mtl.loading.input_guards`), as :class:`InputRefused`: HTTP 400 with the project's message.
 Output: one row per image with the alloy, one ``prob_<alloy>`` column per class and each regression target
-(``thickness_mm``, ``absorption``) in its original units.
+(``thickness_mm``, ``absorption``) in its original units; ``ood_score`` (how unlike the training images the
+image is, ``alloy_mtl.mtl.models.ood``), ``ood_threshold`` and ``unknown_reason``: above the threshold the alloy
+is answered ``unknown`` (the probabilities and regression values are still given, as what the model would say
+were it one of the five). A model without a fitted score answers NaN scores and never ``unknown``.
 
 Everything between the two is inside: bit-depth scaling (:func:`to_intensity`), the downsampling of square
 radiographs larger than the training size to it (as training did, ``alloy_mtl.mtl.loading.resize``), the model's own input
@@ -17,7 +20,9 @@ Inference parameters (``params=`` in ``predict``, ``"params"`` in a served reque
 ``bit_depth``: ``auto`` (default: I/I0 floats, or uint8 counts), ``float`` or the detector's bit depth
 ``1``..``16`` (``12`` for a 12-bit detector, as ``data_source.options.bit_depth`` at ingest); ``batch_size`` (default 64); for a model
 conditioned on the instrument (``training.instrument_conditioning``), ``instrument_<setting>`` such as
-``instrument_kv_scale`` (each defaults to the training images' typical value).
+``instrument_kv_scale`` (each defaults to the training images' typical value); ``reject_rate`` (default
+0.01): the share of validation images of the five alloys that the unknown threshold would reject (higher:
+more unknown materials caught, more known ones refused an answer).
 """
 
 from __future__ import annotations
@@ -48,7 +53,10 @@ from alloy_mtl.mtl.tasks import parse_tasks
 BUNDLE_ARTIFACT = "bundle"
 """Name of the weights file in the logged model's ``artifacts``."""
 BIT_DEPTHS: tuple[str, ...] = ("auto", "float", *(str(bits) for bits in range(1, 17)))
-DEFAULT_PARAMS: dict[str, Any] = {"bit_depth": "auto", "batch_size": 64}
+DEFAULT_REJECT_RATE = 0.01
+DEFAULT_PARAMS: dict[str, Any] = {"bit_depth": "auto", "batch_size": 64, "reject_rate": DEFAULT_REJECT_RATE}
+UNKNOWN = "unknown"
+"""The alloy answered for an image whose unknown-material score is above the threshold."""
 INSTRUMENT_PARAM_PREFIX = "instrument_"
 """``params`` ``instrument_<setting>`` (e.g. ``instrument_kv_scale``) tell an instrument-conditioned model the
 instrument the radiographs come from (fitted or calibrated); a setting not given takes the training images'
@@ -122,10 +130,15 @@ def predict_frame(
     intensity: np.ndarray,
     batch_size: int = 64,
     instrument: Mapping[str, Any] | None = None,
+    *,
+    reject_rate: float = DEFAULT_REJECT_RATE,
 ) -> pd.DataFrame:
     """One row per image: ``<target>`` and ``prob_<class>`` per classification task, ``<target>`` per
-    regression task (original units). An instrument-conditioned model is told ``instrument`` (its settings by
-    key; any it lacks: the training images' typical value)."""
+    regression task (original units), then ``ood_score``, ``ood_threshold`` and ``unknown_reason``; the first
+    classification task's answer is ``unknown`` where the score is above the threshold for ``reject_rate``.
+    An instrument-conditioned model is told ``instrument`` (its settings by key; any it lacks: the training
+    images' typical value)."""
+    threshold = _unknown_threshold(model, reject_rate)
     in_chans = int(bundle["in_chans"])
     if intensity.shape[1] != in_chans:
         raise ValueError(
@@ -140,6 +153,7 @@ def predict_frame(
     tasks = parse_tasks(bundle["tasks"])
     settings = _instrument_settings(model, instrument)
     chunks: list[dict[str, np.ndarray]] = []
+    scores: list[np.ndarray] = []
     with torch.inference_mode():
         for start in range(0, len(intensity), max(1, int(batch_size))):
             batch = torch.from_numpy(np.ascontiguousarray(intensity[start : start + batch_size]))
@@ -148,7 +162,9 @@ def predict_frame(
             if settings is not None:
                 batch = attach_settings(batch, settings.expand(len(batch), -1))
             # the model undoes its own target standardisation (its target_scaler buffers)
-            chunks.append({k: v.detach().float().cpu().numpy() for k, v in model.predict(batch).items()})
+            outputs, score = model.predict_scored(batch)
+            chunks.append({k: v.detach().float().cpu().numpy() for k, v in outputs.items()})
+            scores.append(score.detach().double().cpu().numpy())
     columns: dict[str, Any] = {}
     for task in tasks:
         values = np.concatenate([c[task.name] for c in chunks]) if chunks else np.empty((0,))
@@ -160,7 +176,34 @@ def predict_frame(
                 columns[f"prob_{label}"] = probs[:, i].astype(np.float64)
         else:
             columns[task.target] = values.reshape(-1).astype(np.float64)
+    score = np.concatenate(scores) if scores else np.empty(0)
+    unknown = score > threshold  # NaN (no fitted score) compares False: answered
+    first = next((t for t in tasks if t.is_classification), None)
+    if first is not None:
+        columns[first.target] = np.where(unknown, UNKNOWN, columns[first.target])
+    columns["ood_score"] = score
+    columns["ood_threshold"] = np.full(len(score), threshold)
+    columns["unknown_reason"] = np.where(
+        unknown,
+        [
+            f"unlike every trained alloy: score {value:.4g} > {threshold:.4g} (reject_rate {reject_rate:g})"
+            for value in score
+        ],
+        "",
+    ).astype(object)
     return pd.DataFrame(columns)
+
+
+def _unknown_threshold(model: torch.nn.Module, reject_rate: Any) -> float:
+    """The model's unknown-material threshold for ``reject_rate`` (NaN when it carries no fitted score)."""
+    try:
+        rate = float(reject_rate)
+    except (TypeError, ValueError):
+        rate = float("nan")
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"params reject_rate: expected a fraction in [0, 1), got {reject_rate!r}")
+    density = getattr(model, "ood", None)
+    return density.threshold(rate) if density is not None and density.fitted else float("nan")
 
 
 def _instrument_settings(model: torch.nn.Module, instrument: Mapping[str, Any] | None) -> torch.Tensor | None:
@@ -206,7 +249,14 @@ class AlloyMtlModel(PythonModel):
                 for key, value in settings.items()
                 if key.startswith(INSTRUMENT_PARAM_PREFIX)
             }
-            return predict_frame(self.model, self.bundle, intensity, int(settings["batch_size"]), instrument)
+            return predict_frame(
+                self.model,
+                self.bundle,
+                intensity,
+                int(settings["batch_size"]),
+                instrument,
+                reject_rate=settings["reject_rate"],
+            )
         except ValueError as error:
             raise InputRefused(str(error)) from error
 

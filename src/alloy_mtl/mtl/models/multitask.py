@@ -14,6 +14,7 @@ from alloy_mtl.mtl.models.backbones import DEFAULT_ACTIVATIONS, create_backbone,
 from alloy_mtl.mtl.models.conditioning import InstrumentConditioning, WedgeSummary, split_settings
 from alloy_mtl.mtl.models.dropout import use_seeded_dropout
 from alloy_mtl.mtl.models.input_transform import InputNormalizer
+from alloy_mtl.mtl.models.ood import FeatureDensity
 from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
 
 logger = logging.getLogger(__name__)
@@ -138,6 +139,9 @@ class MultiTaskModel(nn.Module):
 
     With either, ``fusion`` (Linear(F + extras, F) -> activation) joins them to the features before the heads.
 
+    ``ood`` (with a classification task) scores how unlike the training images an input is, on the shared
+    features (``alloy_mtl.mtl.models.ood``); it is fitted after training.
+
     ``target_scaler`` holds the regression targets' standardisation: ``forward`` returns standardised
     values (what the losses see), :meth:`predict` original units.
     """
@@ -178,6 +182,8 @@ class MultiTaskModel(nn.Module):
         self._regression = {t.name for t in self.tasks if not t.is_classification}
         self.target_scaler = TargetScaler([t.name for t in self.tasks if not t.is_classification])
         self.calibration = LogitTemperature([t.name for t in self.tasks if t.is_classification])
+        first_class = next((t for t in self.tasks if t.is_classification), None)
+        self.ood = None if first_class is None else FeatureDensity(num_features, first_class.num_outputs)
         fds = dict(fds or {})
         unknown = sorted(set(fds) - self._regression)
         if unknown:
@@ -247,7 +253,16 @@ class MultiTaskModel(nn.Module):
     def predict(self, x: Tensor) -> dict[str, Tensor]:
         """Outputs per task as a deployed model returns them: regression values in original units,
         classification logits divided by their calibrated temperature."""
-        return self.target_scaler.destandardize(self.calibration(self(x)))
+        return self.predict_scored(x)[0]
+
+    def predict_scored(self, x: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """:meth:`predict`'s outputs and the unknown-material score of each image (B,), NaN where the model
+        carries no fitted score (``ood``)."""
+        features = self.encode(x)
+        outputs = self.target_scaler.destandardize(self.calibration(self.forward_heads(features)))
+        if self.ood is None or not self.ood.fitted:
+            return outputs, torch.full((len(features),), float("nan"), device=features.device)
+        return outputs, self.ood(features)
 
     def training_callbacks(self) -> list[FDSCallback]:
         """Callbacks the trainer must run for this model (FDS folds its feature statistics every epoch)."""

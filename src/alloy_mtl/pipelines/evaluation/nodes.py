@@ -120,6 +120,7 @@ def evaluate_architecture(  # noqa: PLR0917 (one input per catalog dataset)
     metrics["calibration"] = _calibration(
         training_summary.get("calibration") or {}, evaluation_set_predictions
     )
+    metrics["ood"] = dict(training_summary.get("ood") or {})
     return metrics, _png_names(figures)
 
 

@@ -45,6 +45,7 @@ def predict_folder(inference: dict[str, Any], model_name: str) -> pd.DataFrame:
         bit_depth=settings.bit_depth,
         bad_pixels=bundle_bad_pixels(metadata),
         instrument=settings.instrument,
+        reject_rate=settings.reject_rate,
     )
 
 
