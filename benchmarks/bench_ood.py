@@ -38,12 +38,12 @@ from alloy_mtl.mtl.loading.input_guards import radiograph_problems
 from alloy_mtl.mtl.loading.instrument_settings import settings_array
 from alloy_mtl.mtl.loading.preprocess import bundle_bad_pixels
 from alloy_mtl.mtl.models.multitask import load_model
+from alloy_mtl.mtl.models.ood import DEFAULT_REJECT_RATE
 from alloy_mtl.mtl.recipe import task_targets
 from alloy_mtl.mtl.tasks import parse_tasks
 from alloy_mtl.mtl.training.ood import features_of, fit_ood
 from alloy_mtl.physics.estimator import PhysicsLimitEstimator
 from alloy_mtl.physics.simulator import SimulationConfig, simulate_dataset
-from alloy_mtl.tracking.pyfunc_model import DEFAULT_REJECT_RATE
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"

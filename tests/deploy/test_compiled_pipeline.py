@@ -91,6 +91,7 @@ def test_one_task_per_group_running_every_node_once(spec):
     assert steps["resnet18"] == [
         "resnet18.train",
         "resnet18.predict_evaluation_set",
+        "resnet18.predict_ood_set",
         "resnet18.predict_validation",
         "resnet18.evaluate",
     ]

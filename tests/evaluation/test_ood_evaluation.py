@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from alloy_mtl.evaluation.ood import SYNTHETIC_FAMILIES, auroc, fpr_at_tpr, ood_metrics, simulate_ood_set
+from alloy_mtl.evaluation.ood import (
+    SYNTHETIC_FAMILIES,
+    auroc,
+    fpr_at_tpr,
+    model_ood_report,
+    ood_markdown,
+    ood_metrics,
+    simulate_ood_set,
+)
 from alloy_mtl.physics.materials import FAR_MATERIALS, NEAR_MATERIALS
 from alloy_mtl.physics.simulator import SimulationConfig
 
@@ -37,3 +46,34 @@ def test_auroc_and_fpr_read_the_scores_the_right_way_round():
     assert metrics["auroc_ci"][0] < metrics["auroc"] < metrics["auroc_ci"][1]
     assert metrics["known_rejected"] == pytest.approx(0.05)
     assert metrics["unknown_rejected"] == pytest.approx(0.55)
+
+
+def _frames(shift: float):
+    rng = np.random.default_rng(0)
+    known = pd.DataFrame({"specimen_id": np.arange(200) // 2, "ood_score": rng.normal(0, 1, 200)})
+    unknown = pd.DataFrame(
+        {
+            "family": ["far"] * 40 + ["near"] * 40,
+            "specimen_id": np.arange(80) // 2,
+            "ood_score": np.concatenate([rng.normal(shift, 1, 40), rng.normal(0.5, 1, 40)]),
+            "ood_threshold": 2.0,
+        }
+    )
+    return known, unknown
+
+
+def test_model_report_and_comparison_section_name_every_family():
+    known, unknown = _frames(10.0)
+    report = model_ood_report(known, unknown, n_resamples=50)
+    assert report["threshold"] == 2.0
+    assert report["known_rejected"] == pytest.approx(np.mean(known["ood_score"] > 2.0))
+    assert report["families"]["far"]["auroc"] == 1.0 and report["families"]["far"]["unknown_rejected"] == 1.0
+    assert 0.5 < report["families"]["near"]["auroc"] < 0.9
+    lines = ood_markdown({"fnn": report, "old": {"fit": {}}, "none": {}})
+    text = "\n".join(lines)
+    assert lines[0] == "## Unknown materials"
+    assert "| model | known withheld | far | near |" in text
+    assert "| fnn | " in text and "1.000 [1.000, 1.000] (100%)" in text
+    assert "| old |" not in text  # a model without a fitted score has no row
+    assert ood_markdown({"old": {"fit": {}}}) == []
+    assert model_ood_report(known.assign(ood_score=np.nan), unknown) == {}

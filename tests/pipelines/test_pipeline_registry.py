@@ -13,6 +13,7 @@ def test_every_architecture_has_its_namespaced_train_pipeline():
         assert nodes == {
             f"{arch}.train",
             f"{arch}.predict_evaluation_set",
+            f"{arch}.predict_ood_set",
             f"{arch}.evaluate",
             "fit_evaluation_set_instrument",
         }

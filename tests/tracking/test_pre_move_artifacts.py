@@ -61,11 +61,13 @@ def _check_frame(frame: pd.DataFrame) -> None:
     recorded = pd.DataFrame(json.loads((FIXTURES / "expected_frame.json").read_text()))
     # today's predict_frame on a bundle older than the unknown-material score answers what it did, with the
     # score's columns empty; the old logged model's own code has no such columns
-    added = ["ood_score", "ood_threshold", "unknown_reason"]
+    added = ["ood_score", "ood_threshold", "unknown_reason", "alloy_set", "alloy_set_size"]
+    added += [f"{target}_{end}" for target in ("thickness_mm", "absorption") for end in ("low", "high")]
     if "ood_score" in frame:
         assert list(frame.columns) == [*recorded.columns, *added]
-        assert frame["ood_score"].isna().all() and frame["ood_threshold"].isna().all()
-        assert (frame["unknown_reason"] == "").all()
+        assert frame[["ood_score", "ood_threshold", *added[5:]]].isna().all().all()
+        assert (frame["unknown_reason"] == "").all() and (frame["alloy_set"] == "").all()
+        assert (frame["alloy_set_size"] == -1).all()
         frame = frame.drop(columns=added)
     assert list(frame.columns) == list(recorded.columns)
     assert frame["alloy"].tolist() == recorded["alloy"].tolist()

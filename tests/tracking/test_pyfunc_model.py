@@ -131,8 +131,9 @@ def test_logged_model_predicts_like_the_model_itself(mlflow_backend, bundle_fact
     assert list(served.columns) == [
         "alloy", "prob_1050", "prob_2017", "prob_5083", "prob_6082", "prob_7075", "thickness_mm", "absorption",
         "ood_score", "ood_threshold", "unknown_reason",
+        "alloy_set", "alloy_set_size", "thickness_mm_low", "thickness_mm_high", "absorption_low", "absorption_high",
     ]  # fmt: skip
-    text = ["alloy", "unknown_reason"]
+    text = ["alloy", "unknown_reason", "alloy_set"]
     np.testing.assert_allclose(served.drop(columns=text), expected.drop(columns=text), rtol=1e-5)
     assert (served[text] == expected[text]).all().all()
     assert (
@@ -146,7 +147,7 @@ def test_logged_model_predicts_like_the_model_itself(mlflow_backend, bundle_fact
     )
     # the model downsamples a larger square radiograph to its training size and refuses, with its own
     # message, any other shape, channel count or a constant image
-    assert loaded.predict(_wedge(1, 3, 16)).shape == (1, 11)
+    assert loaded.predict(_wedge(1, 3, 16)).shape == (1, 17)
     with pytest.raises(MlflowException, match=r"16x12: not square"):
         loaded.predict(_wedge(1, 3, 16)[..., :12])
     with pytest.raises(MlflowException, match=r"2 channel\(s\) per image, but the model was trained on 3"):
@@ -228,3 +229,28 @@ def test_an_image_unlike_the_training_images_is_answered_unknown_with_its_reason
     assert strict["ood_threshold"].iloc[0] < frame["ood_threshold"].iloc[0]
     with pytest.raises(ValueError, match=r"params reject_rate: expected a fraction in \[0, 1\), got 'x'"):
         predict_frame(model, bundle, known, reject_rate="x")
+
+
+def test_conformal_sets_and_intervals_are_in_the_answer(bundle_factory):
+    bundle = bundle_factory(in_chans=3, image_size=8)
+    model = load_model(bundle)
+    rng = np.random.default_rng(4)
+    probs = rng.dirichlet(np.ones(5), 500)
+    model.conformal.fit(
+        probs,
+        probs.argmax(axis=1),
+        {"thickness": rng.uniform(0, 2, 500), "absorption": rng.uniform(0, 0.1, 500)},
+    )
+    bundle = {**bundle, "state_dict": model.state_dict()}
+    frame = predict_frame(load_model(bundle), bundle, rng.uniform(0.2, 0.9, (6, 3, 8, 8)).astype(np.float32))
+    width = model.conformal.half_width("thickness")
+    np.testing.assert_allclose(frame["thickness_mm_high"] - frame["thickness_mm"], width)
+    np.testing.assert_allclose(frame["thickness_mm"] - frame["thickness_mm_low"], width)
+    members = model.conformal.sets(
+        frame[[f"prob_{a}" for a in ("1050", "2017", "5083", "6082", "7075")]].to_numpy()
+    )
+    assert frame["alloy_set_size"].tolist() == members.sum(axis=1).tolist()
+    for row, inside in zip(frame["alloy_set"], members, strict=True):
+        assert row.split("|") == [
+            a for a, keep in zip(("1050", "2017", "5083", "6082", "7075"), inside, strict=True) if keep
+        ] or (row == "" and not inside.any())

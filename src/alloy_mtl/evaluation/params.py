@@ -243,6 +243,16 @@ class EnsembleSelectionParams(ParamsModel):
     """Validation detector units imaging the validation set, one per specimen."""
 
 
+class OodParams(ParamsModel):
+    """The unknown-material evaluation: a generated set of what the models never saw (``evaluation.ood``),
+    imaged by the evaluation set's instrument (generated data only)."""
+
+    enabled: bool = True
+    images_per_material: int = Field(60, ge=0)
+    """Images of each other material (5 aluminium designations, 4 other materials) and synthetic family
+    (open beam, blank, dark)."""
+
+
 class EvaluationParams(ParamsModel):
     """Tail classes, shot-bin thresholds and calibration bins of the per-model evaluation."""
 
@@ -257,4 +267,5 @@ class EvaluationParams(ParamsModel):
     ensemble_selection: EnsembleSelectionParams = EnsembleSelectionParams()
     bootstrap: BootstrapParams = BootstrapParams()
     evaluation_set: EvaluationSetParams = EvaluationSetParams()
+    ood: OodParams = OodParams()
     robustness: RobustnessParams = RobustnessParams()

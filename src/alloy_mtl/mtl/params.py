@@ -249,6 +249,11 @@ class TrainingParams(TrainerSettings):
     features on the training split, the score's quantiles on the validation split
     (``alloy_mtl.mtl.models.ood``); a served model then answers ``unknown`` above the threshold for the
     requested rate of rejected known images. ``none`` ships it unfitted (every image answered)."""
+    conformal_coverage: float | None = Field(0.9, gt=0, lt=1)
+    """After calibration, fit split-conformal prediction sets (class-conditional: every alloy, the tail too,
+    covered at this rate on data like the validation split) and intervals for the regression targets on the
+    validation split (``alloy_mtl.mtl.models.conformal``); served as ``alloy_set`` and ``<target>_low`` /
+    ``_high``. null: none."""
     class_balanced_sampler: bool = False
     """Draw batches so that the first classification task's classes come equally often."""
     distributed: Literal["auto"] | bool = "auto"

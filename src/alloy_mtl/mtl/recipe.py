@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 
 from alloy_mtl.mtl.device import GLOBAL_RNG_LOCK, seed_everything
 from alloy_mtl.mtl.loading.datasets import ArrayTaskDataset, default_mask, fit_target_stats, make_dataloader
@@ -35,11 +34,10 @@ from alloy_mtl.mtl.run_identity import (
     set_aside_checkpoints,
 )
 from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
-from alloy_mtl.mtl.training.calibration import calibrate_model
+from alloy_mtl.mtl.training.after_training import fit_after_training
 from alloy_mtl.mtl.training.callbacks import Callback, LoggingCallback
 from alloy_mtl.mtl.training.checkpoint_callback import CheckpointCallback
 from alloy_mtl.mtl.training.checkpoint_io import CheckpointMismatchError
-from alloy_mtl.mtl.training.ood import fit_ood
 from alloy_mtl.mtl.training.predict import predict
 from alloy_mtl.mtl.training.trainer import Trainer
 from alloy_mtl.mtl.training.trainer_state import delivered_validation
@@ -294,24 +292,7 @@ def train_from_params(
         logger.warning("checkpoints in %s came from another configuration; moved to %s", directory, moved)
         trainer, history = fit(False)
     wall = time.perf_counter() - start
-    val = loaders["val"]  # every rank calibrates on the whole val split (its loader reads one shard), alike
-    whole_val = make_dataloader(val.dataset, params.batch_size) if isinstance(val, DataLoader) else val
-    calibration = (
-        calibrate_model(trainer.model, predict(trainer.model, whole_val, tasks, trainer.device), tasks)
-        if params.calibration == "temperature"
-        else {}
-    )
-    train = loaders["train"]
-    ood = (
-        fit_ood(
-            trainer.model,
-            make_dataloader(train.dataset, params.batch_size) if isinstance(train, DataLoader) else train,
-            whole_val,
-            tasks,
-        )
-        if params.ood == "mahalanobis"
-        else {}
-    )
+    fitted = fit_after_training(trainer.model, loaders, tasks, params, trainer.device)
 
     outputs = predict(trainer.model, loaders["test"], tasks, device=trainer.device)
     predictions = predictions_frame(outputs, metadata.iloc[rows["test"]], tasks)
@@ -340,8 +321,7 @@ def train_from_params(
         "wall_time_s": wall,
         "n_train_images": len(train_rows),
         "gradient_method": trainer.method.name,
-        "calibration": calibration,
-        "ood": ood,
+        **fitted,
         **delivered_validation(trainer, history, tasks),
     }
     logger.info("trained %s: %d epochs in %.1f s on %s", params.arch, len(history), wall, trainer.device)
@@ -371,7 +351,7 @@ def predict_images(
 
     An instrument-conditioned model reads ``instrument`` (one instrument for every image: fitted from the
     batch, calibrated or known), else the metadata's ``instrument_<setting>`` columns; an unconditioned model
-    ignores both.
+    ignores both. A model with a fitted unknown-material score adds ``ood_score``.
     """
     model = load_model(bundle)
     keys = model.instrument_keys
@@ -390,4 +370,6 @@ def predict_images(
     outputs = predict(model, make_dataloader(dataset, batch_size), tasks, device="cpu")
     frame = predictions_frame(outputs, metadata, tasks)
     frame.insert(1, "specimen_id", metadata["specimen_id"].to_numpy())
+    if "ood_score" in outputs:
+        frame["ood_score"] = outputs["ood_score"].astype(np.float64)
     return frame

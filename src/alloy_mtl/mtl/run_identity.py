@@ -29,6 +29,7 @@ RESUMABLE_SETTINGS = frozenset(
         "data_on_device",
         "calibration",  # fitted after training, from the delivered weights
         "ood",  # likewise
+        "conformal_coverage",  # likewise
     }
 )
 

@@ -7,7 +7,11 @@ Output: one row per image with the alloy, one ``prob_<alloy>`` column per class 
 (``thickness_mm``, ``absorption``) in its original units; ``ood_score`` (how unlike the training images the
 image is, ``alloy_mtl.mtl.models.ood``), ``ood_threshold`` and ``unknown_reason``: above the threshold the alloy
 is answered ``unknown`` (the probabilities and regression values are still given, as what the model would say
-were it one of the five). A model without a fitted score answers NaN scores and never ``unknown``.
+were it one of the five). A model without a fitted score answers NaN scores and never ``unknown``. Then
+the split-conformal answers (``alloy_mtl.mtl.models.conformal``): ``alloy_set`` (the alloys the set holds,
+``|``-separated; every alloy is covered at the model's coverage, default 90 %, on data like its validation data),
+``alloy_set_size`` (-1 without fitted sets), and ``<target>_low`` / ``<target>_high`` per regression target (NaN
+without).
 
 Everything between the two is inside: bit-depth scaling (:func:`to_intensity`), the downsampling of square
 radiographs larger than the training size to it (as training did, ``alloy_mtl.mtl.loading.resize``), the model's own input
@@ -48,12 +52,12 @@ from alloy_mtl.mtl.loading.preprocess import bundle_bad_pixels, prepare_images
 from alloy_mtl.mtl.loading.resize import check_resizable
 from alloy_mtl.mtl.models.conditioning import attach_settings
 from alloy_mtl.mtl.models.multitask import load_model
+from alloy_mtl.mtl.models.ood import DEFAULT_REJECT_RATE
 from alloy_mtl.mtl.tasks import parse_tasks
 
 BUNDLE_ARTIFACT = "bundle"
 """Name of the weights file in the logged model's ``artifacts``."""
 BIT_DEPTHS: tuple[str, ...] = ("auto", "float", *(str(bits) for bits in range(1, 17)))
-DEFAULT_REJECT_RATE = 0.01
 DEFAULT_PARAMS: dict[str, Any] = {"bit_depth": "auto", "batch_size": 64, "reject_rate": DEFAULT_REJECT_RATE}
 UNKNOWN = "unknown"
 """The alloy answered for an image whose unknown-material score is above the threshold."""
@@ -166,6 +170,9 @@ def predict_frame(
             chunks.append({k: v.detach().float().cpu().numpy() for k, v in outputs.items()})
             scores.append(score.detach().double().cpu().numpy())
     columns: dict[str, Any] = {}
+    conformal: dict[str, Any] = {}
+    sets = getattr(model, "conformal", None)
+    sets = sets if sets is not None and sets.fitted else None
     for task in tasks:
         values = np.concatenate([c[task.name] for c in chunks]) if chunks else np.empty((0,))
         if task.is_classification:
@@ -174,8 +181,23 @@ def predict_frame(
             columns[task.target] = np.asarray(labels, dtype=object)[probs.argmax(axis=1)]
             for i, label in enumerate(labels):
                 columns[f"prob_{label}"] = probs[:, i].astype(np.float64)
+            if not conformal:  # the first classification task's sets
+                members = sets.sets(probs) if sets is not None else np.zeros(probs.shape, dtype=bool)
+                conformal[f"{task.target}_set"] = np.array(
+                    [
+                        "|".join(label for label, inside in zip(labels, row, strict=True) if inside)
+                        for row in members
+                    ],
+                    dtype=object,
+                )
+                conformal[f"{task.target}_set_size"] = (
+                    members.sum(axis=1) if sets is not None else np.full(len(probs), -1)
+                ).astype(np.int64)
         else:
             columns[task.target] = values.reshape(-1).astype(np.float64)
+            width = sets.half_width(task.name) if sets is not None else float("nan")
+            conformal[f"{task.target}_low"] = columns[task.target] - width
+            conformal[f"{task.target}_high"] = columns[task.target] + width
     score = np.concatenate(scores) if scores else np.empty(0)
     unknown = score > threshold  # NaN (no fitted score) compares False: answered
     first = next((t for t in tasks if t.is_classification), None)
@@ -191,7 +213,7 @@ def predict_frame(
         ],
         "",
     ).astype(object)
-    return pd.DataFrame(columns)
+    return pd.DataFrame(columns | conformal)
 
 
 def _unknown_threshold(model: torch.nn.Module, reject_rate: Any) -> float:

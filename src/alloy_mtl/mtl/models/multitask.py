@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from alloy_mtl.mtl.losses.fds import FDS, FDSCallback
 from alloy_mtl.mtl.models.backbones import DEFAULT_ACTIVATIONS, create_backbone, make_activation
 from alloy_mtl.mtl.models.conditioning import InstrumentConditioning, WedgeSummary, split_settings
+from alloy_mtl.mtl.models.conformal import ConformalSets
 from alloy_mtl.mtl.models.dropout import use_seeded_dropout
 from alloy_mtl.mtl.models.input_transform import InputNormalizer
 from alloy_mtl.mtl.models.ood import FeatureDensity
@@ -140,7 +141,8 @@ class MultiTaskModel(nn.Module):
     With either, ``fusion`` (Linear(F + extras, F) -> activation) joins them to the features before the heads.
 
     ``ood`` (with a classification task) scores how unlike the training images an input is, on the shared
-    features (``alloy_mtl.mtl.models.ood``); it is fitted after training.
+    features (``alloy_mtl.mtl.models.ood``); ``conformal`` holds its split-conformal prediction sets and
+    intervals (``alloy_mtl.mtl.models.conformal``); both are fitted after training.
 
     ``target_scaler`` holds the regression targets' standardisation: ``forward`` returns standardised
     values (what the losses see), :meth:`predict` original units.
@@ -184,6 +186,13 @@ class MultiTaskModel(nn.Module):
         self.calibration = LogitTemperature([t.name for t in self.tasks if t.is_classification])
         first_class = next((t for t in self.tasks if t.is_classification), None)
         self.ood = None if first_class is None else FeatureDensity(num_features, first_class.num_outputs)
+        self.conformal = (
+            None
+            if first_class is None
+            else ConformalSets(
+                first_class.num_outputs, [t.name for t in self.tasks if not t.is_classification]
+            )
+        )
         fds = dict(fds or {})
         unknown = sorted(set(fds) - self._regression)
         if unknown:

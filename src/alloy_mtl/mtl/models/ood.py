@@ -19,9 +19,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-__all__ = ["RIDGE", "FeatureDensity"]
+from alloy_mtl.mtl.models.fitted_buffers import FittedAfterTraining
+
+__all__ = ["DEFAULT_REJECT_RATE", "RIDGE", "FeatureDensity"]
+
+DEFAULT_REJECT_RATE = 0.01
+"""The share of validation images of the known classes the served threshold withholds unless a request says
+otherwise (``reject_rate``): on an unseen detector unit it withheld 2-5 % of known images and caught every
+far-OOD one (benchmarks/results/bench_ood.md)."""
 
 RIDGE = 1e-3
 """Ridge added to the shared covariance, relative to its mean variance (features of a small or collinear
@@ -30,7 +37,7 @@ REFERENCE_LEVELS = 401
 """Quantile levels of the validation scores kept in the model (every 0.25 %)."""
 
 
-class FeatureDensity(nn.Module):
+class FeatureDensity(FittedAfterTraining):
     """Class means and a shared precision of the features, and the validation scores' quantiles (buffers only).
 
     Args:
@@ -45,12 +52,6 @@ class FeatureDensity(nn.Module):
         self.register_buffer("reference", torch.zeros(REFERENCE_LEVELS))
         # 1: fitted (a float, which every DDP backend broadcasts)
         self.register_buffer("is_fitted", torch.zeros(()))
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001 (torch's hook)
-        for name, buffer in self.named_buffers(recurse=False):
-            # a bundle older than the score loads it unfitted
-            state_dict.setdefault(prefix + name, torch.zeros_like(buffer))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def fitted(self) -> bool:

@@ -110,7 +110,7 @@ def model_signature(model: nn.Module) -> str:
     """Hash of the model class and its state-dict names and shapes (architecture identity)."""
     digest = hashlib.sha256(type(model).__name__.encode())
     for name, tensor in model.state_dict().items():
-        if name.startswith(("calibration.", "ood.")):  # fitted after training, not architecture
+        if name.startswith(("calibration.", "ood.", "conformal.")):  # fitted after training, not architecture
             continue
         digest.update(f"{name}:{tuple(tensor.shape)};".encode())
     return digest.hexdigest()[:16]

@@ -46,6 +46,7 @@ def predict(
     ``<task>_probs`` (softmax), ``<task>_pred`` (class index).
     Regression: ``<task>_pred`` in original units (the model's ``target_scaler`` undone). When batches carry
     targets and masks: ``<task>_target`` (original units; -1 / NaN where missing) and ``<task>_mask``.
+    A model carrying a fitted unknown-material score (``ood``): ``ood_score`` per image.
     """
     device = next(model.parameters()).device if device is None else resolve_device(device)
     model.eval()
@@ -56,8 +57,14 @@ def predict(
 
     for batch in loader:
         images, targets, masks = split_batch(batch)
+        density = getattr(model, "ood", None)
         with autocast(device, amp):
-            raw = model(to_device(images, device))
+            if density is not None and density.fitted:
+                features = model.encode(to_device(images, device))
+                raw = model.forward_heads(features)
+                add("ood_score", density(features.float()))
+            else:
+                raw = model(to_device(images, device))
         calibration = getattr(model, "calibration", None)
         logits = {k: v.float() for k, v in raw.items()}
         outputs = destandardize(model, logits if calibration is None else calibration(logits))

@@ -21,18 +21,23 @@ from alloy_mtl.evaluation.comparison import (
     to_markdown,
     training_summary_table,
 )
+from alloy_mtl.evaluation.conformal import conformal_coverage, conformal_markdown
 from alloy_mtl.evaluation.ensemble import ensemble_predictions, regression_members
 from alloy_mtl.evaluation.ensemble_selection import describe_weights, select_ensemble, selected_weights
 from alloy_mtl.evaluation.evaluation_set import (
     batch_instrument,
+    evaluation_set_config,
     simulate_evaluation_set,
     simulate_validation_set,
 )
+from alloy_mtl.evaluation.ood import model_ood_report, ood_markdown, simulate_ood_set
 from alloy_mtl.evaluation.params import EvaluationParams
 from alloy_mtl.evaluation.plots import ap_heatmap
 from alloy_mtl.evaluation.report import evaluate_model
+from alloy_mtl.mtl.loading.input_guards import radiograph_problems
 from alloy_mtl.mtl.params import parse_training_params
 from alloy_mtl.mtl.recipe import predict_images
+from alloy_mtl.mtl.scoring import score_images
 from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
 from alloy_mtl.physics.estimator import PhysicsLimitEstimator
 from alloy_mtl.physics.simulator import SimulationConfig
@@ -98,6 +103,7 @@ def evaluate_architecture(  # noqa: PLR0917 (one input per catalog dataset)
     model_input: XrayData,
     training_summary: dict[str, Any],
     evaluation: dict[str, Any],
+    ood_predictions: pd.DataFrame | None = None,
 ) -> tuple[dict[str, Any], dict[str, Figure]]:
     """``metrics.json`` and PNG figures of one trained architecture on the held-out test split.
 
@@ -107,6 +113,7 @@ def evaluate_architecture(  # noqa: PLR0917 (one input per catalog dataset)
     interval (``ci95``).
     """
     tasks = parse_training_params(training_summary["params"]).task_specs
+    settings = parse_params(EvaluationParams, evaluation, "evaluation")
     params = {
         **_evaluation_settings(evaluation, tasks),
         "model_name": training_summary["arch"],
@@ -120,7 +127,23 @@ def evaluate_architecture(  # noqa: PLR0917 (one input per catalog dataset)
     metrics["calibration"] = _calibration(
         training_summary.get("calibration") or {}, evaluation_set_predictions
     )
-    metrics["ood"] = dict(training_summary.get("ood") or {})
+    metrics["ood"] = {
+        "fit": dict(training_summary.get("ood") or {}),
+        **model_ood_report(
+            evaluation_set_predictions,
+            pd.DataFrame() if ood_predictions is None else ood_predictions,
+            n_resamples=min(settings.bootstrap.n_resamples, OOD_RESAMPLES),
+            seed=settings.bootstrap.seed,
+        ),
+    }
+    fitted_sets = training_summary.get("conformal") or {}
+    first = next((t for t in tasks if t.is_classification), None)
+    if fitted_sets and first is not None:
+        targets = {t.name: t.target for t in tasks if not t.is_classification}
+        metrics["conformal"] = {
+            name: conformal_coverage(frame, fitted_sets, list(first.classes), targets)
+            for name, frame in (("test", test_predictions), ("evaluation_set", evaluation_set_predictions))
+        }
     return metrics, _png_names(figures)
 
 
@@ -165,6 +188,33 @@ def predict_evaluation_set(
         return _no_predictions()
     images, metadata = simulate_evaluation_set(generation, settings)
     return predict_images(model, images, metadata, instrument=instrument or None)
+
+
+OOD_RESAMPLES = 200
+"""Bootstrap resamples of the OOD AUROC intervals (each resample refits an AUROC per family)."""
+
+
+def predict_ood_set(
+    model: dict[str, Any],
+    data_source: dict[str, Any],
+    generation: dict[str, Any],
+    evaluation: dict[str, Any],
+    instrument: dict[str, float] | None = None,
+) -> pd.DataFrame:
+    """A trained model's answers and unknown-material scores on the generated OOD set (``evaluation.ood``),
+    imaged by the evaluation set's instrument; empty for lab data or when off. An image the input guards would
+    refuse scores ``inf`` (refused is caught)."""
+    settings = parse_params(EvaluationParams, evaluation, "evaluation")
+    source = parse_params(DataSourceParams, data_source, "data_source")
+    if source.kind != "generated" or not settings.ood.enabled or settings.ood.images_per_material == 0:
+        return pd.DataFrame(columns=["image_id", "specimen_id", "material", "family", "ood_score"])
+    config = evaluation_set_config(generation, settings.evaluation_set)
+    images, metadata = simulate_ood_set(config, settings.ood.images_per_material)
+    frame = pd.concat([metadata, score_images(model, images, instrument=instrument or None)], axis=1)
+    refused = np.array([bool(radiograph_problems(image[None], one_image=True)) for image in images])
+    frame.loc[refused, "ood_score"] = np.inf
+    frame["refused"] = refused
+    return frame
 
 
 def predict_validation(
@@ -402,6 +452,11 @@ def compare_architectures(
         title = f"Large evaluation set ({n_images} images of fresh specimens, balanced"
         sections += _headline_section(title, large, tasks)
     sections += _headline_section("Test split", test, tasks)
+    sections += ood_markdown({name: dict(m.get("ood") or {}) for name, m in arch_metrics.items()})
+    for where, title in (("evaluation_set", "large evaluation set"), ("test", "test split")):
+        sections += conformal_markdown(
+            {name: (m.get("conformal") or {}).get(where) or {} for name, m in arch_metrics.items()}, title
+        )
     sections += [
         "## Final training and validation accuracy and loss",
         "",

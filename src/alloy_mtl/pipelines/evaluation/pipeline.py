@@ -25,6 +25,18 @@ def create_pipeline(architecture: str, **kwargs) -> Pipeline:
                 name="predict_evaluation_set",
             ),
             Node(
+                nodes.predict_ood_set,
+                inputs=[
+                    "model",
+                    "params:data_source",
+                    "params:generation",
+                    "params:evaluation",
+                    "evaluation_set_instrument",
+                ],
+                outputs="ood_predictions",
+                name="predict_ood_set",
+            ),
+            Node(
                 nodes.evaluate_architecture,
                 inputs=[
                     "test_predictions",
@@ -33,6 +45,7 @@ def create_pipeline(architecture: str, **kwargs) -> Pipeline:
                     "model_input",
                     "training_summary",
                     "params:evaluation",
+                    "ood_predictions",
                 ],
                 outputs=["metrics", "figures"],
                 name="evaluate",
