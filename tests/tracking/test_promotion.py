@@ -177,3 +177,53 @@ def test_the_gate_decides_on_the_suite_and_falls_back_only_where_no_model_has_it
 def test_fallback_metrics_must_be_a_list_of_names():
     with pytest.raises(ValueError, match="fallback_metrics"):
         parse_gate_settings({"fallback_metrics": "test.classification.macro_ap"})
+
+
+def test_a_registry_that_cannot_be_read_fails_the_gate_and_leaves_the_champion(
+    mlflow_backend, gate, monkeypatch
+):
+    from mlflow.exceptions import MlflowException
+
+    client, experiments = mlflow_backend["client"], [mlflow_backend["experiment_id"]]
+    training_run(mlflow_backend, {"resnet18": 0.6})
+    run_gate(client, gate, experiments)
+    training_run(mlflow_backend, {"resnet50": 0.9})
+
+    def unavailable(self, name, alias):
+        raise MlflowException("database is locked", error_code="INTERNAL_ERROR")
+
+    monkeypatch.setattr(type(client), "get_model_version_by_alias", unavailable)
+    with pytest.raises(
+        PromotionError,
+        match=r"cannot read the champion alias .*INTERNAL_ERROR: database is locked.*nothing was changed",
+    ):
+        run_gate(client, gate, experiments)
+    monkeypatch.undo()
+    assert aliases(mlflow_backend, gate.model_name)[CHAMPION] == "1"  # not promoted "without a champion"
+    assert "gate.decision" not in client.get_model_version(gate.model_name, "2").tags
+    assert run_gate(client, gate, experiments)["decision"] == "promoted"  # the rerun decides, against v1
+
+
+def test_a_champion_moved_by_a_concurrent_gate_is_not_overwritten(mlflow_backend, gate, monkeypatch):
+    client, experiments = mlflow_backend["client"], [mlflow_backend["experiment_id"]]
+    training_run(mlflow_backend, {"resnet18": 0.6})
+    run_gate(client, gate, experiments)
+    training_run(mlflow_backend, {"vgg16": 0.95})
+    run_gate(client, gate, experiments)  # v2 champion
+    client.set_registered_model_alias(gate.model_name, CHAMPION, "1")  # back to v1 for the race below
+    training_run(mlflow_backend, {"resnet50": 0.8})  # v3 beats v1 (0.6), not v2 (0.95)
+    original = type(client).get_model_version_by_alias
+    calls = itertools.count()
+
+    def racing(self, name, alias):
+        if next(calls) == 1:  # the re-read before the move: another gate promoted v2 meanwhile
+            original(self, name, alias)
+            self.set_registered_model_alias(name, CHAMPION, "2")
+        return original(self, name, alias)
+
+    monkeypatch.setattr(type(client), "get_model_version_by_alias", racing)
+    with pytest.raises(PromotionError, match=r"moved from version 1 to 2 while version 3 was being decided"):
+        run_gate(client, gate, experiments)
+    monkeypatch.undo()
+    assert aliases(mlflow_backend, gate.model_name)[CHAMPION] == "2"
+    assert run_gate(client, gate, experiments)["decision"] == "kept_champion"  # against v2 now

@@ -44,6 +44,24 @@ class PromotionError(RuntimeError):
     """No candidate model to register, or the model registry is in a state the gate cannot decide on."""
 
 
+def _absent(error: MlflowException) -> bool:
+    """Whether ``error`` says definitely that the registered model or alias does not exist (a missing model is
+    RESOURCE_DOES_NOT_EXIST; a missing alias on a SQL store is INVALID_PARAMETER_VALUE "alias ... not found").
+    Anything else (a locked database, a 503, no permission) is not an answer."""
+    if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+        return True
+    return error.error_code == "INVALID_PARAMETER_VALUE" and bool(
+        re.search(r"alias \S+ not found", str(error.message))
+    )
+
+
+def _unreadable(what: str, error: MlflowException) -> PromotionError:
+    return PromotionError(
+        f"gate: cannot read {what} from the model registry ({error.error_code}: {error.message}); nothing was "
+        "changed (the champion stays as it was); rerun the gate once the registry answers"
+    )
+
+
 @dataclass(frozen=True)
 class GateSettings:
     """``parameters_registry.yml`` ``registry``: the registered model and the gate's rule (validated by
@@ -172,7 +190,9 @@ def register_challenger(client: MlflowClient, settings: GateSettings, run: Run) 
     name = settings.model_name
     try:
         client.get_registered_model(name)
-    except MlflowException:
+    except MlflowException as error:
+        if not _absent(error):
+            raise _unreadable(f"registered model {name!r}", error) from error
         client.create_registered_model(
             name, description="alloy-mtl multi-task models (alloy, thickness, absorption)"
         )
@@ -199,11 +219,19 @@ def register_challenger(client: MlflowClient, settings: GateSettings, run: Run) 
 
 
 def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
-    """The version holding alias ``champion``, or None."""
+    """The version holding alias ``champion``; None only when the registry says the alias (or the model) does
+    not exist.
+
+    Raises:
+        PromotionError: any other registry error (fail closed: a champion that could not be read is not
+            "no champion").
+    """
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        return None
+    except MlflowException as error:
+        if _absent(error):
+            return None
+        raise _unreadable(f"the {CHAMPION} alias of {name!r}", error) from error
 
 
 def run_score(client: MlflowClient, run_id: str | None, metric: str) -> float | None:
@@ -266,6 +294,16 @@ def promote(client: MlflowClient, settings: GateSettings, challenger: ModelVersi
         champion_score = run_score(client, champion.run_id, settings.metric)
         promoted, reason = decide(challenger_score, champion_score, settings)
     if promoted and (champion is None or str(champion.version) != version):
+        # compare, then swap: a gate that ran meanwhile and moved the alias was decided against another
+        # champion; this decision no longer holds (the registry offers no atomic compare-and-swap, so this
+        # narrows the race to the two calls below)
+        now = current_champion(client, name)
+        if (None if now is None else str(now.version)) != champion_version:
+            raise PromotionError(
+                f"gate: the {CHAMPION} alias of {name!r} moved from version {champion_version or 'none'} to "
+                f"{'none' if now is None else now.version} while version {version} was being decided; nothing "
+                "was changed; rerun the gate to decide against the new champion"
+            )
         client.set_registered_model_alias(name, CHAMPION, version)  # one atomic move: never champion-less
     data = {
         "challenger_dataset": run_tag(client, challenger.run_id, FINGERPRINT_TAG),
