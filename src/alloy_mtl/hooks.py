@@ -43,6 +43,7 @@ from alloy_mtl.tracking.config import (
 from alloy_mtl.tracking.promotion import FINGERPRINT_TAG
 from alloy_mtl.tracking.provenance import provenance_tags
 from alloy_mtl.tracking.runs import RunTracker, ensure_experiment, set_active, set_experiment_name
+from alloy_mtl.tracking.stale_runs import end_stale_runs
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,10 @@ class MlflowTrackingHooks:
             raise TrackingUnavailableError(
                 f"MLflow tracking URI {self.uri}: {type(exc).__name__}: {exc}"
             ) from exc
+        try:  # runs of processes killed with SIGKILL on this host
+            end_stale_runs(client, experiment_id)
+        except Exception:  # tidying must never stop a run
+            logger.warning("could not check for stale MLflow runs", exc_info=True)
         tracker = RunTracker(client, experiment_id)
         tags = provenance_tags(self.project_path or ".", self.env, label, run_params.get("run_id"))
         tracker.start_parent(self.settings.run_name or label, tags, self.params)

@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from alloy_mtl.tracking.params import flatten_params
+from alloy_mtl.tracking.stale_runs import end_runs_on_sigterm, process_tags
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class RunTracker:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._closed = False
+        self._restore_sigterm: Callable[[], None] = lambda: None
 
     # ---- ownership ------------------------------------------------------------------------------------
     def is_owner(self) -> bool:
@@ -92,9 +94,11 @@ class RunTracker:
         if self.parent_run_id is not None:
             raise RuntimeError(f"parent run {self.parent_run_id} is already started")
         self.parent_tags = {k: str(v) for k, v in tags.items()}
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=self.parent_tags)
+        parent_tags = {**self.parent_tags, **process_tags()}  # nested runs need not say whose process
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=parent_tags)
         self.parent_run_id = run.info.run_id
         atexit.register(self._kill_if_open)  # Ctrl-C or SystemExit skip Kedro's error hooks
+        self._restore_sigterm = end_runs_on_sigterm(self._kill_if_open)  # SIGTERM (Kubeflow) skips atexit
         self.log_params(self.parent_run_id, params)
         logger.info(
             "MLflow parent run %s (%s) in experiment %s", run_name, self.parent_run_id, self.experiment_id
@@ -154,6 +158,7 @@ class RunTracker:
         """End every nested run (``statuses[key]`` or FINISHED) and then the parent with ``parent_status``."""
         statuses = statuses or {}
         self._closed = True
+        self._restore_sigterm()
         for key in list(self.children):
             try:
                 self.end(key, statuses.get(key, "FINISHED"))
