@@ -120,3 +120,15 @@ def test_a_model_without_a_classification_task_has_no_score():
     assert model.ood is None
     assert fit_ood(model, _loader(30, 0), _loader(30, 1), tasks) == {}
     assert torch.isnan(model.predict_scored(torch.rand(2, 1, 8, 8))[1]).all()
+
+
+def test_the_score_is_computed_in_float32_under_bf16_autocast():
+    train, labels = _clusters(300, 0)
+    density = FeatureDensity(3, 3).fit(train, labels)
+    density.set_reference(density.distances(train).min(dim=1).values)
+    test, _ = _clusters(20, 5)
+    plain = density(test)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        autocast = density(test)
+    assert autocast.dtype == torch.float32
+    torch.testing.assert_close(autocast, plain)

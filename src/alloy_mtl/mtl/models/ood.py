@@ -82,8 +82,10 @@ class FeatureDensity(FittedAfterTraining):
     def distances(self, features: Tensor) -> Tensor:
         """Squared Mahalanobis distance of every row of ``features`` (B, F) to every class mean: (B, K) (the
         means and precision must have been fitted)."""
-        diff = features.float()[:, None, :] - self.means[None]
-        return torch.einsum("bkf,fg,bkg->bk", diff, self.precision, diff)
+        # in float32 also under bf16 autocast: the distances of far images run to 1e6 and more
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            diff = features.float()[:, None, :] - self.means[None]
+            return torch.einsum("bkf,fg,bkg->bk", diff, self.precision.float(), diff)
 
     def forward(self, features: Tensor) -> Tensor:
         """The unknown-material score (B,): the smallest squared distance to a class mean (NaN if unfitted)."""
