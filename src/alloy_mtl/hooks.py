@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import Counter
 from pathlib import Path
@@ -108,9 +109,20 @@ class MlflowTrackingHooks:
             end_stale_runs(client, experiment_id)
         except Exception:  # tidying must never stop a run
             logger.warning("could not check for stale MLflow runs", exc_info=True)
+        joined = os.environ.get("MLFLOW_RUN_ID", "").strip()
+        if joined:  # a Kubeflow step: the run the first step opened is the parent, in its experiment
+            try:
+                experiment_id = client.get_run(joined).info.experiment_id
+            except Exception as exc:
+                raise TrackingUnavailableError(
+                    f"MLFLOW_RUN_ID {joined}: not a run at {self.uri}: {type(exc).__name__}: {exc}"
+                ) from exc
         tracker = RunTracker(client, experiment_id)
         tags = provenance_tags(self.project_path or ".", self.env, label, run_params.get("run_id"))
-        tracker.start_parent(self.settings.run_name or label, tags, self.params)
+        if joined:
+            tracker.join_parent(joined, tags, self.params)
+        else:
+            tracker.start_parent(self.settings.run_name or label, tags, self.params)
         self.tracker = tracker
         self.catalog = catalog
         self._remaining = Counter(key for node in pipeline.nodes for key in _node_keys(node))

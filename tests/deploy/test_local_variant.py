@@ -6,6 +6,8 @@ each calling the step entry point, so ``kedro run --nodes ...`` per group, on a 
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 import yaml
@@ -64,8 +66,23 @@ def test_local_variant_runs_every_group_and_hands_data_over(kedro_project, tmp_p
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["alloy-mtl"], output_format="list")
-    assert len(runs) == 1  # the first step opened one parent run ...
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    # one experiment, the one conf/base/mlflow.yml names, as a workstation's kedro run uses
+    assert {e.name for e in mlflow.search_experiments()} - {"Default"} == {"alloy_mtl"}
+    runs = mlflow.search_runs(experiment_names=["alloy_mtl"], output_format="list")
+    parents = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags]
+    assert len(parents) == 1  # the first step opened one parent run ...
+    parent = parents[0].info
     logs = capfd.readouterr()
-    # ... and every step ran with its id as MLFLOW_RUN_ID
-    assert (logs.out + logs.err).count(f"(MLFLOW_RUN_ID={runs[0].info.run_id})") == len(plan.steps)
+    # ... every step ran with its id as MLFLOW_RUN_ID and joined it: one nested run per model across steps
+    assert (logs.out + logs.err).count(f"(MLFLOW_RUN_ID={parent.run_id})") == len(plan.steps)
+    nested = [r for r in runs if r.data.tags.get(MLFLOW_PARENT_RUN_ID) == parent.run_id]
+    assert len(nested) == len(runs) - 1
+    names = [r.info.run_name for r in nested]
+    assert len(names) == len(set(names)) and set(ARCHITECTURES) <= set(names)
+    assert parent.status == "FINISHED" and all(r.info.status == "FINISHED" for r in nested)
+    # the gate compared the six models of this run, not whichever step it found first
+    decision = json.loads((data / "08_reporting/registry_decision.json").read_text())
+    assert decision["parent_run_id"] == parent.run_id
+    assert set(ARCHITECTURES) <= set(decision["candidates"])

@@ -112,3 +112,33 @@ def test_routes_and_fingerprint():
     assert dataset_fingerprint(images, meta) == dataset_fingerprint(images.copy(), meta.copy())
     assert dataset_fingerprint(images + 1, meta) != dataset_fingerprint(images, meta)
     json.dumps(dataset_fingerprint(images, meta))
+
+
+def test_steps_of_one_kubeflow_run_join_its_parent_and_share_one_nested_run_per_model(mlflow_backend):
+    client, experiment = mlflow_backend["client"], mlflow_backend["experiment_id"]
+    parent = client.create_run(experiment, run_name="kfp-run").info.run_id  # the first step's parent
+    client.set_terminated(parent)
+
+    def step(statuses=None, parent_status="FINISHED", params=None):
+        tracker = RunTracker(client, experiment)
+        tracker.join_parent(
+            parent, {"alloy_mtl.pipeline": "train_all"}, params or {"training": {"epochs": 1}}
+        )
+        assert client.get_run(parent).info.status in {"RUNNING", "FAILED"}
+        fnn = tracker.child("fnn")
+        tracker.end_all(statuses, parent_status)
+        return fnn
+
+    first = step()
+    assert client.get_run(parent).info.status == "FINISHED"
+    assert (
+        step(params={"training": {"epochs": 2}}) == first
+    )  # reused; a second value is not logged over the first
+    assert client.get_run(parent).data.params == {"training.epochs": "1"}
+    assert client.get_run(parent).data.tags["alloy_mtl.pipeline"] == "train_all"
+    step({"fnn": "FAILED"}, "FAILED")
+    step()  # a step beside the failed one finishes later: the run still says FAILED
+    assert client.get_run(parent).info.status == "FAILED"
+    assert client.get_run(first).info.status == "FAILED"
+    nested = client.search_runs([experiment], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent}'")
+    assert [r.info.run_id for r in nested] == [first]

@@ -144,7 +144,9 @@ class MlflowConfig(_Strict):
 
     enabled: bool = True
     tracking_uri: str | None = None
-    experiment: str = "alloy-mtl"
+    experiment: str | None = None
+    """The MLflow experiment of the parent run; null: the one ``conf/<env>/mlflow.yml`` names (what a
+    ``kedro run`` on a workstation uses), so a Kubeflow run and a local run file into one experiment."""
 
 
 class KubeflowConfig(_Strict):

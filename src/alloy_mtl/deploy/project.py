@@ -12,6 +12,7 @@ from kedro.config import MissingConfigException
 from kedro.pipeline import Pipeline
 
 from alloy_mtl.parameters import with_defaults
+from alloy_mtl.tracking.config import parse_settings
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,20 @@ class ProjectView:
     env: str
 
 
+def _with_mlflow_experiment(kubeflow: dict[str, Any], context: Any) -> dict[str, Any]:
+    """``kubeflow`` with ``mlflow.experiment`` filled from ``mlflow.yml`` where it is null or absent (one
+    experiment name, in one place)."""
+    section = dict(kubeflow.get("mlflow") or {})
+    if section.get("experiment"):
+        return kubeflow
+    try:
+        conf = context.config_loader["mlflow"]
+    except (KeyError, MissingConfigException):
+        conf = {}
+    section["experiment"] = parse_settings(conf).experiment
+    return {**kubeflow, "mlflow": section}
+
+
 def load_project(project_path: Path, env: str = DEFAULT_ENV) -> ProjectView:
     """Bootstrap the project at ``project_path`` and read it in configuration environment ``env``.
 
@@ -52,6 +67,7 @@ def load_project(project_path: Path, env: str = DEFAULT_ENV) -> ProjectView:
             kubeflow = context.config_loader["kubeflow"]
         except MissingConfigException:
             kubeflow = {}
+        kubeflow = _with_mlflow_experiment(dict(kubeflow), context)
         catalog = context.catalog
         parameters = with_defaults(context.params)
     return ProjectView(

@@ -338,7 +338,8 @@ def run_gate(
     """Pick the best model of the chosen training run, register it as challenger and run the gate.
 
     Returns:
-        The decision (``decision``, scores, ``reason``, ``version``, ``source_run_id``, ``changed``).
+        The decision (``decision``, scores, ``reason``, ``version``, ``source_run_id``, ``changed``) and the
+        ``candidates`` it chose from (the nested runs with a model).
     """
     parent = find_parent_run(client, experiment_ids, settings, current_parent)
     runs = model_runs(client, experiment_ids, parent.info.run_id)
@@ -355,4 +356,5 @@ def run_gate(
         "source_run_id": chosen.info.run_id,
         "arch": chosen.info.run_name,
         "parent_run_id": parent.info.run_id,
+        "candidates": sorted(str(r.info.run_name) for r in runs),
     }

@@ -82,6 +82,7 @@ class RunTracker:
         self._lock = threading.Lock()
         self._closed = False
         self._restore_sigterm: Callable[[], None] = lambda: None
+        self.joined = False
 
     # ---- ownership ------------------------------------------------------------------------------------
     def is_owner(self) -> bool:
@@ -105,11 +106,55 @@ class RunTracker:
         )
         return self.parent_run_id
 
+    def join_parent(self, run_id: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
+        """Join the parent run another process opened (a Kubeflow run's first step: ``MLFLOW_RUN_ID``).
+
+        The run is set RUNNING again (the previous step ended it), gets ``tags``, and ``params`` only if it has
+        none yet (MLflow refuses a param logged twice with another value); nested runs of a model that an
+        earlier step created are reused, so one model keeps one nested run across steps. :meth:`end_all` ends
+        the parent as this step ends (FINISHED, FAILED or KILLED); the next step reopens it.
+        """
+        if self.parent_run_id is not None:
+            raise RuntimeError(f"parent run {self.parent_run_id} is already started")
+        run = self.client.get_run(run_id)
+        self.parent_run_id, self.joined = run_id, True
+        self.parent_tags = {k: str(v) for k, v in tags.items()}
+        self._reopen(run_id)
+        self.set_tags(run_id, {**self.parent_tags, **process_tags()})
+        if not run.data.params:
+            self.log_params(run_id, params)
+        atexit.register(self._kill_if_open)
+        self._restore_sigterm = end_runs_on_sigterm(self._kill_if_open)
+        logger.info(
+            "MLflow: joined parent run %s (MLFLOW_RUN_ID) in experiment %s", run_id, self.experiment_id
+        )
+        return run_id
+
+    def _reopen(self, run_id: str) -> None:
+        """Set a joined run RUNNING again, unless an earlier step ended it FAILED or KILLED (that verdict stands)."""
+        if self.client.get_run(run_id).info.status not in {"FAILED", "KILLED"}:
+            self.client.update_run(run_id, status="RUNNING")
+
+    def _existing_child(self, key: str) -> str | None:
+        """The nested run of ``key`` an earlier step of a joined parent created (None if none)."""
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=(
+                f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_run_id}' and tags.`alloy_mtl.model_key` = '{key}'"
+            ),
+            max_results=1,
+        )
+        return found[0].info.run_id if found else None
+
     def child(self, key: str, tags: Mapping[str, str] | None = None) -> str | None:
-        """The nested run of ``key``, created on first use with the parent's tags; None when not the owner."""
+        """The nested run of ``key``, created on first use with the parent's tags (reused from an earlier step
+        of a joined parent); None when not the owner."""
         if not self.is_owner() or self.parent_run_id is None:
             return None
         with self._lock:
+            if key not in self.children and self.joined and (existing := self._existing_child(key)):
+                self._reopen(existing)
+                self.children[key] = existing
             if key not in self.children:
                 run_tags = {
                     **self.parent_tags,
@@ -142,8 +187,15 @@ class RunTracker:
         if not self.is_owner():
             return
         run_id = self.parent_run_id if key is None else self.children.get(key)
-        if run_id is not None:
-            self.client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.from_string(status)))
+        if run_id is None:
+            return
+        if (
+            self.joined
+            and status == "FINISHED"
+            and self.client.get_run(run_id).info.status in {"FAILED", "KILLED"}
+        ):
+            return  # a step that ran beside this one failed: the joined run keeps saying so
+        self.client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.from_string(status)))
 
     def _kill_if_open(self) -> None:
         """At interpreter exit: end runs still RUNNING (an interrupted ``kedro run``) as KILLED."""
