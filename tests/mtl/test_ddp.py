@@ -41,7 +41,11 @@ def test_torchrun_replicas_are_identical_and_equal_one_process_on_the_global_bat
         )
         assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), f"{method}: replicas differ"
         for key, value in rank0.items():
-            torch.testing.assert_close(value, single[key], rtol=1e-5, atol=1e-6, msg=f"{method}: {key}")
+            # the unknown-material score inverts a covariance of the features: differences at the weights'
+            # 1e-6 come back multiplied by its condition number (at most ~1e3 with its ridge)
+            scale = float(value.abs().max()) if key.startswith("ood.") and value.numel() else 0.0
+            tolerance = {"rtol": 1e-2, "atol": 1e-2 * scale} if scale else {"rtol": 1e-5, "atol": 1e-6}
+            torch.testing.assert_close(value, single[key], **tolerance, msg=f"{method}: {key}")
     equal, pcgrad = (torch.load(tmp_path / f"{m}-reference.pt") for m in ("equal", "pcgrad"))
     assert any(not torch.allclose(equal[k], pcgrad[k]) for k in equal)  # the runs trained, methods differ
     # only rank 0 wrote checkpoints; both ranks stopped together
