@@ -81,6 +81,8 @@ class PhysicsLimitEstimator:
         mode: with tolerances, ``joint`` (fit one instrument per ``predict`` batch) or ``marginal`` (average
             each image's likelihood over a grid of instruments); see the module docstring.
         n_fit_images: images of a batch (evenly spaced) the joint fit uses.
+        alloys: the alloys the estimator weighs (default ``ALLOYS``); a subset makes the fit cheaper where the
+            alloy is known (instrument calibration) and leaves each alloy's likelihood as it is.
 
     Attributes:
         mode: ``nominal`` (no tolerances), ``joint`` or ``marginal``.
@@ -94,13 +96,18 @@ class PhysicsLimitEstimator:
         tolerances: Mapping[str, Sequence[float]] | None = None,
         mode: str = "joint",
         n_fit_images: int = _N_FIT_IMAGES,
+        *,
+        alloys: Sequence[str] = ALLOYS,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if isinstance(n_fit_images, bool) or not isinstance(n_fit_images, int) or n_fit_images < 1:
             raise ValueError(f"n_fit_images must be an integer >= 1, got {n_fit_images!r}")
         self.config = config
-        self.alloys: tuple[str, ...] = ALLOYS
+        unknown = [a for a in alloys if a not in ALLOYS]
+        if unknown or not alloys:
+            raise ValueError(f"alloys must be a non-empty subset of {ALLOYS}, got {list(alloys)}")
+        self.alloys: tuple[str, ...] = tuple(a for a in ALLOYS if a in alloys)
         self.log_prior = self._log_prior(prior)
         self.tolerances = parse_tolerances(tolerances)
         self.mode = mode if self.tolerances else "nominal"
@@ -151,13 +158,14 @@ class PhysicsLimitEstimator:
         rng = np.random.default_rng(_PRIOR_SEED)
         n_samples = _N_PRIOR_SAMPLES if config.composition_spread > 0 else 1
         draws = []
-        for alloy in self.alloys:
+        for alloy in ALLOYS:  # every alloy draws, so a subset's draws are the full estimator's
             compositions = [
                 sample_composition(alloy, rng, config.composition_spread) for _ in range(n_samples)
             ]
             densities = np.array([specimen_density(alloy, comp) for comp in compositions])
             elements, fractions = composition_matrix(compositions)
-            draws.append((densities, elements, fractions))
+            if alloy in self.alloys:
+                draws.append((densities, elements, fractions))
         return draws
 
     def _composition_model(self, energies: np.ndarray, spectrum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -264,7 +272,17 @@ class PhysicsLimitEstimator:
         mean = np.where(valid, images, 0.0).sum(axis=2, dtype=np.float64) / n_rows
         return -np.log(np.clip(mean, 1e-6, None)), n_rows
 
-    def _fit(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # noqa: PLR0915 (one vectorised fit; splitting it scatters the likelihood)
+    def _fit(  # noqa: PLR0915 (one vectorised fit; splitting it scatters the likelihood)
+        self,
+        images: np.ndarray,
+        thickness: tuple[np.ndarray, float] | None = None,
+        residuals: list[np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per image and alloy: log-likelihood, fitted thickness and absorption, each (N, A).
+
+        ``thickness``: optional (measured centre thickness per image (N,), its sd in mm), a Gaussian prior on
+        t0 (a calibration specimen's thickness is known); without it t0 is free.
+        """
         config = self._instrument
         n_img, n_ch = images.shape[:2]
         n_al, n_comp = len(self.alloys), _N_COMPONENTS
@@ -277,6 +295,9 @@ class PhysicsLimitEstimator:
             t0[:, a] = np.mean(
                 [np.interp(level[:, c], self._f[a, c], self._grid) for c in range(n_ch)], axis=0
             )
+        if thickness is not None:
+            t_known, t_sd = np.asarray(thickness[0], dtype=np.float64)[:, None], float(thickness[1])
+            t0 = np.broadcast_to(t_known, (n_img, n_al)).copy()
         lam = np.ones((n_img, n_al))
         z = np.zeros((n_img, n_al, n_comp))
         log_offset = np.zeros((n_img, n_al, n_ch))
@@ -284,7 +305,10 @@ class PhysicsLimitEstimator:
 
         prior_var = np.concatenate(
             [
-                [np.inf, max(config.wedge_slope_sigma**2, 1e-12)],
+                [
+                    np.inf if thickness is None else max(t_sd**2, 1e-12),
+                    max(config.wedge_slope_sigma**2, 1e-12),
+                ],
                 np.ones(n_comp),
                 np.full(n_ch, max(config.drift**2 + config.gain_sigma**2, 1e-12)),
                 np.full(n_ch, max(config.offset_sigma**2, 1e-12)),
@@ -303,10 +327,12 @@ class PhysicsLimitEstimator:
             shifted = np.maximum(signal + dark[..., None], 1e-6)
             resid = data - (-np.log(shifted) + log_offset[..., None])
             weight = 1.0 / self._profile_variance(signal, photon_var, n_rows)
-            params = np.concatenate([t0[..., None], lam[..., None] - 1.0, z, log_offset, dark], axis=-1)
-            objective = (weight * resid**2).sum(axis=(2, 3)) + (params[..., 1:] ** 2 / prior_var[1:]).sum(
-                axis=-1
-            )
+            t_dev = t0 - (t_known if thickness is not None else t0)
+            params = np.concatenate([t_dev[..., None], lam[..., None] - 1.0, z, log_offset, dark], axis=-1)
+            first = 0 if thickness is not None else 1  # t0 has a prior only when its thickness is known
+            objective = (weight * resid**2).sum(axis=(2, 3)) + (
+                params[..., first:] ** 2 / prior_var[first:]
+            ).sum(axis=-1)
             jac = np.zeros((n_par, *signal.shape))
             jac[: 2 + n_comp] = -d_signal / shifted
             for c in range(n_ch):
@@ -314,9 +340,9 @@ class PhysicsLimitEstimator:
                 jac[i_o[c], :, :, c] = -1.0 / shifted[:, :, c]
             weighted = jac * weight
             hess = np.einsum("pnacw,qnacw->napq", weighted, jac)
-            hess[..., np.arange(1, n_par), np.arange(1, n_par)] += 1.0 / prior_var[1:]
+            hess[..., np.arange(first, n_par), np.arange(first, n_par)] += 1.0 / prior_var[first:]
             grad = np.einsum("pnacw,nacw->nap", weighted, resid) - np.concatenate(
-                [np.zeros((n_img, n_al, 1)), params[..., 1:] / prior_var[1:]], axis=-1
+                [np.zeros((n_img, n_al, first)), params[..., first:] / prior_var[first:]], axis=-1
             )
             if iteration == _N_ITERATIONS:
                 break
@@ -327,6 +353,8 @@ class PhysicsLimitEstimator:
             log_offset = log_offset + step[..., i_d]
             dark = dark + step[..., i_o]
 
+        if residuals is not None:
+            residuals.append(resid * np.sqrt(weight))
         _, log_det = np.linalg.slogdet(hess)
         var = 1.0 / weight
         log_like = -0.5 * objective - 0.5 * np.log(var).sum(axis=(2, 3)) - 0.5 * log_det
@@ -422,6 +450,36 @@ class PhysicsLimitEstimator:
         self.fitted_instrument = fit.instrument
         self._set_instrument(instrument_config(self.config, fit.instrument))
         return dict(fit.instrument)
+
+    def labelled_fit(
+        self,
+        images: np.ndarray,
+        alloys: Sequence[str],
+        thickness_mm: np.ndarray,
+        thickness_sd_mm: float,
+        instrument: Mapping[str, float],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Fit of images of known alloy and thickness under ``instrument`` (tolerance keys): the instrument
+        calibration's likelihood.
+
+        Returns:
+            (log-likelihood per image (N,), standardised residual profiles (N, C, W)) of each image's own alloy,
+            its thickness held near ``thickness_mm`` by a Gaussian prior of sd ``thickness_sd_mm``.
+
+        Raises:
+            ValueError: an alloy not in ``ALLOYS``.
+        """
+        unknown = sorted(set(alloys) - set(self.alloys))
+        if unknown:
+            raise ValueError(f"alloys {unknown} are not among {self.alloys}")
+        index = np.array([self.alloys.index(a) for a in alloys])
+        self._set_instrument(instrument_config(self.config, instrument))
+        residuals: list[np.ndarray] = []
+        log_like = self._fit(
+            np.asarray(images), (np.asarray(thickness_mm, dtype=np.float64), thickness_sd_mm), residuals
+        )[0]
+        rows = np.arange(index.size)
+        return log_like[rows, index], residuals[0][rows, index]
 
     def _marginal_fits(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per image, the likelihood averaged over a grid of instruments (uniform prior over the grid points).

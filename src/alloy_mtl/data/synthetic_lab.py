@@ -1,0 +1,174 @@
+"""Synthetic labs: an instrument with hidden settings, its calibration radiographs and a labelled test folder,
+written as a lab stores them (16-bit PNG, one file per energy channel, or multi-page TIFF, plus metadata.csv).
+
+A lab's instrument is never the nominal one. A synthetic lab draws its own detector unit and applies hidden
+beam and detector settings (tolerance keys: ``kv_scale``, ``al_filter_mm``, ``scintillator_mm``,
+``scatter_fraction_scale``, ``blur_sigma_px``, ``dose_scale``) to the nominal config, then images
+
+- ``calibration/``: a few radiographs of a reference alloy (1050 by default) with their measured thickness, the
+  input of ``kedro run --pipeline calibrate_instrument``;
+- ``test/``: balanced specimens of every alloy with thickness and absorption labels, the input of
+  ``kedro run --pipeline evaluate_external``;
+- ``hidden_instrument.json``: the truth, which a real lab would not have, for tests and the benchmark.
+
+Flat-field normalised intensities are stored as ``round(I * 65535)`` (clipped to [0, 1]), which the ingest
+reads back as ``I`` to within 1/65535.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import tifffile
+from PIL import Image
+
+from alloy_mtl.constants import ALLOYS
+from alloy_mtl.physics.alloys import get_alloy
+from alloy_mtl.physics.instrument_fit import instrument_config, nominal_instrument
+from alloy_mtl.physics.simulator import SimulationConfig, simulate_dataset
+
+__all__ = ["HIDDEN_INSTRUMENT_FILE", "SyntheticLab", "write_image_folder", "write_synthetic_lab"]
+
+logger = logging.getLogger(__name__)
+
+HIDDEN_INSTRUMENT_FILE = "hidden_instrument.json"
+_FULL_SCALE = 65535.0
+
+
+@dataclass(frozen=True)
+class SyntheticLab:
+    """Where a synthetic lab was written and what it hides.
+
+    Attributes:
+        root: the lab folder.
+        calibration: the calibration folder (csv_folder layout).
+        test: the labelled test folder (csv_folder layout).
+        instrument: the hidden instrument (tolerance keys).
+        detector_seed: the lab's detector unit.
+    """
+
+    root: Path
+    calibration: Path
+    test: Path
+    instrument: dict[str, float]
+    detector_seed: int
+
+
+def _to_uint16(channel: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(channel, 0.0, 1.0) * _FULL_SCALE).astype(np.uint16)
+
+
+def write_image_folder(
+    folder: Path,
+    images: np.ndarray,
+    metadata: pd.DataFrame,
+    kv: Sequence[float],
+    image_format: Literal["png", "tiff"] = "png",
+) -> pd.DataFrame:
+    """Write ``images`` (N, C, H, W, I/I0) and their ``metadata.csv`` into ``folder`` (csv_folder layout).
+
+    PNG: one 16-bit file per channel, joined by ``;`` in ``path``; TIFF: one multi-page file per image.
+
+    Raises:
+        FileExistsError: ``folder`` exists and is not empty (nothing a user had is overwritten).
+    """
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise FileExistsError(f"{folder}: exists and is not empty; choose a new folder")
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    paths = []
+    for image, image_id in zip(images, metadata["image_id"].astype(str), strict=True):
+        if image_format == "tiff":
+            relative = f"images/{image_id}.tif"
+            tifffile.imwrite(folder / relative, _to_uint16(image), photometric="minisblack")
+            paths.append(relative)
+            continue
+        parts = []
+        for channel, volts in zip(image, kv, strict=True):
+            relative = f"images/{image_id}_{volts:g}kv.png"
+            Image.fromarray(_to_uint16(channel)).save(folder / relative)
+            parts.append(relative)
+        paths.append(";".join(parts))
+    columns = ["image_id", "specimen_id", "alloy", "thickness_mm", "absorption", "kv"]
+    table = metadata[[c for c in columns if c in metadata.columns]].copy()
+    table.insert(3, "path", paths)
+    table.to_csv(folder / "metadata.csv", index=False)
+    return table
+
+
+def write_synthetic_lab(  # noqa: PLR0913 (a lab's description, each argument documented)
+    root: str | Path,
+    config: SimulationConfig,
+    instrument: Mapping[str, float],
+    *,
+    detector_seed: int = 7001,
+    seed: int = 11,
+    n_calibration: int = 10,
+    reference_alloy: str = "1050",
+    test_per_alloy: int = 50,
+    image_format: Literal["png", "tiff"] = "png",
+) -> SyntheticLab:
+    """Write a synthetic lab (see the module docstring) whose instrument is ``config`` changed by ``instrument``.
+
+    Args:
+        root: the new lab folder (must not exist or be empty).
+        config: the nominal simulation config (channels, geometry, noise levels); one detector unit is used.
+        instrument: hidden settings (tolerance keys; missing keys stay nominal).
+        detector_seed: the lab's detector unit.
+        seed: seed of the specimens and exposures.
+        n_calibration: calibration radiographs of ``reference_alloy`` (one per specimen).
+        test_per_alloy: labelled test images per alloy (three per specimen).
+        image_format: ``png`` (one 16-bit file per channel) or ``tiff`` (one multi-page file per image).
+
+    Raises:
+        ValueError: unknown instrument keys, or counts below 1.
+        FileExistsError: ``root`` exists and is not empty.
+    """
+    root = Path(root)
+    nominal = nominal_instrument(config)
+    unknown = sorted(set(instrument) - set(nominal))
+    if unknown or n_calibration < 1 or test_per_alloy < 1:
+        raise ValueError(
+            f"synthetic lab: instrument keys {unknown} are not among {sorted(nominal)}"
+            if unknown
+            else f"synthetic lab: n_calibration ({n_calibration}) and test_per_alloy ({test_per_alloy}) must be >= 1"
+        )
+    if root.exists() and any(root.iterdir()):
+        raise FileExistsError(f"{root}: exists and is not empty; choose a new folder for the synthetic lab")
+    hidden = {**nominal, **{k: float(v) for k, v in instrument.items()}}
+    lab = dataclasses.replace(
+        instrument_config(config, hidden),
+        detector_seed=detector_seed,
+        instruments=1,
+        tolerances=(),
+        randomise=None,
+    )
+    images, metadata = simulate_dataset(
+        dataclasses.replace(lab, seed=seed, images_per_specimen=1),
+        materials=[(get_alloy(reference_alloy), n_calibration)],
+    )
+    calibration = root / "calibration"
+    write_image_folder(calibration, images, metadata.assign(kv=config.kv_label), config.kv, image_format)
+    test_config = dataclasses.replace(
+        lab,
+        seed=seed + 1,
+        n_images=test_per_alloy * len(ALLOYS),
+        imbalance_ratio=1.0,
+        min_images_per_class=test_per_alloy,
+        images_per_specimen=3,
+    )
+    images, metadata = simulate_dataset(test_config)
+    test = root / "test"
+    write_image_folder(test, images, metadata.assign(kv=config.kv_label), config.kv, image_format)
+    record = {"instrument": hidden, "detector_seed": detector_seed, "seed": seed, "kv": list(config.kv)}
+    (root / HIDDEN_INSTRUMENT_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    logger.info("wrote synthetic lab %s: %d calibration, %d test images", root, n_calibration, len(metadata))
+    return SyntheticLab(root, calibration, test, hidden, detector_seed)

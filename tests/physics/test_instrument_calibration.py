@@ -1,0 +1,138 @@
+"""Instrument calibration: a synthetic lab's hidden instrument recovered from a few labelled radiographs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from functools import cache
+
+import numpy as np
+import pytest
+
+from alloy_mtl.data.ingest import ingest_csv_folder
+from alloy_mtl.data.synthetic_lab import HIDDEN_INSTRUMENT_FILE, write_synthetic_lab
+from alloy_mtl.physics.alloys import get_alloy
+from alloy_mtl.physics.estimator import PhysicsLimitEstimator
+from alloy_mtl.physics.instrument_calibration import calibrate_instrument
+from alloy_mtl.physics.instrument_fit import instrument_config, nominal_instrument
+from alloy_mtl.physics.simulator import SimulationConfig, simulate_dataset
+
+NOMINAL = SimulationConfig(seed=3, image_size=16)
+HIDDEN = {"kv_scale": 0.96, "al_filter_mm": 1.8, "scintillator_mm": 0.25, "scatter_fraction_scale": 2.0}
+FITTED = ("kv_scale", "al_filter_mm", "scintillator_mm", "scatter_fraction_scale")
+
+
+@cache
+def _calibration_images(n: int = 10) -> tuple[np.ndarray, list[str], np.ndarray]:
+    lab = dataclasses.replace(
+        instrument_config(NOMINAL, {**nominal_instrument(NOMINAL), **HIDDEN}), detector_seed=4242, seed=9
+    )
+    images, meta = simulate_dataset(
+        dataclasses.replace(lab, images_per_specimen=1), materials=[(get_alloy("1050"), n)]
+    )
+    return images, meta["alloy"].astype(str).tolist(), meta["thickness_mm"].to_numpy()
+
+
+def test_hidden_tube_voltage_and_filter_are_recovered_with_intervals_that_hold_them() -> None:
+    images, alloys, thickness = _calibration_images()
+    calibration = calibrate_instrument(images, alloys, thickness, NOMINAL, fitted=FITTED)
+    fitted = {s.key: s for s in calibration.settings}
+    assert abs(fitted["kv_scale"].value / HIDDEN["kv_scale"] - 1) < 0.01
+    assert abs(fitted["al_filter_mm"].value - HIDDEN["al_filter_mm"]) < 0.1
+    for key in FITTED:
+        assert fitted[key].identifiable, key
+    for key in ("kv_scale", "al_filter_mm"):
+        assert fitted[key].low <= HIDDEN[key] <= fitted[key].high, key
+    assert abs(fitted["scatter_fraction_scale"].value - HIDDEN["scatter_fraction_scale"]) < 0.75
+    held = fitted["dose_scale"]
+    assert not held.fitted and held.value == 1.0
+    assert calibration.log_likelihood > calibration.nominal_log_likelihood
+    assert calibration.rms_calibrated < 0.5 * calibration.rms_nominal
+    record = json.loads(json.dumps(calibration.to_dict()))
+    assert record["instrument"]["kv_scale"] == pytest.approx(fitted["kv_scale"].value)
+
+
+def test_a_setting_the_data_cannot_tell_is_reported_not_identifiable() -> None:
+    images, alloys, thickness = _calibration_images()
+    # a search range the profile cannot resolve within: blur below a tenth of a pixel leaves no trace
+    calibration = calibrate_instrument(
+        images,
+        alloys,
+        thickness,
+        NOMINAL,
+        fitted=("kv_scale", "blur_sigma_px"),
+        search_ranges={"blur_sigma_px": (0.0, 0.05)},
+    )
+    blur = {s.key: s for s in calibration.settings}["blur_sigma_px"]
+    assert not blur.identifiable and np.isnan(blur.low) and np.isnan(blur.sd)
+    assert calibration.not_identifiable == ["blur_sigma_px"]
+
+
+def test_the_labelled_likelihood_prefers_the_true_instrument() -> None:
+    images, alloys, thickness = _calibration_images()
+    estimator = PhysicsLimitEstimator(NOMINAL, alloys=["1050"])
+    truth = {**nominal_instrument(NOMINAL), **HIDDEN}
+    at_truth, _ = estimator.labelled_fit(images, alloys, thickness, 0.02, truth)
+    at_nominal, residual = estimator.labelled_fit(
+        images, alloys, thickness, 0.02, nominal_instrument(NOMINAL)
+    )
+    assert at_truth.sum() > at_nominal.sum()
+    assert residual.shape == (len(alloys), len(NOMINAL.kv), NOMINAL.image_size)
+
+
+def test_an_alloy_subset_leaves_each_alloys_likelihood_unchanged() -> None:
+    images, alloys, thickness = _calibration_images()
+    full = PhysicsLimitEstimator(NOMINAL).labelled_fit(
+        images, alloys, thickness, 0.02, nominal_instrument(NOMINAL)
+    )
+    subset = PhysicsLimitEstimator(NOMINAL, alloys=["1050", "7075"]).labelled_fit(
+        images, alloys, thickness, 0.02, nominal_instrument(NOMINAL)
+    )
+    np.testing.assert_allclose(subset[0], full[0], rtol=1e-10)
+
+
+def test_bad_calibration_input_names_every_problem() -> None:
+    images, alloys, thickness = _calibration_images()
+    bad_thickness = thickness.copy()
+    bad_thickness[2] = np.nan
+    with pytest.raises(ValueError) as err:
+        calibrate_instrument(
+            images[:, :2],
+            alloys,
+            bad_thickness,
+            NOMINAL,
+            fitted=("kv_scale", "gain"),
+            search_ranges={"al_filter_mm": (2.0, 1.0)},
+        )
+    message = str(err.value)
+    for expected in (
+        "'gain' is not a calibrated setting",
+        "al_filter_mm",
+        "images: expected shape",
+        "rows [2]",
+    ):
+        assert expected in message
+
+
+def test_an_unknown_alloy_subset_is_refused() -> None:
+    with pytest.raises(ValueError, match="subset"):
+        PhysicsLimitEstimator(NOMINAL, alloys=["6061"])
+
+
+def test_a_synthetic_lab_is_written_as_16_bit_files_the_ingest_reads_back(tmp_path) -> None:
+    lab = write_synthetic_lab(tmp_path / "lab", NOMINAL, HIDDEN, n_calibration=3, test_per_alloy=3)
+    calibration = ingest_csv_folder(lab.calibration, required_alloys=None)
+    assert calibration.images.shape == (3, 3, 16, 16)
+    assert set(calibration.metadata["alloy"]) == {"1050"}
+    assert calibration.metadata["thickness_mm"].notna().all()
+    test = ingest_csv_folder(lab.test)
+    assert sorted(test.metadata["alloy"].value_counts().tolist()) == [3] * 5
+    hidden = json.loads((lab.root / HIDDEN_INSTRUMENT_FILE).read_text())["instrument"]
+    assert hidden["kv_scale"] == 0.96 and hidden["dose_scale"] == 1.0
+    tiff = write_synthetic_lab(
+        tmp_path / "tiff", NOMINAL, HIDDEN, n_calibration=2, test_per_alloy=1, image_format="tiff"
+    )
+    read = ingest_csv_folder(tiff.calibration, required_alloys=None)
+    np.testing.assert_allclose(read.images[:, :, :, :], read.images.clip(0, 1))
+    with pytest.raises(FileExistsError, match="not empty"):
+        write_synthetic_lab(lab.root, NOMINAL, HIDDEN)
