@@ -10,6 +10,8 @@ from alloy_mtl.config import ParameterError, ParamsModel, parse_params
 from alloy_mtl.data.params import DataSourceParams, SplitParams, ValidationParams
 from alloy_mtl.evaluation.params import EvaluationParams
 from alloy_mtl.mtl.params import TrainingParams, deep_merge, parse_training_params
+from alloy_mtl.physics.calibrated_generation import nominal_generation
+from alloy_mtl.physics.calibration_params import CalibrationParams
 from alloy_mtl.physics.simulator import SimulationConfig
 from alloy_mtl.properties.params import AlloyPropertiesParams
 from alloy_mtl.tuning.params import TuningParams
@@ -21,6 +23,7 @@ SECTIONS: dict[str, type[ParamsModel]] = {
     "evaluation": EvaluationParams,
     "alloy_properties": AlloyPropertiesParams,
     "tuning": TuningParams,
+    "calibration": CalibrationParams,
 }
 TRAIN_OPTIONS_SUFFIX = ".train_options"
 
@@ -48,7 +51,9 @@ def check_parameters(params: Mapping[str, Any]) -> None:
         if section in params:
             problems += _problems(lambda m=model, s=section: parse_params(m, params[s], s), section)
     if "generation" in params:
-        problems += _problems(lambda: SimulationConfig.from_params(params["generation"]), "generation")
+        problems += _problems(
+            lambda: SimulationConfig.from_params(nominal_generation(params["generation"])), "generation"
+        )
     options = {
         k.removesuffix(TRAIN_OPTIONS_SUFFIX): v for k, v in params.items() if k.endswith(TRAIN_OPTIONS_SUFFIX)
     }

@@ -7,6 +7,7 @@ from kedro.pipeline import Pipeline
 
 from alloy_mtl.pipelines import (
     alloy_properties,
+    calibrate_instrument,
     data_processing,
     evaluation,
     inference,
@@ -55,7 +56,9 @@ def register_pipelines() -> dict[str, Pipeline]:
         + evaluation.create_selection_pipeline(ARCHITECTURES),
         "promotion": promotion.create_pipeline(),
         "inference": inference.create_pipeline(),
-        "alloy_properties": alloy_properties.create_pipeline(),  # the tabular study; not part of train_all
+        "alloy_properties": alloy_properties.create_pipeline(),
+        # the simulator's instrument fitted to a lab's calibration radiographs; not part of train_all
+        "calibrate_instrument": calibrate_instrument.create_pipeline(),  # the tabular study; not part of train_all
         # Population Based Training (Ray Tune extra); not part of train_all
         **{f"tune_{arch}": tuning.create_pipeline(arch) for arch in ARCHITECTURES},
         "tune_all": sum((tuning.create_pipeline(arch) for arch in ARCHITECTURES), Pipeline([])),

@@ -6,9 +6,9 @@ https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration""
 # wrong parameter stops the run before MLflow opens it. MLflow tracking: one parent run per `kedro run`,
 # one nested run per model (see alloy_mtl.hooks).
 from alloy_mtl.hooks import MlflowTrackingHooks
-from alloy_mtl.parameter_hooks import ParameterCheckHooks
+from alloy_mtl.parameter_hooks import CalibratedInstrumentHooks, ParameterCheckHooks
 
-HOOKS = (MlflowTrackingHooks(), ParameterCheckHooks())
+HOOKS = (MlflowTrackingHooks(), ParameterCheckHooks(), CalibratedInstrumentHooks())
 
 # Installed plugins for which to disable hook auto-registration. MLflow tracking is wired by the project
 # (see tracking/); kedro-mlflow is no dependency, but an environment installed before it was dropped may

@@ -42,6 +42,7 @@ __all__ = [
     "CalibratedSetting",
     "InstrumentCalibration",
     "calibrate_instrument",
+    "resolve_search_ranges",
 ]
 
 logger = logging.getLogger(__name__)
@@ -153,13 +154,13 @@ def _json_float(value: float) -> float | None:
     return None if not math.isfinite(value) else float(value)
 
 
-def _search_ranges(
-    fitted: Sequence[str], search_ranges: Mapping[str, Sequence[float]] | None
+def resolve_search_ranges(
+    fitted: Sequence[str], given: Mapping[str, Sequence[float]] | None
 ) -> tuple[dict[str, tuple[float, float]], list[str]]:
     """The search ranges (defaults completed by the given ones) and every problem with them or ``fitted``."""
     problems = [f"{key!r} is not a calibrated setting" for key in fitted if key not in CALIBRATION_KEYS]
     ranges = dict(DEFAULT_SEARCH_RANGES)
-    for key, bounds in (search_ranges or {}).items():
+    for key, bounds in (given or {}).items():
         if key not in CALIBRATION_KEYS:
             problems.append(f"search_ranges: {key!r} is not a calibrated setting")
             continue
@@ -235,7 +236,7 @@ def calibrate_instrument(  # noqa: PLR0913 (the fit's knobs, each documented)
     images = np.asarray(images, dtype=np.float32)
     thickness = np.asarray(thickness_mm, dtype=np.float64)
     alloys = [str(a) for a in alloys]
-    ranges, problems = _search_ranges(fitted, search_ranges)
+    ranges, problems = resolve_search_ranges(fitted, search_ranges)
     problems += _input_problems(images, alloys, thickness, config)
     if problems:
         raise ValueError("instrument calibration: " + "; ".join(problems))

@@ -1,0 +1,112 @@
+"""``generation.instrument``: simulate with the nominal instrument or with the one calibrated to a lab's.
+
+``kedro run --pipeline calibrate_instrument`` writes the calibrated instrument (``calibrated_instrument``
+dataset, tolerance keys: ``kv_scale`` etc. relative to the nominal ``generation`` settings). With
+``generation.instrument: calibrated`` every consumer of the ``generation`` parameters (data generation, the
+evaluation set, the robustness suite, the physics-limit estimator) gets them resolved by
+:func:`resolve_generation`: the calibrated values become the nominal ones (channel kVs, filter, scintillator,
+scatter, blur, dose), and the declared tolerances keep their width about them (``*_scale`` ranges are factors and
+stay; absolute ranges are shifted by the calibrated change, kept above their minimum). Models trained on the
+resolved data read the lab's instrument as their nominal one; :func:`relative_instrument` expresses the
+calibrated instrument in the vocabulary of any resolved config, for instrument-conditioned models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from alloy_mtl.physics.instrument import TOLERANCE_KEYS as TOLERANCE_MINIMA
+from alloy_mtl.physics.instrument_fit import TOLERANCE_KEYS
+from alloy_mtl.physics.simulator import SimulationConfig
+
+__all__ = [
+    "INSTRUMENT_KEY",
+    "INSTRUMENTS",
+    "nominal_generation",
+    "relative_instrument",
+    "resolve_generation",
+]
+
+INSTRUMENT_KEY = "instrument"
+INSTRUMENTS = ("nominal", "calibrated")
+_SCALED_FIELDS = {"kv_scale": "kv", "scatter_fraction_scale": "scatter_fraction", "dose_scale": "dose"}
+_MISSING_MESSAGE = (
+    "generation.instrument is 'calibrated' but there is no calibrated instrument; run "
+    "`kedro run --pipeline calibrate_instrument --params calibration.path=<folder>` first"
+)
+
+
+def nominal_generation(generation: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``generation`` parameters without the ``instrument`` choice (the nominal instrument's config).
+
+    Raises:
+        ValueError: ``instrument`` is neither ``nominal`` nor ``calibrated``.
+    """
+    params = dict(generation or {})
+    choice = params.pop(INSTRUMENT_KEY, "nominal")
+    if choice not in INSTRUMENTS:
+        raise ValueError(f"generation.instrument: expected one of {list(INSTRUMENTS)}, got {choice!r}")
+    return params
+
+
+def uses_calibrated(generation: Mapping[str, Any] | None) -> bool:
+    """Whether ``generation`` asks for the calibrated instrument."""
+    return (generation or {}).get(INSTRUMENT_KEY, "nominal") == "calibrated"
+
+
+def resolve_generation(
+    generation: Mapping[str, Any] | None, calibrated: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``generation`` with its instrument resolved (see the module docstring).
+
+    Args:
+        generation: the ``generation`` parameters, optionally with ``instrument: nominal|calibrated``.
+        calibrated: the ``calibrated_instrument`` record (``{"instrument": {key: value}, ...}``), or None.
+
+    Raises:
+        ValueError: a bad ``instrument`` choice, ``calibrated`` without a record, or a record without every
+            instrument key.
+    """
+    wanted = uses_calibrated(generation)
+    params = nominal_generation(generation)
+    if not wanted:
+        return params
+    if not calibrated or "instrument" not in calibrated:
+        raise ValueError(_MISSING_MESSAGE)
+    instrument = calibrated["instrument"]
+    missing = [key for key in TOLERANCE_KEYS if key not in instrument]
+    if missing:
+        raise ValueError(f"calibrated instrument: keys {missing} missing; calibrate again")
+    nominal = SimulationConfig.from_params(params)
+    resolved = dict(params)
+    resolved["kv"] = [v * float(instrument["kv_scale"]) for v in nominal.kv]
+    resolved["scatter_fraction"] = nominal.scatter_fraction * float(instrument["scatter_fraction_scale"])
+    resolved["dose"] = nominal.dose * float(instrument["dose_scale"])
+    for key in ("al_filter_mm", "scintillator_mm", "blur_sigma_px"):
+        resolved[key] = float(instrument[key])
+    tolerances = {}
+    for key, bounds in (params.get("tolerances") or {}).items():
+        low, high = (float(v) for v in bounds)
+        if key in TOLERANCE_KEYS and key not in _SCALED_FIELDS:
+            shift = float(instrument[key]) - float(getattr(nominal, key))
+            relation, minimum = TOLERANCE_MINIMA[key]
+            floor = minimum if relation == ">=" else minimum + 1e-3
+            low, high = max(low + shift, floor), max(high + shift, floor)
+        tolerances[key] = [low, high]
+    if tolerances:
+        resolved["tolerances"] = tolerances
+    return resolved
+
+
+def relative_instrument(
+    calibrated: Mapping[str, float], nominal: SimulationConfig, resolved: SimulationConfig
+) -> dict[str, float]:
+    """The calibrated instrument (tolerance keys relative to ``nominal``) in the keys of ``resolved``: what an
+    instrument-conditioned model trained on ``resolved``'s data is told about the lab's instrument."""
+    relative = {key: float(calibrated[key]) for key in TOLERANCE_KEYS}
+    for key, name in _SCALED_FIELDS.items():
+        base, now = getattr(nominal, name), getattr(resolved, name)
+        base, now = (base[0], now[0]) if isinstance(base, tuple) else (base, now)
+        relative[key] = float(calibrated[key]) * base / now
+    return relative

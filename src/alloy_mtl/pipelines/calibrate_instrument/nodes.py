@@ -1,0 +1,62 @@
+"""Nodes of calibrate_instrument: thin wrappers over :mod:`alloy_mtl.physics.instrument_calibration`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from alloy_mtl.config import parse_params
+from alloy_mtl.data.ingest import ingest_csv_folder
+from alloy_mtl.data.store import XrayData
+from alloy_mtl.evaluation.instrument_calibration_report import calibration_figure, calibration_markdown
+from alloy_mtl.physics.calibrated_generation import nominal_generation
+from alloy_mtl.physics.calibration_params import CalibrationParams
+from alloy_mtl.physics.instrument_calibration import calibrate_instrument
+from alloy_mtl.physics.simulator import SimulationConfig
+
+
+def read_calibration_folder(calibration: dict[str, Any]) -> XrayData:
+    """The calibration radiographs of ``calibration.path`` (csv_folder layout), every bad file named at once.
+
+    Raises:
+        ValueError: ``calibration.path`` is not set.
+        DataValidationError: bad files or rows (all listed).
+    """
+    params = parse_params(CalibrationParams, calibration, "calibration")
+    if not params.path:
+        raise ValueError(
+            "calibration.path: required; give the calibration folder, e.g. "
+            "`kedro run --pipeline calibrate_instrument --params calibration.path=/lab/calibration`"
+        )
+    return ingest_csv_folder(params.path, params.options)
+
+
+def fit_calibrated_instrument(
+    radiographs: XrayData, calibration: dict[str, Any], generation: dict[str, Any]
+) -> tuple[dict[str, Any], str, Figure]:
+    """Fit the instrument to the radiographs (their alloy and thickness known) against the nominal ``generation``
+    config; returns the calibrated instrument record, its markdown report and the residual figure."""
+    params = parse_params(CalibrationParams, calibration, "calibration")
+    config = SimulationConfig.from_params(
+        {**nominal_generation(generation), "instruments": 1, "tolerances": {}, "randomise": None}
+    )
+    started = time.perf_counter()
+    result = calibrate_instrument(
+        radiographs.images,
+        radiographs.metadata["alloy"].astype(str).tolist(),
+        radiographs.metadata["thickness_mm"].to_numpy(dtype=float),
+        config,
+        fitted=params.fitted,
+        search_ranges=params.search_ranges,
+        thickness_sd_mm=params.thickness_sd_mm,
+        identifiable_share=params.identifiable_share,
+    )
+    seconds = time.perf_counter() - started
+    record = {**result.to_dict(), "source": params.path, "kv": list(config.kv), "seconds": seconds}
+    return (
+        record,
+        calibration_markdown(result, str(params.path), seconds),
+        calibration_figure(result, config.kv),
+    )
