@@ -8,6 +8,7 @@ from typing import Any
 
 from alloy_mtl.config import ParameterError, ParamsModel, parse_params
 from alloy_mtl.data.params import DataSourceParams, SplitParams, ValidationParams
+from alloy_mtl.evaluation.external import ExternalParams
 from alloy_mtl.evaluation.params import EvaluationParams
 from alloy_mtl.mtl.params import TrainingParams, deep_merge, parse_training_params
 from alloy_mtl.physics.calibrated_generation import nominal_generation
@@ -24,6 +25,7 @@ SECTIONS: dict[str, type[ParamsModel]] = {
     "alloy_properties": AlloyPropertiesParams,
     "tuning": TuningParams,
     "calibration": CalibrationParams,
+    "external": ExternalParams,
 }
 TRAIN_OPTIONS_SUFFIX = ".train_options"
 

@@ -1,5 +1,5 @@
 """Project pipelines: data_generation, data_processing, train_<arch>, tune_<arch>, evaluation, robustness,
-promotion, inference and train_all."""
+promotion, inference, calibrate_instrument, evaluate_external and train_all."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from alloy_mtl.pipelines import (
     alloy_properties,
     calibrate_instrument,
     data_processing,
+    evaluate_external,
     evaluation,
     inference,
     promotion,
@@ -29,7 +30,9 @@ def register_pipelines() -> dict[str, Pipeline]:
     ensemble's weights are chosen again on the validation split, as the evaluation does); ``alloy_properties``
     runs the STL vs MTL alloy-property study; ``tune_<arch>`` and ``tune_all`` run Population Based Training of
     the optimizer, lr and weight decay (the ``tune`` extra); ``inference`` predicts a folder of images with the
-    champion; ``train_all`` runs everything from data to the comparison and the robustness suite, ending with
+    champion; ``calibrate_instrument`` fits the simulator's instrument to a lab's calibration radiographs
+    (``generation.instrument: calibrated`` then simulates it); ``evaluate_external`` scores every trained model,
+    the ensembles and the physics limit on a lab's labelled folder; ``train_all`` runs everything from data to the comparison and the robustness suite, ending with
     the gate (which decides on the suite), and is the default.
 
     ``registry`` is a deprecated alias of ``promotion`` (the gate's former name), kept so that
@@ -58,7 +61,10 @@ def register_pipelines() -> dict[str, Pipeline]:
         "inference": inference.create_pipeline(),
         "alloy_properties": alloy_properties.create_pipeline(),
         # the simulator's instrument fitted to a lab's calibration radiographs; not part of train_all
-        "calibrate_instrument": calibrate_instrument.create_pipeline(),  # the tabular study; not part of train_all
+        "calibrate_instrument": calibrate_instrument.create_pipeline(),
+        # every trained model, the ensembles and the physics limit on a lab's labelled folder
+        "evaluate_external": evaluate_external.create_pipeline(ARCHITECTURES)
+        + evaluation.create_selection_pipeline(ARCHITECTURES),  # the tabular study; not part of train_all
         # Population Based Training (Ray Tune extra); not part of train_all
         **{f"tune_{arch}": tuning.create_pipeline(arch) for arch in ARCHITECTURES},
         "tune_all": sum((tuning.create_pipeline(arch) for arch in ARCHITECTURES), Pipeline([])),

@@ -1,0 +1,88 @@
+"""Score trained models, their ensembles and the physics limit on a lab's labelled folder.
+
+The folder is read by the same ingest as training on lab data (``csv_folder`` or ``class_per_folder``), and
+the models see it through the same preprocessing as every evaluation. One row per model: macro AP and accuracy
+with specimen-bootstrap intervals, mean confidence and the AP of each alloy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from alloy_mtl.config import ParamsModel
+from alloy_mtl.constants import ALLOYS
+from alloy_mtl.data.params import IngestOptions
+from alloy_mtl.evaluation.classification import classification_metrics
+from alloy_mtl.evaluation.robustness import condition_metrics
+
+__all__ = ["EXTERNAL", "ExternalParams", "external_markdown", "external_table"]
+
+EXTERNAL = "external"
+"""The one condition of the external folder (the robustness machinery scores conditions)."""
+
+
+class ExternalParams(ParamsModel):
+    """``external``: the lab's labelled folder that ``evaluate_external`` scores every model on."""
+
+    path: str | None = None
+    """The labelled folder (required to run the pipeline)."""
+    layout: Literal["csv_folder", "class_per_folder"] = "csv_folder"
+    """How the folder is laid out (see the data guide's lab-folder layouts)."""
+    options: IngestOptions = IngestOptions()
+    """How it is read (bit_depth, alloy_names, on_bad_file, ...)."""
+    n_resamples: int = Field(1000, ge=0)
+    """Specimen-bootstrap resamples of the intervals (0: none)."""
+
+
+def external_table(
+    predictions: Mapping[str, pd.DataFrame], *, n_resamples: int, seed: int = 0, level: float = 0.95
+) -> pd.DataFrame:
+    """One row per model: ``model``, ``n_images``, ``n_specimens``, ``macro_ap`` (+ interval), ``accuracy``
+    (+ interval), ``mean_confidence`` and ``ap_<alloy>`` per alloy."""
+    rows = []
+    for model, frame in predictions.items():
+        row: dict[str, Any] = {"model": model}
+        row |= condition_metrics(frame, n_resamples=n_resamples, seed=seed, level=level)
+        per_alloy = classification_metrics(frame, ALLOYS)["ap"]
+        row |= {f"ap_{alloy}": per_alloy.get(alloy) for alloy in ALLOYS}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _interval(row: pd.Series, metric: str) -> str:
+    value, low, high = row[metric], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    if low is None or high is None or not (np.isfinite(low) and np.isfinite(high)):
+        return f"{value:.3f}"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def external_markdown(table: pd.DataFrame, source: str, instrument: Mapping[str, float], level: float) -> str:
+    """The comparison as Markdown, with the folder and the instrument the models and physics limit were told."""
+    alloys = " | ".join(ALLOYS)
+    lines = [
+        "# External evaluation",
+        "",
+        f"Labelled folder `{source}`; {int(table['n_images'].max()) if len(table) else 0} images. Intervals: "
+        f"{level:.0%} specimen bootstrap. Instrument-conditioned models and the physics limit were told the "
+        "instrument " + ", ".join(f"{k} {v:.4g}" for k, v in instrument.items()) + ".",
+        "",
+        f"| model | macro AP | accuracy | mean confidence | {alloys} |",
+        "|---|---|---|---|" + "---|" * len(ALLOYS),
+    ]
+    for _, row in table.iterrows():
+        per_alloy = " | ".join(
+            "n/a" if row[f"ap_{a}"] is None or not np.isfinite(row[f"ap_{a}"]) else f"{row[f'ap_{a}']:.3f}"
+            for a in ALLOYS
+        )
+        lines.append(
+            f"| {row['model']} | {_interval(row, 'macro_ap')} | {_interval(row, 'accuracy')} | "
+            f"{row['mean_confidence']:.3f} | {per_alloy} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,68 @@
+"""Nodes of evaluate_external: thin wrappers over :mod:`alloy_mtl.evaluation.external`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pandas as pd
+
+from alloy_mtl.config import parse_params
+from alloy_mtl.data.ingest import ingest_dataset
+from alloy_mtl.evaluation import robustness
+from alloy_mtl.evaluation.external import EXTERNAL, ExternalParams, external_markdown, external_table
+from alloy_mtl.evaluation.params import EvaluationParams
+from alloy_mtl.pipelines.robustness.nodes import physics_limit_conditions
+
+logger = logging.getLogger(__name__)
+
+
+def read_external_folder(external: dict[str, Any]) -> robustness.ConditionImages:
+    """The labelled folder ``external.path`` as the one condition ``external``, every bad file named at once.
+
+    Raises:
+        ValueError: ``external.path`` is not set.
+        DataValidationError: bad files or rows (all listed).
+    """
+    params = parse_params(ExternalParams, external, "external")
+    if not params.path:
+        raise ValueError(
+            "external.path: required; give the lab's labelled folder, e.g. "
+            "`kedro run --pipeline evaluate_external --params external.path=/lab/test`"
+        )
+    data = ingest_dataset(params.path, params.layout, params.options)
+    logger.info("external folder %s: %d labelled images", params.path, len(data))
+    return {EXTERNAL: (data.images, data.metadata)}
+
+
+def physics_limit_external(
+    images: robustness.ConditionImages, generation: dict[str, Any]
+) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
+    """The physics limit on the folder, its instrument fitted inside ``generation``'s tolerances about its
+    nominal (the calibrated instrument with ``generation.instrument: calibrated``): the row a lab compares
+    models with, and the instrument instrument-conditioned models are told. A folder the estimator cannot read
+    (other channels or image size than ``generation``) has no physics row."""
+    try:
+        return physics_limit_conditions(images, generation)
+    except ValueError as err:
+        logger.warning("no physics-limit row: %s", err)
+        return robustness.stack_conditions({}), {}
+
+
+def report_external(
+    external: dict[str, Any],
+    evaluation: dict[str, Any],
+    physics_limit: pd.DataFrame,
+    instruments: dict[str, dict[str, float]],
+    ensemble_selection: dict[str, Any] | None = None,
+    **architectures: pd.DataFrame,
+) -> tuple[pd.DataFrame, str]:
+    """The comparison table (one row per model, ensemble and the physics limit) and its Markdown."""
+    params = parse_params(ExternalParams, external, "external")
+    bootstrap = parse_params(EvaluationParams, evaluation, "evaluation").bootstrap
+    predictions = robustness.predictions_by_model(architectures, physics_limit, ensemble_selection)
+    table = external_table(
+        predictions, n_resamples=params.n_resamples, seed=bootstrap.seed, level=bootstrap.level
+    )
+    markdown = external_markdown(table, str(params.path), instruments.get(EXTERNAL, {}), bootstrap.level)
+    return table, markdown

@@ -1,0 +1,51 @@
+"""evaluate_external: read the lab's labelled folder, predict it with every model and the physics limit, report."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from kedro.pipeline import Node, Pipeline
+
+from alloy_mtl.pipelines.evaluate_external import nodes
+from alloy_mtl.pipelines.robustness.nodes import predict_conditions
+
+
+def create_pipeline(architectures: Sequence[str], **kwargs) -> Pipeline:
+    """Score the trained ``<arch>.model`` of every architecture on ``external.path``."""
+    return Pipeline(
+        [
+            Node(
+                nodes.read_external_folder, "params:external", "external_images", name="read_external_folder"
+            ),
+            Node(
+                nodes.physics_limit_external,
+                inputs=["external_images", "params:generation"],
+                outputs=["physics_limit.external_predictions", "external_instrument"],
+                name="physics_limit_external",
+            ),
+            *[
+                Node(
+                    predict_conditions,
+                    inputs=[f"{arch}.model", "external_images", "external_instrument"],
+                    outputs=f"{arch}.external_predictions",
+                    name="predict_external",
+                    namespace=arch,
+                )
+                for arch in architectures
+            ],
+            Node(
+                nodes.report_external,
+                inputs={
+                    "external": "params:external",
+                    "evaluation": "params:evaluation",
+                    "physics_limit": "physics_limit.external_predictions",
+                    "instruments": "external_instrument",
+                    "ensemble_selection": "ensemble_selection",
+                }
+                | {arch: f"{arch}.external_predictions" for arch in architectures},
+                outputs=["external_comparison_table", "external_comparison_markdown"],
+                name="report_external",
+            ),
+        ],
+        tags=["evaluate_external"],
+    )

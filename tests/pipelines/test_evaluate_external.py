@@ -1,0 +1,78 @@
+"""evaluate_external: every model, the ensembles and the physics limit scored on a lab's labelled folder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from alloy_mtl.constants import ALLOYS
+from alloy_mtl.data.synthetic_lab import write_synthetic_lab
+from alloy_mtl.datasets import TorchBundleDataset
+from alloy_mtl.evaluation.external import external_markdown, external_table
+from alloy_mtl.physics.simulator import SimulationConfig
+from alloy_mtl.pipelines.evaluate_external.nodes import read_external_folder
+from alloy_mtl.pipelines.training import ARCHITECTURES
+from tests.tracking.conftest import make_bundle
+
+TINY = {
+    "generation": {"n_images": 150, "image_size": 8, "images_per_specimen": 3, "min_images_per_class": 15}
+}
+
+
+def _predictions(seed: int, n: int = 40) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    truth = np.array(ALLOYS * (n // len(ALLOYS)))
+    probs = rng.dirichlet(np.ones(len(ALLOYS)), size=len(truth))
+    probs[np.arange(len(truth)), [ALLOYS.index(a) for a in truth]] += 1.0
+    probs /= probs.sum(axis=1, keepdims=True)
+    frame = pd.DataFrame({"image_id": [f"i{k}" for k in range(len(truth))], "alloy_true": truth})
+    frame["specimen_id"] = [f"s{k // 2}" for k in range(len(truth))]
+    frame["alloy_pred"] = [ALLOYS[i] for i in probs.argmax(axis=1)]
+    for a, alloy in enumerate(ALLOYS):
+        frame[f"prob_{alloy}"] = probs[:, a]
+    return frame.assign(condition="external")
+
+
+def test_the_table_has_one_row_per_model_with_intervals_and_per_alloy_ap():
+    table = external_table({"fnn": _predictions(0), "physics_limit": _predictions(1)}, n_resamples=50)
+    assert table["model"].tolist() == ["fnn", "physics_limit"]
+    assert {f"ap_{a}" for a in ALLOYS} <= set(table.columns)
+    assert (table["macro_ap_ci_low"] <= table["macro_ap"]).all() and (
+        table["macro_ap"] <= table["macro_ap_ci_high"]
+    ).all()
+    markdown = external_markdown(table, "/lab/test", {"kv_scale": 1.04}, 0.95)
+    assert "| fnn | " in markdown and "kv_scale 1.04" in markdown and "/lab/test" in markdown
+
+
+def test_a_missing_folder_is_named():
+    with pytest.raises(ValueError, match="external.path: required"):
+        read_external_folder({"layout": "class_per_folder"})
+
+
+def test_evaluate_external_scores_every_model_on_a_lab_folder(kedro_project, run_pipeline, tmp_path):
+    data = kedro_project / "data"
+    for seed, arch in enumerate(ARCHITECTURES):  # tiny FNNs stand in for the trained architectures
+        TorchBundleDataset(str(data / f"06_models/{arch}/model.pt")).save(
+            make_bundle(image_size=8, seed=seed)
+        )
+    lab = write_synthetic_lab(
+        tmp_path / "lab",
+        SimulationConfig(image_size=8),
+        {"kv_scale": 1.01},
+        n_calibration=1,
+        test_per_alloy=6,
+    )
+    run_pipeline(
+        kedro_project, "data_processing", TINY
+    )  # the model input: the ensemble chooses on its val split
+    run_pipeline(
+        kedro_project, "evaluate_external", {**TINY, "external": {"path": str(lab.test), "n_resamples": 20}}
+    )
+
+    table = pd.read_csv(data / "08_reporting/external/comparison.csv")
+    assert table["model"].tolist() == [*ARCHITECTURES, "ensemble_soft", "ensemble_selected", "physics_limit"]
+    assert (table["n_images"] == 30).all()
+    assert table.set_index("model").loc["physics_limit", "macro_ap"] > 0.5  # chance is ~0.2
+    assert "# External evaluation" in (data / "08_reporting/external/comparison.md").read_text()
+    assert (data / "07_model_output/fnn/external_predictions.csv").is_file()
