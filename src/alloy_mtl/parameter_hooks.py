@@ -3,6 +3,7 @@ the simulation uses (``generation.instrument``)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
@@ -10,7 +11,9 @@ from kedro.io import CatalogProtocol
 from kedro.pipeline import Pipeline
 
 from alloy_mtl.parameters import check_parameters
-from alloy_mtl.physics.calibrated_generation import INSTRUMENT_KEY, resolve_generation, uses_calibrated
+from alloy_mtl.physics.calibrated_generation import resolve_generation, wants_calibrated
+
+logger = logging.getLogger(__name__)
 
 CALIBRATED = "calibrated_instrument"
 """The catalog dataset ``calibrate_instrument`` writes."""
@@ -30,8 +33,10 @@ class ParameterCheckHooks:
 
 class CalibratedInstrumentHooks:
     """Resolves ``generation.instrument`` once, before the first node, so that every node reading
-    ``params:generation`` (data generation, evaluation set, robustness suite, physics limit) simulates the same
-    instrument: the nominal one, or the one ``calibrate_instrument`` fitted to the lab's (``CALIBRATED``)."""
+    ``params:generation`` (data generation, evaluation set, robustness suite, physics limit, external
+    evaluation) simulates the same instrument: the one ``calibrate_instrument`` fitted to the lab's
+    (``CALIBRATED``, the latest version) when there is one (``auto``, the default) or required (``calibrated``),
+    else the nominal one."""
 
     @hook_impl
     def before_pipeline_run(
@@ -40,10 +45,18 @@ class CalibratedInstrumentHooks:
         """Replace ``params:generation`` by its resolved form where the pipeline reads it."""
         if "params:generation" not in pipeline.inputs() or CALIBRATED in pipeline.all_outputs():
             return  # the calibration itself is fitted against the nominal instrument
-        generation = catalog.load("params:generation")
-        if INSTRUMENT_KEY not in (generation or {}):
-            return
+        generation = catalog.load("params:generation") or {}
         calibrated = (
-            catalog.load(CALIBRATED) if uses_calibrated(generation) and catalog.exists(CALIBRATED) else None
+            catalog.load(CALIBRATED) if wants_calibrated(generation) and catalog.exists(CALIBRATED) else None
         )
-        catalog["params:generation"] = resolve_generation(generation, calibrated)
+        resolved = resolve_generation(generation, calibrated)
+        if calibrated is not None:
+            logger.info(
+                "generation.instrument %s: simulating the calibrated instrument (%s, fitted from %s); "
+                "--params generation.instrument=nominal ignores it",
+                generation.get("instrument", "auto"),
+                {key: round(float(value), 4) for key, value in calibrated["instrument"].items()},
+                calibrated.get("source", "?"),
+            )
+        if resolved != generation:
+            catalog["params:generation"] = resolved

@@ -1,8 +1,9 @@
 """``generation.instrument``: simulate with the nominal instrument or with the one calibrated to a lab's.
 
 ``kedro run --pipeline calibrate_instrument`` writes the calibrated instrument (``calibrated_instrument``
-dataset, tolerance keys: ``kv_scale`` etc. relative to the nominal ``generation`` settings). With
-``generation.instrument: calibrated`` every consumer of the ``generation`` parameters (data generation, the
+dataset, tolerance keys: ``kv_scale`` etc. relative to the nominal ``generation`` settings).
+``generation.instrument``: ``auto`` (default) uses the calibrated instrument once there is one, else the nominal;
+``calibrated`` requires one; ``nominal`` ignores it. With the calibrated instrument every consumer of the ``generation`` parameters (data generation, the
 evaluation set, the robustness suite, the physics-limit estimator) gets them resolved by
 :func:`resolve_generation`: the calibrated values become the nominal ones (channel kVs, filter, scintillator,
 scatter, blur, dose), and the declared tolerances keep their width about them (``*_scale`` ranges are factors and
@@ -26,10 +27,12 @@ __all__ = [
     "nominal_generation",
     "relative_instrument",
     "resolve_generation",
+    "wants_calibrated",
 ]
 
 INSTRUMENT_KEY = "instrument"
-INSTRUMENTS = ("nominal", "calibrated")
+INSTRUMENTS = ("auto", "nominal", "calibrated")
+DEFAULT_INSTRUMENT = "auto"
 _SCALED_FIELDS = {"kv_scale": "kv", "scatter_fraction_scale": "scatter_fraction", "dose_scale": "dose"}
 _MISSING_MESSAGE = (
     "generation.instrument is 'calibrated' but there is no calibrated instrument; run "
@@ -44,15 +47,15 @@ def nominal_generation(generation: Mapping[str, Any] | None) -> dict[str, Any]:
         ValueError: ``instrument`` is neither ``nominal`` nor ``calibrated``.
     """
     params = dict(generation or {})
-    choice = params.pop(INSTRUMENT_KEY, "nominal")
+    choice = params.pop(INSTRUMENT_KEY, DEFAULT_INSTRUMENT)
     if choice not in INSTRUMENTS:
         raise ValueError(f"generation.instrument: expected one of {list(INSTRUMENTS)}, got {choice!r}")
     return params
 
 
-def uses_calibrated(generation: Mapping[str, Any] | None) -> bool:
-    """Whether ``generation`` asks for the calibrated instrument."""
-    return (generation or {}).get(INSTRUMENT_KEY, "nominal") == "calibrated"
+def wants_calibrated(generation: Mapping[str, Any] | None) -> bool:
+    """Whether ``generation`` uses a calibrated instrument where there is one (``auto`` or ``calibrated``)."""
+    return (generation or {}).get(INSTRUMENT_KEY, DEFAULT_INSTRUMENT) in ("auto", "calibrated")
 
 
 def resolve_generation(
@@ -61,16 +64,16 @@ def resolve_generation(
     """``generation`` with its instrument resolved (see the module docstring).
 
     Args:
-        generation: the ``generation`` parameters, optionally with ``instrument: nominal|calibrated``.
+        generation: the ``generation`` parameters, optionally with ``instrument: auto|nominal|calibrated``.
         calibrated: the ``calibrated_instrument`` record (``{"instrument": {key: value}, ...}``), or None.
 
     Raises:
         ValueError: a bad ``instrument`` choice, ``calibrated`` without a record, or a record without every
             instrument key.
     """
-    wanted = uses_calibrated(generation)
+    choice = (generation or {}).get(INSTRUMENT_KEY, DEFAULT_INSTRUMENT)
     params = nominal_generation(generation)
-    if not wanted:
+    if choice == "nominal" or (choice == "auto" and not calibrated):
         return params
     if not calibrated or "instrument" not in calibrated:
         raise ValueError(_MISSING_MESSAGE)
