@@ -118,6 +118,8 @@ class MlflowTrackingHooks:
                     f"MLFLOW_RUN_ID {joined}: not a run at {self.uri}: {type(exc).__name__}: {exc}"
                 ) from exc
         tracker = RunTracker(client, experiment_id)
+        if "params:generation" in pipeline.inputs():  # as resolved (the calibrated instrument, if any)
+            self.params["generation"] = catalog.load("params:generation")
         tags = provenance_tags(self.project_path or ".", self.env, label, run_params.get("run_id"))
         if joined:
             tracker.join_parent(joined, tags, self.params)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from alloy_mtl.config import ParameterError
 from alloy_mtl.data.synthetic_lab import write_synthetic_lab
@@ -42,12 +44,24 @@ def test_a_lab_folder_is_calibrated_and_generation_then_simulates_its_instrument
     assert "| kv_scale | 1 | 1.04" in report and "identified" in report
     assert (kedro_project / "data/08_reporting/instrument_calibration/residuals.png").stat().st_size > 0
 
-    outputs = run_pipeline(
-        kedro_project, "data_generation", {"generation": {**SMALL, "instrument": "calibrated"}}
+    def generated(generation: dict):
+        outputs = run_pipeline(kedro_project, "data_generation", {"generation": generation})
+        return outputs["source_candidate"].load()
+
+    calibrated_kv = [v * record["instrument"]["kv_scale"] for v in (40.0, 50.0, 80.0)]
+    for choice in ("calibrated", "auto"):
+        candidate = generated({**SMALL, "instrument": choice})
+        kv = [float(v) for v in candidate.metadata["kv"].iloc[0].split(",")]
+        assert kv == pytest.approx(calibrated_kv, rel=1e-3), choice
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], order_by=["attributes.start_time DESC"]
     )
-    candidate = outputs["source_candidate"].load()
-    kv = [float(v) for v in candidate.metadata["kv"].iloc[0].split(",")]
-    assert kv == pytest.approx([v * record["instrument"]["kv_scale"] for v in (40.0, 50.0, 80.0)], rel=1e-3)
+    parent = next(r for r in runs if "generation.kv" in r.data.params)
+    assert json.loads(parent.data.params["generation.kv"]) == pytest.approx(calibrated_kv)  # logged resolved
+    nominal = generated({**SMALL, "instrument": "nominal"})
+    assert nominal.metadata["kv"].iloc[0] == "40,50,80"
+    assert generated(SMALL).metadata["kv"].iloc[0] == candidate.metadata["kv"].iloc[0]  # auto is the default
     filters = candidate.metadata["instrument_al_filter_mm"]
     assert filters.between(
         record["instrument"]["al_filter_mm"] - 0.3, record["instrument"]["al_filter_mm"] + 0.3
