@@ -9,7 +9,7 @@ import pytest
 from alloy_mtl.constants import ALLOYS
 from alloy_mtl.data.synthetic_lab import write_synthetic_lab
 from alloy_mtl.datasets import TorchBundleDataset
-from alloy_mtl.evaluation.external import external_markdown, external_table
+from alloy_mtl.evaluation.external import external_markdown, external_table, instrument_at_bounds
 from alloy_mtl.physics.simulator import SimulationConfig
 from alloy_mtl.pipelines.evaluate_external.nodes import read_external_folder
 from alloy_mtl.pipelines.training import ARCHITECTURES
@@ -42,6 +42,7 @@ def test_the_table_has_one_row_per_model_with_intervals_and_per_alloy_ap():
         table["macro_ap"] <= table["macro_ap_ci_high"]
     ).all()
     markdown = external_markdown(table, "/lab/test", {"kv_scale": 1.04}, 0.95)
+    assert "Warning" not in markdown
     assert "| fnn | " in markdown and "kv_scale 1.04" in markdown and "/lab/test" in markdown
 
 
@@ -76,3 +77,16 @@ def test_evaluate_external_scores_every_model_on_a_lab_folder(kedro_project, run
     assert table.set_index("model").loc["physics_limit", "macro_ap"] > 0.5  # chance is ~0.2
     assert "# External evaluation" in (data / "08_reporting/external/comparison.md").read_text()
     assert (data / "07_model_output/fnn/external_predictions.csv").is_file()
+
+
+def test_an_instrument_on_the_edge_of_the_tolerances_is_flagged():
+    tolerances = (("al_filter_mm", 0.7, 1.3), ("kv_scale", 0.98, 1.02))
+    assert instrument_at_bounds({"kv_scale": 1.0, "al_filter_mm": 1.0}, tolerances) == []
+    edges = instrument_at_bounds({"kv_scale": 1.02, "al_filter_mm": 0.9}, tolerances)
+    assert edges == ["kv_scale = 1.02 (tolerance [0.98, 1.02])"]
+    table = external_table({"fnn": _predictions(0)}, n_resamples=0)
+    markdown = external_markdown(table, "/lab/test", {"kv_scale": 1.02}, 0.95, edges)
+    assert (
+        "edge of the declared tolerances** (kv_scale = 1.02" in markdown
+        and "calibrate_instrument" in markdown
+    )

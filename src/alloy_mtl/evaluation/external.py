@@ -7,7 +7,7 @@ with specimen-bootstrap intervals, mean confidence and the AP of each alloy.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -20,7 +20,7 @@ from alloy_mtl.data.params import IngestOptions
 from alloy_mtl.evaluation.classification import classification_metrics
 from alloy_mtl.evaluation.robustness import condition_metrics
 
-__all__ = ["EXTERNAL", "ExternalParams", "external_markdown", "external_table"]
+__all__ = ["EXTERNAL", "ExternalParams", "external_markdown", "external_table", "instrument_at_bounds"]
 
 EXTERNAL = "external"
 """The one condition of the external folder (the robustness machinery scores conditions)."""
@@ -54,6 +54,21 @@ def external_table(
     return pd.DataFrame(rows)
 
 
+def instrument_at_bounds(
+    instrument: Mapping[str, float], tolerances: Sequence[tuple[str, float, float]], share: float = 0.01
+) -> list[str]:
+    """The settings of the folder's fitted ``instrument`` on an edge of their declared tolerance (within ``share``
+    of the range): the folder's instrument is probably outside the specification the models were trained for."""
+    edges = []
+    for key, low, high in tolerances:
+        if key in instrument and high > low:
+            margin = share * (high - low)
+            value = float(instrument[key])
+            if value <= low + margin or value >= high - margin:
+                edges.append(f"{key} = {value:.4g} (tolerance [{low:.4g}, {high:.4g}])")
+    return edges
+
+
 def _interval(row: pd.Series, metric: str) -> str:
     value, low, high = row[metric], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
     if value is None or not np.isfinite(value):
@@ -63,8 +78,15 @@ def _interval(row: pd.Series, metric: str) -> str:
     return f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
-def external_markdown(table: pd.DataFrame, source: str, instrument: Mapping[str, float], level: float) -> str:
-    """The comparison as Markdown, with the folder and the instrument the models and physics limit were told."""
+def external_markdown(
+    table: pd.DataFrame,
+    source: str,
+    instrument: Mapping[str, float],
+    level: float,
+    at_bounds: Sequence[str] = (),
+) -> str:
+    """The comparison as Markdown, with the folder, the instrument the models and physics limit were told, and a
+    warning when that instrument sits on an edge of the declared tolerances (``at_bounds``)."""
     alloys = " | ".join(ALLOYS)
     lines = [
         "# External evaluation",
@@ -76,6 +98,15 @@ def external_markdown(table: pd.DataFrame, source: str, instrument: Mapping[str,
         f"| model | macro AP | accuracy | mean confidence | {alloys} |",
         "|---|---|---|---|" + "---|" * len(ALLOYS),
     ]
+    if at_bounds:
+        lines[3:3] = [
+            "",
+            "**Warning: the folder's instrument is at the edge of the declared tolerances** ("
+            + "; ".join(at_bounds)
+            + "): it is probably outside the specification the models were trained for, and every score below "
+            "is pessimistic. Calibrate: `kedro run --pipeline calibrate_instrument --params "
+            "calibration.path=<calibration folder>`, then train again.",
+        ]
     for _, row in table.iterrows():
         per_alloy = " | ".join(
             "n/a" if row[f"ap_{a}"] is None or not np.isfinite(row[f"ap_{a}"]) else f"{row[f'ap_{a}']:.3f}"

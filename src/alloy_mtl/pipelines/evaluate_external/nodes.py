@@ -10,8 +10,15 @@ import pandas as pd
 from alloy_mtl.config import parse_params
 from alloy_mtl.data.ingest import ingest_dataset
 from alloy_mtl.evaluation import robustness
-from alloy_mtl.evaluation.external import EXTERNAL, ExternalParams, external_markdown, external_table
+from alloy_mtl.evaluation.external import (
+    EXTERNAL,
+    ExternalParams,
+    external_markdown,
+    external_table,
+    instrument_at_bounds,
+)
 from alloy_mtl.evaluation.params import EvaluationParams
+from alloy_mtl.physics.simulator import SimulationConfig
 from alloy_mtl.pipelines.robustness.nodes import physics_limit_conditions
 
 logger = logging.getLogger(__name__)
@@ -52,17 +59,24 @@ def physics_limit_external(
 def report_external(
     external: dict[str, Any],
     evaluation: dict[str, Any],
+    generation: dict[str, Any],
+    *,
     physics_limit: pd.DataFrame,
     instruments: dict[str, dict[str, float]],
     ensemble_selection: dict[str, Any] | None = None,
     **architectures: pd.DataFrame,
 ) -> tuple[pd.DataFrame, str]:
-    """The comparison table (one row per model, ensemble and the physics limit) and its Markdown."""
+    """The comparison table (one row per model, ensemble and the physics limit) and its Markdown, which warns
+    when the folder's fitted instrument sits on an edge of ``generation``'s declared tolerances."""
     params = parse_params(ExternalParams, external, "external")
     bootstrap = parse_params(EvaluationParams, evaluation, "evaluation").bootstrap
     predictions = robustness.predictions_by_model(architectures, physics_limit, ensemble_selection)
     table = external_table(
         predictions, n_resamples=params.n_resamples, seed=bootstrap.seed, level=bootstrap.level
     )
-    markdown = external_markdown(table, str(params.path), instruments.get(EXTERNAL, {}), bootstrap.level)
+    instrument = instruments.get(EXTERNAL, {})
+    at_bounds = instrument_at_bounds(instrument, SimulationConfig.from_params(generation).tolerances)
+    if at_bounds:
+        logger.warning("the external folder's instrument is at the edge of the tolerances: %s", at_bounds)
+    markdown = external_markdown(table, str(params.path), instrument, bootstrap.level, at_bounds)
     return table, markdown

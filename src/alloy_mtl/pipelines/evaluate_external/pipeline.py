@@ -38,6 +38,7 @@ def create_pipeline(architectures: Sequence[str], **kwargs) -> Pipeline:
                 inputs={
                     "external": "params:external",
                     "evaluation": "params:evaluation",
+                    "generation": "params:generation",
                     "physics_limit": "physics_limit.external_predictions",
                     "instruments": "external_instrument",
                     "ensemble_selection": "ensemble_selection",
