@@ -32,6 +32,7 @@ from mlflow.tracking import MlflowClient
 from alloy_mtl.config import parse_params
 from alloy_mtl.data.params import ValidationParams
 from alloy_mtl.parameters import with_defaults
+from alloy_mtl.physics.calibrated_generation import simulated_instrument
 from alloy_mtl.tracking import layout
 from alloy_mtl.tracking.config import (
     TrackingSettings,
@@ -120,6 +121,7 @@ class MlflowTrackingHooks:
         tracker = RunTracker(client, experiment_id)
         if "params:generation" in pipeline.inputs():  # as resolved (the calibrated instrument, if any)
             self.params["generation"] = catalog.load("params:generation")
+            tracker.instrument = simulated_instrument(self.params["generation"])
         tags = provenance_tags(self.project_path or ".", self.env, label, run_params.get("run_id"))
         if joined:
             tracker.join_parent(joined, tags, self.params)

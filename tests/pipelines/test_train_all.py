@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import tifffile
 import torch
+import yaml
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
@@ -119,6 +120,9 @@ def check_mlflow(project):
     [parent] = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags]
     assert parent.info.status == "FINISHED" and parent.data.tags["alloy_mtl.pipeline"] == "train_all"
     assert parent.data.params["training.epochs"] == "1"
+    model_files = list((project / "mlartifacts/alloy_mtl/models").glob("m-*/artifacts/MLmodel"))
+    for model_file in model_files:  # every model records the instrument its data were simulated with
+        assert yaml.safe_load(model_file.read_text())["metadata"]["instrument"]["kv"] == [40.0, 50.0, 80.0]
     assert {
         "kedro.env",
         "git.commit",

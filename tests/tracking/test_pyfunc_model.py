@@ -174,9 +174,10 @@ def test_a_conditioned_model_is_served_with_its_instrument_params(
     monkeypatch.chdir(tmp_path)
     bundle = bundle_factory(in_chans=3, image_size=8, instrument_keys=["kv_scale", "al_filter_mm"])
     run = mlflow_backend["client"].create_run(mlflow_backend["experiment_id"], run_name="fnn")
-    info = log_bundle_model(bundle, run.info.run_id)
+    info = log_bundle_model(bundle, run.info.run_id, instrument={"kv": [41.6, 52.0], "al_filter_mm": 1.6})
     loaded = mlflow.pyfunc.load_model(info.model_uri)
     assert loaded.metadata.metadata["instrument_keys"] == ["kv_scale", "al_filter_mm"]
+    assert loaded.metadata.metadata["instrument"] == {"kv": [41.6, 52.0], "al_filter_mm": 1.6}
     params = {p.name: p.default for p in loaded.metadata.get_params_schema().params}
     assert params["instrument_kv_scale"] == 1.0 and params["instrument_al_filter_mm"] == 1.0
     images = np.random.default_rng(0).uniform(0.2, 0.95, (4, 3, 8, 8)).astype(np.float32)

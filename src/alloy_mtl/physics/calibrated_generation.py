@@ -27,6 +27,7 @@ __all__ = [
     "nominal_generation",
     "relative_instrument",
     "resolve_generation",
+    "simulated_instrument",
     "wants_calibrated",
 ]
 
@@ -100,6 +101,21 @@ def resolve_generation(
     if tolerances:
         resolved["tolerances"] = tolerances
     return resolved
+
+
+def simulated_instrument(generation: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The instrument a resolved ``generation`` simulates, as recorded with the models trained on it: channel kVs,
+    filtration, CsI, scatter amplitude, blur, dose and the declared tolerances."""
+    config = SimulationConfig.from_params(nominal_generation(generation))
+    return {
+        "kv": list(config.kv),
+        "al_filter_mm": config.al_filter_mm,
+        "scintillator_mm": config.scintillator_mm,
+        "scatter_fraction": config.scatter_fraction,
+        "blur_sigma_px": config.blur_sigma_px,
+        "dose": config.dose,
+        "tolerances": {key: [low, high] for key, low, high in config.tolerances},
+    }
 
 
 def relative_instrument(

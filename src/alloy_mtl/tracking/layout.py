@@ -102,7 +102,9 @@ def log_dataset(  # noqa: PLR0912 (one branch per kind of dataset in the module 
         if isinstance(data, Mapping) and "state_dict" in data:
             from alloy_mtl.tracking.model_logging import log_bundle_model
 
-            info = log_bundle_model(data, run_id, name="model", tags={"alloy_mtl.model_key": key})
+            info = log_bundle_model(
+                data, run_id, name="model", tags={"alloy_mtl.model_key": key}, instrument=tracker.instrument
+            )
             tracker.set_tags(run_id, {MODEL_URI_TAG: info.model_uri, "alloy_mtl.arch": str(data["arch"])})
     elif leaf == "training_summary":
         summary = dict(data)

@@ -72,9 +72,16 @@ def example_input(bundle: Mapping[str, Any]) -> np.ndarray:
 
 
 def log_bundle_model(
-    bundle: Mapping[str, Any], run_id: str, name: str = "model", tags: Mapping[str, str] | None = None
+    bundle: Mapping[str, Any],
+    run_id: str,
+    name: str = "model",
+    tags: Mapping[str, str] | None = None,
+    instrument: Mapping[str, Any] | None = None,
 ) -> ModelInfo:
     """Log ``bundle`` as the alloy-mtl pyfunc under ``run_id`` (uses the global MLflow tracking URI).
+
+    ``instrument``: the instrument the training data were simulated with (nominal or calibrated to a lab's), kept
+    in the model's metadata (``instrument``) so that a request from another instrument can be recognised.
 
     Returns:
         MLflow's ``ModelInfo`` (``model_uri`` is ``models:/m-<id>``); the model's files live under the run's
@@ -118,6 +125,7 @@ def log_bundle_model(
                     "classes": [list(t.classes) for t in parse_tasks(bundle["tasks"]) if t.is_classification],
                     "tasks": sorted(bundle["tasks"]),
                     "instrument_keys": list(getattr(model, "instrument_keys", [])),
+                    **({"instrument": dict(instrument)} if instrument else {}),
                 },
                 model_id=logged.model_id,
             )

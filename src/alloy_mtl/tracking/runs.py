@@ -83,6 +83,9 @@ class RunTracker:
         self._closed = False
         self._restore_sigterm: Callable[[], None] = lambda: None
         self.joined = False
+        self.instrument: dict[str, Any] | None = None
+        """The instrument the run's data were simulated with (see ``calibrated_generation.simulated_instrument``),
+        recorded in every model it logs; None when the pipeline simulates nothing."""
 
     # ---- ownership ------------------------------------------------------------------------------------
     def is_owner(self) -> bool:

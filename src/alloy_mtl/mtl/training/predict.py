@@ -55,17 +55,18 @@ def predict(
     def add(key: str, value: Tensor) -> None:
         chunks.setdefault(key, []).append(value.detach().cpu().numpy())
 
+    density = getattr(model, "ood", None)
+    scored = density is not None and density.fitted
+    calibration = getattr(model, "calibration", None)
     for batch in loader:
         images, targets, masks = split_batch(batch)
-        density = getattr(model, "ood", None)
         with autocast(device, amp):
-            if density is not None and density.fitted:
+            if scored:
                 features = model.encode(to_device(images, device))
                 raw = model.forward_heads(features)
                 add("ood_score", density(features.float()))
             else:
                 raw = model(to_device(images, device))
-        calibration = getattr(model, "calibration", None)
         logits = {k: v.float() for k, v in raw.items()}
         outputs = destandardize(model, logits if calibration is None else calibration(logits))
         truths = None if targets is None else destandardize(model, {k: v.float() for k, v in targets.items()})
