@@ -166,11 +166,26 @@ def train_rows(work: Path) -> dict[str, Any]:
     return {"instrument": LAB_LIKE, "tables": tables}
 
 
+def _machine() -> str:
+    """The CPU model (from /proc/cpuinfo where there is one) and the core count."""
+    cpuinfo = Path("/proc/cpuinfo")
+    names = (
+        [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        if cpuinfo.is_file()
+        else []
+    )
+    return f"{names[0] if names else platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
 def _markdown(labs: pd.DataFrame, trained: dict[str, Any] | None) -> str:
     lines = [
         "# Calibration to a lab's instrument",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores. "
+        f"Machine: {_machine()}. "
         "`python benchmarks/bench_lab_calibration.py"
         + (" --train" if trained else "")
         + "`. 10 calibration radiographs of 1050 per lab, 250 balanced test images.",

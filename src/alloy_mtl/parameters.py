@@ -7,12 +7,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from alloy_mtl.config import ParameterError, ParamsModel, parse_params
+from alloy_mtl.data.calibration_params import CalibrationParams
 from alloy_mtl.data.params import DataSourceParams, SplitParams, ValidationParams
 from alloy_mtl.evaluation.external import ExternalParams
 from alloy_mtl.evaluation.params import EvaluationParams
 from alloy_mtl.mtl.params import TrainingParams, deep_merge, parse_training_params
 from alloy_mtl.physics.calibrated_generation import nominal_generation
-from alloy_mtl.physics.calibration_params import CalibrationParams
 from alloy_mtl.physics.simulator import SimulationConfig
 from alloy_mtl.properties.params import AlloyPropertiesParams
 from alloy_mtl.tuning.params import TuningParams

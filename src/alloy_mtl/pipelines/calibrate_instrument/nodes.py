@@ -8,11 +8,11 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from alloy_mtl.config import parse_params
+from alloy_mtl.data.calibration_params import CalibrationParams
 from alloy_mtl.data.ingest import ingest_csv_folder
 from alloy_mtl.data.store import XrayData
 from alloy_mtl.evaluation.instrument_calibration_report import calibration_figure, calibration_markdown
 from alloy_mtl.physics.calibrated_generation import nominal_generation
-from alloy_mtl.physics.calibration_params import CalibrationParams
 from alloy_mtl.physics.instrument_calibration import calibrate_instrument
 from alloy_mtl.physics.simulator import SimulationConfig
 
