@@ -43,7 +43,8 @@ def calibration_markdown(calibration: InstrumentCalibration, source: str, second
         f"{calibration.log_likelihood:.1f}. Root mean square standardised residual (1 = the noise): nominal "
         f"{calibration.rms_nominal:.2f}, calibrated {calibration.rms_calibrated:.2f}.",
         "",
-        "Use it: `kedro run --params generation.instrument=calibrated` (any pipeline that simulates).",
+        "Every later run simulates this instrument (`generation.instrument: auto`, the default); "
+        "`--params generation.instrument=nominal` ignores it.",
         "",
     ]
     return "\n".join(lines)
