@@ -63,8 +63,9 @@ def register_pipelines() -> dict[str, Pipeline]:
         # the simulator's instrument fitted to a lab's calibration radiographs; not part of train_all
         "calibrate_instrument": calibrate_instrument.create_pipeline(),
         # every trained model, the ensembles and the physics limit on a lab's labelled folder
-        "evaluate_external": evaluate_external.create_pipeline(ARCHITECTURES)
-        + evaluation.create_selection_pipeline(ARCHITECTURES),  # the tabular study; not part of train_all
+        "evaluate_external": evaluate_external.create_pipeline(
+            ARCHITECTURES
+        ),  # the tabular study; not part of train_all
         # Population Based Training (Ray Tune extra); not part of train_all
         **{f"tune_{arch}": tuning.create_pipeline(arch) for arch in ARCHITECTURES},
         "tune_all": sum((tuning.create_pipeline(arch) for arch in ARCHITECTURES), Pipeline([])),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -57,6 +59,9 @@ def test_evaluate_external_scores_every_model_on_a_lab_folder(kedro_project, run
         TorchBundleDataset(str(data / f"06_models/{arch}/model.pt")).save(
             make_bundle(image_size=8, seed=seed)
         )
+    selection = {"weights": {arch: 1.0 / len(ARCHITECTURES) for arch in ARCHITECTURES}}
+    (data / "08_reporting").mkdir(parents=True)
+    (data / "08_reporting/ensemble_selection.json").write_text(json.dumps(selection))
     lab = write_synthetic_lab(
         tmp_path / "lab",
         SimulationConfig(image_size=8),
@@ -64,12 +69,8 @@ def test_evaluate_external_scores_every_model_on_a_lab_folder(kedro_project, run
         n_calibration=1,
         test_per_alloy=6,
     )
-    run_pipeline(
-        kedro_project, "data_processing", TINY
-    )  # the model input: the ensemble chooses on its val split
-    run_pipeline(
-        kedro_project, "evaluate_external", {**TINY, "external": {"path": str(lab.test), "n_resamples": 20}}
-    )
+    external = {"external": {"path": str(lab.test), "n_resamples": 20}}
+    run_pipeline(kedro_project, "evaluate_external", {**TINY, **external})
 
     table = pd.read_csv(data / "08_reporting/external/comparison.csv")
     assert table["model"].tolist() == [*ARCHITECTURES, "ensemble_soft", "ensemble_selected", "physics_limit"]
@@ -77,6 +78,21 @@ def test_evaluate_external_scores_every_model_on_a_lab_folder(kedro_project, run
     assert table.set_index("model").loc["physics_limit", "macro_ap"] > 0.5  # chance is ~0.2
     assert "# External evaluation" in (data / "08_reporting/external/comparison.md").read_text()
     assert (data / "07_model_output/fnn/external_predictions.csv").is_file()
+
+
+def test_a_lab_that_trained_one_architecture_gets_its_row_and_the_physics_limit(
+    kedro_project, run_pipeline, tmp_path
+):
+    data = kedro_project / "data"
+    TorchBundleDataset(str(data / "06_models/fnn/model.pt")).save(make_bundle(image_size=8, seed=0))
+    lab = write_synthetic_lab(
+        tmp_path / "lab", SimulationConfig(image_size=8), {}, n_calibration=1, test_per_alloy=2
+    )
+    run_pipeline(
+        kedro_project, "evaluate_external", {**TINY, "external": {"path": str(lab.test), "n_resamples": 0}}
+    )
+    table = pd.read_csv(data / "08_reporting/external/comparison.csv")
+    assert table["model"].tolist() == ["fnn", "physics_limit"]
 
 
 def test_an_instrument_on_the_edge_of_the_tolerances_is_flagged():

@@ -19,7 +19,7 @@ from alloy_mtl.evaluation.external import (
 )
 from alloy_mtl.evaluation.params import EvaluationParams
 from alloy_mtl.physics.simulator import SimulationConfig
-from alloy_mtl.pipelines.robustness.nodes import physics_limit_conditions
+from alloy_mtl.pipelines.robustness.nodes import physics_limit_conditions, predict_conditions
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,15 @@ def physics_limit_external(
         return robustness.stack_conditions({}), {}
 
 
+def predict_external(
+    model: dict[str, Any], images: robustness.ConditionImages, instruments: dict[str, dict[str, float]]
+) -> pd.DataFrame:
+    """A trained model's predictions of the folder; an architecture that was not trained (``{}``) has none."""
+    if not model:
+        return robustness.stack_conditions({})
+    return predict_conditions(model, images, instruments)
+
+
 def report_external(
     external: dict[str, Any],
     evaluation: dict[str, Any],
@@ -70,7 +79,20 @@ def report_external(
     when the folder's fitted instrument sits on an edge of ``generation``'s declared tolerances."""
     params = parse_params(ExternalParams, external, "external")
     bootstrap = parse_params(EvaluationParams, evaluation, "evaluation").bootstrap
-    predictions = robustness.predictions_by_model(architectures, physics_limit, ensemble_selection)
+    trained = {arch: frame for arch, frame in architectures.items() if not frame.empty}
+    if not trained:
+        logger.warning(
+            "no trained model under data/06_models/<arch>/model.pt: only the physics limit is scored"
+        )
+    weights = (ensemble_selection or {}).get("weights") or {}
+    if ensemble_selection is not None and set(weights) != set(trained):
+        logger.warning(
+            "no ensemble_selected row: its weights were chosen over %s, the trained models are %s",
+            sorted(weights),
+            sorted(trained),
+        )
+        ensemble_selection = None
+    predictions = robustness.predictions_by_model(trained, physics_limit, ensemble_selection)
     table = external_table(
         predictions, n_resamples=params.n_resamples, seed=bootstrap.seed, level=bootstrap.level
     )

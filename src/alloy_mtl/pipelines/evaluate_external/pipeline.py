@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from kedro.pipeline import Node, Pipeline
 
 from alloy_mtl.pipelines.evaluate_external import nodes
-from alloy_mtl.pipelines.robustness.nodes import predict_conditions
 
 
 def create_pipeline(architectures: Sequence[str], **kwargs) -> Pipeline:
-    """Score the trained ``<arch>.model`` of every architecture on ``external.path``."""
+    """Score every trained ``<arch>.model`` (an architecture not trained is left out) on ``external.path``, with
+    the ensemble weights the last evaluation chose (``ensemble_selection``, if any)."""
     return Pipeline(
         [
             Node(
@@ -25,8 +25,8 @@ def create_pipeline(architectures: Sequence[str], **kwargs) -> Pipeline:
             ),
             *[
                 Node(
-                    predict_conditions,
-                    inputs=[f"{arch}.model", "external_images", "external_instrument"],
+                    nodes.predict_external,
+                    inputs=[f"{arch}.trained_model", "external_images", "external_instrument"],
                     outputs=f"{arch}.external_predictions",
                     name="predict_external",
                     namespace=arch,
@@ -41,7 +41,7 @@ def create_pipeline(architectures: Sequence[str], **kwargs) -> Pipeline:
                     "generation": "params:generation",
                     "physics_limit": "physics_limit.external_predictions",
                     "instruments": "external_instrument",
-                    "ensemble_selection": "ensemble_selection",
+                    "ensemble_selection": "ensemble_selection_if_chosen",
                 }
                 | {arch: f"{arch}.external_predictions" for arch in architectures},
                 outputs=["external_comparison_table", "external_comparison_markdown"],
