@@ -3,13 +3,12 @@
 ``kedro run --pipeline calibrate_instrument`` writes the calibrated instrument (``calibrated_instrument``
 dataset, tolerance keys: ``kv_scale`` etc. relative to the nominal ``generation`` settings).
 ``generation.instrument``: ``auto`` (default) uses the calibrated instrument once there is one, else the nominal;
-``calibrated`` requires one; ``nominal`` ignores it. With the calibrated instrument every consumer of the ``generation`` parameters (data generation, the
-evaluation set, the robustness suite, the physics-limit estimator) gets them resolved by
-:func:`resolve_generation`: the calibrated values become the nominal ones (channel kVs, filter, scintillator,
-scatter, blur, dose), and the declared tolerances keep their width about them (``*_scale`` ranges are factors and
-stay; absolute ranges are shifted by the calibrated change, kept above their minimum). Models trained on the
-resolved data read the lab's instrument as their nominal one; :func:`relative_instrument` expresses the
-calibrated instrument in the vocabulary of any resolved config, for instrument-conditioned models.
+``calibrated`` requires one; ``nominal`` ignores it. With the calibrated instrument every consumer of the
+``generation`` parameters (data generation, the evaluation set, the robustness suite, the physics-limit
+estimator) gets them resolved by :func:`resolve_generation`: the calibrated values become the nominal ones
+(channel kVs, filter, scintillator, scatter, blur, dose), and the declared tolerances keep their width about them
+(``*_scale`` ranges are factors and stay; absolute ranges are shifted by the calibrated change, kept above their
+minimum). Models trained on the resolved data read the lab's instrument as their nominal one.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from alloy_mtl.physics.instrument import SCALE_SUFFIX, instrument_changes
 from alloy_mtl.physics.instrument import TOLERANCE_KEYS as TOLERANCE_MINIMA
 from alloy_mtl.physics.instrument_fit import TOLERANCE_KEYS
 from alloy_mtl.physics.simulator import SimulationConfig
@@ -25,7 +25,6 @@ __all__ = [
     "INSTRUMENT_KEY",
     "INSTRUMENTS",
     "nominal_generation",
-    "relative_instrument",
     "resolve_generation",
     "simulated_instrument",
     "wants_calibrated",
@@ -34,7 +33,6 @@ __all__ = [
 INSTRUMENT_KEY = "instrument"
 INSTRUMENTS = ("auto", "nominal", "calibrated")
 DEFAULT_INSTRUMENT = "auto"
-_SCALED_FIELDS = {"kv_scale": "kv", "scatter_fraction_scale": "scatter_fraction", "dose_scale": "dose"}
 _MISSING_MESSAGE = (
     "generation.instrument is 'calibrated' but there is no calibrated instrument; run "
     "`kedro run --pipeline calibrate_instrument --params calibration.path=<folder>` first"
@@ -83,16 +81,12 @@ def resolve_generation(
     if missing:
         raise ValueError(f"calibrated instrument: keys {missing} missing; calibrate again")
     nominal = SimulationConfig.from_params(params)
-    resolved = dict(params)
-    resolved["kv"] = [v * float(instrument["kv_scale"]) for v in nominal.kv]
-    resolved["scatter_fraction"] = nominal.scatter_fraction * float(instrument["scatter_fraction_scale"])
-    resolved["dose"] = nominal.dose * float(instrument["dose_scale"])
-    for key in ("al_filter_mm", "scintillator_mm", "blur_sigma_px"):
-        resolved[key] = float(instrument[key])
+    changes = instrument_changes(nominal, {key: float(instrument[key]) for key in TOLERANCE_KEYS})
+    resolved = {**params, **changes, "kv": list(changes["kv"])}
     tolerances = {}
     for key, bounds in (params.get("tolerances") or {}).items():
         low, high = (float(v) for v in bounds)
-        if key in TOLERANCE_KEYS and key not in _SCALED_FIELDS:
+        if key in TOLERANCE_KEYS and not key.endswith(SCALE_SUFFIX):
             shift = float(instrument[key]) - float(getattr(nominal, key))
             relation, minimum = TOLERANCE_MINIMA[key]
             floor = minimum if relation == ">=" else minimum + 1e-3
@@ -116,16 +110,3 @@ def simulated_instrument(generation: Mapping[str, Any] | None) -> dict[str, Any]
         "dose": config.dose,
         "tolerances": {key: [low, high] for key, low, high in config.tolerances},
     }
-
-
-def relative_instrument(
-    calibrated: Mapping[str, float], nominal: SimulationConfig, resolved: SimulationConfig
-) -> dict[str, float]:
-    """The calibrated instrument (tolerance keys relative to ``nominal``) in the keys of ``resolved``: what an
-    instrument-conditioned model trained on ``resolved``'s data is told about the lab's instrument."""
-    relative = {key: float(calibrated[key]) for key in TOLERANCE_KEYS}
-    for key, name in _SCALED_FIELDS.items():
-        base, now = getattr(nominal, name), getattr(resolved, name)
-        base, now = (base[0], now[0]) if isinstance(base, tuple) else (base, now)
-        relative[key] = float(calibrated[key]) * base / now
-    return relative
