@@ -10,7 +10,7 @@ with its thickness held near the measured value (``PhysicsLimitEstimator.labelle
 keys (``kv_scale``: one factor on every channel's tube voltage; ``al_filter_mm``; ``scintillator_mm``;
 ``scatter_fraction_scale``; ``blur_sigma_px``; ``dose_scale``: the photon noise level) inside their search
 ranges: a coarse grid over tube voltage and filtration (the two settings that trade off most), then Powell's
-method in range-normalised coordinates from the best grid points.
+method in range-normalised coordinates from the best grid point.
 
 Uncertainties are Laplace's: the inverse of the negative log-likelihood's Hessian (central differences) at the
 optimum. A setting whose 95 % interval spans more than ``identifiable_share`` of its search range, or whose
@@ -33,6 +33,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from alloy_mtl.physics.estimator import PhysicsLimitEstimator
+from alloy_mtl.physics.instrument import TOLERANCE_KEYS as TOLERANCE_MINIMA
 from alloy_mtl.physics.instrument_fit import TOLERANCE_KEYS, nominal_instrument
 from alloy_mtl.physics.simulator import SimulationConfig
 
@@ -59,7 +60,6 @@ DEFAULT_SEARCH_RANGES: dict[str, tuple[float, float]] = {
 }
 _GRID_KEYS = ("kv_scale", "al_filter_mm")
 _GRID_LEVELS = 5
-_N_STARTS = 1
 _HESSIAN_STEP = 2e-3
 _Z95 = 1.959963984540054
 
@@ -169,12 +169,11 @@ def resolve_search_ranges(
         except (TypeError, ValueError):
             problems.append(f"search_ranges.{key}: expected [low, high], got {bounds!r}")
             continue
+        relation, minimum = TOLERANCE_MINIMA[key]
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
             problems.append(f"search_ranges.{key}: expected finite low < high, got [{low:g}, {high:g}]")
-        elif low < 0 or (key in ("kv_scale", "scintillator_mm", "dose_scale") and low <= 0):
-            problems.append(
-                f"search_ranges.{key}: low must be > 0 (>= 0 for filter, scatter, blur), got {low:g}"
-            )
+        elif low < minimum or (relation == ">" and low == minimum):
+            problems.append(f"search_ranges.{key}: low must be {relation} {minimum:g}, got {low:g}")
         else:
             ranges[key] = (low, high)
     if not fitted:
@@ -273,18 +272,15 @@ def calibrate_instrument(  # noqa: PLR0913 (the fit's knobs, each documented)
         np.linspace(0.0, 1.0, _GRID_LEVELS) if key in _GRID_KEYS else [u_start[i]]
         for i, key in enumerate(free)
     ]
-    starts = sorted((loss(u), tuple(u)) for u in itertools.product(*grid_axes))
-    best_u, best_loss = u_start, loss(u_start)
-    for _, u0 in starts[:_N_STARTS]:
-        result = minimize(
-            loss,
-            np.array(u0),
-            method="Powell",
-            bounds=[(0.0, 1.0)] * len(free),
-            options={"xtol": 1e-3, "ftol": 1e-7},
-        )
-        if result.fun < best_loss:
-            best_u, best_loss = np.clip(result.x, 0.0, 1.0), float(result.fun)
+    grid_start = min(itertools.product(*grid_axes), key=loss)
+    result = minimize(
+        loss,
+        np.array(grid_start),
+        method="Powell",
+        bounds=[(0.0, 1.0)] * len(free),
+        options={"xtol": 1e-3, "ftol": 1e-7},
+    )
+    best_u = np.clip(result.x, 0.0, 1.0) if result.fun < loss(u_start) else u_start
     covariance = _laplace_covariance(loss, best_u)
     instrument = instrument_at(best_u)
     settings = []
@@ -307,7 +303,7 @@ def calibrate_instrument(  # noqa: PLR0913 (the fit's knobs, each documented)
             )
             continue
         i = free.index(key)
-        variance = covariance[i, i] if covariance is not None else math.nan
+        variance = covariance[i, i]
         sd = math.sqrt(variance) * (high - low) if variance > 0 else math.nan
         identifiable = math.isfinite(sd) and 2 * _Z95 * sd <= identifiable_share * (high - low)
         value = instrument[key]
@@ -351,8 +347,9 @@ def calibrate_instrument(  # noqa: PLR0913 (the fit's knobs, each documented)
     return calibration
 
 
-def _laplace_covariance(loss: Any, u: np.ndarray) -> np.ndarray | None:
-    """Inverse Hessian of ``loss`` at ``u`` by central differences (None when it is not positive definite).
+def _laplace_covariance(loss: Any, u: np.ndarray) -> np.ndarray:
+    """Inverse Hessian of ``loss`` at ``u`` by central differences; where it is not positive definite, infinite
+    variance for the settings along the directions without positive curvature (:func:`_flat_covariance`).
 
     Points are kept inside [0, 1]: at an edge the difference is taken one step inwards.
     """
