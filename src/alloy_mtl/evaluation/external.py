@@ -18,7 +18,7 @@ from alloy_mtl.config import ParamsModel
 from alloy_mtl.constants import ALLOYS
 from alloy_mtl.data.params import IngestOptions
 from alloy_mtl.evaluation.classification import classification_metrics
-from alloy_mtl.evaluation.robustness import condition_metrics
+from alloy_mtl.evaluation.robustness import condition_metrics, interval_cell
 
 __all__ = ["EXTERNAL", "ExternalParams", "external_markdown", "external_table", "instrument_at_bounds"]
 
@@ -69,15 +69,6 @@ def instrument_at_bounds(
     return edges
 
 
-def _interval(row: pd.Series, metric: str) -> str:
-    value, low, high = row[metric], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
-    if value is None or not np.isfinite(value):
-        return "n/a"
-    if low is None or high is None or not (np.isfinite(low) and np.isfinite(high)):
-        return f"{value:.3f}"
-    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
-
-
 def external_markdown(
     table: pd.DataFrame,
     source: str,
@@ -113,7 +104,7 @@ def external_markdown(
             for a in ALLOYS
         )
         lines.append(
-            f"| {row['model']} | {_interval(row, 'macro_ap')} | {_interval(row, 'accuracy')} | "
+            f"| {row['model']} | {interval_cell(row, 'macro_ap')} | {interval_cell(row, 'accuracy')} | "
             f"{row['mean_confidence']:.3f} | {per_alloy} |"
         )
     return "\n".join(lines) + "\n"

@@ -313,12 +313,15 @@ def model_metrics(table: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]
     return result
 
 
-def _cell(row: pd.Series) -> str:
-    if not np.isfinite(row["macro_ap"]):
+def interval_cell(row: pd.Series, metric: str = "macro_ap") -> str:
+    """``metric`` of a table row with its interval (``<metric>_ci_low/_high``) as ``0.912 [0.890, 0.931]``; the
+    value alone where the interval is missing, ``n/a`` where the value is."""
+    value, low, high = row[metric], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
+    if value is None or not np.isfinite(value):
         return "n/a"
-    if np.isfinite(row["macro_ap_ci_low"]) and np.isfinite(row["macro_ap_ci_high"]):
-        return f"{row['macro_ap']:.3f} [{row['macro_ap_ci_low']:.3f}, {row['macro_ap_ci_high']:.3f}]"
-    return f"{row['macro_ap']:.3f}"
+    if low is None or high is None or not (np.isfinite(low) and np.isfinite(high)):
+        return f"{value:.3f}"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def wide_table(table: pd.DataFrame, value: str = "macro_ap") -> pd.DataFrame:
@@ -372,7 +375,7 @@ def robustness_markdown(
             "",
         ]
     lines += [f"## Macro AP ({level:.0%} specimen-bootstrap intervals)", ""]
-    cells = table.assign(cell=table.apply(_cell, axis=1))
+    cells = table.assign(cell=table.apply(interval_cell, axis=1))
     ap = cells.pivot(index="model", columns=CONDITION, values="cell")
     ap = ap.loc[table["model"].unique(), table[CONDITION].unique()]
     sections = [("Change of macro AP from the reference", "macro_ap_change"), ("Accuracy", "accuracy")]
