@@ -136,3 +136,11 @@ def test_a_synthetic_lab_is_written_as_16_bit_files_the_ingest_reads_back(tmp_pa
     np.testing.assert_allclose(read.images[:, :, :, :], read.images.clip(0, 1))
     with pytest.raises(FileExistsError, match="not empty"):
         write_synthetic_lab(lab.root, NOMINAL, HIDDEN)
+
+
+def test_a_synthetic_lab_with_bad_settings_names_every_problem_and_writes_nothing(tmp_path):
+    with pytest.raises(ValueError) as err:
+        write_synthetic_lab(tmp_path / "lab", NOMINAL, {"kv": 1.1}, n_calibration=0)
+    assert "instrument keys ['kv'] are not among" in str(err.value)
+    assert "n_calibration must be >= 1, got 0" in str(err.value)
+    assert not (tmp_path / "lab").exists()

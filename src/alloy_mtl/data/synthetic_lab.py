@@ -135,12 +135,14 @@ def write_synthetic_lab(  # noqa: PLR0913 (a lab's description, each argument do
     root = Path(root)
     nominal = nominal_instrument(config)
     unknown = sorted(set(instrument) - set(nominal))
-    if unknown or n_calibration < 1 or test_per_alloy < 1:
-        raise ValueError(
-            f"synthetic lab: instrument keys {unknown} are not among {sorted(nominal)}"
-            if unknown
-            else f"synthetic lab: n_calibration ({n_calibration}) and test_per_alloy ({test_per_alloy}) must be >= 1"
-        )
+    problems = [f"instrument keys {unknown} are not among {sorted(nominal)}"] if unknown else []
+    problems += [
+        f"{name} must be >= 1, got {count}"
+        for name, count in (("n_calibration", n_calibration), ("test_per_alloy", test_per_alloy))
+        if count < 1
+    ]
+    if problems:
+        raise ValueError("synthetic lab: " + "; ".join(problems))
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root}: exists and is not empty; choose a new folder for the synthetic lab")
     hidden = {**nominal, **{k: float(v) for k, v in instrument.items()}}
