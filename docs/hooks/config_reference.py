@@ -331,7 +331,7 @@ def sections() -> list[Section]:
 
 def _yaml_file(key: str) -> str:
     for path in sorted(CONF.glob("parameters_*.yml")):
-        if key in (yaml.safe_load(path.read_text()) or {}):
+        if key.partition(".")[0] in (yaml.safe_load(path.read_text()) or {}):
             return str(path.relative_to(ROOT))
     return "(no file sets it: defaults only)"
 

@@ -9,6 +9,7 @@ from typing import Any
 from alloy_mtl.config import ParameterError, ParamsModel, parse_params
 from alloy_mtl.data.calibration_params import CalibrationParams
 from alloy_mtl.data.params import DataSourceParams, SplitParams, ValidationParams
+from alloy_mtl.evaluation.drift import DriftParams
 from alloy_mtl.evaluation.external import ExternalParams
 from alloy_mtl.evaluation.params import EvaluationParams
 from alloy_mtl.mtl.params import TrainingParams, deep_merge, parse_training_params
@@ -26,6 +27,7 @@ SECTIONS: dict[str, type[ParamsModel]] = {
     "tuning": TuningParams,
     "calibration": CalibrationParams,
     "external": ExternalParams,
+    "inference.drift": DriftParams,
 }
 TRAIN_OPTIONS_SUFFIX = ".train_options"
 
@@ -78,6 +80,8 @@ def with_defaults(params: Mapping[str, Any]) -> dict[str, Any]:
     models: dict[str, type[ParamsModel]] = {**SECTIONS, "training": TrainingParams}
     completed = dict(params)
     for section, model in models.items():
+        if "." in section:  # a sub-section (inference.drift): its parent is not a typed model
+            continue
         defaults = {
             name: field.get_default(call_default_factory=True)
             for name, field in model.model_fields.items()

@@ -200,3 +200,5 @@ def check_promotion_rerun_and_inference(project, run_pipeline):
     np.testing.assert_allclose(good.filter(like="prob_").sum(axis=1), 1.0, rtol=1e-5)
     assert (good["thickness_mm"] > 0).all()
     assert "unreadable or corrupt" in predictions.loc[0, "error"]
+    # two usable images are too few for the drift alarm's batch: checked, reported, nothing alarmed
+    assert "No batch checked" in (project / "data/08_reporting/inference/drift.md").read_text()

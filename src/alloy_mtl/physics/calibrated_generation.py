@@ -25,6 +25,7 @@ __all__ = [
     "INSTRUMENT_KEY",
     "INSTRUMENTS",
     "nominal_generation",
+    "recorded_config",
     "resolve_generation",
     "simulated_instrument",
     "wants_calibrated",
@@ -110,3 +111,30 @@ def simulated_instrument(generation: Mapping[str, Any] | None) -> dict[str, Any]
         "dose": config.dose,
         "tolerances": {key: [low, high] for key, low, high in config.tolerances},
     }
+
+
+RECORDED_FIELDS = ("kv", "al_filter_mm", "scintillator_mm", "scatter_fraction", "blur_sigma_px", "dose")
+"""The instrument fields :func:`simulated_instrument` records (besides the tolerances)."""
+
+
+def recorded_config(
+    generation: Mapping[str, Any] | None, recorded: Mapping[str, Any] | None, image_size: int | None = None
+) -> SimulationConfig:
+    """The simulator config of the instrument a model recorded (:func:`simulated_instrument`), the rest (geometry,
+    noise, detector) from ``generation``; one unit, no tolerances. ``recorded`` None: ``generation``'s own
+    instrument (a model logged before instruments were recorded). ``image_size``: the model's input size.
+
+    Raises:
+        ValueError: ``recorded`` lacks a field, or its values are not a valid instrument.
+    """
+    params = nominal_generation(generation)
+    if recorded is not None:
+        missing = [key for key in RECORDED_FIELDS if key not in recorded]
+        if missing:
+            raise ValueError(f"the model's recorded instrument lacks {missing}")
+        params |= {key: recorded[key] for key in RECORDED_FIELDS}
+        params["kv"] = [float(v) for v in recorded["kv"]]
+    params |= {"instruments": 1, "tolerances": {}, "randomise": None}
+    if image_size is not None:
+        params["image_size"] = int(image_size)
+    return SimulationConfig.from_params(params)

@@ -439,17 +439,21 @@ class PhysicsLimitEstimator:
             return nominal_instrument(self.config)
         n_fit = min(images.shape[0], self.n_fit_images)
         subset = images[np.unique(np.linspace(0, images.shape[0] - 1, n_fit).round().astype(np.int64))]
-
-        def batch_log_likelihood(instrument: dict[str, float]) -> float:
-            self._set_instrument(instrument_config(self.config, instrument))
-            log_like = self._fits(subset)[0] + self.log_prior[None, :]
-            return float(logsumexp(log_like, axis=1).sum())
-
-        fit = fit_instrument(batch_log_likelihood, self.tolerances, self._start)
+        fit = fit_instrument(
+            lambda instrument: self.batch_log_likelihood(subset, instrument), self.tolerances, self._start
+        )
         logger.debug("fitted instrument %s (%d evaluations)", fit.instrument, fit.n_evaluations)
         self.fitted_instrument = fit.instrument
         self._set_instrument(instrument_config(self.config, fit.instrument))
         return dict(fit.instrument)
+
+    def batch_log_likelihood(self, images: np.ndarray, instrument: Mapping[str, float]) -> float:
+        """sum_i log sum_a p(a) L_i(a | instrument): the class-marginal log-likelihood of ``images`` taken together
+        under ``instrument`` (tolerance keys), labels unused; the joint fit's objective. The estimator is left set
+        to ``instrument``."""
+        self._set_instrument(instrument_config(self.config, instrument))
+        log_like = self._fits(np.asarray(images))[0] + self.log_prior[None, :]
+        return float(logsumexp(log_like, axis=1).sum())
 
     def labelled_fit(
         self,

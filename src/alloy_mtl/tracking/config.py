@@ -47,8 +47,9 @@ class TrackingSettings:
     """``server.timeout_s``: how long the reachability check waits for a tracking server."""
     enabled: bool = True
     """``tracking.enabled``: False runs no MLflow run at all (the URI is still set for the registry)."""
-    disabled_pipelines: tuple[str, ...] = ("inference",)
-    """``tracking.disable_tracking.pipelines``: pipelines that open no run (they only read the registry)."""
+    disabled_pipelines: tuple[str, ...] = ()
+    """``tracking.disable_tracking.pipelines``: pipelines that open no run (inference opens one for its drift
+    report: list it here to keep it off)."""
     experiment: str = "alloy_mtl"
     """``tracking.experiment.name``."""
     run_name: str | None = None

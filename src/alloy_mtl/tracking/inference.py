@@ -54,7 +54,16 @@ def parse_inference_settings(params: Mapping[str, Any], model_name: str) -> Infe
     Raises:
         ValueError: naming ``inference.<key>`` and what was expected.
     """
-    known = {"input", "model_uri", "recursive", "batch_size", "bit_depth", "instrument", "reject_rate"}
+    known = {
+        "input",
+        "model_uri",
+        "recursive",
+        "batch_size",
+        "bit_depth",
+        "instrument",
+        "reject_rate",
+        "drift",
+    }
     unknown = sorted(set(params) - known)
     if unknown:
         raise ValueError(f"parameters inference: unknown key(s) {unknown}; expected {sorted(known)}")
@@ -162,6 +171,40 @@ def predict_files(
     if reject_rate is not None:
         params["reject_rate"] = float(reject_rate)
     params |= {f"instrument_{key}": value for key, value in (instrument or {}).items()}
+    rows, good = read_prepared(
+        files, in_chans, image_size, root=root, bit_depth=bit_depth, bad_pixels=bad_pixels
+    )
+    for start in range(0, len(good), batch_size):
+        chunk = good[start : start + batch_size]
+        batch = np.stack([image for _, image in chunk]).astype(np.float32)
+        try:
+            predicted = model.predict(batch, params=params)
+        except Exception as exc:  # keep going: the batch's rows carry the error
+            for index, _ in chunk:
+                rows[index]["error"] = f"{type(exc).__name__}: {exc}"
+            continue
+        for (index, _), record in zip(chunk, predicted.to_dict("records"), strict=True):
+            rows[index].update(record)
+    frame = pd.DataFrame(rows)
+    ordered = ["file", *[c for c in frame.columns if c not in ("file", "error")], "error"]
+    return frame[ordered]
+
+
+def read_prepared(
+    files: list[Path],
+    in_chans: int,
+    image_size: int,
+    *,
+    root: Path,
+    bit_depth: int | None = None,
+    bad_pixels: str = "none",
+) -> tuple[list[dict[str, Any]], list[tuple[int, np.ndarray]]]:
+    """Read, check and prepare each file as the model takes it (see :func:`predict_files`).
+
+    Returns:
+        (rows, good): one ``{"file", "error"}`` row per file (``error`` set where the file cannot be used), and
+        ``(row index, C x image_size x image_size float32 image)`` for each usable file.
+    """
     rows: list[dict[str, Any]] = []
     good: list[tuple[int, np.ndarray]] = []
     for file in files:
@@ -182,20 +225,7 @@ def predict_files(
             row["error"] = f"{type(exc).__name__}: {exc}"
             logger.warning("inference: %s: %s", file, row["error"])
         rows.append(row)
-    for start in range(0, len(good), batch_size):
-        chunk = good[start : start + batch_size]
-        batch = np.stack([image for _, image in chunk]).astype(np.float32)
-        try:
-            predicted = model.predict(batch, params=params)
-        except Exception as exc:  # keep going: the batch's rows carry the error
-            for index, _ in chunk:
-                rows[index]["error"] = f"{type(exc).__name__}: {exc}"
-            continue
-        for (index, _), record in zip(chunk, predicted.to_dict("records"), strict=True):
-            rows[index].update(record)
-    frame = pd.DataFrame(rows)
-    ordered = ["file", *[c for c in frame.columns if c not in ("file", "error")], "error"]
-    return frame[ordered]
+    return rows, good
 
 
 def failed_rows(predictions: pd.DataFrame) -> pd.DataFrame:

@@ -22,6 +22,8 @@ nested run of ``<model>``; project-wide datasets (comparison, validation) go to 
 | ``external_comparison_table`` / ``external_comparison_markdown`` | ``external/`` on the parent |
 | ``calibrated_instrument`` / ``instrument_calibration_report`` / ``instrument_calibration_figure`` |
   ``instrument/`` on the parent |
+| ``inference_drift_table`` / ``inference_drift_markdown`` | ``drift/`` on the parent; the table also as metrics
+  ``drift.alarms``, ``drift.batch_<n>.beam_statistic`` ... |
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ PARENT_DATASETS: dict[str, str] = {
     "calibrated_instrument": "instrument/calibrated_instrument.json",
     "instrument_calibration_report": "instrument/report.md",
     "instrument_calibration_figure": "instrument/residuals.png",
+    "inference_drift_table": "drift/drift.csv",
+    "inference_drift_markdown": "drift/drift.md",
 }
 
 
@@ -97,7 +101,7 @@ def log_dataset(  # noqa: PLR0912 (one branch per kind of dataset in the module 
         return
     client = tracker.client
     if key is None:
-        _log_artifact_value(client, run_id, PARENT_DATASETS[leaf], data)
+        _log_parent(tracker, run_id, leaf, data)
     elif leaf == "model":
         if isinstance(data, Mapping) and "state_dict" in data:
             from alloy_mtl.tracking.model_logging import log_bundle_model
@@ -125,6 +129,15 @@ def log_dataset(  # noqa: PLR0912 (one branch per kind of dataset in the module 
                 client.log_figure(run_id, figure, f"figures/{Path(name).with_suffix('.png').name}")
     else:  # history, test_predictions
         _log_artifact_value(client, run_id, f"{leaf}.csv", data)
+
+
+def _log_parent(tracker: RunTracker, run_id: str, leaf: str, data: Any) -> None:
+    """A project-wide dataset to the parent run; the drift table also as metrics."""
+    _log_artifact_value(tracker.client, run_id, PARENT_DATASETS[leaf], data)
+    if leaf == "inference_drift_table" and isinstance(data, pd.DataFrame):
+        from alloy_mtl.evaluation.drift import drift_metrics
+
+        tracker.log_metrics(run_id, drift_metrics(data))
 
 
 def _log_artifact_value(client: Any, run_id: str, artifact_file: str, data: Any) -> None:

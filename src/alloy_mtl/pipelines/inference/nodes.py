@@ -3,19 +3,39 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
+import mlflow.models
 import mlflow.pyfunc
+import numpy as np
 import pandas as pd
+import torch
 
-from alloy_mtl.mtl.loading.preprocess import bundle_bad_pixels
-from alloy_mtl.tracking.inference import failed_rows, image_files, parse_inference_settings, predict_files
+from alloy_mtl.config import parse_params
+from alloy_mtl.evaluation.detector_pattern import fit_pattern_reference
+from alloy_mtl.evaluation.drift import DriftParams, check_batches, drift_markdown, drift_table
+from alloy_mtl.evaluation.evaluation_set import simulate_evaluation_set
+from alloy_mtl.evaluation.params import EvaluationParams
+from alloy_mtl.mtl.loading.preprocess import bundle_bad_pixels, prepare_images
+from alloy_mtl.physics.calibrated_generation import recorded_config
+from alloy_mtl.tracking.inference import (
+    failed_rows,
+    image_files,
+    parse_inference_settings,
+    predict_files,
+    read_prepared,
+)
 
 logger = logging.getLogger(__name__)
 
 
 class InferenceFilesFailed(RuntimeError):
     """Some files could not be predicted; their errors are in the predictions CSV (``error`` column)."""
+
+
+class InstrumentDrift(RuntimeError):
+    """The drift alarm fired and ``inference.drift.fail_on_alarm`` is set; the predictions and report are written."""
 
 
 def predict_folder(inference: dict[str, Any], model_name: str) -> pd.DataFrame:
@@ -49,12 +69,95 @@ def predict_folder(inference: dict[str, Any], model_name: str) -> pd.DataFrame:
     )
 
 
-def check_failures(predictions: pd.DataFrame) -> None:
-    """Fail the run (non-zero exit status) when a file was not predicted; the CSV is already written.
+def check_drift(
+    inference: dict[str, Any],
+    drift: dict[str, Any] | None,
+    model_name: str,
+    generation: dict[str, Any] | None,
+    evaluation: dict[str, Any] | None,
+) -> tuple[pd.DataFrame, str]:
+    """The drift alarm on every batch of ``inference.input`` (:mod:`alloy_mtl.evaluation.drift`): the beam
+    against the instrument the model recorded, the detector against ``inference.drift.reference`` (default:
+    the generated evaluation set). Returns the drift table and its markdown report."""
+    params = parse_params(DriftParams, drift, "inference.drift")
+    if not params.enabled:
+        return drift_table([]), "# Drift alarm\n\nDisabled (inference.drift.enabled: false).\n"
+    settings = parse_inference_settings(inference, model_name)
+    metadata = mlflow.models.get_model_info(settings.model_uri).metadata or {}
+    in_chans, size = int(metadata["in_chans"]), int(metadata["image_size"])
+    bad_pixels = bundle_bad_pixels(metadata)
+    recorded = metadata.get("instrument")
+    if recorded is None:
+        logger.warning("%s records no instrument: checking drift against generation's", settings.model_uri)
+    instrument = recorded_config(generation, recorded, size)
+    if params.reference:
+        folder = Path(params.reference).expanduser()
+        if not folder.is_dir():
+            raise ValueError(
+                f"parameters inference.drift.reference: '{folder}' is not a folder of PNG/TIFF images"
+            )
+        _, prepared = read_prepared(
+            image_files(folder),
+            in_chans,
+            size,
+            root=folder,
+            bit_depth=settings.bit_depth,
+            bad_pixels=bad_pixels,
+        )
+        reference_images, described = (
+            np.stack([image for _, image in prepared]),
+            f"the reference folder {folder}",
+        )
+    else:
+        simulated, _ = simulate_evaluation_set(
+            generation, parse_params(EvaluationParams, evaluation, "evaluation").evaluation_set
+        )
+        reference_images = prepare_images(torch.from_numpy(simulated), size, bad_pixels).numpy()
+        described = "the generated evaluation set's detector"
+    files = image_files(settings.input, settings.recursive)
+    rows, good = read_prepared(
+        files, in_chans, size, root=settings.input, bit_depth=settings.bit_depth, bad_pixels=bad_pixels
+    )
+    images = (
+        np.stack([image for _, image in good]) if good else np.empty((0, in_chans, size, size), np.float32)
+    )
+    batches = check_batches(
+        images,
+        [rows[index]["file"] for index, _ in good],
+        instrument,
+        fit_pattern_reference(reference_images),
+        params,
+    )
+    table = drift_table(batches)
+    for batch in batches:
+        if batch.alarm:
+            logger.warning(
+                "drift alarm, batch %d (%s .. %s): %s",
+                batch.index,
+                batch.first_file,
+                batch.last_file,
+                "; ".join(batch.reasons()),
+            )
+    return table, drift_markdown(table, described, params)
+
+
+def check_failures(
+    predictions: pd.DataFrame, drift: pd.DataFrame, drift_params: dict[str, Any] | None
+) -> None:
+    """Fail the run (non-zero exit status) when a file was not predicted, or on a drift alarm where
+    ``inference.drift.fail_on_alarm`` is set; the predictions and the drift report are already written.
 
     Raises:
         InferenceFilesFailed: naming how many and which files failed.
+        InstrumentDrift: naming the batches that raised the alarm.
     """
+    params = parse_params(DriftParams, drift_params, "inference.drift")
+    if params.fail_on_alarm and not drift.empty and drift["alarm"].any():
+        alarms = drift[drift["alarm"]]
+        raise InstrumentDrift(
+            f"drift alarm in {len(alarms)} of {len(drift)} batch(es) (data/08_reporting/inference/drift.md): "
+            + "; ".join(f"batch {row.batch}: {row.reasons}" for row in alarms.itertuples())
+        )
     failed = failed_rows(predictions)
     if len(failed):
         listed = "; ".join(f"{row.file}: {row.error}" for row in failed.head(10).itertuples())

@@ -1,12 +1,13 @@
-"""inference: folder of PNG/TIFF radiographs -> predictions CSV with the registered champion."""
+"""inference: folder of PNG/TIFF radiographs -> predictions CSV with the registered champion, and a drift report."""
 
 from kedro.pipeline import Node, Pipeline
 
-from alloy_mtl.pipelines.inference.nodes import check_failures, predict_folder
+from alloy_mtl.pipelines.inference.nodes import check_drift, check_failures, predict_folder
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Predict, save the CSV, then fail the run if any file could not be predicted."""
+    """Predict and save the CSV, check every batch for instrument drift, then fail the run if any file could not
+    be predicted (or on a drift alarm where ``inference.drift.fail_on_alarm`` is set)."""
     return Pipeline(
         [
             Node(
@@ -15,6 +16,23 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="inference_predictions",
                 name="predict_folder",
             ),
-            Node(check_failures, inputs="inference_predictions", outputs=None, name="check_failures"),
+            Node(
+                check_drift,
+                inputs=[
+                    "params:inference",
+                    "params:inference.drift",
+                    "params:registry.model_name",
+                    "params:generation",
+                    "params:evaluation",
+                ],
+                outputs=["inference_drift_table", "inference_drift_markdown"],
+                name="check_drift",
+            ),
+            Node(
+                check_failures,
+                inputs=["inference_predictions", "inference_drift_table", "params:inference.drift"],
+                outputs=None,
+                name="check_failures",
+            ),
         ]
     )

@@ -1,0 +1,83 @@
+"""The inference pipeline's drift node against a logged model: the beam it recorded, the reference detector."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from alloy_mtl.evaluation.evaluation_set import evaluation_set_config
+from alloy_mtl.evaluation.params import EvaluationSetParams
+from alloy_mtl.physics.calibrated_generation import simulated_instrument
+from alloy_mtl.physics.simulator import simulate_dataset
+from alloy_mtl.pipelines.inference.nodes import InstrumentDrift, check_drift, check_failures
+from alloy_mtl.tracking.model_logging import log_bundle_model
+
+from .conftest import make_bundle
+
+GENERATION = {"seed": 5, "image_size": 16, "n_images": 100}
+EVALUATION = {"evaluation_set": {"n_images": 300}}
+DRIFT = {"batch_size": 60, "min_images": 40}
+
+
+@pytest.fixture(scope="module")
+def model_uri(mlflow_backend) -> str:
+    mlflow.set_tracking_uri(mlflow_backend["uri"])  # module scope: before the per-test autouse fixture
+    mlflow.set_registry_uri(mlflow_backend["uri"])
+    client = mlflow_backend["client"]
+    run_id = client.create_run(mlflow_backend["experiment_id"]).info.run_id
+    bundle = make_bundle(in_chans=3, image_size=16, seed=1)
+    return log_bundle_model(bundle, run_id, instrument=simulated_instrument(GENERATION)).model_uri
+
+
+def _folder(tmp_path, **changes) -> str:
+    """60 images of fresh specimens, as 16-bit TIFF files (one per image), imaged as ``changes`` say."""
+    base = evaluation_set_config(GENERATION, EvaluationSetParams(n_images=60, seed_offset=77))
+    images, _ = simulate_dataset(dataclasses.replace(base, **changes))
+    for i, image in enumerate(images[:60]):
+        counts = np.round(np.clip(image, 0, 1) * 65535).astype(np.uint16)
+        tifffile.imwrite(tmp_path / f"img_{i:03d}.tif", counts, photometric="minisblack")
+    return str(tmp_path)
+
+
+def _check(folder: str, model_uri: str, **drift) -> tuple[pd.DataFrame, str]:
+    return check_drift(
+        {"input": folder, "model_uri": model_uri}, {**DRIFT, **drift}, "unused", GENERATION, EVALUATION
+    )
+
+
+def test_images_from_the_models_instrument_and_the_reference_detector_raise_no_alarm(tmp_path, model_uri):
+    table, report = _check(_folder(tmp_path), model_uri)
+    assert len(table) == 1 and not table["alarm"].any(), table.T
+    assert table.loc[0, "pattern_informative"] and table.loc[0, "pattern_similarity"] > 0.8
+    assert "No alarm in 1 batch(es)" in report
+
+
+def test_another_beam_and_detector_raise_the_alarm_with_both_reasons_and_fail_on_alarm_stops_the_run(
+    tmp_path, model_uri
+):
+    base = evaluation_set_config(GENERATION, EvaluationSetParams())
+    folder = _folder(tmp_path, kv=tuple(1.03 * kv for kv in base.kv), detector_seed=4242)
+    table, report = _check(folder, model_uri)
+    row = table.iloc[0]
+    assert row["alarm"] and row["beam_alarm"] and row["pattern_alarm"]
+    assert row["fitted_kv_scale"] > 1.0 and "another detector unit" in row["reasons"]
+    assert "**ALARM in 1 of 1 batch(es)**" in report and "img_000.tif .. img_059.tif" in report
+    predictions = pd.DataFrame({"file": ["a.tif"], "error": [""]})
+    check_failures(predictions, table, DRIFT)  # warn only, by default
+    with pytest.raises(InstrumentDrift, match=r"drift alarm in 1 of 1 batch\(es\).*beam differs"):
+        check_failures(predictions, table, {**DRIFT, "fail_on_alarm": True})
+
+
+def test_too_few_images_check_nothing_and_a_bad_reference_folder_is_named(tmp_path, model_uri):
+    table, report = _check(_folder(tmp_path), model_uri, min_images=61)
+    assert table.empty and list(table.columns)[:3] == ["batch", "first_file", "last_file"]
+    assert "fewer than 61" in report
+    with pytest.raises(ValueError, match=r"inference.drift.reference: '.*missing' is not a folder"):
+        _check(str(tmp_path), model_uri, reference=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match=r"inference.drift.alpha"):
+        _check(str(tmp_path), model_uri, alpha=2)
