@@ -140,7 +140,8 @@ def test_a_synthetic_lab_is_written_as_16_bit_files_the_ingest_reads_back(tmp_pa
 
 def test_a_synthetic_lab_with_bad_settings_names_every_problem_and_writes_nothing(tmp_path):
     with pytest.raises(ValueError) as err:
-        write_synthetic_lab(tmp_path / "lab", NOMINAL, {"kv": 1.1}, n_calibration=0)
+        write_synthetic_lab(tmp_path / "lab", NOMINAL, {"kv": 1.1}, n_calibration=0, labelled_per_alloy=-1)
     assert "instrument keys ['kv'] are not among" in str(err.value)
+    assert "labelled_per_alloy must be >= 0, got -1" in str(err.value)
     assert "n_calibration must be >= 1, got 0" in str(err.value)
     assert not (tmp_path / "lab").exists()

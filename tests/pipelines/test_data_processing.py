@@ -163,3 +163,33 @@ def test_every_bad_lab_file_in_one_error_with_the_report_written(kedro_project, 
     assert open_store(kedro_project / "data/05_model_input/xray").images.shape[0] == 35
     report = pd.read_csv(kedro_project / "data/08_reporting/ingest_report.csv")
     assert report["status"].value_counts().to_dict() == {"ok": 35, "skipped": 2}
+
+
+def test_a_labs_labelled_images_mix_into_the_simulation_all_in_train_and_a_bad_file_is_named(
+    kedro_project, run_pipeline, tmp_path
+):
+    from alloy_mtl.data.synthetic_lab import write_synthetic_lab
+    from alloy_mtl.physics.simulator import SimulationConfig
+
+    lab = write_synthetic_lab(
+        tmp_path / "lab",
+        SimulationConfig(image_size=16),
+        {"kv_scale": 1.03},
+        n_calibration=1,
+        test_per_alloy=3,
+        labelled_per_alloy=6,
+    )
+    source = {"lab_images": {"path": str(lab.labelled), "share": 0.25}}
+    run_pipeline(kedro_project, "data_processing", {"generation": SMALL_GENERATION, "data_source": source})
+    metadata = open_store(kedro_project / "data/05_model_input/xray").metadata
+    mixed = metadata[metadata["source"] == "ingested"]
+    n_generated = int((metadata["source"] == "generated").sum())
+    assert len(mixed) == 30 * round(0.25 * n_generated / 30) and (mixed["split"] == "train").all()
+    assert set(mixed["alloy"]) == set(ALLOYS) and mixed["image_id"].str.startswith("lab-").all()
+
+    first = pd.read_csv(lab.labelled / "metadata.csv")["path"][0].split(";")[0]
+    (lab.labelled / first).write_bytes(b"not a png")
+    with pytest.raises(Exception, match=rf"{lab.labelled}"):
+        run_pipeline(
+            kedro_project, "data_processing", {"generation": SMALL_GENERATION, "data_source": source}
+        )

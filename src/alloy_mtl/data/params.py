@@ -60,6 +60,19 @@ class IngestOptions(ParamsModel):
         return value
 
 
+class LabImages(ParamsModel):
+    """``data_source.lab_images``: a lab's labelled folder trained together with the simulation."""
+
+    path: str
+    """The lab's labelled folder."""
+    kind: Literal["csv_folder", "class_per_folder"] = "csv_folder"
+    """Its layout (as ``data_source.kind``)."""
+    options: IngestOptions = IngestOptions(required_alloys=None)
+    """How it is read (any alloys may be missing: the simulation has them all)."""
+    share: float = Field(0.2, gt=0, lt=1)
+    """The lab images are repeated until they number about this share of the generated images (at least once)."""
+
+
 class DataSourceParams(ParamsModel):
     """Where the images come from: simulated, or a lab folder ingested by ``kind``."""
 
@@ -69,11 +82,16 @@ class DataSourceParams(ParamsModel):
     """The lab folder (required unless ``kind`` is ``generated``)."""
     options: IngestOptions = IngestOptions()
     """How the lab folder is read."""
+    lab_images: LabImages | None = None
+    """With ``kind: generated``: a lab's few labelled images trained together with the simulation (the mixed
+    option, ``alloy_mtl.data.lab_mix``); null: the simulation alone."""
 
     @model_validator(mode="after")
     def _path_for_lab_data(self) -> DataSourceParams:
         if self.kind != "generated" and not self.path:
             raise ValueError(f"path: required when kind is '{self.kind}'")
+        if self.kind != "generated" and self.lab_images is not None:
+            raise ValueError(f"lab_images: mixes a lab folder into generated data; kind is '{self.kind}'")
         foreign = [
             key
             for layout, keys in LAYOUT_OPTIONS.items()

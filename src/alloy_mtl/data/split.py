@@ -133,14 +133,38 @@ def assign_split(
 ) -> tuple[pd.Series, str]:
     """The split of every row and the strategy used (``given`` or ``grouped``, see the module docstring).
 
+    A lab's images mixed into generated data (:func:`mixed_lab_rows`) all go to train; the generated rows are
+    split as ``strategy`` says.
+
     Raises:
         DataValidationError: a given split that cannot be kept (every reason listed).
         ValueError: as :func:`split_dataset` for a grouped split.
     """
+    lab = mixed_lab_rows(metadata)
+    if lab.any():  # a lab's labelled images mixed into the simulation (data_source.lab_images) all train
+        labels, used = assign_split(
+            metadata[~lab],
+            strategy,
+            fractions=fractions,
+            min_per_class=min_per_class,
+            thickness_bins=thickness_bins,
+            seed=seed,
+        )
+        return pd.concat([labels, pd.Series("train", index=metadata.index[lab], name="split")]).loc[
+            metadata.index
+        ], used
     used = resolve_strategy(metadata, strategy)
     if used == "given":
         return given_split(metadata, min_per_class), used
     return split_dataset(metadata, fractions, min_per_class, thickness_bins, seed), used
+
+
+def mixed_lab_rows(metadata: pd.DataFrame) -> pd.Series:
+    """Rows of a lab's images mixed into generated data (``source`` ingested beside generated rows)."""
+    if "source" not in metadata.columns:
+        return pd.Series(False, index=metadata.index)
+    source = metadata["source"].astype(str)
+    return (source == "ingested") & bool((source == "generated").any())
 
 
 def given_split(metadata: pd.DataFrame, min_per_class: Mapping[str, int] | None = None) -> pd.Series:

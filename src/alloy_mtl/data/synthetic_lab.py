@@ -9,6 +9,8 @@ beam and detector settings (tolerance keys: ``kv_scale``, ``al_filter_mm``, ``sc
   input of ``kedro run --pipeline calibrate_instrument``;
 - ``test/``: balanced specimens of every alloy with thickness and absorption labels, the input of
   ``kedro run --pipeline evaluate_external``;
+- ``labelled/`` (when asked for): a few other labelled specimens of every alloy, the lab's own training images
+  for the mixed option (``data_source.lab_images``);
 - ``hidden_instrument.json``: the truth, which a real lab would not have, for tests and the benchmark.
 
 Flat-field normalised intensities are stored as ``round(I * 65535)`` (clipped to [0, 1]), which the ingest
@@ -51,6 +53,7 @@ class SyntheticLab:
         root: the lab folder.
         calibration: the calibration folder (csv_folder layout).
         test: the labelled test folder (csv_folder layout).
+        labelled: the few labelled training images (csv_folder layout), or None.
         instrument: the hidden instrument (tolerance keys).
         detector_seed: the lab's detector unit.
     """
@@ -60,6 +63,7 @@ class SyntheticLab:
     test: Path
     instrument: dict[str, float]
     detector_seed: int
+    labelled: Path | None = None
 
 
 def _to_uint16(channel: np.ndarray) -> np.ndarray:
@@ -114,6 +118,7 @@ def write_synthetic_lab(  # noqa: PLR0913 (a lab's description, each argument do
     n_calibration: int = 10,
     reference_alloy: str = "1050",
     test_per_alloy: int = 50,
+    labelled_per_alloy: int = 0,
     image_format: Literal["png", "tiff"] = "png",
 ) -> SyntheticLab:
     """Write a synthetic lab (see the module docstring) whose instrument is ``config`` changed by ``instrument``.
@@ -126,6 +131,8 @@ def write_synthetic_lab(  # noqa: PLR0913 (a lab's description, each argument do
         seed: seed of the specimens and exposures.
         n_calibration: calibration radiographs of ``reference_alloy`` (one per specimen).
         test_per_alloy: labelled test images per alloy (three per specimen).
+        labelled_per_alloy: labelled training images per alloy (three per specimen, other specimens than the
+            test's); 0: no ``labelled/`` folder.
         image_format: ``png`` (one 16-bit file per channel) or ``tiff`` (one multi-page file per image).
 
     Raises:
@@ -141,6 +148,8 @@ def write_synthetic_lab(  # noqa: PLR0913 (a lab's description, each argument do
         for name, count in (("n_calibration", n_calibration), ("test_per_alloy", test_per_alloy))
         if count < 1
     ]
+    if labelled_per_alloy < 0:
+        problems.append(f"labelled_per_alloy must be >= 0, got {labelled_per_alloy}")
     if problems:
         raise ValueError("synthetic lab: " + "; ".join(problems))
     if root.exists() and any(root.iterdir()):
@@ -170,7 +179,22 @@ def write_synthetic_lab(  # noqa: PLR0913 (a lab's description, each argument do
     images, metadata = simulate_dataset(test_config)
     test = root / "test"
     write_image_folder(test, images, metadata.assign(kv=config.kv_label), config.kv, image_format)
+    labelled = None
+    if labelled_per_alloy:
+        labelled_config = dataclasses.replace(
+            test_config,
+            seed=seed + 2,
+            n_images=labelled_per_alloy * len(ALLOYS),
+            min_images_per_class=labelled_per_alloy,
+        )
+        images, train_metadata = simulate_dataset(labelled_config)
+        train_metadata["specimen_id"] = "lab-" + train_metadata["specimen_id"].astype(str)
+        train_metadata["image_id"] = "lab-" + train_metadata["image_id"].astype(str)
+        labelled = root / "labelled"
+        write_image_folder(
+            labelled, images, train_metadata.assign(kv=config.kv_label), config.kv, image_format
+        )
     record = {"instrument": hidden, "detector_seed": detector_seed, "seed": seed, "kv": list(config.kv)}
     (root / HIDDEN_INSTRUMENT_FILE).write_text(json.dumps(record, indent=2) + "\n")
     logger.info("wrote synthetic lab %s: %d calibration, %d test images", root, n_calibration, len(metadata))
-    return SyntheticLab(root, calibration, test, hidden, detector_seed)
+    return SyntheticLab(root, calibration, test, hidden, detector_seed, labelled)

@@ -14,10 +14,12 @@ from alloy_mtl.data.generated_source import generate_xray_data
 from alloy_mtl.data.image_stats import image_statistics
 from alloy_mtl.data.ingest import scan_dataset
 from alloy_mtl.data.ingest_report import empty_report, raise_for_report
+from alloy_mtl.data.lab_mix import mix_lab_images
 from alloy_mtl.data.params import DataSourceParams, SplitParams, ValidationParams
 from alloy_mtl.data.schema import validate_metadata
 from alloy_mtl.data.split import assign_split, resolve_strategy, split_summary
 from alloy_mtl.data.store import XrayData
+from alloy_mtl.physics.simulator import SimulationConfig
 
 logger = logging.getLogger(__name__)
 
@@ -31,13 +33,24 @@ def acquire_dataset(source: dict[str, Any], generation: dict[str, Any]) -> tuple
     :func:`accept_dataset` then refuses the data.
 
     Args:
-        source: ``kind`` (generated | csv_folder | class_per_folder), ``path`` and ``options`` for ingestion.
+        source: ``kind`` (generated | csv_folder | class_per_folder), ``path`` and ``options`` for ingestion;
+            ``lab_images``: a lab folder mixed into the generated data (``alloy_mtl.data.lab_mix``).
         generation: parameters of the wedge radiograph simulator (used when ``kind`` is generated).
 
     Returns:
         The usable images with their metadata, and the report of every file (empty for generated data).
     """
     params = parse_params(DataSourceParams, source, "data_source")
+    if params.kind == "generated" and params.lab_images is not None:
+        lab = params.lab_images
+        ingested = scan_dataset(lab.path, lab.kind, lab.options)
+        if not len(ingested.data):
+            return ingested.data, ingested.report  # accept_dataset names every bad file
+        config = SimulationConfig.from_params(generation)
+        mixed = mix_lab_images(
+            generate_xray_data(generation), ingested.data, config, lab.share, str(lab.path)
+        )
+        return mixed, ingested.report
     if params.kind == "generated":
         return generate_xray_data(generation), empty_report()
     ingested = scan_dataset(params.path, params.kind, params.options)
@@ -52,7 +65,8 @@ def accept_dataset(candidate: XrayData, ingest_report: pd.DataFrame, source: dic
     """
     params = parse_params(DataSourceParams, source, "data_source")
     where = "generated dataset" if params.kind == "generated" else str(params.path)
-    raise_for_report(ingest_report, where=where, report_note=REPORT_NOTE)
+    lab_where = where if params.lab_images is None else str(params.lab_images.path)
+    raise_for_report(ingest_report, where=lab_where, report_note=REPORT_NOTE)
     validate_metadata(candidate.metadata, where=where)
     logger.info(
         "Acquired %d images of shape %s from %s", len(candidate.metadata), candidate.images.shape[1:], where
