@@ -58,6 +58,10 @@ def test_the_table_report_and_metrics_name_each_batch_and_why_it_alarmed():
     report = drift_markdown(table, "the reference folder /lab/ref", DriftParams())
     assert "**ALARM in 2 of 3 batch(es)**" in report and "calibrate_instrument" in report
     assert "a1.tif .. z1.tif" in report and "the reference folder /lab/ref" in report
+    assert "set `inference.drift.reference`" in report  # the default reference is the simulated detector
+    assert "set `inference.drift.reference`" not in drift_markdown(
+        table, "x", DriftParams(reference="/lab/ref")
+    )
     metrics = drift_metrics(table)
     assert metrics["drift.alarms"] == 2 and metrics["drift.batch_1.beam_statistic"] == 500.0
     assert drift_metrics(drift_table([])) == {"drift.batches": 0.0}

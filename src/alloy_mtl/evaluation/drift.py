@@ -207,6 +207,11 @@ def drift_markdown(table: pd.DataFrame, reference: str, params: DriftParams) -> 
         if alarms
         else f"No alarm in {len(table)} batch(es)."
     )
+    if alarms and table["pattern_alarm"].any() and params.reference is None:
+        verdict += (
+            " The detector test compared with the simulated evaluation set's detector: with a real detector, set "
+            "`inference.drift.reference` to a folder of its images so that it watches your detector instead."
+        )
     lines += [
         verdict,
         "",
