@@ -24,7 +24,7 @@ def test_a_batch_from_the_reference_instrument_raises_no_alarm_and_one_alloy_is_
     one_alloy = beam_drift(_batch(22, class_order=("7075",) * 1, min_images_per_class=60), REFERENCE)
     for result in (mixed, one_alloy):
         assert not result.alarm and result.statistic < result.threshold
-        assert result.df == 4 and result.threshold == pytest.approx(13.28, abs=0.01)
+        assert result.df == 4 and result.threshold == pytest.approx(18.47, abs=0.01)
         assert result.fitted["kv_scale"] == pytest.approx(1.0, abs=0.01)
 
 

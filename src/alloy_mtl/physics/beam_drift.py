@@ -82,7 +82,7 @@ def beam_drift(
     images: np.ndarray,
     reference: SimulationConfig,
     *,
-    alpha: float = 0.01,
+    alpha: float = 0.001,
     search_ranges: Mapping[str, Sequence[float]] | None = None,
     n_fit_images: int = 128,
 ) -> BeamDrift:
