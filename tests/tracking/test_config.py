@@ -44,11 +44,20 @@ def test_environment_variable_wins_over_mlflow_yml(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "uri", ["postgresql://mlflow@db.lab:5432/mlflow", "postgresql+psycopg2://db/mlflow", "mysql://db/mlflow"]
+)
+def test_database_uris_mlflow_supports_are_accepted_as_given(tmp_path, uri):
+    assert resolve_tracking_uri(tmp_path, uri, environ={}) == (uri, "mlflow.yml server.mlflow_tracking_uri")
+
+
+@pytest.mark.parametrize(
     ("uri", "message"),
     [
         ("mlruns", r"'mlruns' is a file store"),
         ("file:///tmp/mlruns", r"file store"),
-        ("postgres://db/mlflow", r"unsupported scheme 'postgres'"),
+        ("postgres://db/mlflow", r"unsupported scheme 'postgres'; SQLAlchemy .* spells it postgresql://"),
+        ("postgresql:///mlflow", r"has no host"),
+        ("redis://db/0", r"unsupported scheme 'redis'; expected .*postgresql://"),
         ("http://", r"has no host"),
         ("sqlite:///", r"has no database path"),
     ],

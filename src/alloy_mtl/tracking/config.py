@@ -25,6 +25,9 @@ DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 REMOTE_SCHEMES = ("http", "https")
 OTHER_SCHEMES = ("databricks", "databricks-uc")
+DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
+"""SQLAlchemy database back ends MLflow tracks to directly (``postgresql://user@host/db``, also with a driver:
+``postgresql+psycopg2://``); the driver package is the user's to install."""
 
 
 class TrackingConfigError(ValueError):
@@ -175,14 +178,25 @@ def absolute_uri(uri: str, project_path: str | Path, source: str = "tracking URI
         return uri.rstrip("/")
     if scheme in OTHER_SCHEMES:
         return uri
+    if scheme.partition("+")[0] in DATABASE_SCHEMES:
+        if not urlparse(uri).netloc:
+            raise TrackingConfigError(
+                f"{source}: '{uri}' has no host; expected {scheme}://user@host:port/database"
+            )
+        return uri
+    if scheme == "postgres":
+        raise TrackingConfigError(
+            f"{source}: '{uri}' has an unsupported scheme 'postgres'; SQLAlchemy (and so MLflow) spells it "
+            "postgresql://user@host:port/database"
+        )
     if scheme in ("", "file"):
         raise TrackingConfigError(
             f"{source}: '{uri}' is a file store (./mlruns), which MLflow 3.17 refuses by default; use "
             "sqlite:///mlflow.db (embedded) or http(s)://host:port (a tracking server)"
         )
     raise TrackingConfigError(
-        f"{source}: '{uri}' has an unsupported scheme '{scheme}'; expected sqlite:///path, http(s)://host:port "
-        f"or one of {list(OTHER_SCHEMES)}"
+        f"{source}: '{uri}' has an unsupported scheme '{scheme}'; expected sqlite:///path, http(s)://host:port, "
+        f"a database ({', '.join(f'{d}://' for d in DATABASE_SCHEMES)}) or one of {list(OTHER_SCHEMES)}"
     )
 
 
