@@ -38,6 +38,7 @@ from alloy_mtl.mtl.training.after_training import fit_after_training
 from alloy_mtl.mtl.training.callbacks import Callback, LoggingCallback
 from alloy_mtl.mtl.training.checkpoint_callback import CheckpointCallback
 from alloy_mtl.mtl.training.checkpoint_io import CheckpointMismatchError
+from alloy_mtl.mtl.training.checkpoint_lock import checkpoint_lock
 from alloy_mtl.mtl.training.predict import predict
 from alloy_mtl.mtl.training.trainer import Trainer
 from alloy_mtl.mtl.training.trainer_state import delivered_validation
@@ -280,17 +281,18 @@ def train_from_params(
         return trainer, trainer.fit(loaders["train"], loaders["val"])
 
     start = time.perf_counter()
-    try:
-        trainer, history = fit(params.resume is not False and directory is not None)
-    except CheckpointMismatchError:
-        if params.resume is True or directory is None:
-            raise
-        # The fingerprint is checked before any state is loaded, so the model still holds its initial weights.
-        moved = set_aside_checkpoints(directory) if is_main_process() else directory
-        if context is not None:
-            context.barrier()  # every rank starts afresh only once rank 0 moved the folder
-        logger.warning("checkpoints in %s came from another configuration; moved to %s", directory, moved)
-        trainer, history = fit(False)
+    with checkpoint_lock(directory):
+        try:
+            trainer, history = fit(params.resume is not False and directory is not None)
+        except CheckpointMismatchError:
+            if params.resume is True or directory is None:
+                raise
+            # The fingerprint is checked before any state is loaded, so the model still holds its initial weights.
+            moved = set_aside_checkpoints(directory) if is_main_process() else directory
+            if context is not None:
+                context.barrier()  # every rank starts afresh only once rank 0 moved the folder
+            logger.warning("checkpoints in %s came from another configuration; moved to %s", directory, moved)
+            trainer, history = fit(False)
     wall = time.perf_counter() - start
     fitted = fit_after_training(trainer.model, loaders, tasks, params, trainer.device)
 
