@@ -147,7 +147,8 @@ def upload(obj: Any, pipeline: str, env: str, host: str | None, package: Path | 
     with _errors():
         plan = _plan(obj, pipeline, env)
         endpoint = client.resolve_host(host, plan.config.host)
-        kfp_client = client.connect(endpoint, plan.config.namespace)
+        settings = client.client_settings(plan.config.client)
+        kfp_client = client.connect(endpoint, plan.config.namespace, settings)
         with _package(plan, package) as path:
             pipeline_id, version_id = client.upload(
                 kfp_client, endpoint, path, plan.kfp_name, plan.config.namespace
@@ -204,7 +205,8 @@ def _submission(
     plan = _plan(obj, pipeline, env)
     arguments = client.parse_arguments(params, plan.parameters)
     endpoint = client.resolve_host(host, plan.config.host)
-    return plan, arguments, endpoint, client.connect(endpoint, plan.config.namespace)
+    settings = client.client_settings(plan.config.client)
+    return plan, arguments, endpoint, client.connect(endpoint, plan.config.namespace, settings)
 
 
 @kubeflow.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -18,6 +19,7 @@ class Request:
     path: str
     query: dict[str, list[str]]
     body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -31,12 +33,18 @@ class FakeKfp:
     experiments: dict[str, str] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     url: str = ""
+    failures: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    """Statuses answered first, in order, to (method, route) before the canned answer (e.g. 503s)."""
+    delay_s: dict[tuple[str, str], float] = field(default_factory=dict)
+    """Seconds (method, route) waits before answering."""
 
     def calls(self, method: str, path: str) -> list[Request]:
         return [r for r in self.requests if r.method == method and r.path == f"{API}{path}"]
 
     def answer(self, request: Request) -> tuple[int, dict[str, Any]]:  # noqa: PLR0911 (one answer per route)
         route = (request.method, request.path.removeprefix(API))
+        if self.failures.get(route):
+            return self.failures[route].pop(0), {"error": "scripted failure"}
         if route == ("GET", "/healthz"):
             return 200, {"multi_user": False}
         if route in (("GET", "/pipelines"), ("GET", "/experiments")):
@@ -68,8 +76,15 @@ def serve(fake: FakeKfp) -> tuple[ThreadingHTTPServer, threading.Thread]:
         def _handle(self) -> None:
             parts = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
-            request = Request(self.command, parts.path, parse_qs(parts.query), self.rfile.read(length))
+            request = Request(
+                self.command,
+                parts.path,
+                parse_qs(parts.query),
+                self.rfile.read(length),
+                {key.lower(): value for key, value in self.headers.items()},
+            )
             fake.requests.append(request)
+            time.sleep(fake.delay_s.get((request.method, request.path.removeprefix(API)), 0.0))
             status, payload = fake.answer(request)
             body = json.dumps(payload).encode()
             self.send_response(status)

@@ -156,3 +156,52 @@ def test_cli_unknown_pipeline_is_one_line():
     assert result.exit_code == 1
     (error,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert error.startswith("Error: unknown pipeline 'nope'; registered pipelines: ") and "train_all" in error
+
+
+def test_a_token_and_ca_bundle_reach_every_request_and_bad_ones_are_named(fake_kfp, tmp_path):
+    from alloy_mtl.deploy.config import ClientConfig
+
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret\n")
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    settings = client.client_settings(ClientConfig(token_file=str(token_file), ca_bundle=str(ca)), environ={})
+    assert (settings.token, settings.ca_bundle) == ("s3cret", str(ca))
+    assert (
+        client.client_settings(ClientConfig(token_file=str(token_file)), {"KFP_TOKEN": "env"}).token == "env"
+    )
+    kfp_client = client.connect(fake_kfp.url, settings=client.ClientSettings(token="s3cret"))
+    client.upload(kfp_client, fake_kfp.url, PACKAGE, NAME)
+    assert fake_kfp.requests and all(
+        r.headers.get("authorization") == "Bearer s3cret" for r in fake_kfp.requests
+    )
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(DeployError) as err:
+        client.client_settings(
+            ClientConfig(ca_bundle=str(tmp_path / "missing.pem")), {"KFP_TOKEN_FILE": str(tmp_path / "empty")}
+        )
+    assert (
+        "token file" in str(err.value)
+        and "is empty" in str(err.value)
+        and "missing.pem is not a file" in str(err.value)
+    )
+
+
+def test_refused_credentials_name_the_fix(fake_kfp):
+    fake_kfp.failures[("GET", "/healthz")] = [401]
+    with pytest.raises(DeployError, match=r"refused the credentials \(HTTP 401.*set KFP_TOKEN"):
+        client.connect(fake_kfp.url)
+
+
+def test_transient_503s_are_retried_and_a_slow_answer_times_out_naming_the_action(fake_kfp):
+    fake_kfp.failures[("GET", "/healthz")] = [503, 503]
+    fake_kfp.failures[("GET", "/pipelines")] = [503]
+    settings = client.ClientSettings(timeout_s=1.0, retries=3)
+    kfp_client = client.connect(fake_kfp.url, settings=settings)
+    assert client.upload(kfp_client, fake_kfp.url, PACKAGE, NAME) == ("pipeline-new", None)
+    # our health check answered on its third try (kfp.Client then asks once more itself)
+    assert len(fake_kfp.calls("GET", "/healthz")) >= 3 and len(fake_kfp.calls("GET", "/pipelines")) == 2
+    fake_kfp.delay_s[("GET", "/pipelines")] = 3.0
+    slow = client.connect(fake_kfp.url, settings=client.ClientSettings(timeout_s=0.5, retries=0))
+    with pytest.raises(DeployError, match=r"failed to list pipelines: \w+"):
+        client.upload(slow, fake_kfp.url, PACKAGE, NAME)

@@ -10,11 +10,15 @@ import hashlib
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
+from alloy_mtl.deploy.config import ClientConfig
 from alloy_mtl.deploy.cron import validate_cron
 from alloy_mtl.deploy.errors import DeployError
 from alloy_mtl.deploy.plan import PipelineParameter
@@ -22,6 +26,9 @@ from alloy_mtl.deploy.plan import PipelineParameter
 logger = logging.getLogger(__name__)
 
 HOST_ENV = "KFP_HOST"
+TOKEN_ENV = "KFP_TOKEN"
+TOKEN_FILE_ENV = "KFP_TOKEN_FILE"
+CA_BUNDLE_ENV = "KFP_CA_BUNDLE"
 HEALTHZ = "/apis/v2beta1/healthz"
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
@@ -37,27 +44,114 @@ def resolve_host(option: str | None, configured: str | None) -> str:
     return host.rstrip("/")
 
 
-def check_reachable(host: str, timeout: float = 5.0) -> None:
-    """Fail fast, in one line, when ``host`` does not answer KFP's health check.
+@dataclass(frozen=True)
+class ClientSettings:
+    """What a request to the KFP API carries: the bearer token, the CA bundle, the timeout and the retries."""
+
+    token: str | None = None
+    ca_bundle: str | None = None
+    timeout_s: float = 30.0
+    retries: int = 3
+
+    def retry(self) -> Retry:
+        """Retries of failed connections and of 502/503/504 answers to reading requests (urllib3 never repeats a
+        POST on a status), with exponential backoff."""
+        return Retry(
+            total=self.retries, backoff_factor=0.5, status_forcelist=(502, 503, 504), raise_on_status=False
+        )
+
+
+def client_settings(
+    config: ClientConfig | None = None, environ: Mapping[str, str] | None = None
+) -> ClientSettings:
+    """The token (``KFP_TOKEN``, else the file ``KFP_TOKEN_FILE`` or ``client.token_file`` names), the CA bundle
+    (``KFP_CA_BUNDLE``, else ``client.ca_bundle``), timeout and retries of ``conf/<env>/kubeflow.yml``.
+
+    Raises:
+        DeployError: naming a token file or CA bundle that cannot be read, or an empty token file.
+    """
+    config = config or ClientConfig()
+    environ = os.environ if environ is None else environ
+    problems: list[str] = []
+    token = environ.get(TOKEN_ENV) or None
+    token_file = environ.get(TOKEN_FILE_ENV) or config.token_file
+    if token is None and token_file:
+        path = Path(token_file).expanduser()
+        try:
+            token = path.read_text().strip() or None
+        except OSError as error:
+            problems.append(f"KFP token file {path} cannot be read ({type(error).__name__})")
+        else:
+            if token is None:
+                problems.append(f"KFP token file {path} is empty")
+    ca_bundle = environ.get(CA_BUNDLE_ENV) or config.ca_bundle
+    if ca_bundle and not Path(ca_bundle).expanduser().is_file():
+        problems.append(f"KFP CA bundle {ca_bundle} is not a file (KFP_CA_BUNDLE or client.ca_bundle)")
+    if problems:
+        raise DeployError(problems)
+    return ClientSettings(
+        token=token,
+        ca_bundle=str(Path(ca_bundle).expanduser()) if ca_bundle else None,
+        timeout_s=config.timeout_s,
+        retries=config.retries,
+    )
+
+
+def check_reachable(host: str, settings: ClientSettings | None = None) -> None:
+    """Fail fast, in one line, when ``host`` does not answer KFP's health check (retried as ``settings`` say).
 
     ``kfp.Client`` would otherwise retry for half a minute and end in a traceback.
     """
+    settings = settings or ClientSettings(timeout_s=5.0, retries=0)
     url = f"{host}{HEALTHZ}"
+    session = requests.Session()
+    session.mount("http://", HTTPAdapter(max_retries=settings.retry()))
+    session.mount("https://", HTTPAdapter(max_retries=settings.retry()))
+    headers = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
     try:
-        response = requests.get(url, timeout=timeout)
+        response = session.get(
+            url, timeout=settings.timeout_s, headers=headers, verify=settings.ca_bundle or True
+        )
     except requests.RequestException as error:
         reason = type(error).__name__
         raise DeployError([f"KFP host {host} is unreachable ({reason} on {HEALTHZ})"]) from None
+    if response.status_code in (401, 403):
+        raise DeployError(
+            [
+                f"KFP host {host} refused the credentials (HTTP {response.status_code} on {HEALTHZ}): set "
+                f"{TOKEN_ENV}, or {TOKEN_FILE_ENV} / client.token_file to a file holding a valid token"
+            ]
+        )
     if not response.ok:
         raise DeployError([f"KFP host {host} answered HTTP {response.status_code} on {HEALTHZ}"])
 
 
-def connect(host: str, namespace: str | None = None) -> Any:
-    """A ``kfp.Client`` for a reachable ``host``."""
+def connect(host: str, namespace: str | None = None, settings: ClientSettings | None = None) -> Any:
+    """A ``kfp.Client`` for a reachable ``host`` whose every request carries ``settings``' token and CA bundle,
+    times out after ``settings.timeout_s`` and is retried as :meth:`ClientSettings.retry` says."""
     import kfp
 
-    check_reachable(host)
-    return kfp.Client(host=host, namespace=namespace or "kubeflow")
+    settings = settings or ClientSettings()
+    check_reachable(host, settings)
+    kfp_client = kfp.Client(
+        host=host,
+        namespace=namespace or "kubeflow",
+        existing_token=settings.token,
+        ssl_ca_cert=settings.ca_bundle,
+    )
+    # kfp.Client takes no timeout or retries: its generated API client's one REST client gets them (a request
+    # passes timeout None, which would override a pool default, so the default timeout goes in per request)
+    rest = kfp_client._run_api.api_client.rest_client
+    rest.pool_manager.connection_pool_kw["retries"] = settings.retry()
+    rest.pool_manager.clear()
+    send = rest.request
+    timeout = (settings.timeout_s, settings.timeout_s)  # (connect, read); the client ignores a float
+
+    def request(*args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        return send(*args, _request_timeout=_request_timeout or timeout, **kwargs)
+
+    rest.request = request
+    return kfp_client
 
 
 def parse_arguments(pairs: Iterable[str], parameters: Sequence[PipelineParameter]) -> dict[str, Any]:
@@ -104,6 +198,7 @@ def version_name(pipeline_name: str, package: Path) -> str:
 
 
 def _api_call(host: str, action: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+    import urllib3
     from kfp_server_api import ApiException
 
     try:
@@ -112,7 +207,7 @@ def _api_call(host: str, action: str, call: Any, *args: Any, **kwargs: Any) -> A
         raise DeployError(
             [f"KFP host {host} refused to {action}: HTTP {error.status} {error.reason}"]
         ) from None
-    except (requests.RequestException, OSError) as error:
+    except (requests.RequestException, OSError, urllib3.exceptions.HTTPError) as error:
         raise DeployError([f"KFP host {host} failed to {action}: {type(error).__name__}"]) from None
 
 

@@ -149,11 +149,28 @@ class MlflowConfig(_Strict):
     ``kedro run`` on a workstation uses), so a Kubeflow run and a local run file into one experiment."""
 
 
+class ClientConfig(_Strict):
+    """How the KFP client reaches a real cluster's API (the token itself comes from the environment only:
+    ``KFP_TOKEN``, or the file ``KFP_TOKEN_FILE`` / ``token_file`` names)."""
+
+    token_file: str | None = None
+    """A file holding the bearer token, e.g. a Kubernetes service-account token mounted from a secret
+    (``/var/run/secrets/kubeflow/pipelines/token``); ``KFP_TOKEN_FILE`` wins."""
+    ca_bundle: str | None = None
+    """CA bundle (PEM) that signed the endpoint's TLS certificate; ``KFP_CA_BUNDLE`` wins; null: the system's."""
+    timeout_s: float = Field(30.0, gt=0)
+    """Seconds one request may take (connect and read)."""
+    retries: int = Field(3, ge=0)
+    """Retries of a failed connection or an HTTP 502/503/504 on reading requests (uploads and run creation are
+    never repeated)."""
+
+
 class KubeflowConfig(_Strict):
     """``conf/<env>/kubeflow.yml``."""
 
     host: str | None = None
     namespace: str | None = None
+    client: ClientConfig = ClientConfig()
     experiment: str = "alloy-mtl"
     pipeline_prefix: str = "alloy-mtl"
     image: str
