@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from machine import machine_name
 
 from alloy_mtl.datasets import TorchBundleDataset, XrayStoreDataset
 from alloy_mtl.evaluation.classification import expected_calibration_error, prob_columns, probs_at_temperature
@@ -76,7 +76,7 @@ def _markdown(results: list[dict[str, Any]], command: str) -> str:
     lines = [
         "# Temperature scaling on a train_all run's models",
         "",
-        f"`{command}` on {platform.machine()}. Top-label ECE (15 bins), accuracy and mean confidence, before "
+        f"`{command}` on {machine_name()}. Top-label ECE (15 bins), accuracy and mean confidence, before "
         "(T = 1) -> after (T fitted on the validation split). Suite: worst ECE over its conditions.",
         "",
         "| arch | T | val images | evaluation set ECE | accuracy | mean confidence | suite worst ECE |",

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from machine import machine_name
 
 from alloy_mtl.constants import ALLOYS
 from alloy_mtl.datasets import TorchBundleDataset, XrayStoreDataset
@@ -96,7 +96,7 @@ def _markdown(results: list[dict[str, Any]], command: str, coverage: float) -> s
     lines = [
         "# Conformal sets and intervals on a train_all run's models",
         "",
-        f"`{command}` on {platform.machine()}. Fitted on the validation split for {coverage:.0%} coverage of "
+        f"`{command}` on {machine_name()}. Fitted on the validation split for {coverage:.0%} coverage of "
         "every alloy (class-conditional) and of each regression target; coverage measured on the evaluation set "
         "(a detector unit the models never saw) and, per model, its worst alloy over the robustness suite.",
         "",

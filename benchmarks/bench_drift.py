@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
-from bench_lab_calibration import _machine
+from machine import machine_name
 from scipy.stats import binomtest, chi2
 
 from alloy_mtl.constants import ALLOYS
@@ -142,7 +142,7 @@ def run(n_null: int) -> dict:
         )
         print(family, {k: v for k, v in rows[-1].items() if k != "batches"}, flush=True)  # noqa: T201 (progress)
     return {
-        "machine": _machine(),
+        "machine": machine_name(),
         "batch": BATCH,
         "alpha": params.alpha,
         "beam_threshold": checked[0].beam.threshold,

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+from machine import machine_name
 from sklearn.metrics import average_precision_score
 
 from alloy_mtl.constants import ALLOYS
@@ -166,26 +166,11 @@ def train_rows(work: Path) -> dict[str, Any]:
     return {"instrument": LAB_LIKE, "tables": tables}
 
 
-def _machine() -> str:
-    """The CPU model (from /proc/cpuinfo where there is one) and the core count."""
-    cpuinfo = Path("/proc/cpuinfo")
-    names = (
-        [
-            line.split(":", 1)[1].strip()
-            for line in cpuinfo.read_text().splitlines()
-            if line.startswith("model name")
-        ]
-        if cpuinfo.is_file()
-        else []
-    )
-    return f"{names[0] if names else platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-
-
 def _markdown(labs: pd.DataFrame, trained: dict[str, Any] | None) -> str:
     lines = [
         "# Calibration to a lab's instrument",
         "",
-        f"Machine: {_machine()}. "
+        f"Machine: {machine_name()}. "
         "`python benchmarks/bench_lab_calibration.py"
         + (" --train" if trained else "")
         + "`. 10 calibration radiographs of 1050 per lab, 250 balanced test images.",

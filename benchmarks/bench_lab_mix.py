@@ -26,7 +26,8 @@ from typing import Any
 
 import pandas as pd
 import yaml
-from bench_lab_calibration import LAB_LIKE, _generation, _kedro, _machine, _nominal_config, _project_copy
+from bench_lab_calibration import LAB_LIKE, _generation, _kedro, _nominal_config, _project_copy
+from machine import machine_name
 
 from alloy_mtl.data.synthetic_lab import write_synthetic_lab
 
@@ -146,7 +147,7 @@ def main() -> None:
                 runs.append(run_variant(Path(tmp), variant, lab, archs, seed))
                 print(json.dumps(runs[-1]), flush=True)  # noqa: T201 (a benchmark's progress)
     result = {
-        "machine": _machine(),
+        "machine": machine_name(),
         "archs": archs,
         "labelled": args.labelled,
         "seeds": args.seeds,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 from kedro.config import OmegaConfigLoader
+from machine import machine_name
 from scipy.special import logsumexp
 
 from alloy_mtl.datasets import TorchBundleDataset, XrayStoreDataset
@@ -192,7 +192,7 @@ def _markdown(results: dict[str, Any], command: str) -> str:
     lines = [
         "# Unknown-material scores on a train_all run's models",
         "",
-        f"`{command}` on {platform.machine()}, {results['n_known']} known images (evaluation-set detector unit) "
+        f"`{command}` on {machine_name()}, {results['n_known']} known images (evaluation-set detector unit) "
         f"against {results['n_unknown']} unknown ones of the same instrument. AUROC (95 % specimen-bootstrap "
         "interval) / FPR at 95 % TPR (unknown accepted while 95 % of known are kept; lower is better). "
         f"Refused by the input guards (caught): {results['refused_by_family']}; known refused: "

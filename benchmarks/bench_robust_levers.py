@@ -26,7 +26,6 @@ import functools
 import json
 import logging
 import multiprocessing
-import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from machine import machine_name
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -165,7 +165,7 @@ def _markdown(rows: list[dict[str, Any]], command: str) -> str:
     lines = [
         "# Robustness levers, chosen on validation conditions",
         "",
-        f"`{command}` on {platform.processor() or platform.machine()}, {datetime.now(UTC):%Y-%m-%d}.",
+        f"`{command}` on {machine_name()}, {datetime.now(UTC):%Y-%m-%d}.",
         "Macro AP; `same` = the training data's detector at the nominal beam, `unseen` = mean of the 3 validation",
         "detector units, `tolerance` = mean of 3 validation units at settings drawn inside the declared tolerances,",
         "`worst` = the lowest of those 6. Mean +- sd over seeds where several ran.",
