@@ -115,7 +115,11 @@ def _post(url: str, payload: dict) -> dict:
         url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
     )
     with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())
+        return json.loads(response.read(), parse_constant=_not_json)
+
+
+def _not_json(token: str) -> None:
+    raise AssertionError(f"the served answer holds {token}, which is not JSON")
 
 
 def _refusal(url: str, payload: dict) -> tuple[int, str]:

@@ -271,16 +271,31 @@ class AlloyMtlModel(PythonModel):
                 for key, value in settings.items()
                 if key.startswith(INSTRUMENT_PARAM_PREFIX)
             }
-            return predict_frame(
-                self.model,
-                self.bundle,
-                intensity,
-                int(settings["batch_size"]),
-                instrument,
-                reject_rate=settings["reject_rate"],
+            return json_safe(
+                predict_frame(
+                    self.model,
+                    self.bundle,
+                    intensity,
+                    int(settings["batch_size"]),
+                    instrument,
+                    reject_rate=settings["reject_rate"],
+                )
             )
         except ValueError as error:
             raise InputRefused(str(error)) from error
+
+
+def json_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every NaN of a float column as None: the scoring server writes NaN (a score or interval a
+    model was logged without) as the token ``NaN``, which is not JSON and which strict clients refuse; None
+    becomes ``null``. Columns without NaN keep their dtype."""
+    missing = [c for c in frame.columns if frame[c].dtype.kind == "f" and bool(frame[c].isna().any())]
+    if not missing:
+        return frame
+    safe = frame.copy()
+    for column in missing:
+        safe[column] = safe[column].astype(object).where(safe[column].notna(), None)
+    return safe
 
 
 class InputRefused(MlflowException, ValueError):
