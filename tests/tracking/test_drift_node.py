@@ -81,3 +81,11 @@ def test_too_few_images_check_nothing_and_a_bad_reference_folder_is_named(tmp_pa
         _check(str(tmp_path), model_uri, reference=str(tmp_path / "missing"))
     with pytest.raises(ValueError, match=r"inference.drift.alpha"):
         _check(str(tmp_path), model_uri, alpha=2)
+
+
+def test_a_model_whose_channels_no_simulated_instrument_has_is_reported_not_checked(mlflow_backend, tmp_path):
+    run_id = mlflow_backend["client"].create_run(mlflow_backend["experiment_id"]).info.run_id
+    bundle = make_bundle(in_chans=1, image_size=16, seed=2)  # as trained on a one-channel lab folder
+    uri = log_bundle_model(bundle, run_id, instrument=simulated_instrument(GENERATION)).model_uri
+    table, report = _check(_folder(tmp_path), uri)
+    assert table.empty and "not checked" in report and "takes 1 channel(s)" in report

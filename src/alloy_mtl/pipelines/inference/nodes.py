@@ -90,6 +90,13 @@ def check_drift(
     if recorded is None:
         logger.warning("%s records no instrument: checking drift against generation's", settings.model_uri)
     instrument = recorded_config(generation, recorded, size)
+    if len(instrument.kv) != in_chans:  # e.g. a model trained on a one-channel lab folder: nothing simulated
+        reason = (
+            f"not checked: {settings.model_uri} takes {in_chans} channel(s), the simulated instrument it would be "
+            f"compared with has {len(instrument.kv)} ({instrument.kv_label} kV)"
+        )
+        logger.warning("drift alarm %s", reason)
+        return drift_table([]), f"# Drift alarm\n\nDrift {reason}.\n"
     if params.reference:
         folder = Path(params.reference).expanduser()
         if not folder.is_dir():
