@@ -42,11 +42,14 @@ def _residuals(images: np.ndarray) -> np.ndarray:
     return np.where(missing, np.nan, residuals + filled.mean(axis=(2, 3), keepdims=True))
 
 
+def _pattern(residuals: np.ndarray) -> np.ndarray:
+    """The mean of double-centred residuals (N, C, H, W) over the images; NaN at pixels dead in any image."""
+    return np.where(np.isfinite(residuals).all(axis=0), residuals.mean(axis=0), np.nan)
+
+
 def pattern_of(images: np.ndarray) -> np.ndarray:
     """The fixed pattern (C, H, W) a batch (N, C, H, W) of I/I0 images shares; NaN at pixels dead in any image."""
-    residuals = _residuals(images)
-    pattern = residuals.mean(axis=0)
-    return np.where(np.isfinite(residuals).all(axis=0), pattern, np.nan)
+    return _pattern(_residuals(images))
 
 
 @dataclass(frozen=True)
@@ -64,11 +67,6 @@ class PatternReference:
     signal_var: float
     noise_var: float
     n_images: int
-
-    @property
-    def n_pixels(self) -> int:
-        """Pixels the comparison uses (finite in the reference)."""
-        return int(np.isfinite(self.pattern).sum())
 
     def expected_similarity(self, n: int) -> float:
         """rho0(n): the correlation an ``n``-image batch from the reference's detector is expected to have."""
@@ -90,7 +88,7 @@ def fit_pattern_reference(images: np.ndarray) -> PatternReference:
             f"pattern reference: expected at least 2 images (N, C, H, W), got shape {images.shape}"
         )
     residuals = _residuals(images)
-    pattern = np.where(np.isfinite(residuals).all(axis=0), residuals.mean(axis=0), np.nan)
+    pattern = _pattern(residuals)
     live = np.isfinite(pattern)
     n = images.shape[0]
     noise_var = float(np.var(residuals[:, live], axis=0, ddof=1).mean())

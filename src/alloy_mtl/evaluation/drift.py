@@ -25,7 +25,7 @@ from pydantic import Field, field_validator
 
 from alloy_mtl.config import ParamsModel
 from alloy_mtl.evaluation.detector_pattern import PatternCheck, PatternReference, pattern_check
-from alloy_mtl.physics.beam_drift import DEFAULT_DRIFT_RANGES, BeamDrift, beam_drift
+from alloy_mtl.physics.beam_drift import DEFAULT_DRIFT_RANGES, BeamDrift, beam_drift, search_range_problems
 from alloy_mtl.physics.instrument_fit import FITTED_KEYS
 from alloy_mtl.physics.simulator import SimulationConfig
 
@@ -61,10 +61,7 @@ class DriftParams(ParamsModel):
     @field_validator("search_ranges")
     @classmethod
     def _fitted_keys(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
-        problems = [
-            f"{key}: not a fitted setting (expected {FITTED_KEYS})" for key in value if key not in FITTED_KEYS
-        ]
-        problems += [f"{key}: low {low} > high {high}" for key, (low, high) in value.items() if low > high]
+        problems = search_range_problems(value)
         if problems:
             raise ValueError("; ".join(problems))
         return value

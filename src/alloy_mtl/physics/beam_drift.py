@@ -27,7 +27,7 @@ from alloy_mtl.physics.estimator import PhysicsLimitEstimator
 from alloy_mtl.physics.instrument_fit import FITTED_KEYS, nominal_instrument, parse_tolerances
 from alloy_mtl.physics.simulator import SimulationConfig
 
-__all__ = ["DEFAULT_DRIFT_RANGES", "BeamDrift", "beam_drift"]
+__all__ = ["DEFAULT_DRIFT_RANGES", "BeamDrift", "beam_drift", "search_range_problems"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,16 @@ class BeamDrift:
         }
 
 
+def search_range_problems(ranges: Mapping[str, Sequence[float]]) -> list[str]:
+    """What is wrong with search ranges before any reference is known: a key the fit does not search (it fits
+    ``FITTED_KEYS``), a low end above the high end."""
+    problems = [
+        f"{key}: not a fitted setting (fitted: {FITTED_KEYS})" for key in ranges if key not in FITTED_KEYS
+    ]
+    problems += [f"{key}: low {low} > high {high}" for key, (low, high) in ranges.items() if low > high]
+    return problems
+
+
 def beam_drift(
     images: np.ndarray,
     reference: SimulationConfig,
@@ -108,9 +118,7 @@ def beam_drift(
         raise ValueError(f"beam_drift: expected a non-empty (N, C, H, W) batch, got shape {images.shape}")
     ranges = parse_tolerances(dict(DEFAULT_DRIFT_RANGES if search_ranges is None else search_ranges))
     start = nominal_instrument(reference)
-    problems = [
-        f"{key}: not a fitted setting (fitted: {FITTED_KEYS})" for key in ranges if key not in FITTED_KEYS
-    ]
+    problems = search_range_problems(ranges)
     problems += [
         f"{key}: range {low}..{high} does not contain the reference's {start[key]}"
         for key, (low, high) in ranges.items()
@@ -118,9 +126,7 @@ def beam_drift(
     ]
     if problems:
         raise ValueError("beam_drift search_ranges: " + "; ".join(problems))
-    estimator = PhysicsLimitEstimator(
-        reference, tolerances={**ranges}, mode="joint", n_fit_images=n_fit_images
-    )
+    estimator = PhysicsLimitEstimator(reference, tolerances=ranges, mode="joint", n_fit_images=n_fit_images)
     at_reference = estimator.batch_log_likelihood(images, start)
     fitted = estimator.fit_instrument(images)
     at_fit = estimator.batch_log_likelihood(images, fitted)

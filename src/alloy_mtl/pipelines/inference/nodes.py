@@ -111,10 +111,8 @@ def check_drift(
             bit_depth=settings.bit_depth,
             bad_pixels=bad_pixels,
         )
-        reference_images, described = (
-            np.stack([image for _, image in prepared]),
-            f"the reference folder {folder}",
-        )
+        reference_images = np.stack([image for _, image in prepared])
+        described = f"the reference folder {folder}"
     else:
         simulated, _ = simulate_evaluation_set(
             generation, parse_params(EvaluationParams, evaluation, "evaluation").evaluation_set
