@@ -49,7 +49,7 @@ def _batch(index: int, statistic: float, similarity: float) -> BatchDrift:
     return BatchDrift(index, f"a{index}.tif", f"z{index}.tif", beam, pattern)
 
 
-def test_the_table_report_and_metrics_name_each_batch_and_why_it_alarmed():
+def test_the_table_report_and_metrics_name_each_batch_and_why_it_alarmed(tmp_path):
     table = drift_table([_batch(0, 0.0, 0.99), _batch(1, 500.0, 0.99), _batch(2, 0.0, 0.01)])
     assert list(table["alarm"]) == [False, True, True]
     assert (
@@ -60,7 +60,7 @@ def test_the_table_report_and_metrics_name_each_batch_and_why_it_alarmed():
     assert "a1.tif .. z1.tif" in report and "the reference folder /lab/ref" in report
     assert "set `inference.drift.reference`" in report  # the default reference is the simulated detector
     assert "set `inference.drift.reference`" not in drift_markdown(
-        table, "x", DriftParams(reference="/lab/ref")
+        table, "x", DriftParams(reference=str(tmp_path))
     )
     metrics = drift_metrics(table)
     assert metrics["drift.alarms"] == 2 and metrics["drift.batch_1.beam_statistic"] == 500.0

@@ -36,6 +36,14 @@ def test_inference_without_an_input_folder_fails_before_writing(kedro_project, r
     assert not (kedro_project / "data/07_model_output/inference").exists()
 
 
+def test_a_missing_drift_reference_fails_inference_before_anything_is_written(kedro_project, run_pipeline):
+    params = {"inference": {"input": str(kedro_project), "drift": {"reference": "/no/such/reference"}}}
+    with pytest.raises(Exception, match=r"inference.drift.reference: '/no/such/reference' is not a folder"):
+        run_pipeline(kedro_project, "inference", params)
+    assert not (kedro_project / "data/07_model_output/inference").exists()
+    assert not (kedro_project / "data/08_reporting/inference").exists()
+
+
 def test_gate_inside_train_all_is_skipped_when_tracking_is_off():
     from alloy_mtl.pipelines.promotion.nodes import promote_champion
     from alloy_mtl.tracking import runs

@@ -79,6 +79,16 @@ def test_too_few_images_check_nothing_and_a_bad_reference_folder_is_named(tmp_pa
     assert "fewer than 61" in report
     with pytest.raises(ValueError, match=r"inference.drift.reference: '.*missing' is not a folder"):
         _check(str(tmp_path), model_uri, reference=str(tmp_path / "missing"))
+    empty = tmp_path / "empty_reference"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=r"inference.drift.reference: '.*empty_reference' holds no"):
+        _check(str(tmp_path), model_uri, reference=str(empty))
+    (empty / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(
+        ValueError, match=r"reference: '.*empty_reference' has 0 usable image\(s\).*broken.png"
+    ):
+        _check(str(tmp_path), model_uri, reference=str(empty))
+    assert not (tmp_path / "data").exists()
     with pytest.raises(ValueError, match=r"inference.drift.alpha"):
         _check(str(tmp_path), model_uri, alpha=2)
 

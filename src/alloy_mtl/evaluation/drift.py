@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -57,6 +58,13 @@ class DriftParams(ParamsModel):
     search_ranges: dict[str, tuple[float, float]] = {k: tuple(v) for k, v in DEFAULT_DRIFT_RANGES.items()}
     """Where the beam test looks for the batch's instrument (kv_scale, scatter_fraction_scale: factors;
     al_filter_mm, scintillator_mm: mm)."""
+
+    @field_validator("reference")
+    @classmethod
+    def _reference_folder(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).expanduser().is_dir():
+            raise ValueError(f"'{Path(value).expanduser()}' is not a folder of PNG/TIFF images")
+        return value
 
     @field_validator("search_ranges")
     @classmethod

@@ -130,8 +130,8 @@ def _instrument(value: Any) -> dict[str, float] | None:
     return instrument
 
 
-def image_files(folder: Path, recursive: bool = False) -> list[Path]:
-    """PNG/TIFF files of ``folder`` (sorted).
+def image_files(folder: Path, recursive: bool = False, parameter: str = "inference.input") -> list[Path]:
+    """PNG/TIFF files of ``folder`` (sorted); ``parameter``: the setting that named the folder, for the message.
 
     Raises:
         ValueError: the folder holds none.
@@ -139,7 +139,7 @@ def image_files(folder: Path, recursive: bool = False) -> list[Path]:
     pattern = "**/*" if recursive else "*"
     files = sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ValueError(f"parameters inference.input: '{folder}' holds no {'/'.join(IMAGE_SUFFIXES)} files")
+        raise ValueError(f"parameters {parameter}: '{folder}' holds no {'/'.join(IMAGE_SUFFIXES)} files")
     return files
 
 

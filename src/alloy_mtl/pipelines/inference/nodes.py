@@ -99,18 +99,20 @@ def check_drift(
         return drift_table([]), f"# Drift alarm\n\nDrift {reason}.\n"
     if params.reference:
         folder = Path(params.reference).expanduser()
-        if not folder.is_dir():
-            raise ValueError(
-                f"parameters inference.drift.reference: '{folder}' is not a folder of PNG/TIFF images"
-            )
-        _, prepared = read_prepared(
-            image_files(folder),
+        read, prepared = read_prepared(
+            image_files(folder, parameter="inference.drift.reference"),
             in_chans,
             size,
             root=folder,
             bit_depth=settings.bit_depth,
             bad_pixels=bad_pixels,
         )
+        if len(prepared) < 2:
+            errors = "; ".join(f"{row['file']}: {row['error']}" for row in read if row["error"])
+            raise ValueError(
+                f"parameters inference.drift.reference: '{folder}' has {len(prepared)} usable image(s), the "
+                f"detector test needs at least 2 from the detector in operation{f' ({errors})' if errors else ''}"
+            )
         reference_images = np.stack([image for _, image in prepared])
         described = f"the reference folder {folder}"
     else:
