@@ -20,18 +20,16 @@ import torch
 
 from alloy_mtl.constants import INSTRUMENT_COLUMN_PREFIX
 from alloy_mtl.data.errors import DataValidationError
-from alloy_mtl.data.split import GIVEN_COLUMN
+from alloy_mtl.data.split import GIVEN_COLUMN, LAB_SOURCE
 from alloy_mtl.data.store import XrayData
 from alloy_mtl.mtl.loading.resize import resize_images
 from alloy_mtl.physics.instrument_fit import nominal_instrument
 from alloy_mtl.physics.simulator import SimulationConfig
 
-__all__ = ["LAB_SOURCE", "mix_lab_images"]
+__all__ = ["mix_lab_images"]
 
 logger = logging.getLogger(__name__)
 
-LAB_SOURCE = "ingested"
-"""The ``source`` of the lab's rows in a mixed dataset (the simulated ones are ``generated``)."""
 _CHUNK = 1024
 
 

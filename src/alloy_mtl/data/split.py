@@ -32,6 +32,8 @@ from alloy_mtl.data.errors import DataValidationError
 
 STRATEGIES: tuple[str, ...] = ("auto", "given", "grouped")
 GIVEN_COLUMN = "given_split"
+LAB_SOURCE = "ingested"
+"""The ``source`` of a lab's rows mixed into generated data (``alloy_mtl.data.lab_mix``)."""
 #: Names labs give their split folders or CSV values (case-insensitive) -> the split.
 SPLIT_ALIASES: dict[str, str] = {
     "train": "train",
@@ -164,7 +166,7 @@ def mixed_lab_rows(metadata: pd.DataFrame) -> pd.Series:
     if "source" not in metadata.columns:
         return pd.Series(False, index=metadata.index)
     source = metadata["source"].astype(str)
-    return (source == "ingested") & bool((source == "generated").any())
+    return (source == LAB_SOURCE) & bool((source == "generated").any())
 
 
 def given_split(metadata: pd.DataFrame, min_per_class: Mapping[str, int] | None = None) -> pd.Series:
