@@ -322,8 +322,14 @@ def sections() -> list[Section]:
     from alloy_mtl.mtl.params import TrainingParams
     from alloy_mtl.parameters import SECTIONS
     from alloy_mtl.physics.simulator import SimulationConfig
+    from alloy_mtl.tracking.promotion import GateSettings
 
-    models: dict[str, Documented] = {"training": TrainingParams, "generation": SimulationConfig, **SECTIONS}
+    models: dict[str, Documented] = {
+        "training": TrainingParams,
+        "generation": SimulationConfig,
+        **SECTIONS,
+        "registry": GateSettings,
+    }
     found = [Section(key, model, _yaml_file(key)) for key, model in models.items()]
     resources = (f"resources.<group or {DEFAULT_KEY}>", GroupResources)
     return [*found, Section("", KubeflowConfig, f"conf/base/{CONFIG_FILE}", (resources,))]

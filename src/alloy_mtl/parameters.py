@@ -16,6 +16,7 @@ from alloy_mtl.mtl.params import TrainingParams, deep_merge, parse_training_para
 from alloy_mtl.physics.calibrated_generation import nominal_generation
 from alloy_mtl.physics.simulator import SimulationConfig
 from alloy_mtl.properties.params import AlloyPropertiesParams
+from alloy_mtl.tracking.promotion import gate_setting_problems
 from alloy_mtl.tuning.params import TuningParams
 
 SECTIONS: dict[str, type[ParamsModel]] = {
@@ -54,6 +55,8 @@ def check_parameters(params: Mapping[str, Any]) -> None:
     for section, model in SECTIONS.items():
         if section in params:
             problems += _problems(lambda m=model, s=section: parse_params(m, params[s], s), section)
+    if "registry" in params:
+        problems += gate_setting_problems(params["registry"] or {})
     if "generation" in params:
         problems += _problems(
             lambda: SimulationConfig.from_params(nominal_generation(params["generation"])), "generation"

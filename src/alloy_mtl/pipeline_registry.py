@@ -73,7 +73,8 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipelines["registry"] = pipelines["promotion"]  # deprecated: the gate's old name (see the docstring)
     suite = pipelines["robustness"]
     gate = promotion.create_pipeline(
-        after=[f"{arch}.{output}" for arch in ARCHITECTURES for output in ("metrics", "robustness")]
+        after=[f"{arch}.{output}" for arch in ARCHITECTURES for output in ("metrics", "robustness")],
+        instruments="robustness_instruments",
     )
     pipelines["train_all"] = processing + all_training + all_evaluation + suite + gate
     pipelines["__default__"] = pipelines["train_all"]

@@ -49,8 +49,11 @@ def test_gate_inside_train_all_is_skipped_when_tracking_is_off():
     from alloy_mtl.tracking import runs
 
     runs.set_active(None)
-    decision = promote_champion({"model_name": "alloy_mtl"}, {"classification": {}})
+    decision, report = promote_champion(
+        {"model_name": "alloy_mtl"}, {}, {}, {}, None, None, {"classification": {}}
+    )
     assert decision["decision"] == "skipped" and decision["changed"] is False
+    assert "**skipped**" in report
 
 
 def _name_the_run(project: Path, name: str) -> None:

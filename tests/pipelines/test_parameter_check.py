@@ -19,6 +19,12 @@ def test_a_typo_in_training_stops_the_run_before_any_node(kedro_project, run_pip
     assert not (kedro_project / "data" / "06_models").exists()
 
 
+def test_a_bad_gate_setting_stops_train_all_before_any_node(kedro_project, run_pipeline):
+    with pytest.raises(ParameterError, match=r"registry.level: got 2, expected a number in \[0.5, 1\)"):
+        run_pipeline(kedro_project, "train_all", {"registry": {"level": 2}})
+    assert not (kedro_project / "data" / "01_raw").exists()
+
+
 def test_every_problem_of_every_section_is_listed_once():
     params = {
         "training": {"epochz": 3, "tasks": {"alloy": {"kind": "classification", "num_outputs": 5}}},
@@ -28,6 +34,7 @@ def test_every_problem_of_every_section_is_listed_once():
         "data_source": {"kind": "csv_folder"},
         "evaluation": {"ece_bin": 10},
         "generation": {"n_imgs": 3},
+        "registry": {"alloy_tolerance": -1, "n_resamples": 10},
     }
     with pytest.raises(ParameterError) as err:
         check_parameters(params)
@@ -41,6 +48,8 @@ def test_every_problem_of_every_section_is_listed_once():
         "data_source: path: required when kind is 'csv_folder'",
         "evaluation.ece_bin: unknown key; did you mean ece_bins?",
         "generation: unknown SimulationConfig key(s) 'n_imgs'",
+        "registry.alloy_tolerance: got -1, expected a number >= 0",
+        "registry.n_resamples: got 10, expected an integer >= 100",
     ]
     for fragment in expected:
         assert any(fragment in problem for problem in problems), (fragment, problems)

@@ -61,3 +61,8 @@ def test_the_robustness_suite_runs_over_the_trained_models_and_inside_train_all(
     assert "report_robustness" in {node.name for node in train_all.nodes}
     gate = next(node for node in train_all.nodes if node.name == "promote_champion")
     assert {f"{arch}.robustness" for arch in ARCHITECTURES} <= set(gate.inputs)
+    # it compares champion and challenger on the run's images: the suite's (regenerated), else the test split
+    assert {"model_input", "robustness_instruments", "params:evaluation"} <= set(gate.inputs)
+    alone = pipelines["promotion"].nodes[0]
+    assert {"model_input", "robustness_instruments_if_fitted"} <= set(alone.inputs)
+    assert set(gate.outputs) == {"registry_decision", "registry_report"}

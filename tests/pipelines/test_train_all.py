@@ -107,6 +107,7 @@ def test_train_all_produces_models_histories_reports_and_comparison(kedro_projec
 
     check_mlflow(kedro_project)
     check_promotion_rerun_and_inference(kedro_project, run_pipeline)
+    check_gate_against_a_champion(kedro_project, run_pipeline)
 
 
 def check_mlflow(project):
@@ -202,3 +203,50 @@ def check_promotion_rerun_and_inference(project, run_pipeline):
     assert "unreadable or corrupt" in predictions.loc[0, "error"]
     # two usable images are too few for the drift alarm's batch: checked, reported, nothing alarmed
     assert "No batch checked" in (project / "data/08_reporting/inference/drift.md").read_text()
+
+
+def check_gate_against_a_champion(project, run_pipeline):
+    """The gate alone, its challenger facing another registered model as champion: both registered versions
+    predict the suite's images, regenerated, so each one's score is the one the suite recorded for it."""
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    name = "alloy_mtl"
+    challenger = client.get_model_version_by_alias(name, "champion")
+    parent = client.get_run(challenger.run_id).data.tags[MLFLOW_PARENT_RUN_ID]
+    rival = next(
+        run
+        for run in client.search_runs(
+            [client.get_run(parent).info.experiment_id],
+            filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent}'",
+        )
+        if "alloy_mtl.model_uri" in run.data.tags and run.info.run_id != challenger.run_id
+    )
+    model_uri = rival.data.tags["alloy_mtl.model_uri"]
+    other = client.create_model_version(
+        name, source=model_uri, run_id=rival.info.run_id, model_id=model_uri.removeprefix("models:/")
+    )
+    client.set_registered_model_alias(name, "champion", other.version)
+    for key in list(challenger.tags):  # the challenger as if its gate had not decided yet
+        if key.startswith("gate."):
+            client.delete_model_version_tag(name, challenger.version, key)
+    # the same parameters as train_all: the gate regenerates the suite from them
+    run_pipeline(project, "promotion", {**TINY, "registry": {"parent_run_id": parent, "n_resamples": 100}})
+
+    decision = json.loads((project / "data/08_reporting/registry_decision.json").read_text())
+    assert decision["changed"] is True and decision["champion_version_before"] == str(other.version)
+    suite = "robustness.summary.worst_macro_ap"
+    assert float(decision["challenger_score"]) == pytest.approx(
+        client.get_run(challenger.run_id).data.metrics[suite]
+    )
+    assert float(decision["champion_score"]) == pytest.approx(rival.data.metrics[suite])
+    gated = decision["conditions"].split(",")
+    assert "same_detector" not in gated and {"unseen_detector_1", "kv_x1.02"} <= set(gated)
+    assert decision["n_images"] == str(60 * len(gated))
+    assert (
+        float(decision["difference_ci_low"])
+        <= float(decision["difference"])
+        <= float(decision["difference_ci_high"])
+    )
+    now = str(client.get_model_version_by_alias(name, "champion").version)
+    assert now == str(challenger.version if decision["decision"] == "promoted" else other.version)
+    report = (project / "data/08_reporting/registry_decision.md").read_text()
+    assert f"against champion version {other.version}, on the same images" in report

@@ -1,4 +1,8 @@
-"""The promotion gate against a real sqlite MLflow registry: the four cases, idempotence, a failing gate."""
+"""The promotion gate against a real sqlite MLflow registry: the four cases, idempotence, a failing gate.
+
+The comparison on the same images is replaced here by one built from each run's recorded score (a fixed +-0.01
+interval about the difference); :mod:`tests.evaluation.test_paired_comparison` tests the comparison itself and
+:mod:`tests.tracking.test_paired_gate` the registered models predicting the same images."""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import pytest
 from mlflow.entities import Metric, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from alloy_mtl.constants import ALLOYS
+from alloy_mtl.evaluation.paired_comparison import PairedComparison
 from alloy_mtl.tracking.promotion import (
     CHALLENGER,
     CHAMPION,
@@ -16,10 +22,10 @@ from alloy_mtl.tracking.promotion import (
     PIPELINE_TAG,
     GateSettings,
     PromotionError,
-    decide,
+    gate_markdown,
     parse_gate_settings,
-    run_gate,
 )
+from alloy_mtl.tracking.promotion import run_gate as gate_with
 
 METRIC = "test.classification.macro_ap"
 _names = itertools.count()
@@ -48,6 +54,35 @@ def training_run(
         client.set_terminated(run_id)
     client.set_terminated(parent)
     return parent
+
+
+def recorded_comparison(client, metric: str = METRIC, half_width: float = 0.01):
+    """A comparer that reads each version's recorded ``metric`` as its score on the shared images."""
+
+    def compare(challenger, champion) -> PairedComparison:
+        first, second = (client.get_run(v.run_id).data.metrics[metric] for v in (challenger, champion))
+        difference = first - second
+        return PairedComparison(
+            challenger=first,
+            champion=second,
+            difference=difference,
+            ci_low=difference - half_width,
+            ci_high=difference + half_width,
+            level=0.95,
+            n_resamples=1000,
+            conditions=("unseen_detector_1", "kv_x1.02"),
+            n_images=200,
+            n_specimens=70,
+            challenger_worst_condition="kv_x1.02",
+            champion_worst_condition="unseen_detector_1",
+            alloy_ap_drop=dict.fromkeys(ALLOYS, 0.0),
+        )
+
+    return compare
+
+
+def run_gate(client, settings, experiments, **kwargs):
+    return gate_with(client, settings, experiments, compare=recorded_comparison(client), **kwargs)
 
 
 def aliases(backend, name: str) -> dict[str, str]:
@@ -83,7 +118,7 @@ def test_better_challenger_is_promoted_worse_is_not(mlflow_backend, gate):
 
     training_run(mlflow_backend, {"resnet34": 0.705})  # better, but by less than the margin
     kept = run_gate(client, gate, experiments)
-    assert kept["decision"] == "kept_champion" and "does not beat" in kept["reason"]
+    assert kept["decision"] == "kept_champion" and "lower end is not above the margin 0.01" in kept["reason"]
     assert aliases(mlflow_backend, gate.model_name) == {CHAMPION: "1", CHALLENGER: "2"}
 
     training_run(mlflow_backend, {"resnet50": 0.80})
@@ -94,12 +129,20 @@ def test_better_challenger_is_promoted_worse_is_not(mlflow_backend, gate):
     training_run(mlflow_backend, {"fnn": 0.5}, fingerprint="data-2")
     worse = run_gate(client, gate, experiments)
     assert worse["decision"] == "kept_champion"
-    assert "different test data" in worse["reason"]
     assert (worse["challenger_dataset"], worse["champion_dataset"]) == ("data-2", "data-1")
     assert aliases(mlflow_backend, gate.model_name) == {CHAMPION: "3", CHALLENGER: "4"}
     tags = client.get_model_version(gate.model_name, "4").tags
     assert (tags["gate.challenger_score"], tags["gate.champion_score"]) == ("0.5", "0.8")
     assert tags["gate.champion_version_before"] == "3"
+    assert float(tags["gate.difference_ci_low"]) == pytest.approx(-0.31)
+    assert float(tags["gate.difference_ci_high"]) == pytest.approx(-0.29)
+    assert tags["gate.statistic"] == "worst macro AP over 2 conditions"
+    assert {k for k in tags if k.startswith("gate.alloy_ap_drop.")} == {
+        f"gate.alloy_ap_drop.{a}" for a in ALLOYS
+    }
+    report = gate_markdown(worse)
+    assert "**kept_champion**" in report and "| difference | -0.3000 [-0.3100, -0.2900]" in report
+    assert "| fnn (challenger) | 0.5000 |" in report
 
 
 @pytest.mark.parametrize("failing_call", ["set_registered_model_alias", "set_model_version_tag"])
@@ -145,14 +188,41 @@ def test_no_candidate_and_bad_settings_are_named(mlflow_backend, gate):
         parse_gate_settings({"min_margin": -1})
 
 
-def test_the_rule_alone():
-    settings = GateSettings(min_margin=0.01)
-    assert decide(0.8, 0.7, settings)[0] is True
-    assert decide(0.705, 0.7, settings)[0] is False
-    assert decide(0.7, 0.7, GateSettings(min_margin=0.0))[0] is False  # a tie never moves the champion
-    assert decide(float("nan"), 0.7, settings)[0] is False
-    assert decide(0.1, None, settings)[0] is True
-    assert decide(0.1, 0.2, GateSettings(mode="min", min_margin=0.05))[0] is True
+def test_a_champion_is_never_replaced_without_a_comparison_on_the_same_images(mlflow_backend, gate):
+    client, experiments = mlflow_backend["client"], [mlflow_backend["experiment_id"]]
+    training_run(mlflow_backend, {"resnet18": 0.6})
+    first = gate_with(client, gate, experiments)  # no champion yet: nothing to compare, no comparer needed
+    assert first["decision"] == "promoted"
+    training_run(mlflow_backend, {"resnet50": 0.9})
+    with pytest.raises(PromotionError, match=r"cannot be compared with champion version 1: no images"):
+        gate_with(client, gate, experiments)
+
+    def failing(challenger, champion):
+        raise ValueError("the models predicted different images of condition 'kv_x1.02'")
+
+    with pytest.raises(
+        PromotionError, match=r"comparing .* version 2 with champion version 1 failed .*kv_x1.02"
+    ):
+        gate_with(client, gate, experiments, compare=failing)
+    assert aliases(mlflow_backend, gate.model_name)[CHAMPION] == "1"
+    assert "gate.decision" not in client.get_model_version(gate.model_name, "2").tags
+    assert run_gate(client, gate, experiments)["decision"] == "promoted"
+
+
+def test_every_candidate_score_is_named(mlflow_backend, gate):
+    training_run(mlflow_backend, {"resnet18": 0.6, "fnn": 0.7, "vgg16": None})
+    decision = run_gate(mlflow_backend["client"], gate, [mlflow_backend["experiment_id"]])
+    assert decision["candidate_scores"] == {"fnn": 0.7, "resnet18": 0.6, "vgg16": None}
+    assert "| vgg16 | n/a |" in gate_markdown(decision)
+
+
+def test_every_bad_setting_is_named_at_once():
+    with pytest.raises(ValueError) as error:
+        parse_gate_settings(
+            {"mode": "best", "alloy_tolerance": -0.1, "n_resamples": 10, "level": 1.5, "seed": "x"}
+        )
+    for key in ("mode", "alloy_tolerance", "n_resamples", "level", "seed"):
+        assert f"registry.{key}: got" in str(error.value)
 
 
 def test_the_gate_decides_on_the_suite_and_falls_back_only_where_no_model_has_it(mlflow_backend):

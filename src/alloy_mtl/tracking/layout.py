@@ -18,7 +18,7 @@ nested run of ``<model>``; project-wide datasets (comparison, validation) go to 
 | ``robustness_table`` / ``robustness_markdown`` / ``robustness_figure`` | ``robustness/`` on the parent |
 | ``ingest_report`` / ``validation_report`` / ``split_summary`` | ``data/`` on the parent (the ingest report also
   when the ingest then refuses the data: the failed run keeps every file's status) |
-| ``registry_decision`` | ``registry/decision.json`` on the parent |
+| ``registry_decision`` / ``registry_report`` | ``registry/decision.json`` / ``registry/decision.md`` on the parent |
 | ``external_comparison_table`` / ``external_comparison_markdown`` | ``external/`` on the parent |
 | ``calibrated_instrument`` / ``instrument_calibration_report`` / ``instrument_calibration_figure`` |
   ``instrument/`` on the parent |
@@ -64,6 +64,7 @@ PARENT_DATASETS: dict[str, str] = {
     "validation_report": "data/validation_report.json",
     "split_summary": "data/split_summary.csv",
     "registry_decision": "registry/decision.json",
+    "registry_report": "registry/decision.md",
     "external_comparison_table": "external/comparison.csv",
     "external_comparison_markdown": "external/comparison.md",
     "calibrated_instrument": "instrument/calibrated_instrument.json",

@@ -1,0 +1,104 @@
+"""The images the promotion gate compares champion and challenger on, and the registered models' predictions.
+
+The gate does not trust scores that two models got on their own data: it loads both registered versions
+from the MLflow registry and has them predict the same images, those of the current run: the robustness
+suite's unseen-detector and in-tolerance conditions (generated data; the conditions its summary score is taken
+over), else the current data's test split (a lab's own data, where no suite runs). The images are built only
+when a champion exists to compare with, once per gate.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
+
+from alloy_mtl.data.store import XrayData
+from alloy_mtl.evaluation.paired_comparison import PairedComparison, paired_comparison
+from alloy_mtl.evaluation.robustness import SUMMARISED_KINDS, ConditionImages
+from alloy_mtl.mtl.recipe import predict_images
+from alloy_mtl.tracking.promotion import Comparer
+
+logger = logging.getLogger(__name__)
+
+TEST_SPLIT = "test_split"
+"""The one condition of a gate without the robustness suite: the current data's test split."""
+
+
+def gate_conditions(
+    conditions: ConditionImages, kinds: Mapping[str, str], model_input: XrayData | None
+) -> ConditionImages:
+    """The suite's conditions of the summarised kinds (unseen detector, in tolerance), else the test split of
+    ``model_input``.
+
+    Raises:
+        ValueError: neither suite conditions nor a test split with images.
+    """
+    gated = {name: pair for name, pair in conditions.items() if kinds.get(name) in SUMMARISED_KINDS}
+    if gated:
+        return gated
+    if model_input is None or "split" not in model_input.metadata:
+        raise ValueError("the gate has no images to compare on: no robustness suite and no split model input")
+    rows = np.flatnonzero(model_input.metadata["split"].astype(str).to_numpy() == "test")
+    if rows.size == 0:
+        raise ValueError("the gate has no images to compare on: the model input's test split is empty")
+    images = np.asarray(model_input.images[rows], dtype=np.float32)
+    return {TEST_SPLIT: (images, model_input.metadata.iloc[rows].reset_index(drop=True))}
+
+
+def registered_bundle(model_name: str, version: ModelVersion) -> dict[str, Any]:
+    """The trained bundle inside a registered version's pyfunc model (read from the tracking server)."""
+    model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version.version}")
+    return model.unwrap_python_model().bundle
+
+
+def condition_predictions(
+    bundle: Mapping[str, Any],
+    conditions: ConditionImages,
+    instruments: Mapping[str, Mapping[str, float]] | None = None,
+) -> dict[str, pd.DataFrame]:
+    """A bundle's predictions of every condition (an instrument-conditioned model is told each condition's
+    fitted instrument, as in the robustness suite; a test split's rows carry their own)."""
+    instruments = instruments or {}
+    return {
+        name: predict_images(bundle, images, metadata, instrument=instruments.get(name))
+        for name, (images, metadata) in conditions.items()
+    }
+
+
+def comparer(
+    model_name: str,
+    conditions: Callable[[], ConditionImages],
+    instruments: Mapping[str, Mapping[str, float]] | None,
+    *,
+    n_resamples: int,
+    seed: int,
+    level: float,
+    load: Callable[[str, ModelVersion], Mapping[str, Any]] = registered_bundle,
+) -> Comparer:
+    """The gate's comparison: both registered versions predict ``conditions()`` (built on the first call)."""
+    cache: dict[str, ConditionImages] = {}
+
+    def compare(challenger: ModelVersion, champion: ModelVersion) -> PairedComparison:
+        if "images" not in cache:
+            cache["images"] = conditions()
+        images = cache["images"]
+        logger.info(
+            "gate: version %s against champion version %s on %d images of %s",
+            challenger.version,
+            champion.version,
+            sum(len(meta) for _, meta in images.values()),
+            ", ".join(images),
+        )
+        predictions = [
+            condition_predictions(load(model_name, version), images, instruments)
+            for version in (challenger, champion)
+        ]
+        return paired_comparison(*predictions, n_resamples=n_resamples, seed=seed, level=level)
+
+    return compare
