@@ -23,6 +23,7 @@ from tests.conftest import REPO_ROOT
 from tests.deploy.conftest import REFRESH
 
 INFRASTRUCTURE = {"createpvc", "deletepvc", "mlflow-start-run"}
+EXIT = "exit-handler-1"
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,8 @@ def spec(compiled: Path) -> dict[str, Any]:
 
 
 def _tasks(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return spec["pipeline"]["root"]["dag"]["tasks"]
+    """The tasks inside the exit handler (every task but the exit task)."""
+    return spec["pipeline"]["components"][f"comp-{EXIT}"]["dag"]["tasks"]
 
 
 def _container(spec: dict[str, Any], task: str) -> dict[str, Any]:
@@ -167,7 +169,12 @@ def test_typed_parameters_with_the_kedro_defaults_reach_the_steps_that_read_them
     assert inputs["data_source_path"]["parameterType"] == "STRING"
     args = _container(spec, "resnet18")["args"]
     assert "training.epochs:int={{$.inputs.parameters['epochs']}}" in args
-    assert _tasks(spec)["resnet18"]["inputs"]["parameters"]["epochs"] == {"componentInputParameter": "epochs"}
+    # the pipeline parameter reaches the task through the exit handler's sub-DAG
+    handler = spec["pipeline"]["root"]["dag"]["tasks"][EXIT]["inputs"]["parameters"]
+    assert handler["pipelinechannel--epochs"] == {"componentInputParameter": "epochs"}
+    assert _tasks(spec)["resnet18"]["inputs"]["parameters"]["epochs"] == {
+        "componentInputParameter": "pipelinechannel--epochs"
+    }
     # the evaluation-set prediction reads the data source (it simulates the set only for generated data)
     assert "data_source.kind:str={{$.inputs.parameters['data_source_kind']}}" in args
     # so does the gate: it regenerates the suite's images for generated data to score the champion on them
@@ -190,3 +197,25 @@ def test_every_step_joins_the_mlflow_run_the_first_task_opens(spec):
         assert args[:2] == ["--env", "base"] and args[args.index("--pipeline") + 1] == "train_all"
         assert _container(spec, task)["command"] == ["python", "-m", "alloy_mtl.deploy.step"]
     assert _container(spec, "mlflow-start-run")["command"] == ["python", "-m", "alloy_mtl.deploy.mlflow_run"]
+
+
+def test_an_exit_handler_ends_the_mlflow_parent_run_however_the_run_ends(spec):
+    root = spec["pipeline"]["root"]["dag"]["tasks"]
+    assert set(root) == {EXIT, "mlflow-end-run"}  # every other task runs inside the exit handler
+    end = root["mlflow-end-run"]
+    assert end["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert end["inputs"]["parameters"]["status"] == {"taskFinalStatus": {"producerTask": EXIT}}
+    container = _container(spec, "mlflow-end-run")
+    assert container["command"] == ["python", "-m", "alloy_mtl.deploy.mlflow_run"]
+    # it may not read the first task's output: it finds the parent run by the Kubeflow run id both tag
+    assert container["args"] == [
+        "--end",
+        "--kfp-run-id",
+        "{{$.pipeline_job_uuid}}",
+        "--final-status",
+        "{{$.inputs.parameters['status']}}",
+    ]
+    assert "kfp.run_id={{$.pipeline_job_uuid}}" in _container(spec, "mlflow-start-run")["args"]
+    # the same tracking server and credentials as the steps
+    assert container["env"] == _container(spec, "data")["env"]
+    assert _k8s(spec, "mlflow-end-run")["secretAsEnv"] == _k8s(spec, "data")["secretAsEnv"]

@@ -82,7 +82,33 @@ def test_local_variant_runs_every_group_and_hands_data_over(kedro_project, tmp_p
     names = [r.info.run_name for r in nested]
     assert len(names) == len(set(names)) and set(ARCHITECTURES) <= set(names)
     assert parent.status == "FINISHED" and all(r.info.status == "FINISHED" for r in nested)
+    assert parents[0].data.tags["kfp.final_state"] == "SUCCEEDED"  # the exit handler's task ended it
     # the gate compared the six models of this run, not whichever step it found first
     decision = json.loads((data / "08_reporting/registry_decision.json").read_text())
     assert decision["parent_run_id"] == parent.run_id
     assert set(ARCHITECTURES) <= set(decision["candidates"])
+
+
+@pytest.mark.slow
+def test_a_failing_step_ends_the_parent_run_failed_through_the_exit_handler(
+    kedro_project, tmp_path, monkeypatch
+):
+    from kfp import local
+    from mlflow.tracking import MlflowClient
+
+    from alloy_mtl.deploy.local import build_local_pipeline
+    from alloy_mtl.deploy.plan import build_plan
+    from alloy_mtl.deploy.project import load_project
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    plan = build_plan(load_project(kedro_project, "base"), "data_processing")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp_outputs"))
+    with pytest.raises(RuntimeError, match="FAILURE|failed|FAILED"):
+        # a lab folder without a path: the data step stops before its first node
+        build_local_pipeline(plan, kedro_project)(data_source_kind="csv_folder")
+
+    client = MlflowClient(uri)
+    [parent] = client.search_runs([client.get_experiment_by_name("alloy_mtl").experiment_id])
+    assert parent.info.status == "FAILED"  # set by the exit handler's task, which ran after the failure
+    assert parent.data.tags["kfp.final_state"] == "FAILED" and parent.data.tags["kfp.run_id"]

@@ -3,7 +3,9 @@
 One container component per step runs ``python -m alloy_mtl.deploy.step`` (``kedro run --nodes ...``) in
 the project image. Around them: a ``CreatePVC`` task making the run's shared volume (mounted on every
 step where the catalog's ``data/`` is), an ``mlflow-start-run`` task whose output every step receives as
-``MLFLOW_RUN_ID``, and a ``DeletePVC`` task after the last steps.
+``MLFLOW_RUN_ID``, and a ``DeletePVC`` task after the last steps. With MLflow on, all of them run inside a
+``dsl.ExitHandler`` whose exit task ``mlflow-end-run`` ends the parent run as the Kubeflow run ended
+(:func:`alloy_mtl.deploy.mlflow_run.end_parent_run`).
 """
 
 # No ``from __future__ import annotations``: KFP reads the component annotations as objects.
@@ -17,7 +19,8 @@ from kfp import compiler, dsl, kubernetes
 from kfp.dsl import PipelineTask
 
 from alloy_mtl.deploy.config import GroupResources, KubeflowConfig
-from alloy_mtl.deploy.plan import MLFLOW_TASK, DeploymentPlan, Step
+from alloy_mtl.deploy.mlflow_run import KFP_RUN_TAG
+from alloy_mtl.deploy.plan import MLFLOW_END_TASK, MLFLOW_TASK, DeploymentPlan, Step
 
 logger = logging.getLogger(__name__)
 
@@ -90,11 +93,25 @@ def mlflow_component(config: KubeflowConfig) -> Callable[..., PipelineTask]:
                 "--run-name",
                 dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                 "--tag",
-                f"kfp.run_id={dsl.PIPELINE_JOB_ID_PLACEHOLDER}",
+                f"{KFP_RUN_TAG}={dsl.PIPELINE_JOB_ID_PLACEHOLDER}",
             ],
         )
 
     component.__name__ = MLFLOW_TASK.replace("-", "_")
+    return dsl.container_component(component)
+
+
+def mlflow_end_component(config: KubeflowConfig) -> Callable[..., PipelineTask]:
+    """The exit handler's container component: ends the parent run with the Kubeflow run's final status."""
+
+    def component(status: dsl.PipelineTaskFinalStatus) -> dsl.ContainerSpec:
+        return dsl.ContainerSpec(
+            image=config.image,
+            command=["python", "-m", MLFLOW_MODULE],
+            args=["--end", "--kfp-run-id", dsl.PIPELINE_JOB_ID_PLACEHOLDER, "--final-status", status],
+        )
+
+    component.__name__ = MLFLOW_END_TASK.replace("-", "_")
     return dsl.container_component(component)
 
 
@@ -154,6 +171,16 @@ def build_pipeline(plan: DeploymentPlan) -> Callable[..., Any]:
     names = [parameter.name for parameter in plan.parameters]
 
     def pipeline(*args: Any) -> None:
+        if not config.mlflow.enabled:
+            steps(*args)
+            return
+        end = mlflow_end_component(config)()
+        end.set_display_name("end MLflow run").set_caching_options(False)
+        _environment(end, config)
+        with dsl.ExitHandler(end, name="mlflow-parent-run"):
+            steps(*args)
+
+    def steps(*args: Any) -> None:
         values = dict(zip(names, args, strict=True))
         storage = config.storage
         if storage.run_scoped:

@@ -3,8 +3,9 @@
 ``kfp.local.SubprocessRunner`` runs only lightweight Python components, so each step here is a
 ``@dsl.component`` that calls the very entry point the container runs (:func:`alloy_mtl.deploy.step.main`,
 so ``kedro run --nodes ...``) with the arguments :meth:`DeploymentPlan.step_arguments` builds for the
-cluster. Steps, their order, dependencies and parameters come from the same plan; there is no volume
-(every step shares the project directory) and no cluster resources.
+cluster. Steps, their order, dependencies and parameters come from the same plan, inside the same exit
+handler that ends the MLflow parent run as the run ended; there is no volume (every step shares the project
+directory) and no cluster resources.
 
     from kfp import local
     local.init(runner=local.SubprocessRunner(use_venv=False))
@@ -20,7 +21,7 @@ from kfp import dsl
 from kfp.dsl import PipelineTask
 
 from alloy_mtl.deploy.compiler import with_signature
-from alloy_mtl.deploy.plan import MLFLOW_TASK, DeploymentPlan
+from alloy_mtl.deploy.plan import MLFLOW_END_TASK, MLFLOW_TASK, DeploymentPlan
 
 LOCAL_BASE_IMAGE = "python:3.11"  # never pulled: SubprocessRunner runs the components with this interpreter
 
@@ -34,11 +35,18 @@ def _kedro_step(project_dir: str, arguments: list) -> None:
         raise RuntimeError(f"kedro run exited with status {status}: {' '.join(arguments)}")
 
 
-def _open_mlflow_run(run_name: str, experiment: str) -> str:
+def _open_mlflow_run(run_name: str, experiment: str, kfp_run_id: str) -> str:
     """Open the MLflow parent run, as the cluster's first step does (source shipped to ``kfp.local``)."""
-    from alloy_mtl.deploy.mlflow_run import start_parent_run
+    from alloy_mtl.deploy.mlflow_run import KFP_RUN_TAG, start_parent_run
 
-    return start_parent_run(run_name, experiment or None) or ""
+    return start_parent_run(run_name, experiment or None, {KFP_RUN_TAG: kfp_run_id}) or ""
+
+
+def _end_mlflow_run(kfp_run_id: str, experiment: str, status: dsl.PipelineTaskFinalStatus) -> None:
+    """End the parent run as the run ended, as the cluster's exit task does (source shipped to ``kfp.local``)."""
+    from alloy_mtl.deploy.mlflow_run import end_parent_run
+
+    end_parent_run(kfp_run_id, str(status.state).upper(), status.error_message or "", experiment or None)
 
 
 def _named(func: Callable[..., Any], name: str) -> Callable[..., PipelineTask]:
@@ -53,11 +61,24 @@ def build_local_pipeline(plan: DeploymentPlan, project_dir: Path) -> Callable[..
     names = [parameter.name for parameter in plan.parameters]
 
     def pipeline(*args: Any) -> None:
+        if not config.mlflow.enabled:
+            steps(*args)
+            return
+        end = _named(_end_mlflow_run, MLFLOW_END_TASK)(
+            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, experiment=config.mlflow.experiment
+        )
+        end.set_caching_options(False)
+        with dsl.ExitHandler(end, name="mlflow-parent-run"):
+            steps(*args)
+
+    def steps(*args: Any) -> None:
         values = dict(zip(names, args, strict=True))
         run_id: Any = ""
         if config.mlflow.enabled:
             mlflow_task = _named(_open_mlflow_run, MLFLOW_TASK)(
-                run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, experiment=config.mlflow.experiment
+                run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                experiment=config.mlflow.experiment,
+                kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             )
             mlflow_task.set_caching_options(False)
             run_id = mlflow_task.output

@@ -24,9 +24,11 @@ from alloy_mtl.deploy.project import ProjectView
 logger = logging.getLogger(__name__)
 
 MLFLOW_TASK = "mlflow-start-run"
+MLFLOW_END_TASK = "mlflow-end-run"
+EXIT_HANDLER = "exit-handler-1"
 CREATE_PVC_TASK = "createpvc"
 DELETE_PVC_TASK = "deletepvc"
-RESERVED_TASKS = frozenset({MLFLOW_TASK, CREATE_PVC_TASK, DELETE_PVC_TASK})
+RESERVED_TASKS = frozenset({MLFLOW_TASK, MLFLOW_END_TASK, EXIT_HANDLER, CREATE_PVC_TASK, DELETE_PVC_TASK})
 _PYTHON_TYPES: dict[str, type | tuple[type, ...]] = {
     "int": int,
     "float": (int, float),
