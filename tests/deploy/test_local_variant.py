@@ -1,7 +1,8 @@
 """The local variant of train_all runs end to end under kfp.local: grouping and data hand-over really run.
 
 Same plan as the cluster YAML (steps, order, parameters), lightweight components instead of containers,
-each calling the step entry point, so ``kedro run --nodes ...`` per group, on a tiny configuration.
+each calling the step entry point, so ``kedro run --nodes ...`` per group, on a tiny configuration, logging to
+a real ``mlflow server`` on loopback as a cluster's pods do.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ TINY = {
 
 
 @pytest.mark.slow
-def test_local_variant_runs_every_group_and_hands_data_over(kedro_project, tmp_path, monkeypatch, capfd):
+def test_local_variant_runs_every_group_and_hands_data_over(
+    kedro_project, tmp_path, monkeypatch, capfd, mlflow_server
+):
     from kfp import local
 
     from alloy_mtl.deploy.local import build_local_pipeline
@@ -41,7 +44,7 @@ def test_local_variant_runs_every_group_and_hands_data_over(kedro_project, tmp_p
 
     (kedro_project / "conf" / "tiny").mkdir()
     (kedro_project / "conf" / "tiny" / "parameters.yml").write_text(yaml.safe_dump(TINY))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server["uri"])
     plan = build_plan(load_project(kedro_project, "tiny"), "train_all")
     assert [step.group for step in plan.steps] == [
         "data",
@@ -63,14 +66,15 @@ def test_local_variant_runs_every_group_and_hands_data_over(kedro_project, tmp_p
     table = pd.read_csv(data / "08_reporting/comparison.csv")
     assert set(ARCHITECTURES) <= set(table["model"])
 
-    import mlflow
-
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    from mlflow.tracking import MlflowClient
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+    client = MlflowClient(mlflow_server["uri"])
     # one experiment, the one conf/base/mlflow.yml names, as a workstation's kedro run uses
-    assert {e.name for e in mlflow.search_experiments()} - {"Default"} == {"alloy_mtl"}
-    runs = mlflow.search_runs(experiment_names=["alloy_mtl"], output_format="list")
+    assert {e.name for e in client.search_experiments()} - {"Default"} == {"alloy_mtl"}
+    experiment = client.get_experiment_by_name("alloy_mtl")
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")  # artifacts go through the server
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
     parents = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags]
     assert len(parents) == 1  # the first step opened one parent run ...
     parent = parents[0].info
@@ -87,6 +91,20 @@ def test_local_variant_runs_every_group_and_hands_data_over(kedro_project, tmp_p
     decision = json.loads((data / "08_reporting/registry_decision.json").read_text())
     assert decision["parent_run_id"] == parent.run_id
     assert set(ARCHITECTURES) <= set(decision["candidates"])
+    assert set(ARCHITECTURES) <= set(decision["candidate_scores"])
+
+    # everything arrived at the server: metrics, artifacts (in its artifact store), the model version
+    by_name = {r.info.run_name: r for r in nested}
+    for arch in ARCHITECTURES:
+        metrics = by_name[arch].data.metrics
+        assert {"test.classification.macro_ap", "robustness.summary.worst_macro_ap"} <= set(metrics), arch
+    bundles = list(mlflow_server["artifacts"].rglob("bundle.pt"))
+    assert len(bundles) == len(ARCHITECTURES)
+    assert {a.path for a in client.list_artifacts(parent.run_id)} >= {"comparison", "robustness", "registry"}
+    champion = client.get_model_version_by_alias("alloy_mtl", "champion")
+    assert champion.run_id == by_name[decision["arch"]].info.run_id
+    assert not (kedro_project / "mlflow.db").exists() and not (kedro_project / "mlartifacts").exists()
+    assert "database is locked" not in mlflow_server["log"].read_text()
 
 
 @pytest.mark.slow
