@@ -19,6 +19,7 @@ from kfp import components
 from alloy_mtl.cli import cli
 from alloy_mtl.mtl.params import TrainingParams
 from alloy_mtl.pipeline_registry import register_pipelines
+from alloy_mtl.pipelines.training import ARCHITECTURES
 from tests.conftest import REPO_ROOT
 from tests.deploy.conftest import REFRESH
 
@@ -219,3 +220,35 @@ def test_an_exit_handler_ends_the_mlflow_parent_run_however_the_run_ends(spec):
     # the same tracking server and credentials as the steps
     assert container["env"] == _container(spec, "data")["env"]
     assert _k8s(spec, "mlflow-end-run")["secretAsEnv"] == _k8s(spec, "data")["secretAsEnv"]
+
+
+def test_steps_show_their_results_in_the_kubeflow_ui(spec):
+    components = spec["pipeline"]["components"]
+
+    def outputs(task: str) -> dict[str, str]:
+        artifacts = components[f"comp-{task}"].get("outputDefinitions", {}).get("artifacts", {})
+        return {name: a["artifactType"]["schemaTitle"] for name, a in artifacts.items()}
+
+    for arch in ARCHITECTURES:
+        task = arch.replace("_", "-")
+        assert outputs(task) == {
+            "metrics": "system.Metrics",
+            "confusion_matrix": "system.ClassificationMetrics",
+        }
+        args = _container(spec, task)["args"]
+        # the file the catalog names for the model's metrics, relative to the project in the image
+        assert args[args.index("--report-metrics") + 1] == f"data/08_reporting/{arch}/metrics.json"
+        assert args[args.index("--kfp-output-file") + 1] == "{{$.outputs.output_file}}"
+        assert ["--kfp-artifact", "metrics", "{{$.outputs.artifacts['metrics'].path}}"] == args[
+            args.index("--kfp-artifact") : args.index("--kfp-artifact") + 3
+        ]
+    reports = {
+        "comparison": "data/08_reporting/comparison.md",
+        "robustness": "data/08_reporting/robustness/robustness.md",
+        "promotion": "data/08_reporting/registry_decision.md",
+    }
+    for task, report in reports.items():
+        assert outputs(task) == {"report": "system.Markdown"}
+        args = _container(spec, task)["args"]
+        assert args[args.index("--report-markdown") + 1] == report
+    assert outputs("data") == {} and "--kfp-output-file" not in _container(spec, "data")["args"]

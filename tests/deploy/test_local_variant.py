@@ -84,27 +84,53 @@ def test_local_variant_runs_every_group_and_hands_data_over(
     nested = [r for r in runs if r.data.tags.get(MLFLOW_PARENT_RUN_ID) == parent.run_id]
     assert len(nested) == len(runs) - 1
     names = [r.info.run_name for r in nested]
-    assert len(names) == len(set(names)) and set(ARCHITECTURES) <= set(names)
+    # the six models, the ensembles and the physics row, each once
+    assert sorted(names) == sorted(
+        [*ARCHITECTURES, "ensemble_hard", "ensemble_soft", "ensemble_selected", "physics_limit"]
+    )
     assert parent.status == "FINISHED" and all(r.info.status == "FINISHED" for r in nested)
     assert parents[0].data.tags["kfp.final_state"] == "SUCCEEDED"  # the exit handler's task ended it
     # the gate compared the six models of this run, not whichever step it found first
     decision = json.loads((data / "08_reporting/registry_decision.json").read_text())
     assert decision["parent_run_id"] == parent.run_id
     assert set(ARCHITECTURES) <= set(decision["candidates"])
-    assert set(ARCHITECTURES) <= set(decision["candidate_scores"])
+    assert all(decision["candidate_scores"][arch] is not None for arch in ARCHITECTURES)  # every score named
 
-    # everything arrived at the server: metrics, artifacts (in its artifact store), the model version
+    check_mlflow_server(mlflow_server, client, parent.run_id, nested, decision)
+    assert not (kedro_project / "mlflow.db").exists() and not (kedro_project / "mlartifacts").exists()
+
+    check_kubeflow_ui(tmp_path / "kfp_outputs", data)
+
+
+def check_mlflow_server(mlflow_server, client, parent_run_id, nested, decision):
+    """Everything arrived at the server: metrics, artifacts (in its artifact store), the model version."""
     by_name = {r.info.run_name: r for r in nested}
     for arch in ARCHITECTURES:
         metrics = by_name[arch].data.metrics
         assert {"test.classification.macro_ap", "robustness.summary.worst_macro_ap"} <= set(metrics), arch
     bundles = list(mlflow_server["artifacts"].rglob("bundle.pt"))
     assert len(bundles) == len(ARCHITECTURES)
-    assert {a.path for a in client.list_artifacts(parent.run_id)} >= {"comparison", "robustness", "registry"}
+    assert {a.path for a in client.list_artifacts(parent_run_id)} >= {"comparison", "robustness", "registry"}
     champion = client.get_model_version_by_alias("alloy_mtl", "champion")
     assert champion.run_id == by_name[decision["arch"]].info.run_id
-    assert not (kedro_project / "mlflow.db").exists() and not (kedro_project / "mlartifacts").exists()
     assert "database is locked" not in mlflow_server["log"].read_text()
+
+
+def check_kubeflow_ui(pipeline_root, data):
+    """What the Kubeflow UI shows: each model step's metrics and confusion matrix, the reports' markdown."""
+    [run_root] = pipeline_root.iterdir()
+    for arch in ARCHITECTURES:
+        written = json.loads((run_root / arch.replace("_", "-") / "executor_output.json").read_text())[
+            "artifacts"
+        ]
+        metrics = json.loads((data / f"08_reporting/{arch}/metrics.json").read_text())["classification"]
+        shown = written["metrics"]["artifacts"][0]["metadata"]
+        assert shown["test_macro_ap"] == pytest.approx(metrics["macro_ap"]), arch
+        matrix = written["confusion_matrix"]["artifacts"][0]["metadata"]["confusionMatrix"]
+        assert [spec["displayName"] for spec in matrix["annotationSpecs"]] == metrics["alloys"]
+        assert [row["row"] for row in matrix["rows"]] == metrics["confusion_matrix"]
+    assert (run_root / "comparison/report").read_text() == (data / "08_reporting/comparison.md").read_text()
+    assert "# Promotion gate" in (run_root / "promotion/report").read_text()
 
 
 @pytest.mark.slow

@@ -20,7 +20,8 @@ from kfp.dsl import PipelineTask
 
 from alloy_mtl.deploy.config import GroupResources, KubeflowConfig
 from alloy_mtl.deploy.mlflow_run import KFP_RUN_TAG
-from alloy_mtl.deploy.plan import MLFLOW_END_TASK, MLFLOW_TASK, DeploymentPlan, Step
+from alloy_mtl.deploy.plan import FINGERPRINT_TASK, MLFLOW_END_TASK, MLFLOW_TASK, DeploymentPlan, Step
+from alloy_mtl.deploy.ui_outputs import CONFUSION, METRICS, REPORT
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,9 @@ SHM_VOLUME = "dshm"
 PVC_SUFFIX = "-alloy-mtl-data"
 STEP_MODULE = "alloy_mtl.deploy.step"
 MLFLOW_MODULE = "alloy_mtl.deploy.mlflow_run"
+FINGERPRINT_MODULE = "alloy_mtl.deploy.fingerprint"
+FINGERPRINT_OUTPUT = "fingerprint"
+FINGERPRINT_INPUT = "data_fingerprint"
 
 
 def with_signature(
@@ -61,23 +65,70 @@ def project_path(config: KubeflowConfig, relative: str) -> str:
     return str(path if path.is_absolute() else PurePosixPath(config.project_dir) / path)
 
 
+def report_outputs(step: Step) -> dict[str, Any]:
+    """The output artifacts a step shows in the Kubeflow UI: ``metrics`` and ``confusion_matrix`` for a step
+    that evaluates one model, ``report`` for one that writes a markdown report."""
+    outputs: dict[str, Any] = {}
+    if step.reports.metrics:
+        outputs[METRICS] = dsl.Output[dsl.Metrics]
+        outputs[CONFUSION] = dsl.Output[dsl.ClassificationMetrics]
+    if step.reports.markdown:
+        outputs[REPORT] = dsl.Output[dsl.Markdown]
+    return outputs
+
+
 def step_component(plan: DeploymentPlan, step: Step) -> Callable[..., PipelineTask]:
-    """The container component of one step: its inputs are the step's parameters and the MLflow run id."""
+    """The container component of one step: its inputs are the step's parameters and the MLflow run id, its
+    outputs the UI artifacts of :func:`report_outputs`, filled by the step after its nodes ran."""
     names = list(step.parameters)
+    outputs = report_outputs(step)
     types = {parameter.name: parameter.python_type for parameter in plan.parameters}
+    inputs = {name: types[name] for name in names} | {"mlflow_run_id": str}
+    if step.fingerprinted:
+        inputs[FINGERPRINT_INPUT] = str
     config = plan.config
 
     def component(*args: Any) -> dsl.ContainerSpec:
-        values = dict(zip(names, args, strict=False))
-        arguments = plan.step_arguments(step, values, args[len(names)])
+        values = dict(zip(inputs, args, strict=False))
+        arguments = plan.step_arguments(step, values, values["mlflow_run_id"])
+        if step.fingerprinted:
+            arguments += ["--data-fingerprint", values[FINGERPRINT_INPUT]]
+        artifacts = dict(zip(outputs, args[len(inputs) :], strict=True))
+        if artifacts:
+            arguments += ["--kfp-output-file", dsl.PIPELINE_TASK_EXECUTOR_OUTPUT_PATH_PLACEHOLDER]
+            for name, artifact in artifacts.items():
+                arguments += ["--kfp-artifact", name, artifact.path, artifact.uri]
         return dsl.ContainerSpec(
             image=config.image,
             command=["python", "-m", STEP_MODULE],
             args=[*arguments, "--project-dir", config.project_dir],
         )
 
-    signature = {name: types[name] for name in names} | {"mlflow_run_id": str}
-    return dsl.container_component(with_signature(component, step.task_name, signature))
+    return dsl.container_component(with_signature(component, step.task_name, inputs | outputs))
+
+
+def fingerprint_component(plan: DeploymentPlan) -> Callable[..., PipelineTask]:
+    """The container component hashing the data source's files (:mod:`alloy_mtl.deploy.fingerprint`); its
+    inputs are the pipeline parameters that override the data source."""
+    names = _data_source_parameters(plan)
+    config = plan.config
+
+    def component(*args: Any) -> dsl.ContainerSpec:
+        values = dict(zip(names, args[: len(names)], strict=True))
+        return dsl.ContainerSpec(
+            image=config.image,
+            command=["python", "-m", FINGERPRINT_MODULE],
+            args=[
+                *plan.data_source_arguments(values),
+                "--project-dir",
+                config.project_dir,
+                "--output",
+                args[len(names)],
+            ],
+        )
+
+    signature = {name: str for name in names} | {FINGERPRINT_OUTPUT: dsl.OutputPath(str)}
+    return dsl.container_component(with_signature(component, FINGERPRINT_TASK, signature))
 
 
 def mlflow_component(config: KubeflowConfig) -> Callable[..., PipelineTask]:
@@ -165,6 +216,22 @@ def _resources(task: PipelineTask, resources: GroupResources) -> None:
         kubernetes.set_timeout(task, resources.timeout_s)
 
 
+def _data_source_parameters(plan: DeploymentPlan) -> list[str]:
+    return [p.name for p in plan.parameters if p.kedro in ("data_source.kind", "data_source.path")]
+
+
+def _fingerprint_task(plan: DeploymentPlan, values: Mapping[str, Any], claim: Any) -> Any:
+    """The never cached ``data-fingerprint`` task's output where a step is fingerprinted, else None."""
+    if not any(step.fingerprinted for step in plan.steps):
+        return None
+    config = plan.config
+    task = fingerprint_component(plan)(**{name: values[name] for name in _data_source_parameters(plan)})
+    task.set_display_name("fingerprint the data").set_caching_options(False)
+    _environment(task, config)
+    kubernetes.mount_pvc(task, pvc_name=claim, mount_path=project_path(config, config.storage.mount_path))
+    return task.outputs[FINGERPRINT_OUTPUT]
+
+
 def build_pipeline(plan: DeploymentPlan) -> Callable[..., Any]:
     """The ``@dsl.pipeline`` of ``plan``: typed parameters, one task per step, dependencies as planned."""
     config = plan.config
@@ -201,10 +268,13 @@ def build_pipeline(plan: DeploymentPlan) -> Callable[..., Any]:
             _environment(mlflow_task, config)
             run_id = mlflow_task.outputs[MLFLOW_OUTPUT]
 
+        fingerprint = _fingerprint_task(plan, values, claim)
+
         tasks: dict[str, PipelineTask] = {}
         for step in plan.steps:
+            extra = {FINGERPRINT_INPUT: fingerprint} if step.fingerprinted else {}
             task = step_component(plan, step)(
-                **{name: values[name] for name in step.parameters}, mlflow_run_id=run_id
+                **{name: values[name] for name in step.parameters}, mlflow_run_id=run_id, **extra
             )
             task.set_display_name(step.group)
             task.set_caching_options(step.caching)

@@ -4,7 +4,8 @@
 ``@dsl.component`` that calls the very entry point the container runs (:func:`alloy_mtl.deploy.step.main`,
 so ``kedro run --nodes ...``) with the arguments :meth:`DeploymentPlan.step_arguments` builds for the
 cluster. Steps, their order, dependencies and parameters come from the same plan, inside the same exit
-handler that ends the MLflow parent run as the run ended; there is no volume (every step shares the project
+handler that ends the MLflow parent run as the run ended, with the same UI artifacts (a model step's metrics
+and confusion matrix, a report step's markdown, logged on KFP's own artifact objects); there is no volume (every step shares the project
 directory) and no cluster resources.
 
     from kfp import local
@@ -33,6 +34,42 @@ def _kedro_step(project_dir: str, arguments: list) -> None:
     status = main([*arguments, "--project-dir", project_dir])
     if status != 0:
         raise RuntimeError(f"kedro run exited with status {status}: {' '.join(arguments)}")
+
+
+def _kedro_model_step(
+    project_dir: str,
+    arguments: list,
+    metrics_file: str,
+    metrics: dsl.Output[dsl.Metrics],
+    confusion_matrix: dsl.Output[dsl.ClassificationMetrics],
+) -> None:
+    """A step that evaluates one model: its nodes, then its metrics and confusion matrix for the UI."""
+    from pathlib import Path
+
+    from alloy_mtl.deploy.step import main
+    from alloy_mtl.deploy.ui_outputs import CONFUSION, METRICS, fill_artifacts
+
+    status = main([*arguments, "--project-dir", project_dir])
+    if status != 0:
+        raise RuntimeError(f"kedro run exited with status {status}: {' '.join(arguments)}")
+    fill_artifacts(
+        {METRICS: metrics, CONFUSION: confusion_matrix}, str(Path(project_dir) / metrics_file), None
+    )
+
+
+def _kedro_report_step(
+    project_dir: str, arguments: list, markdown_file: str, report: dsl.Output[dsl.Markdown]
+) -> None:
+    """A step that writes a markdown report: its nodes, then the report for the UI."""
+    from pathlib import Path
+
+    from alloy_mtl.deploy.step import main
+    from alloy_mtl.deploy.ui_outputs import REPORT, fill_artifacts
+
+    status = main([*arguments, "--project-dir", project_dir])
+    if status != 0:
+        raise RuntimeError(f"kedro run exited with status {status}: {' '.join(arguments)}")
+    fill_artifacts({REPORT: report}, None, str(Path(project_dir) / markdown_file))
 
 
 def _open_mlflow_run(run_name: str, experiment: str, kfp_run_id: str) -> str:
@@ -84,9 +121,15 @@ def build_local_pipeline(plan: DeploymentPlan, project_dir: Path) -> Callable[..
             run_id = mlflow_task.output
         tasks: dict[str, PipelineTask] = {}
         for step in plan.steps:
-            task = _named(_kedro_step, step.task_name)(
-                project_dir=str(project_dir), arguments=plan.step_arguments(step, values, run_id)
-            )
+            common = {"project_dir": str(project_dir), "arguments": plan.step_arguments(step, values, run_id)}
+            if step.reports.metrics:
+                task = _named(_kedro_model_step, step.task_name)(**common, metrics_file=step.reports.metrics)
+            elif step.reports.markdown:
+                task = _named(_kedro_report_step, step.task_name)(
+                    **common, markdown_file=step.reports.markdown
+                )
+            else:
+                task = _named(_kedro_step, step.task_name)(**common)
             task.set_display_name(step.group).set_caching_options(False)
             if step.parents:
                 task.after(*(tasks[parent] for parent in step.parents))

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from kedro.pipeline import Pipeline
@@ -25,10 +25,13 @@ logger = logging.getLogger(__name__)
 
 MLFLOW_TASK = "mlflow-start-run"
 MLFLOW_END_TASK = "mlflow-end-run"
+FINGERPRINT_TASK = "data-fingerprint"
 EXIT_HANDLER = "exit-handler-1"
 CREATE_PVC_TASK = "createpvc"
 DELETE_PVC_TASK = "deletepvc"
-RESERVED_TASKS = frozenset({MLFLOW_TASK, MLFLOW_END_TASK, EXIT_HANDLER, CREATE_PVC_TASK, DELETE_PVC_TASK})
+RESERVED_TASKS = frozenset(
+    {MLFLOW_TASK, MLFLOW_END_TASK, FINGERPRINT_TASK, EXIT_HANDLER, CREATE_PVC_TASK, DELETE_PVC_TASK}
+)
 _PYTHON_TYPES: dict[str, type | tuple[type, ...]] = {
     "int": int,
     "float": (int, float),
@@ -53,6 +56,29 @@ class PipelineParameter:
         return {"int": int, "float": float, "str": str, "bool": bool}[self.type]
 
 
+REPORT_DATASETS = ("comparison_markdown", "robustness_markdown", "registry_report")
+"""Markdown reports a step shows in the Kubeflow UI (the first its nodes write)."""
+METRICS_SUFFIX = ".metrics"
+"""A model's metrics JSON (``<model>.metrics``): shown as Metrics and ClassificationMetrics."""
+
+
+@dataclass(frozen=True)
+class StepReports:
+    """Files a step's nodes write that it shows in the Kubeflow UI (paths as the catalog has them)."""
+
+    metrics: str | None = None
+    """The metrics JSON of the one model the step evaluates (None: none, or several)."""
+    markdown: str | None = None
+    """A markdown report."""
+
+    def arguments(self) -> list[str]:
+        """The step entry point's arguments naming them."""
+        return [
+            *(["--report-metrics", self.metrics] if self.metrics else []),
+            *(["--report-markdown", self.markdown] if self.markdown else []),
+        ]
+
+
 @dataclass(frozen=True)
 class Step:
     """One KFP task that runs ``kedro run --pipeline <pipeline> [--nodes <nodes>]``."""
@@ -66,6 +92,9 @@ class Step:
     resources: GroupResources
     caching: bool
     final: bool = False
+    reports: StepReports = StepReports()
+    fingerprinted: bool = False
+    """A cached step that reads ``params:data_source``: the data's content fingerprint is one of its inputs."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +107,20 @@ class DeploymentPlan:
     config: KubeflowConfig
     steps: tuple[Step, ...]
     parameters: tuple[PipelineParameter, ...]
+    data_source: Mapping[str, Any] = field(default_factory=dict)
+    """The configured ``data_source`` (what a pipeline parameter left empty keeps)."""
+
+    def data_source_arguments(self, values: Mapping[str, Any]) -> list[str]:
+        """Arguments of ``python -m alloy_mtl.deploy.fingerprint``: the data source's kind and path, each the
+        pipeline parameter that overrides it (``values``) where there is one, and the configured value."""
+        arguments = []
+        for key in ("kind", "path"):
+            configured = self.data_source.get(key)
+            parameter = next((p for p in self.parameters if p.kedro == f"data_source.{key}"), None)
+            value = values[parameter.name] if parameter is not None else configured
+            arguments += [f"--{key}", f"{value if value is not None else ''}"]
+            arguments += [f"--configured-{key}", f"{configured if configured is not None else ''}"]
+        return arguments
 
     def step(self, group: str) -> Step:
         """The step of group ``group``."""
@@ -96,7 +139,7 @@ class DeploymentPlan:
         for name in step.parameters:
             parameter = by_name[name]
             arguments += ["--param", f"{parameter.kedro}:{parameter.type}={values[name]}"]
-        arguments += ["--mlflow-run-id", f"{mlflow_run_id}"]
+        arguments += ["--mlflow-run-id", f"{mlflow_run_id}", *step.reports.arguments()]
         if step.resources.gpu > 1:  # one DDP process per GPU (torchrun -m alloy_mtl.train)
             arguments += ["--nproc-per-node", str(step.resources.gpu)]
         return arguments
@@ -153,6 +196,7 @@ def build_plan(project: ProjectView, pipeline_name: str) -> DeploymentPlan:
             parameters=parameters,
             config=config,
             final=group.name == final_name,
+            filepath=project.dataset_filepath,
         )
         for group in grouping.groups
     ]
@@ -169,6 +213,7 @@ def build_plan(project: ProjectView, pipeline_name: str) -> DeploymentPlan:
                 parameters=parameters,
                 config=config,
                 final=True,
+                filepath=project.dataset_filepath,
             )
         )
     return DeploymentPlan(
@@ -178,6 +223,7 @@ def build_plan(project: ProjectView, pipeline_name: str) -> DeploymentPlan:
         config=config,
         steps=tuple(steps),
         parameters=tuple(parameters),
+        data_source=dict(project.parameters.get("data_source") or {}),
     )
 
 
@@ -314,6 +360,7 @@ def _step(
     parameters: Sequence[PipelineParameter],
     config: KubeflowConfig,
     final: bool,
+    filepath: Callable[[str], str | None],
 ) -> Step:
     reads_storage = any(not is_parameter(d) and d not in internal_outputs for d in node_inputs)
     caching = resources.caching and not reads_storage and not config.storage.run_scoped
@@ -330,7 +377,15 @@ def _step(
         resources=resources,
         caching=caching,
         final=final,
+        reports=_reports(internal_outputs, filepath),
+        fingerprinted=caching and _relevant("data_source", node_inputs),
     )
+
+
+def _reports(outputs: set[str], filepath: Callable[[str], str | None]) -> StepReports:
+    metrics = sorted(path for name in outputs if name.endswith(METRICS_SUFFIX) and (path := filepath(name)))
+    markdown = next((path for name in REPORT_DATASETS if name in outputs and (path := filepath(name))), None)
+    return StepReports(metrics=metrics[0] if len(metrics) == 1 else None, markdown=markdown)
 
 
 def _task_name_clashes(groups: Sequence[str]) -> list[str]:

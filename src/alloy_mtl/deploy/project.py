@@ -33,6 +33,26 @@ class ProjectView:
     parameters: Mapping[str, Any]
     kubeflow: Mapping[str, Any]
     env: str
+    dataset_filepath: Callable[[str], str | None] = lambda name: None
+    """The file a dataset is saved to, as the catalog resolves it (None: not a file dataset, or unknown)."""
+
+
+def _filepath(catalog: Any, name: str, project_path: Path) -> str | None:
+    """``filepath`` of a catalog dataset (factories resolved), relative to the project where it lies inside it
+    (Kedro makes catalog paths absolute; a compiled pipeline runs the project elsewhere); None where it has
+    none."""
+    try:
+        dataset = catalog.get(name)
+    except Exception:  # noqa: BLE001 (a name the catalog cannot resolve simply has no file)
+        return None
+    described = dataset._describe() if dataset is not None else {}  # noqa: SLF001 (kedro-datasets' own view)
+    path = described.get("filepath") if isinstance(described, dict) else None
+    if not path:
+        return None
+    try:
+        return Path(path).relative_to(project_path.resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _with_mlflow_experiment(kubeflow: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -76,4 +96,5 @@ def load_project(project_path: Path, env: str = DEFAULT_ENV) -> ProjectView:
         parameters=parameters,
         kubeflow=kubeflow,
         env=env,
+        dataset_filepath=lambda name: _filepath(catalog, name, project_path),
     )

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import yaml
 
+from alloy_mtl.deploy.ui_outputs import write_executor_output
+
 logger = logging.getLogger(__name__)
 
 _TRUE = {"true", "1", "yes"}
@@ -135,10 +137,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--nproc-per-node", type=int, default=1, help="GPUs of the step: > 1 runs torchrun DDP"
     )
+    parser.add_argument(
+        "--data-fingerprint",
+        default="",
+        help="the data source's content fingerprint (part of KFP's cache key)",
+    )
+    parser.add_argument("--report-metrics", default=None, help="a model's metrics JSON the step writes")
+    parser.add_argument("--report-markdown", default=None, help="a markdown report the step writes")
+    parser.add_argument("--kfp-output-file", default=None, help="KFP's executor output file")
+    parser.add_argument(
+        "--kfp-artifact", nargs=3, action="append", default=[], metavar=("NAME", "PATH", "URI")
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.data_fingerprint:
+        logger.info("data source fingerprint: %s", args.data_fingerprint)
     try:
-        return run_step(
+        status = run_step(
             args.pipeline,
             env=args.env,
             nodes=args.nodes,
@@ -149,7 +164,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except StepArgumentError as error:
         parser.error(str(error))
-    return 2  # pragma: no cover - parser.error exits
+    if status == 0 and args.kfp_output_file:
+        root = args.project_dir or Path.cwd()
+        write_executor_output(
+            args.kfp_output_file,
+            {name: (path, uri) for name, path, uri in args.kfp_artifact},
+            str(root / args.report_metrics) if args.report_metrics else None,
+            str(root / args.report_markdown) if args.report_markdown else None,
+        )
+    return status
 
 
 if __name__ == "__main__":
