@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,13 @@ from alloy_mtl.tracking.stale_runs import end_stale_runs
 logger = logging.getLogger(__name__)
 
 FINGERPRINTED = "model_input"
+
+
+def trained_on_simulation(params: Mapping[str, Any]) -> bool:
+    """Whether a run's models learn from simulated images (generated data; the mixed option's few lab images
+    included), so that their logged model records the simulated instrument. A lab folder's instrument is unknown:
+    a simulated one would be a false reference for the drift alarm."""
+    return (params.get("data_source") or {}).get("kind", "generated") == "generated"
 
 
 class MlflowTrackingHooks:
@@ -121,7 +129,8 @@ class MlflowTrackingHooks:
         tracker = RunTracker(client, experiment_id)
         if "params:generation" in pipeline.inputs():  # as resolved (the calibrated instrument, if any)
             self.params["generation"] = catalog.load("params:generation")
-            tracker.instrument = simulated_instrument(self.params["generation"])
+            if trained_on_simulation(self.params):
+                tracker.instrument = simulated_instrument(self.params["generation"])
         tags = provenance_tags(self.project_path or ".", self.env, label, run_params.get("run_id"))
         if joined:
             tracker.join_parent(joined, tags, self.params)

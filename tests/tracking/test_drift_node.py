@@ -14,7 +14,14 @@ from alloy_mtl.evaluation.evaluation_set import evaluation_set_config
 from alloy_mtl.evaluation.params import EvaluationSetParams
 from alloy_mtl.physics.calibrated_generation import simulated_instrument
 from alloy_mtl.physics.simulator import simulate_dataset
-from alloy_mtl.pipelines.inference.nodes import InstrumentDrift, check_drift, check_failures
+from alloy_mtl.pipelines.inference.nodes import (
+    InstrumentDrift,
+    check_drift,
+    check_failures,
+    predict_folder,
+    read_folder,
+)
+from alloy_mtl.tracking import inference as inference_module
 from alloy_mtl.tracking.model_logging import log_bundle_model
 
 from .conftest import make_bundle
@@ -45,8 +52,9 @@ def _folder(tmp_path, **changes) -> str:
 
 
 def _check(folder: str, model_uri: str, **drift) -> tuple[pd.DataFrame, str]:
+    inference = {"input": folder, "model_uri": model_uri}
     return check_drift(
-        {"input": folder, "model_uri": model_uri}, {**DRIFT, **drift}, "unused", GENERATION, EVALUATION
+        read_folder(inference, "unused"), inference, {**DRIFT, **drift}, "unused", GENERATION, EVALUATION
     )
 
 
@@ -99,3 +107,31 @@ def test_a_model_whose_channels_no_simulated_instrument_has_is_reported_not_chec
     uri = log_bundle_model(bundle, run_id, instrument=simulated_instrument(GENERATION)).model_uri
     table, report = _check(_folder(tmp_path), uri)
     assert table.empty and "not checked" in report and "takes 1 channel(s)" in report
+
+
+def test_prediction_and_the_drift_alarm_share_one_read_of_the_folder(tmp_path, model_uri, monkeypatch):
+    settings = {"input": _folder(tmp_path), "model_uri": model_uri}
+    reads = []
+    original = inference_module.read_image
+    monkeypatch.setattr(
+        inference_module, "read_image", lambda *a, **k: reads.append(a[0]) or original(*a, **k)
+    )
+    folder = read_folder(settings, "unused")
+    predictions = predict_folder(folder, settings, "unused")
+    table, _ = check_drift(folder, settings, DRIFT, "unused", GENERATION, EVALUATION)
+    assert len(reads) == len(set(reads)) == 60  # every file read once, for both
+    assert len(predictions) == 60 and (predictions["error"] == "").all() and len(table) == 1
+    assert all(set(row) == {"file", "error"} for row in folder.rows)  # prediction left the shared rows alone
+
+
+def test_a_model_trained_on_a_lab_folder_records_no_instrument_and_its_drift_is_not_checked(
+    mlflow_backend, tmp_path
+):
+    from alloy_mtl.hooks import trained_on_simulation
+
+    assert trained_on_simulation({"data_source": {"kind": "generated", "lab_images": {"path": "lab"}}})
+    assert not trained_on_simulation({"data_source": {"kind": "csv_folder", "path": "lab"}})
+    run_id = mlflow_backend["client"].create_run(mlflow_backend["experiment_id"]).info.run_id
+    uri = log_bundle_model(make_bundle(in_chans=3, image_size=16, seed=3), run_id).model_uri  # no instrument
+    table, report = _check(_folder(tmp_path), uri)
+    assert table.empty and "not checked" in report and "records no instrument" in report

@@ -143,6 +143,76 @@ def image_files(folder: Path, recursive: bool = False, parameter: str = "inferen
     return files
 
 
+@dataclass(frozen=True)
+class PreparedFolder:
+    """A folder read once, as the model takes its images: what prediction and the drift alarm share."""
+
+    rows: list[dict[str, Any]]
+    """One ``{"file", "error"}`` row per file (``error`` set where the file cannot be used)."""
+    good: list[tuple[int, np.ndarray]]
+    """``(row index, C x size x size float32 image)`` of each usable file."""
+    in_chans: int
+    image_size: int
+
+    def images(self) -> np.ndarray:
+        """The usable images stacked (N x C x size x size; N may be 0)."""
+        if not self.good:
+            return np.empty((0, self.in_chans, self.image_size, self.image_size), np.float32)
+        return np.stack([image for _, image in self.good])
+
+    def usable_files(self) -> list[str]:
+        """The files of :meth:`images`, in the same order."""
+        return [self.rows[index]["file"] for index, _ in self.good]
+
+
+def prepare_folder(
+    files: list[Path],
+    in_chans: int,
+    image_size: int,
+    *,
+    root: Path,
+    bit_depth: int | None = None,
+    bad_pixels: str = "none",
+) -> PreparedFolder:
+    """Read, check and prepare each file once (:func:`read_prepared`)."""
+    rows, good = read_prepared(
+        files, in_chans, image_size, root=root, bit_depth=bit_depth, bad_pixels=bad_pixels
+    )
+    return PreparedFolder(rows, good, in_chans, image_size)
+
+
+def predict_prepared(
+    model: Predictor,
+    folder: PreparedFolder,
+    *,
+    batch_size: int = 64,
+    instrument: Mapping[str, float] | None = None,
+    reject_rate: float | None = None,
+) -> pd.DataFrame:
+    """One row per file of a prepared folder: ``file``, the model's output columns and ``error`` (see
+    :func:`predict_files`); ``folder`` is left as it was."""
+    params: dict[str, Any] = {"bit_depth": "float"}
+    if reject_rate is not None:
+        params["reject_rate"] = float(reject_rate)
+    params |= {f"instrument_{key}": value for key, value in (instrument or {}).items()}
+    rows = [dict(row) for row in folder.rows]
+    good = folder.good
+    for start in range(0, len(good), batch_size):
+        chunk = good[start : start + batch_size]
+        batch = np.stack([image for _, image in chunk]).astype(np.float32)
+        try:
+            predicted = model.predict(batch, params=params)
+        except Exception as exc:  # keep going: the batch's rows carry the error
+            for index, _ in chunk:
+                rows[index]["error"] = f"{type(exc).__name__}: {exc}"
+            continue
+        for (index, _), record in zip(chunk, predicted.to_dict("records"), strict=True):
+            rows[index].update(record)
+    frame = pd.DataFrame(rows)
+    ordered = ["file", *[c for c in frame.columns if c not in ("file", "error")], "error"]
+    return frame[ordered]
+
+
 def predict_files(
     model: Predictor,
     files: list[Path],
@@ -167,27 +237,12 @@ def predict_files(
     ``reject_rate``: the unknown-material threshold's rate of rejected known images (None: the model's
     default); an image above it is answered ``unknown`` with its reason.
     """
-    params: dict[str, Any] = {"bit_depth": "float"}
-    if reject_rate is not None:
-        params["reject_rate"] = float(reject_rate)
-    params |= {f"instrument_{key}": value for key, value in (instrument or {}).items()}
-    rows, good = read_prepared(
+    folder = prepare_folder(
         files, in_chans, image_size, root=root, bit_depth=bit_depth, bad_pixels=bad_pixels
     )
-    for start in range(0, len(good), batch_size):
-        chunk = good[start : start + batch_size]
-        batch = np.stack([image for _, image in chunk]).astype(np.float32)
-        try:
-            predicted = model.predict(batch, params=params)
-        except Exception as exc:  # keep going: the batch's rows carry the error
-            for index, _ in chunk:
-                rows[index]["error"] = f"{type(exc).__name__}: {exc}"
-            continue
-        for (index, _), record in zip(chunk, predicted.to_dict("records"), strict=True):
-            rows[index].update(record)
-    frame = pd.DataFrame(rows)
-    ordered = ["file", *[c for c in frame.columns if c not in ("file", "error")], "error"]
-    return frame[ordered]
+    return predict_prepared(
+        model, folder, batch_size=batch_size, instrument=instrument, reject_rate=reject_rate
+    )
 
 
 def read_prepared(

@@ -20,10 +20,13 @@ from alloy_mtl.evaluation.params import EvaluationParams
 from alloy_mtl.mtl.loading.preprocess import bundle_bad_pixels, prepare_images
 from alloy_mtl.physics.calibrated_generation import recorded_config
 from alloy_mtl.tracking.inference import (
+    InferenceSettings,
+    PreparedFolder,
     failed_rows,
     image_files,
     parse_inference_settings,
-    predict_files,
+    predict_prepared,
+    prepare_folder,
     read_prepared,
 )
 
@@ -38,13 +41,13 @@ class InstrumentDrift(RuntimeError):
     """The drift alarm fired and ``inference.drift.fail_on_alarm`` is set; the predictions and report are written."""
 
 
-def predict_folder(inference: dict[str, Any], model_name: str) -> pd.DataFrame:
-    """Predict every PNG/TIFF file of ``inference.input`` with ``inference.model_uri`` (default: the
-    champion of ``registry.model_name``); one row per file, errors in their rows."""
-    settings = parse_inference_settings(inference, model_name)
-    files = image_files(settings.input, settings.recursive)
-    model = mlflow.pyfunc.load_model(settings.model_uri)
-    metadata = model.metadata.metadata or {}
+def _model_metadata(settings: InferenceSettings) -> dict[str, Any]:
+    """The alloy-mtl metadata of ``settings.model_uri`` (read without loading the model).
+
+    Raises:
+        ValueError: not an alloy-mtl model, or ``inference.instrument`` names settings the model does not read.
+    """
+    metadata = mlflow.models.get_model_info(settings.model_uri).metadata or {}
     if "in_chans" not in metadata or "image_size" not in metadata:
         raise ValueError(f"{settings.model_uri}: not an alloy-mtl model (no in_chans/image_size metadata)")
     keys = list(metadata.get("instrument_keys") or [])
@@ -54,41 +57,67 @@ def predict_folder(inference: dict[str, Any], model_name: str) -> pd.DataFrame:
             f"parameters inference.instrument: {unknown} not read by {settings.model_uri}; it reads "
             f"{keys or 'no instrument settings (not instrument-conditioned)'}"
         )
-    logger.info("predicting %d file(s) of %s with %s", len(files), settings.input, settings.model_uri)
-    return predict_files(
-        model,
+    return metadata
+
+
+def read_folder(inference: dict[str, Any], model_name: str) -> PreparedFolder:
+    """Read every PNG/TIFF file of ``inference.input`` once, checked and prepared as the model
+    (``inference.model_uri``, default: the champion of ``registry.model_name``) takes it: what prediction and
+    the drift alarm share (``inference_images``, in memory)."""
+    settings = parse_inference_settings(inference, model_name)
+    metadata = _model_metadata(settings)
+    files = image_files(settings.input, settings.recursive)
+    logger.info("reading %d file(s) of %s for %s", len(files), settings.input, settings.model_uri)
+    return prepare_folder(
         files,
         int(metadata["in_chans"]),
         int(metadata["image_size"]),
         root=settings.input,
-        batch_size=settings.batch_size,
         bit_depth=settings.bit_depth,
         bad_pixels=bundle_bad_pixels(metadata),
+    )
+
+
+def predict_folder(folder: PreparedFolder, inference: dict[str, Any], model_name: str) -> pd.DataFrame:
+    """Predict the read folder with ``inference.model_uri``; one row per file, errors in their rows."""
+    settings = parse_inference_settings(inference, model_name)
+    model = mlflow.pyfunc.load_model(settings.model_uri)
+    logger.info("predicting %d usable file(s) with %s", len(folder.good), settings.model_uri)
+    return predict_prepared(
+        model,
+        folder,
+        batch_size=settings.batch_size,
         instrument=settings.instrument,
         reject_rate=settings.reject_rate,
     )
 
 
-def check_drift(
+def check_drift(  # noqa: PLR0917 (one input per catalog dataset)
+    folder: PreparedFolder,
     inference: dict[str, Any],
     drift: dict[str, Any] | None,
     model_name: str,
     generation: dict[str, Any] | None,
     evaluation: dict[str, Any] | None,
 ) -> tuple[pd.DataFrame, str]:
-    """The drift alarm on every batch of ``inference.input`` (:mod:`alloy_mtl.evaluation.drift`): the beam
+    """The drift alarm on every batch of the read folder (:mod:`alloy_mtl.evaluation.drift`): the beam
     against the instrument the model recorded, the detector against ``inference.drift.reference`` (default:
     the generated evaluation set). Returns the drift table and its markdown report."""
     params = parse_params(DriftParams, drift, "inference.drift")
     if not params.enabled:
         return drift_table([]), "# Drift alarm\n\nDisabled (inference.drift.enabled: false).\n"
     settings = parse_inference_settings(inference, model_name)
-    metadata = mlflow.models.get_model_info(settings.model_uri).metadata or {}
+    metadata = _model_metadata(settings)
     in_chans, size = int(metadata["in_chans"]), int(metadata["image_size"])
     bad_pixels = bundle_bad_pixels(metadata)
     recorded = metadata.get("instrument")
-    if recorded is None:
-        logger.warning("%s records no instrument: checking drift against generation's", settings.model_uri)
+    if recorded is None:  # trained on a lab folder (or logged before models recorded it)
+        reason = (
+            f"not checked: {settings.model_uri} records no instrument (it was not trained on simulated images), so "
+            "there is no beam to compare the batches with"
+        )
+        logger.warning("drift alarm %s", reason)
+        return drift_table([]), f"# Drift alarm\n\nDrift {reason}.\n"
     instrument = recorded_config(generation, recorded, size)
     if len(instrument.kv) != in_chans:  # e.g. a model trained on a one-channel lab folder: nothing simulated
         reason = (
@@ -121,16 +150,9 @@ def check_drift(
         )
         reference_images = prepare_images(torch.from_numpy(simulated), size, bad_pixels).numpy()
         described = "the generated evaluation set's detector"
-    files = image_files(settings.input, settings.recursive)
-    rows, good = read_prepared(
-        files, in_chans, size, root=settings.input, bit_depth=settings.bit_depth, bad_pixels=bad_pixels
-    )
-    images = (
-        np.stack([image for _, image in good]) if good else np.empty((0, in_chans, size, size), np.float32)
-    )
     batches = check_batches(
-        images,
-        [rows[index]["file"] for index, _ in good],
+        folder.images(),
+        folder.usable_files(),
         instrument,
         fit_pattern_reference(reference_images),
         params,

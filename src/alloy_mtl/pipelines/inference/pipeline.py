@@ -2,23 +2,30 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from alloy_mtl.pipelines.inference.nodes import check_drift, check_failures, predict_folder
+from alloy_mtl.pipelines.inference.nodes import check_drift, check_failures, predict_folder, read_folder
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Predict and save the CSV, check every batch for instrument drift, then fail the run if any file could not
-    be predicted (or on a drift alarm where ``inference.drift.fail_on_alarm`` is set)."""
+    """Read the folder once, predict and save the CSV, check every batch for instrument drift, then fail the run
+    if any file could not be predicted (or on a drift alarm where ``inference.drift.fail_on_alarm`` is set)."""
     return Pipeline(
         [
             Node(
-                predict_folder,
+                read_folder,
                 inputs=["params:inference", "params:registry.model_name"],
+                outputs="inference_images",
+                name="read_folder",
+            ),
+            Node(
+                predict_folder,
+                inputs=["inference_images", "params:inference", "params:registry.model_name"],
                 outputs="inference_predictions",
                 name="predict_folder",
             ),
             Node(
                 check_drift,
                 inputs=[
+                    "inference_images",
                     "params:inference",
                     "params:inference.drift",
                     "params:registry.model_name",
