@@ -135,3 +135,22 @@ def test_a_model_trained_on_a_lab_folder_records_no_instrument_and_its_drift_is_
     uri = log_bundle_model(make_bundle(in_chans=3, image_size=16, seed=3), run_id).model_uri  # no instrument
     table, report = _check(_folder(tmp_path), uri)
     assert table.empty and "not checked" in report and "records no instrument" in report
+
+
+def test_a_labs_csv_folder_from_its_own_detector_is_a_reference_that_recognises_it(tmp_path, model_uri):
+    from alloy_mtl.data.synthetic_lab import write_image_folder
+
+    (tmp_path / "input").mkdir()
+    folder = _folder(tmp_path / "input", detector_seed=4243)  # the lab's detector, the model's beam
+    reference = dataclasses.replace(
+        evaluation_set_config(GENERATION, EvaluationSetParams(n_images=60, seed_offset=99)),
+        detector_seed=4243,
+    )
+    images, metadata = simulate_dataset(reference)  # other specimens, the same detector unit
+    write_image_folder(tmp_path / "reference", images[:40], metadata.iloc[:40], reference.kv, "png")
+    assert len(list((tmp_path / "reference/images").glob("*.png"))) == 40 * 3  # one 16-bit PNG per channel
+    default, _ = _check(folder, model_uri)  # against the generated evaluation set's detector: another unit
+    assert default.loc[0, "pattern_alarm"] and not default.loc[0, "beam_alarm"]
+    table, report = _check(folder, model_uri, reference=str(tmp_path / "reference"))
+    assert table.loc[0, "pattern_informative"] and not table.loc[0, "alarm"], table.T
+    assert "No alarm in 1 batch(es)" in report

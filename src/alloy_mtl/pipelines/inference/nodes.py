@@ -13,6 +13,8 @@ import pandas as pd
 import torch
 
 from alloy_mtl.config import parse_params
+from alloy_mtl.data.ingest import scan_dataset
+from alloy_mtl.data.params import IngestOptions
 from alloy_mtl.evaluation.detector_pattern import fit_pattern_reference
 from alloy_mtl.evaluation.drift import DriftParams, check_batches, drift_markdown, drift_table
 from alloy_mtl.evaluation.evaluation_set import simulate_evaluation_set
@@ -127,23 +129,9 @@ def check_drift(  # noqa: PLR0917 (one input per catalog dataset)
         logger.warning("drift alarm %s", reason)
         return drift_table([]), f"# Drift alarm\n\nDrift {reason}.\n"
     if params.reference:
-        folder = Path(params.reference).expanduser()
-        read, prepared = read_prepared(
-            image_files(folder, parameter="inference.drift.reference"),
-            in_chans,
-            size,
-            root=folder,
-            bit_depth=settings.bit_depth,
-            bad_pixels=bad_pixels,
-        )
-        if len(prepared) < 2:
-            errors = "; ".join(f"{row['file']}: {row['error']}" for row in read if row["error"])
-            raise ValueError(
-                f"parameters inference.drift.reference: '{folder}' has {len(prepared)} usable image(s), the "
-                f"detector test needs at least 2 from the detector in operation{f' ({errors})' if errors else ''}"
-            )
-        reference_images = np.stack([image for _, image in prepared])
-        described = f"the reference folder {folder}"
+        reference = Path(params.reference).expanduser()
+        reference_images = _reference_images(reference, in_chans, size, settings.bit_depth, bad_pixels)
+        described = f"the reference folder {reference}"
     else:
         simulated, _ = simulate_evaluation_set(
             generation, parse_params(EvaluationParams, evaluation, "evaluation").evaluation_set
@@ -168,6 +156,44 @@ def check_drift(  # noqa: PLR0917 (one input per catalog dataset)
                 "; ".join(batch.reasons()),
             )
     return table, drift_markdown(table, described, params)
+
+
+def _reference_images(
+    folder: Path, in_chans: int, size: int, bit_depth: int | None, bad_pixels: str
+) -> np.ndarray:
+    """The detector reference's images as the model takes them: a csv_folder (``metadata.csv``, e.g. the lab's
+    calibration folder, one file per channel allowed) through the lab ingest, else one image per file.
+
+    Raises:
+        ValueError: fewer than 2 usable images, or images of another channel count, naming the folder.
+    """
+    where = f"parameters inference.drift.reference: '{folder}'"
+    if (folder / IngestOptions().metadata_file).is_file():
+        ingested = scan_dataset(folder, "csv_folder", bit_depth=bit_depth)
+        images = np.asarray(ingested.data.images, dtype=np.float32)
+        if images.shape[1] != in_chans:
+            raise ValueError(f"{where} holds {images.shape[1]}-channel images, the model takes {in_chans}")
+        prepared = (
+            prepare_images(torch.from_numpy(images), size, bad_pixels).numpy() if len(images) else images
+        )
+        errors = ""
+    else:
+        read, good = read_prepared(
+            image_files(folder, parameter="inference.drift.reference"),
+            in_chans,
+            size,
+            root=folder,
+            bit_depth=bit_depth,
+            bad_pixels=bad_pixels,
+        )
+        prepared = np.stack([image for _, image in good]) if good else np.empty((0, in_chans, size, size))
+        errors = "; ".join(f"{row['file']}: {row['error']}" for row in read if row["error"])
+    if len(prepared) < 2:
+        raise ValueError(
+            f"{where} has {len(prepared)} usable image(s), the detector test needs at least 2 from the detector in "
+            f"operation{f' ({errors})' if errors else ''}"
+        )
+    return prepared
 
 
 def check_failures(
