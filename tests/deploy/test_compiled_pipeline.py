@@ -248,7 +248,12 @@ def test_steps_show_their_results_in_the_kubeflow_ui(spec):
         "promotion": "data/08_reporting/registry_decision.md",
     }
     for task, report in reports.items():
-        assert outputs(task) == {"report": "system.Markdown"}
+        suite = {"metrics": "system.Metrics"} if task == "robustness" else {}  # every model's suite summary
+        assert outputs(task) == {"report": "system.Markdown", **suite}
         args = _container(spec, task)["args"]
         assert args[args.index("--report-markdown") + 1] == report
+    args = _container(spec, "robustness")["args"]
+    suites = [args[i + 1 : i + 3] for i, a in enumerate(args) if a == "--report-suite"]
+    assert ["fnn", "data/08_reporting/fnn/robustness.json"] in suites
+    assert {model for model, _ in suites} >= {*ARCHITECTURES, "physics_limit", "ensemble_selected"}
     assert outputs("data") == {} and "--kfp-output-file" not in _container(spec, "data")["args"]

@@ -131,6 +131,9 @@ def check_kubeflow_ui(pipeline_root, data):
         assert [row["row"] for row in matrix["rows"]] == metrics["confusion_matrix"]
     assert (run_root / "comparison/report").read_text() == (data / "08_reporting/comparison.md").read_text()
     assert "# Promotion gate" in (run_root / "promotion/report").read_text()
+    suite = json.loads((run_root / "robustness/executor_output.json").read_text())["artifacts"]["metrics"]
+    summary = json.loads((data / "08_reporting/fnn/robustness.json").read_text())["summary"]
+    assert suite["artifacts"][0]["metadata"]["fnn_worst_macro_ap"] == pytest.approx(summary["worst_macro_ap"])
 
 
 @pytest.mark.slow

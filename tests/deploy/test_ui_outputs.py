@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from alloy_mtl.deploy import step
-from alloy_mtl.deploy.ui_outputs import confusion, headline_metrics, write_executor_output
+from alloy_mtl.deploy.ui_outputs import confusion, headline_metrics, suite_metrics, write_executor_output
 
 METRICS = {
     "classification": {
@@ -84,3 +84,18 @@ def test_the_step_writes_them_only_after_its_nodes_succeeded(monkeypatch, tmp_pa
         json.loads(output.read_text())["artifacts"]["metrics"]["artifacts"][0]["metadata"]["test_ap_2017"]
         == 0.7
     )
+
+
+def test_the_suite_step_shows_every_models_summary(tmp_path: Path):
+    fnn = {"same_detector": {"macro_ap": 0.99}, "summary": {"worst_macro_ap": 0.9, "n_conditions": 9.0}}
+    limit = {"summary": {"worst_macro_ap": 0.98, "mean_macro_ap": math.nan}}
+    assert suite_metrics({"fnn": fnn, "physics_limit": limit}) == {
+        "fnn_worst_macro_ap": 0.9,
+        "physics_limit_worst_macro_ap": 0.98,
+    }  # a count and a NaN are not shown
+    (tmp_path / "fnn.json").write_text(json.dumps(fnn))
+    output = tmp_path / "kfp/output_metadata.json"
+    metrics = (str(tmp_path / "m"), "s3://b/m")
+    write_executor_output(str(output), {"metrics": metrics}, None, None, {"fnn": str(tmp_path / "fnn.json")})
+    shown = json.loads(output.read_text())["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+    assert shown == {"fnn_worst_macro_ap": 0.9}

@@ -67,10 +67,12 @@ def project_path(config: KubeflowConfig, relative: str) -> str:
 
 def report_outputs(step: Step) -> dict[str, Any]:
     """The output artifacts a step shows in the Kubeflow UI: ``metrics`` and ``confusion_matrix`` for a step
-    that evaluates one model, ``report`` for one that writes a markdown report."""
+    that evaluates one model, ``metrics`` for one that runs the robustness suite, ``report`` for one that writes a
+    markdown report."""
     outputs: dict[str, Any] = {}
-    if step.reports.metrics:
+    if step.reports.metrics or step.reports.suite:
         outputs[METRICS] = dsl.Output[dsl.Metrics]
+    if step.reports.metrics:
         outputs[CONFUSION] = dsl.Output[dsl.ClassificationMetrics]
     if step.reports.markdown:
         outputs[REPORT] = dsl.Output[dsl.Markdown]

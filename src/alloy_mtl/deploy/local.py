@@ -72,6 +72,28 @@ def _kedro_report_step(
     fill_artifacts({REPORT: report}, None, str(Path(project_dir) / markdown_file))
 
 
+def _kedro_suite_step(  # noqa: PLR0917 (KFP passes a component's inputs and outputs by name)
+    project_dir: str,
+    arguments: list,
+    markdown_file: str,
+    suite_files: dict,
+    report: dsl.Output[dsl.Markdown],
+    metrics: dsl.Output[dsl.Metrics],
+) -> None:
+    """The robustness suite's step: its nodes, then its report and every model's suite summary for the UI."""
+    from pathlib import Path
+
+    from alloy_mtl.deploy.step import main
+    from alloy_mtl.deploy.ui_outputs import METRICS, REPORT, fill_artifacts
+
+    status = main([*arguments, "--project-dir", project_dir])
+    if status != 0:
+        raise RuntimeError(f"kedro run exited with status {status}: {' '.join(arguments)}")
+    root = Path(project_dir)
+    suites = {model: str(root / path) for model, path in suite_files.items()}
+    fill_artifacts({REPORT: report, METRICS: metrics}, None, str(root / markdown_file), suite_files=suites)
+
+
 def _open_mlflow_run(run_name: str, experiment: str, kfp_run_id: str) -> str:
     """Open the MLflow parent run, as the cluster's first step does (source shipped to ``kfp.local``)."""
     from alloy_mtl.deploy.mlflow_run import KFP_RUN_TAG, start_parent_run
@@ -124,6 +146,10 @@ def build_local_pipeline(plan: DeploymentPlan, project_dir: Path) -> Callable[..
             common = {"project_dir": str(project_dir), "arguments": plan.step_arguments(step, values, run_id)}
             if step.reports.metrics:
                 task = _named(_kedro_model_step, step.task_name)(**common, metrics_file=step.reports.metrics)
+            elif step.reports.markdown and step.reports.suite:
+                task = _named(_kedro_suite_step, step.task_name)(
+                    **common, markdown_file=step.reports.markdown, suite_files=dict(step.reports.suite)
+                )
             elif step.reports.markdown:
                 task = _named(_kedro_report_step, step.task_name)(
                     **common, markdown_file=step.reports.markdown

@@ -60,6 +60,8 @@ REPORT_DATASETS = ("comparison_markdown", "robustness_markdown", "registry_repor
 """Markdown reports a step shows in the Kubeflow UI (the first its nodes write)."""
 METRICS_SUFFIX = ".metrics"
 """A model's metrics JSON (``<model>.metrics``): shown as Metrics and ClassificationMetrics."""
+SUITE_SUFFIX = ".robustness"
+"""A model's robustness-suite scores (``<model>.robustness``): its summary shown as Metrics."""
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,15 @@ class StepReports:
     """The metrics JSON of the one model the step evaluates (None: none, or several)."""
     markdown: str | None = None
     """A markdown report."""
+    suite: tuple[tuple[str, str], ...] = ()
+    """``(model, robustness JSON)`` of every model whose suite scores the step writes."""
 
     def arguments(self) -> list[str]:
         """The step entry point's arguments naming them."""
         return [
             *(["--report-metrics", self.metrics] if self.metrics else []),
             *(["--report-markdown", self.markdown] if self.markdown else []),
+            *[argument for model, path in self.suite for argument in ("--report-suite", model, path)],
         ]
 
 
@@ -385,7 +390,12 @@ def _step(
 def _reports(outputs: set[str], filepath: Callable[[str], str | None]) -> StepReports:
     metrics = sorted(path for name in outputs if name.endswith(METRICS_SUFFIX) and (path := filepath(name)))
     markdown = next((path for name in REPORT_DATASETS if name in outputs and (path := filepath(name))), None)
-    return StepReports(metrics=metrics[0] if len(metrics) == 1 else None, markdown=markdown)
+    suite = tuple(
+        (name.removesuffix(SUITE_SUFFIX), path)
+        for name in sorted(outputs)
+        if name.endswith(SUITE_SUFFIX) and (path := filepath(name))
+    )
+    return StepReports(metrics=metrics[0] if len(metrics) == 1 else None, markdown=markdown, suite=suite)
 
 
 def _task_name_clashes(groups: Sequence[str]) -> list[str]:

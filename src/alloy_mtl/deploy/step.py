@@ -144,6 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--report-metrics", default=None, help="a model's metrics JSON the step writes")
     parser.add_argument("--report-markdown", default=None, help="a markdown report the step writes")
+    parser.add_argument(
+        "--report-suite", nargs=2, action="append", default=[], metavar=("MODEL", "PATH"),
+        help="a model's robustness-suite scores the step writes",
+    )  # fmt: skip
     parser.add_argument("--kfp-output-file", default=None, help="KFP's executor output file")
     parser.add_argument(
         "--kfp-artifact", nargs=3, action="append", default=[], metavar=("NAME", "PATH", "URI")
@@ -171,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             {name: (path, uri) for name, path, uri in args.kfp_artifact},
             str(root / args.report_metrics) if args.report_metrics else None,
             str(root / args.report_markdown) if args.report_markdown else None,
+            {model: str(root / path) for model, path in args.report_suite},
         )
     return status
 

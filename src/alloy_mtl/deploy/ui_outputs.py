@@ -2,7 +2,8 @@
 
 A step's nodes write their reports to the catalog as on a workstation; after they ran, the step reads the
 files the plan named (:class:`~alloy_mtl.deploy.plan.StepReports`) and hands them to KFP as output artifacts:
-``metrics`` (``system.Metrics``: the headline scores as metadata), ``confusion_matrix``
+``metrics`` (``system.Metrics``: a model's headline scores, or every model's robustness-suite summary, as
+metadata), ``confusion_matrix``
 (``system.ClassificationMetrics``) and ``report`` (``system.Markdown``: the file's text). A container
 declares the artifacts' metadata in KFP's executor output file (what KFP's own Python components write); the
 ``kfp.local`` variant logs them on the artifact objects KFP hands its lightweight components.
@@ -61,14 +62,32 @@ def confusion(metrics: Mapping[str, Any]) -> tuple[list[str], list[list[int]]] |
     return [str(label) for label in labels], [[int(v) for v in row] for row in matrix]
 
 
+def suite_metrics(suites: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """Each model's robustness-suite summary (worst and mean macro AP over the unseen-detector and in-tolerance
+    conditions, worst gap to the physics ceiling) as ``<model>_<score>``."""
+    return {
+        f"{model}_{key}": float(value)
+        for model, scores in suites.items()
+        for key, value in ((scores.get("summary") or {}).items())
+        if key != "n_conditions" and isinstance(value, int | float) and math.isfinite(value)
+    }
+
+
 def fill_artifacts(
     artifacts: Mapping[str, dsl.Artifact],
     metrics_file: str | None,
     markdown_file: str | None,
     paths: Mapping[str, str] | None = None,
+    suite_files: Mapping[str, str] | None = None,
 ) -> None:
     """Log the step's reports on KFP artifact objects (``metrics``, ``confusion_matrix``, ``report``, those
-    present); the markdown is written to the report's local file (``paths``, else the artifact's own)."""
+    present): a model's headline scores and confusion matrix, or the suite's summary of every model
+    (``suite_files``: model -> its robustness JSON); the markdown is written to the report's local file
+    (``paths``, else the artifact's own)."""
+    if suite_files and METRICS in artifacts:
+        suites = {model: json.loads(Path(path).read_text()) for model, path in suite_files.items()}
+        for key, value in suite_metrics(suites).items():
+            artifacts[METRICS].log_metric(key, value)
     if metrics_file and (METRICS in artifacts or CONFUSION in artifacts):
         metrics = json.loads(Path(metrics_file).read_text())
         if METRICS in artifacts:
@@ -88,6 +107,7 @@ def write_executor_output(
     outputs: Mapping[str, tuple[str, str]],
     metrics_file: str | None,
     markdown_file: str | None,
+    suite_files: Mapping[str, str] | None = None,
 ) -> None:
     """Fill the output artifacts of a container step and declare their metadata in KFP's executor output file.
 
@@ -96,11 +116,12 @@ def write_executor_output(
         outputs: artifact name -> (its local path, its URI), from the container's placeholders.
         metrics_file: the model's metrics JSON, if the step has one.
         markdown_file: the markdown report, if the step has one.
+        suite_files: model -> its robustness JSON, for a step that runs the suite.
     """
     kinds = {METRICS: dsl.Metrics, CONFUSION: dsl.ClassificationMetrics, REPORT: dsl.Markdown}
     artifacts = {name: kinds[name](name=name, uri=uri) for name, (_, uri) in outputs.items()}
     paths = {name: path for name, (path, _) in outputs.items()}
-    fill_artifacts(artifacts, metrics_file, markdown_file, paths)
+    fill_artifacts(artifacts, metrics_file, markdown_file, paths, suite_files)
     for name, artifact in artifacts.items():
         path = Path(paths[name])
         if not path.exists():  # the UI reads the metadata; KFP uploads whatever file lies at the path
