@@ -29,11 +29,9 @@ LOCAL_BASE_IMAGE = "python:3.11"  # never pulled: SubprocessRunner runs the comp
 
 def _kedro_step(project_dir: str, arguments: list) -> None:
     """Run one step's Kedro nodes through the step entry point (source shipped to ``kfp.local``)."""
-    from alloy_mtl.deploy.step import main
+    from alloy_mtl.deploy.step import run_and_report
 
-    status = main([*arguments, "--project-dir", project_dir])
-    if status != 0:
-        raise RuntimeError(f"kedro run exited with status {status}: {' '.join(arguments)}")
+    run_and_report(project_dir, arguments)
 
 
 def _kedro_model_step(
@@ -44,32 +42,21 @@ def _kedro_model_step(
     confusion_matrix: dsl.Output[dsl.ClassificationMetrics],
 ) -> None:
     """A step that evaluates one model: its nodes, then its metrics and confusion matrix for the UI."""
-    from pathlib import Path
+    from alloy_mtl.deploy.step import run_and_report
+    from alloy_mtl.deploy.ui_outputs import CONFUSION, METRICS
 
-    from alloy_mtl.deploy.step import main
-    from alloy_mtl.deploy.ui_outputs import CONFUSION, METRICS, fill_artifacts
-
-    status = main([*arguments, "--project-dir", project_dir])
-    if status != 0:
-        raise RuntimeError(f"kedro run exited with status {status}: {' '.join(arguments)}")
-    fill_artifacts(
-        {METRICS: metrics, CONFUSION: confusion_matrix}, str(Path(project_dir) / metrics_file), None
-    )
+    artifacts = {METRICS: metrics, CONFUSION: confusion_matrix}
+    run_and_report(project_dir, arguments, artifacts, metrics_file=metrics_file)
 
 
 def _kedro_report_step(
     project_dir: str, arguments: list, markdown_file: str, report: dsl.Output[dsl.Markdown]
 ) -> None:
     """A step that writes a markdown report: its nodes, then the report for the UI."""
-    from pathlib import Path
+    from alloy_mtl.deploy.step import run_and_report
+    from alloy_mtl.deploy.ui_outputs import REPORT
 
-    from alloy_mtl.deploy.step import main
-    from alloy_mtl.deploy.ui_outputs import REPORT, fill_artifacts
-
-    status = main([*arguments, "--project-dir", project_dir])
-    if status != 0:
-        raise RuntimeError(f"kedro run exited with status {status}: {' '.join(arguments)}")
-    fill_artifacts({REPORT: report}, None, str(Path(project_dir) / markdown_file))
+    run_and_report(project_dir, arguments, {REPORT: report}, markdown_file=markdown_file)
 
 
 def _kedro_suite_step(  # noqa: PLR0917 (KFP passes a component's inputs and outputs by name)
@@ -81,17 +68,11 @@ def _kedro_suite_step(  # noqa: PLR0917 (KFP passes a component's inputs and out
     metrics: dsl.Output[dsl.Metrics],
 ) -> None:
     """The robustness suite's step: its nodes, then its report and every model's suite summary for the UI."""
-    from pathlib import Path
+    from alloy_mtl.deploy.step import run_and_report
+    from alloy_mtl.deploy.ui_outputs import METRICS, REPORT
 
-    from alloy_mtl.deploy.step import main
-    from alloy_mtl.deploy.ui_outputs import METRICS, REPORT, fill_artifacts
-
-    status = main([*arguments, "--project-dir", project_dir])
-    if status != 0:
-        raise RuntimeError(f"kedro run exited with status {status}: {' '.join(arguments)}")
-    root = Path(project_dir)
-    suites = {model: str(root / path) for model, path in suite_files.items()}
-    fill_artifacts({REPORT: report, METRICS: metrics}, None, str(root / markdown_file), suite_files=suites)
+    artifacts = {REPORT: report, METRICS: metrics}
+    run_and_report(project_dir, arguments, artifacts, markdown_file=markdown_file, suite_files=suite_files)
 
 
 def _open_mlflow_run(run_name: str, experiment: str, kfp_run_id: str) -> str:

@@ -20,10 +20,11 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from alloy_mtl.deploy.ui_outputs import write_executor_output
+from alloy_mtl.deploy.ui_outputs import fill_artifacts, write_executor_output
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,34 @@ def run_step(
         environment["MLFLOW_RUN_ID"] = mlflow_run_id
     logger.info("Step runs: %s (MLFLOW_RUN_ID=%s)", " ".join(command[1:]), mlflow_run_id or "unset")
     return subprocess.run(command, cwd=project_dir, env=environment, check=False).returncode
+
+
+def run_and_report(
+    project_dir: str,
+    arguments: Sequence[str],
+    artifacts: Mapping[str, Any] | None = None,
+    *,
+    metrics_file: str | None = None,
+    markdown_file: str | None = None,
+    suite_files: Mapping[str, str] | None = None,
+) -> None:
+    """A ``kfp.local`` step: run :func:`main` in ``project_dir``, then fill its UI ``artifacts`` (KFP's artifact
+    objects) from the files its nodes wrote (paths relative to the project).
+
+    Raises:
+        RuntimeError: ``kedro run`` failed (the component, and so the run, fails).
+    """
+    status = main([*arguments, "--project-dir", project_dir])
+    if status != 0:
+        raise RuntimeError(f"kedro run exited with status {status}: {' '.join(arguments)}")
+    if artifacts:
+        root = Path(project_dir)
+        fill_artifacts(
+            artifacts,
+            str(root / metrics_file) if metrics_file else None,
+            str(root / markdown_file) if markdown_file else None,
+            suite_files={model: str(root / path) for model, path in (suite_files or {}).items()},
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
