@@ -1,11 +1,14 @@
-"""Environment for tests that start Python children (torchrun ranks, a benchmark script)."""
+"""Environment for tests that start Python children (torchrun ranks, a benchmark script, a server)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,3 +41,28 @@ def run_child(command: Sequence[str], cwd: Path | None = None, timeout: float = 
         list(command), cwd=cwd, env=child_env(), check=False, capture_output=True, text=True, timeout=timeout
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_answering(url: str, server: subprocess.Popen, log: Path, timeout_s: float) -> None:
+    """Poll ``url`` until it answers 200; fail with the tail of the server's ``log`` if the server exits first
+    or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        assert server.poll() is None, f"{url}: the server exited:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, (
+            f"{url} did not answer within {timeout_s:g} s:\n{log.read_text()[-3000:]}"
+        )
+        time.sleep(0.5)

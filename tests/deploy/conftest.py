@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import copy
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,7 @@ from kedro.pipeline import Node, Pipeline
 from alloy_mtl.deploy.project import ProjectView
 from tests.conftest import REPO_ROOT
 from tests.deploy.fake_kfp import FakeKfp, serve
+from tests.subprocesses import free_port, wait_until_answering
 
 REFRESH = "kedro kubeflow compile --pipeline train_all -o pipelines/train_all.yaml"
 
@@ -100,19 +98,13 @@ def compiled_train_all(repo_project: ProjectView, tmp_path_factory: pytest.TempP
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A real ``mlflow server`` on loopback, as a cluster runs one for its pods: HTTP tracking and registry,
     artifacts served by it (``--serve-artifacts``), a sqlite backend behind it, two workers."""
     root = tmp_path / "mlflow_server"
     root.mkdir()
-    port = _free_port()
+    port = free_port()
     log = root / "server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_") and k != "PYTHONPATH"}
     command = [
@@ -133,18 +125,8 @@ def mlflow_server(tmp_path: Path) -> Iterator[dict[str, Any]]:
     with log.open("w") as output:
         server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env, cwd=root)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_until_answering(f"{url}/health", server, log, timeout_s=120)
         yield {"uri": url, "artifacts": root / "artifacts", "log": log}
     finally:
         server.terminate()

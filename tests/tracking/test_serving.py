@@ -6,10 +6,8 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -24,6 +22,7 @@ from alloy_mtl.tracking.model_logging import PYFUNC_FILE, log_bundle_model
 from alloy_mtl.tracking.promotion import MODEL_URI_TAG, PIPELINE_TAG, GateSettings, run_gate
 from alloy_mtl.tracking.served_code import SERVED_PREFIX, module_closure
 
+from ..subprocesses import free_port, wait_until_answering
 from .conftest import make_bundle
 
 pytestmark = pytest.mark.slow
@@ -104,12 +103,6 @@ def test_champion_loads_in_a_fresh_process_with_only_the_code_it_declares(champi
     assert answer["pred"]["alloy"] == list(champion["expected"]["alloy"])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _post(url: str, payload: dict) -> dict:
     request = urllib.request.Request(
         url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
@@ -167,7 +160,7 @@ def _assert_refusals(url: str, images: np.ndarray) -> None:
 
 
 def test_served_champion_answers_a_posted_radiograph_like_the_in_process_model(champion, tmp_path):
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen(
         [
@@ -191,17 +184,7 @@ def test_served_champion_answers_a_posted_radiograph_like_the_in_process_model(c
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "server did not answer /ping within 180 s"
-            time.sleep(1)
+        wait_until_answering(f"{base}/ping", server, tmp_path / "serve.log", timeout_s=180)
         images = champion["images"]
         answer = _post(f"{base}/invocations", {"inputs": images.tolist()})["predictions"]
         expected = champion["expected"]
