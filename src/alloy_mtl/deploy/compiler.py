@@ -112,7 +112,7 @@ def step_component(plan: DeploymentPlan, step: Step) -> Callable[..., PipelineTa
 def fingerprint_component(plan: DeploymentPlan) -> Callable[..., PipelineTask]:
     """The container component hashing the data source's files (:mod:`alloy_mtl.deploy.fingerprint`); its
     inputs are the pipeline parameters that override the data source."""
-    names = _data_source_parameters(plan)
+    names = list(plan.data_source_parameters().values())
     config = plan.config
 
     def component(*args: Any) -> dsl.ContainerSpec:
@@ -218,16 +218,14 @@ def _resources(task: PipelineTask, resources: GroupResources) -> None:
         kubernetes.set_timeout(task, resources.timeout_s)
 
 
-def _data_source_parameters(plan: DeploymentPlan) -> list[str]:
-    return [p.name for p in plan.parameters if p.kedro in ("data_source.kind", "data_source.path")]
-
-
 def _fingerprint_task(plan: DeploymentPlan, values: Mapping[str, Any], claim: Any) -> Any:
     """The never cached ``data-fingerprint`` task's output where a step is fingerprinted, else None."""
     if not any(step.fingerprinted for step in plan.steps):
         return None
     config = plan.config
-    task = fingerprint_component(plan)(**{name: values[name] for name in _data_source_parameters(plan)})
+    task = fingerprint_component(plan)(
+        **{name: values[name] for name in plan.data_source_parameters().values()}
+    )
     task.set_display_name("fingerprint the data").set_caching_options(False)
     _environment(task, config)
     kubernetes.mount_pvc(task, pvc_name=claim, mount_path=project_path(config, config.storage.mount_path))

@@ -115,14 +115,23 @@ class DeploymentPlan:
     data_source: Mapping[str, Any] = field(default_factory=dict)
     """The configured ``data_source`` (what a pipeline parameter left empty keeps)."""
 
+    def data_source_parameters(self) -> dict[str, str]:
+        """``kind`` / ``path`` -> the pipeline parameter that overrides ``data_source.<key>``, where one does."""
+        return {
+            key: parameter.name
+            for key in ("kind", "path")
+            for parameter in self.parameters
+            if parameter.kedro == f"data_source.{key}"
+        }
+
     def data_source_arguments(self, values: Mapping[str, Any]) -> list[str]:
         """Arguments of ``python -m alloy_mtl.deploy.fingerprint``: the data source's kind and path, each the
         pipeline parameter that overrides it (``values``) where there is one, and the configured value."""
         arguments = []
+        overridden = self.data_source_parameters()
         for key in ("kind", "path"):
             configured = self.data_source.get(key)
-            parameter = next((p for p in self.parameters if p.kedro == f"data_source.{key}"), None)
-            value = values[parameter.name] if parameter is not None else configured
+            value = values[overridden[key]] if key in overridden else configured
             arguments += [f"--{key}", f"{value if value is not None else ''}"]
             arguments += [f"--configured-{key}", f"{configured if configured is not None else ''}"]
         return arguments

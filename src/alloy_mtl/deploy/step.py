@@ -126,6 +126,17 @@ def run_step(
     return subprocess.run(command, cwd=project_dir, env=environment, check=False).returncode
 
 
+def _in_project(
+    root: Path, metrics_file: str | None, markdown_file: str | None, suite_files: Mapping[str, str] | None
+) -> tuple[str | None, str | None, dict[str, str]]:
+    """A step's report files (catalog paths, relative to the project) under the project directory ``root``."""
+    return (
+        str(root / metrics_file) if metrics_file else None,
+        str(root / markdown_file) if markdown_file else None,
+        {model: str(root / path) for model, path in (suite_files or {}).items()},
+    )
+
+
 def run_and_report(
     project_dir: str,
     arguments: Sequence[str],
@@ -145,13 +156,8 @@ def run_and_report(
     if status != 0:
         raise RuntimeError(f"kedro run exited with status {status}: {' '.join(arguments)}")
     if artifacts:
-        root = Path(project_dir)
-        fill_artifacts(
-            artifacts,
-            str(root / metrics_file) if metrics_file else None,
-            str(root / markdown_file) if markdown_file else None,
-            suite_files={model: str(root / path) for model, path in (suite_files or {}).items()},
-        )
+        metrics, markdown, suites = _in_project(Path(project_dir), metrics_file, markdown_file, suite_files)
+        fill_artifacts(artifacts, metrics, markdown, suite_files=suites)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -198,13 +204,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StepArgumentError as error:
         parser.error(str(error))
     if status == 0 and args.kfp_output_file:
-        root = args.project_dir or Path.cwd()
+        reports = _in_project(
+            args.project_dir or Path.cwd(), args.report_metrics, args.report_markdown, dict(args.report_suite)
+        )
         write_executor_output(
-            args.kfp_output_file,
-            {name: (path, uri) for name, path, uri in args.kfp_artifact},
-            str(root / args.report_metrics) if args.report_metrics else None,
-            str(root / args.report_markdown) if args.report_markdown else None,
-            {model: str(root / path) for model, path in args.report_suite},
+            args.kfp_output_file, {name: (path, uri) for name, path, uri in args.kfp_artifact}, *reports
         )
     return status
 

@@ -29,7 +29,6 @@ from alloy_mtl.tracking.inference import (
     parse_inference_settings,
     predict_prepared,
     prepare_folder,
-    read_prepared,
 )
 
 logger = logging.getLogger(__name__)
@@ -178,7 +177,7 @@ def _reference_images(
         )
         errors = ""
     else:
-        read, good = read_prepared(
+        read = prepare_folder(
             image_files(folder, parameter="inference.drift.reference"),
             in_chans,
             size,
@@ -186,8 +185,8 @@ def _reference_images(
             bit_depth=bit_depth,
             bad_pixels=bad_pixels,
         )
-        prepared = np.stack([image for _, image in good]) if good else np.empty((0, in_chans, size, size))
-        errors = "; ".join(f"{row['file']}: {row['error']}" for row in read if row["error"])
+        prepared = read.images()
+        errors = "; ".join(f"{row['file']}: {row['error']}" for row in read.rows if row["error"])
     if len(prepared) < 2:
         raise ValueError(
             f"{where} has {len(prepared)} usable image(s), the detector test needs at least 2 from the detector in "
