@@ -154,3 +154,16 @@ def test_a_labs_csv_folder_from_its_own_detector_is_a_reference_that_recognises_
     table, report = _check(folder, model_uri, reference=str(tmp_path / "reference"))
     assert table.loc[0, "pattern_informative"] and not table.loc[0, "alarm"], table.T
     assert "No alarm in 1 batch(es)" in report
+
+
+def test_a_csv_folder_reference_of_another_channel_count_is_named(tmp_path, model_uri):
+    from alloy_mtl.data.synthetic_lab import write_image_folder
+
+    config = evaluation_set_config(GENERATION, EvaluationSetParams(n_images=60, seed_offset=99))
+    images, metadata = simulate_dataset(config)
+    write_image_folder(tmp_path / "reference", images[:10, :1], metadata.iloc[:10], config.kv[:1], "png")
+    (tmp_path / "input").mkdir()
+    with pytest.raises(
+        ValueError, match=r"reference: '.*reference' holds 1-channel images, the model takes 3"
+    ):
+        _check(_folder(tmp_path / "input"), model_uri, reference=str(tmp_path / "reference"))
