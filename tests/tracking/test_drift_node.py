@@ -19,7 +19,9 @@ from alloy_mtl.pipelines.inference.nodes import (
     check_drift,
     check_failures,
     predict_folder,
+    read_drift_reference,
     read_folder,
+    read_inputs,
 )
 from alloy_mtl.tracking import inference as inference_module
 from alloy_mtl.tracking.model_logging import log_bundle_model
@@ -53,9 +55,8 @@ def _folder(tmp_path, **changes) -> str:
 
 def _check(folder: str, model_uri: str, **drift) -> tuple[pd.DataFrame, str]:
     inference = {"input": folder, "model_uri": model_uri}
-    return check_drift(
-        read_folder(inference, "unused"), inference, {**DRIFT, **drift}, "unused", GENERATION, EVALUATION
-    )
+    images, reference = read_inputs(inference, {**DRIFT, **drift}, "unused", GENERATION, EVALUATION)
+    return check_drift(images, reference, {**DRIFT, **drift})
 
 
 def test_images_from_the_models_instrument_and_the_reference_detector_raise_no_alarm(tmp_path, model_uri):
@@ -118,7 +119,9 @@ def test_prediction_and_the_drift_alarm_share_one_read_of_the_folder(tmp_path, m
     )
     folder = read_folder(settings, "unused")
     predictions = predict_folder(folder, settings, "unused")
-    table, _ = check_drift(folder, settings, DRIFT, "unused", GENERATION, EVALUATION)
+    table, _ = check_drift(
+        folder, read_drift_reference(settings, DRIFT, "unused", GENERATION, EVALUATION), DRIFT
+    )
     assert len(reads) == len(set(reads)) == 60  # every file read once, for both
     assert len(predictions) == 60 and (predictions["error"] == "").all() and len(table) == 1
     assert all(set(row) == {"file", "error"} for row in folder.rows)  # prediction left the shared rows alone
@@ -167,3 +170,26 @@ def test_a_csv_folder_reference_of_another_channel_count_is_named(tmp_path, mode
         ValueError, match=r"reference: '.*reference' holds 1-channel images, the model takes 3"
     ):
         _check(_folder(tmp_path / "input"), model_uri, reference=str(tmp_path / "reference"))
+
+
+def test_a_bad_reference_stops_the_run_with_the_input_folders_problem_before_anything_is_predicted(
+    tmp_path, model_uri
+):
+    from alloy_mtl.pipelines.inference.pipeline import create_pipeline
+
+    (tmp_path / "input").mkdir()
+    (tmp_path / "reference").mkdir()
+    (tmp_path / "reference/broken.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError) as raised:
+        read_inputs(
+            {"input": str(tmp_path / "input"), "model_uri": model_uri},
+            {**DRIFT, "reference": str(tmp_path / "reference")},
+            "unused",
+            GENERATION,
+            EVALUATION,
+        )
+    assert "inference.input" in str(raised.value) and "holds no" in str(raised.value)
+    assert "reference: '" in str(raised.value) and "has 0 usable image(s)" in str(raised.value)
+    # the node that reads the images prediction needs is the node that reads the reference
+    (reader,) = [node for node in create_pipeline().nodes if "inference_images" in node.outputs]
+    assert "inference_drift_reference" in reader.outputs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from alloy_mtl.evaluation.evaluation_set import simulate_evaluation_set
 from alloy_mtl.evaluation.params import EvaluationParams
 from alloy_mtl.mtl.loading.preprocess import bundle_bad_pixels, prepare_images
 from alloy_mtl.physics.calibrated_generation import recorded_config
+from alloy_mtl.physics.simulator import SimulationConfig
 from alloy_mtl.tracking.inference import (
     InferenceSettings,
     PreparedFolder,
@@ -93,55 +95,109 @@ def predict_folder(folder: PreparedFolder, inference: dict[str, Any], model_name
     )
 
 
-def check_drift(  # noqa: PLR0917 (one input per catalog dataset)
-    folder: PreparedFolder,
+@dataclass(frozen=True)
+class DriftReference:
+    """What the drift alarm compares the batches with, read before anything is predicted or written: the beam the
+    model recorded (``instrument``) and the detector reference's images (``images``, described by
+    ``described``); or, where the drift is not checked, why (``skipped``: the report's text)."""
+
+    instrument: SimulationConfig | None = None
+    images: np.ndarray | None = None
+    described: str = ""
+    skipped: str = ""
+
+
+def read_drift_reference(
     inference: dict[str, Any],
     drift: dict[str, Any] | None,
     model_name: str,
     generation: dict[str, Any] | None,
     evaluation: dict[str, Any] | None,
-) -> tuple[pd.DataFrame, str]:
-    """The drift alarm on every batch of the read folder (:mod:`alloy_mtl.evaluation.drift`): the beam
-    against the instrument the model recorded, the detector against ``inference.drift.reference`` (default:
-    the generated evaluation set). Returns the drift table and its markdown report."""
+) -> DriftReference:
+    """The drift alarm's reference (:class:`DriftReference`): the instrument ``inference.model_uri`` recorded and
+    the detector reference's images, ``inference.drift.reference`` (default: the generated evaluation set).
+
+    Raises:
+        ValueError: a bad ``inference.drift`` setting, or a reference folder without 2 usable images of the
+            model's channel count, naming the folder.
+    """
     params = parse_params(DriftParams, drift, "inference.drift")
     if not params.enabled:
-        return drift_table([]), "# Drift alarm\n\nDisabled (inference.drift.enabled: false).\n"
+        return DriftReference(skipped="Disabled (inference.drift.enabled: false).")
     settings = parse_inference_settings(inference, model_name)
     metadata = _model_metadata(settings)
     in_chans, size = int(metadata["in_chans"]), int(metadata["image_size"])
     bad_pixels = bundle_bad_pixels(metadata)
     recorded = metadata.get("instrument")
     if recorded is None:  # trained on a lab folder (or logged before models recorded it)
-        reason = (
-            f"not checked: {settings.model_uri} records no instrument (it was not trained on simulated images), so "
-            "there is no beam to compare the batches with"
+        return _not_checked(
+            f"not checked: {settings.model_uri} records no instrument (it was not trained on simulated images), "
+            "so there is no beam to compare the batches with"
         )
-        logger.warning("drift alarm %s", reason)
-        return drift_table([]), f"# Drift alarm\n\nDrift {reason}.\n"
     instrument = recorded_config(generation, recorded, size)
     if len(instrument.kv) != in_chans:  # e.g. a model trained on a one-channel lab folder: nothing simulated
-        reason = (
+        return _not_checked(
             f"not checked: {settings.model_uri} takes {in_chans} channel(s), the simulated instrument it would be "
             f"compared with has {len(instrument.kv)} ({instrument.kv_label} kV)"
         )
-        logger.warning("drift alarm %s", reason)
-        return drift_table([]), f"# Drift alarm\n\nDrift {reason}.\n"
     if params.reference:
         reference = Path(params.reference).expanduser()
-        reference_images = _reference_images(reference, in_chans, size, settings.bit_depth, bad_pixels)
-        described = f"the reference folder {reference}"
-    else:
-        simulated, _ = simulate_evaluation_set(
-            generation, parse_params(EvaluationParams, evaluation, "evaluation").evaluation_set
-        )
-        reference_images = prepare_images(torch.from_numpy(simulated), size, bad_pixels).numpy()
-        described = "the generated evaluation set's detector"
+        images = _reference_images(reference, in_chans, size, settings.bit_depth, bad_pixels)
+        return DriftReference(instrument, images, f"the reference folder {reference}")
+    simulated, _ = simulate_evaluation_set(
+        generation, parse_params(EvaluationParams, evaluation, "evaluation").evaluation_set
+    )
+    images = prepare_images(torch.from_numpy(simulated), size, bad_pixels).numpy()
+    return DriftReference(instrument, images, "the generated evaluation set's detector")
+
+
+def _not_checked(reason: str) -> DriftReference:
+    logger.warning("drift alarm %s", reason)
+    return DriftReference(skipped=f"Drift {reason}.")
+
+
+def read_inputs(  # noqa: PLR0917 (one input per catalog dataset)
+    inference: dict[str, Any],
+    drift: dict[str, Any] | None,
+    model_name: str,
+    generation: dict[str, Any] | None,
+    evaluation: dict[str, Any] | None,
+) -> tuple[PreparedFolder, DriftReference]:
+    """:func:`read_folder` and :func:`read_drift_reference` in one node, so that a bad reference stops the run
+    before the predictions are written; a problem of each is named in one error.
+
+    Raises:
+        ValueError: every problem of the input folder and of the drift reference.
+    """
+    problems: list[str] = []
+    folder = reference = None
+    try:
+        folder = read_folder(inference, model_name)
+    except ValueError as error:
+        problems.append(str(error))
+    try:
+        reference = read_drift_reference(inference, drift, model_name, generation, evaluation)
+    except ValueError as error:
+        problems.append(str(error))
+    if problems:
+        raise ValueError("; ".join(dict.fromkeys(problems)))
+    return folder, reference
+
+
+def check_drift(
+    folder: PreparedFolder, reference: DriftReference, drift: dict[str, Any] | None
+) -> tuple[pd.DataFrame, str]:
+    """The drift alarm on every batch of the read folder (:mod:`alloy_mtl.evaluation.drift`): the beam
+    against the instrument the model recorded, the detector against the reference's
+    (:func:`read_drift_reference`). Returns the drift table and its markdown report."""
+    if reference.instrument is None or reference.images is None:
+        return drift_table([]), f"# Drift alarm\n\n{reference.skipped}\n"
+    params = parse_params(DriftParams, drift, "inference.drift")
     batches = check_batches(
         folder.images(),
         folder.usable_files(),
-        instrument,
-        fit_pattern_reference(reference_images),
+        reference.instrument,
+        fit_pattern_reference(reference.images),
         params,
     )
     table = drift_table(batches)
@@ -154,7 +210,7 @@ def check_drift(  # noqa: PLR0917 (one input per catalog dataset)
                 batch.last_file,
                 "; ".join(batch.reasons()),
             )
-    return table, drift_markdown(table, described, params)
+    return table, drift_markdown(table, reference.described, params)
 
 
 def _reference_images(

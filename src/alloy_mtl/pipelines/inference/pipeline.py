@@ -2,19 +2,26 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from alloy_mtl.pipelines.inference.nodes import check_drift, check_failures, predict_folder, read_folder
+from alloy_mtl.pipelines.inference.nodes import check_drift, check_failures, predict_folder, read_inputs
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Read the folder once, predict and save the CSV, check every batch for instrument drift, then fail the run
-    if any file could not be predicted (or on a drift alarm where ``inference.drift.fail_on_alarm`` is set)."""
+    """Read the folder once and the drift reference (a bad one stops the run before anything is written), predict
+    and save the CSV, check every batch for instrument drift, then fail the run if any file could not be
+    predicted (or on a drift alarm where ``inference.drift.fail_on_alarm`` is set)."""
     return Pipeline(
         [
             Node(
-                read_folder,
-                inputs=["params:inference", "params:registry.model_name"],
-                outputs="inference_images",
-                name="read_folder",
+                read_inputs,
+                inputs=[
+                    "params:inference",
+                    "params:inference.drift",
+                    "params:registry.model_name",
+                    "params:generation",
+                    "params:evaluation",
+                ],
+                outputs=["inference_images", "inference_drift_reference"],
+                name="read_inputs",
             ),
             Node(
                 predict_folder,
@@ -24,14 +31,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 check_drift,
-                inputs=[
-                    "inference_images",
-                    "params:inference",
-                    "params:inference.drift",
-                    "params:registry.model_name",
-                    "params:generation",
-                    "params:evaluation",
-                ],
+                inputs=["inference_images", "inference_drift_reference", "params:inference.drift"],
                 outputs=["inference_drift_table", "inference_drift_markdown"],
                 name="check_drift",
             ),
