@@ -13,7 +13,7 @@ conditions are never looked at here.
         [--seeds 42] [--val-images 600] [--jobs 2] [--threads 1] [--tag _name] [--recipe lr=1e-3 ...]
 
 ``--recipe KEY=VALUE`` changes the training recipe of every run (YAML values, on top of the architecture's
-``train_options``), to find the recipe a lever needs.
+``train_options`` and of the lever's own settings), to find the recipe a lever needs.
 
 Writes ``benchmarks/results/bench_robust_levers<tag>.json`` and ``.md``.
 """
@@ -135,7 +135,7 @@ def train_lever(
     arch, lever, seed = job
     training, (images, metadata), conditions = _inputs(lever, val_images)
     base = deep_merge(training["training"], training[arch]["train_options"])
-    settings = {"seed": seed, "progress_bar": False, "resume": False, **(recipe or {}), **LEVERS[lever][1]}
+    settings = {"seed": seed, "progress_bar": False, "resume": False, **LEVERS[lever][1], **(recipe or {})}
     params = parse_training_params(deep_merge(base, settings))
     start = time.perf_counter()
     result = train_from_params(images, metadata, params, None)

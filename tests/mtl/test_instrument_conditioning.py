@@ -175,3 +175,27 @@ def test_the_wedge_summary_is_the_fitted_profiles_coefficients_and_joins_the_fea
     train = images_[(metadata["split"] == "train").to_numpy()]
     standardised = model.wedge_summary(torch.from_numpy(train))
     assert torch.allclose(standardised.mean(dim=0), torch.zeros(6), atol=1e-4)
+
+
+class _ConstantBackbone(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((len(x), 16), 3.0)
+
+
+def test_the_image_gate_starts_closed_so_the_model_starts_from_the_summary_and_learns_to_open():
+    tasks = parse_tasks(TASKS)
+    model = build_model(
+        "fnn", 2, 8, tasks, wedge_summary=True, image_gate=True, fnn_pool_size=4, fnn_hidden=[16]
+    )
+    model.backbone = _ConstantBackbone()
+    x = torch.rand(16, 2, 8, 8) * 0.5 + 0.3
+    summary_only = model.fusion(torch.cat([torch.zeros(16, 16), model.wedge_summary(x)], dim=1))
+    assert torch.allclose(model.encode(x), summary_only)  # the backbone's features enter times 0
+    assert any(p is model.image_gate for p in model.shared_parameters())
+    model(x)["alloy"].logsumexp(dim=1).sum().backward()
+    assert model.image_gate.grad is not None and float(model.image_gate.grad) != 0.0  # it can open
+    with torch.no_grad():
+        model.image_gate.fill_(1.0)
+    assert not torch.allclose(model.encode(x), summary_only)
+    with pytest.raises(ValueError, match="image_gate: the model joins nothing"):
+        build_model("fnn", 2, 8, tasks, image_gate=True, fnn_pool_size=4, fnn_hidden=[16])

@@ -25,7 +25,7 @@ from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
 TRAINER_SUPPLIED = frozenset({"task_weights", "task_kinds", "seed"})
 
 #: Model options handled by the model itself (the head), beside the backbone's own options.
-HEAD_OPTIONS = ("hidden", "dropout")
+HEAD_OPTIONS = ("hidden", "dropout", "image_gate")
 
 
 class Monitor(ParamsModel):

@@ -137,6 +137,9 @@ class MultiTaskModel(nn.Module):
         conditioning: optional instrument conditioning: the input then carries the instrument's settings as
             trailing constant planes (``alloy_mtl.mtl.models.conditioning``), joined to the backbone's features.
         wedge_summary: optional global summary of the wedge (its fitted profile's coefficients), joined too.
+        image_gate: with either, the backbone's features enter the fusion times a learned scale that starts at 0
+            (ReZero-style): the model starts as an MLP of the summary and the settings, and the image path
+            contributes only as far as training finds it useful.
 
     With either, ``fusion`` (Linear(F + extras, F) -> activation) joins them to the features before the heads.
 
@@ -160,6 +163,7 @@ class MultiTaskModel(nn.Module):
         normalizer: InputNormalizer | None = None,
         conditioning: InstrumentConditioning | None = None,
         wedge_summary: WedgeSummary | None = None,
+        image_gate: bool = False,
     ) -> None:
         super().__init__()
         self.normalizer = normalizer if normalizer is not None else nn.Identity()
@@ -173,6 +177,12 @@ class MultiTaskModel(nn.Module):
             if extras
             else None
         )
+        if image_gate and self.fusion is None:
+            raise ValueError(
+                "image_gate: the model joins nothing to the backbone's features (no instrument conditioning, no "
+                "wedge summary), so a gate starting at 0 would leave the heads nothing"
+            )
+        self.image_gate = nn.Parameter(torch.zeros(())) if image_gate else None
         if not tasks:
             raise ValueError("tasks: expected at least one task")
         self.backbone = backbone
@@ -218,7 +228,10 @@ class MultiTaskModel(nn.Module):
         images, settings = (
             (x, None) if self.conditioning is None else split_settings(x, len(self.conditioning.keys))
         )
-        joined = [self.backbone(self.normalizer(images)).float()]
+        features = self.backbone(self.normalizer(images)).float()
+        if self.image_gate is not None:
+            features = features * self.image_gate
+        joined = [features]
         if self.wedge_summary is not None:
             joined.append(self.wedge_summary(images))
         if self.conditioning is not None:
@@ -280,6 +293,8 @@ class MultiTaskModel(nn.Module):
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters of the shared backbone (and of the fusion layer, which every head reads)."""
         shared = list(self.backbone.parameters())
+        if self.image_gate is not None:
+            shared.append(self.image_gate)
         return shared if self.fusion is None else shared + list(self.fusion.parameters())
 
     def task_parameters(self, task: str) -> list[nn.Parameter]:
@@ -303,6 +318,7 @@ def build_model(  # noqa: PLR0917 (signature fixed by the mtl contract)
     input_transform: str | None = None,
     instrument_keys: Sequence[str] | None = None,
     wedge_summary: bool = False,
+    image_gate: bool = False,
     **backbone_kwargs: object,
 ) -> MultiTaskModel:
     """Build backbone + heads for ``arch``.
@@ -325,6 +341,7 @@ def build_model(  # noqa: PLR0917 (signature fixed by the mtl contract)
         instrument_keys: instrument settings the model is conditioned on (:class:`InstrumentConditioning`;
             its statistics set by ``fit`` or by ``load_state_dict``); None or empty: not conditioned.
         wedge_summary: join the wedge's fitted-profile coefficients to the features (:class:`WedgeSummary`).
+        image_gate: the backbone's features enter the fusion times a learned scale starting at 0.
         **backbone_kwargs: passed to ``create_backbone`` (e.g. ``vgg_pre_logits``, ``fnn_hidden``).
     """
     act = activation if activation is not None else DEFAULT_ACTIVATIONS.get(arch, "relu")
@@ -351,7 +368,17 @@ def build_model(  # noqa: PLR0917 (signature fixed by the mtl contract)
     conditioning = InstrumentConditioning(instrument_keys) if instrument_keys else None
     summary = WedgeSummary(in_chans) if wedge_summary else None
     return MultiTaskModel(
-        backbone, num_features, tasks, act, hidden, dropout, fds, normalizer, conditioning, summary
+        backbone,
+        num_features,
+        tasks,
+        act,
+        hidden,
+        dropout,
+        fds,
+        normalizer,
+        conditioning,
+        summary,
+        image_gate,
     )
 
 
