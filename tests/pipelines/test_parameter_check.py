@@ -103,6 +103,14 @@ REFERENCE_LR = {
     "fnn": 1.0e-2,
 }
 """The reference study's model table (docs/guide/training.md, "What the CPU default trades away")."""
+REFERENCE_OPTIMIZER = {
+    "resnet18": "adam",
+    "resnet34": "sgd",
+    "resnet50": "rmsprop",
+    "vgg16": "adam",
+    "efficientnet_b0": "rmsprop",
+    "fnn": "sgd",
+}
 
 
 def test_the_paper_environment_keeps_none_of_the_cpu_budget_choices(kedro_project):
@@ -126,6 +134,7 @@ def test_the_paper_environment_keeps_none_of_the_cpu_budget_choices(kedro_projec
         assert resolved.monitor.metric == "val_loss" and resolved.input_transform == "neg_log", arch
         assert resolved.lr_scheduler.name == "reduce_on_plateau" and not resolved.ema.enabled, arch
         assert resolved.lr == REFERENCE_LR[arch], arch
+        assert resolved.optimizer == REFERENCE_OPTIMIZER[arch], arch
 
 
 def test_a_bad_robustness_condition_stops_the_suite_before_any_node(kedro_project, run_pipeline):
