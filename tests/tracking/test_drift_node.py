@@ -56,7 +56,7 @@ def _folder(tmp_path, **changes) -> str:
 def _check(folder: str, model_uri: str, **drift) -> tuple[pd.DataFrame, str]:
     inference = {"input": folder, "model_uri": model_uri}
     images, reference = read_inputs(inference, {**DRIFT, **drift}, "unused", GENERATION, EVALUATION)
-    return check_drift(images, reference, {**DRIFT, **drift})
+    return check_drift(images, reference)
 
 
 def test_images_from_the_models_instrument_and_the_reference_detector_raise_no_alarm(tmp_path, model_uri):
@@ -119,9 +119,7 @@ def test_prediction_and_the_drift_alarm_share_one_read_of_the_folder(tmp_path, m
     )
     folder = read_folder(settings, "unused")
     predictions = predict_folder(folder, settings, "unused")
-    table, _ = check_drift(
-        folder, read_drift_reference(settings, DRIFT, "unused", GENERATION, EVALUATION), DRIFT
-    )
+    table, _ = check_drift(folder, read_drift_reference(settings, DRIFT, "unused", GENERATION, EVALUATION))
     assert len(reads) == len(set(reads)) == 60  # every file read once, for both
     assert len(predictions) == 60 and (predictions["error"] == "").all() and len(table) == 1
     assert all(set(row) == {"file", "error"} for row in folder.rows)  # prediction left the shared rows alone

@@ -68,7 +68,10 @@ def read_folder(inference: dict[str, Any], model_name: str) -> PreparedFolder:
     (``inference.model_uri``, default: the champion of ``registry.model_name``) takes it: what prediction and
     the drift alarm share (``inference_images``, in memory)."""
     settings = parse_inference_settings(inference, model_name)
-    metadata = _model_metadata(settings)
+    return _read_folder(settings, _model_metadata(settings))
+
+
+def _read_folder(settings: InferenceSettings, metadata: dict[str, Any]) -> PreparedFolder:
     files = image_files(settings.input, settings.recursive)
     logger.info("reading %d file(s) of %s for %s", len(files), settings.input, settings.model_uri)
     return prepare_folder(
@@ -105,6 +108,7 @@ class DriftReference:
     images: np.ndarray | None = None
     described: str = ""
     skipped: str = ""
+    params: DriftParams | None = None
 
 
 def read_drift_reference(
@@ -122,10 +126,19 @@ def read_drift_reference(
             model's channel count, naming the folder.
     """
     params = parse_params(DriftParams, drift, "inference.drift")
+    settings = parse_inference_settings(inference, model_name)
+    return _drift_reference(params, settings, _model_metadata(settings), generation, evaluation)
+
+
+def _drift_reference(
+    params: DriftParams,
+    settings: InferenceSettings,
+    metadata: dict[str, Any],
+    generation: dict[str, Any] | None,
+    evaluation: dict[str, Any] | None,
+) -> DriftReference:
     if not params.enabled:
         return DriftReference(skipped="Disabled (inference.drift.enabled: false).")
-    settings = parse_inference_settings(inference, model_name)
-    metadata = _model_metadata(settings)
     in_chans, size = int(metadata["in_chans"]), int(metadata["image_size"])
     bad_pixels = bundle_bad_pixels(metadata)
     recorded = metadata.get("instrument")
@@ -143,12 +156,12 @@ def read_drift_reference(
     if params.reference:
         reference = Path(params.reference).expanduser()
         images = _reference_images(reference, in_chans, size, settings.bit_depth, bad_pixels)
-        return DriftReference(instrument, images, f"the reference folder {reference}")
+        return DriftReference(instrument, images, f"the reference folder {reference}", params=params)
     simulated, _ = simulate_evaluation_set(
         generation, parse_params(EvaluationParams, evaluation, "evaluation").evaluation_set
     )
     images = prepare_images(torch.from_numpy(simulated), size, bad_pixels).numpy()
-    return DriftReference(instrument, images, "the generated evaluation set's detector")
+    return DriftReference(instrument, images, "the generated evaluation set's detector", params=params)
 
 
 def _not_checked(reason: str) -> DriftReference:
@@ -169,30 +182,32 @@ def read_inputs(  # noqa: PLR0917 (one input per catalog dataset)
     Raises:
         ValueError: every problem of the input folder and of the drift reference.
     """
+    settings = parse_inference_settings(inference, model_name)
+    metadata = _model_metadata(settings)  # the model's record, read once for both
     problems: list[str] = []
     folder = reference = None
     try:
-        folder = read_folder(inference, model_name)
+        folder = _read_folder(settings, metadata)
     except ValueError as error:
         problems.append(str(error))
     try:
-        reference = read_drift_reference(inference, drift, model_name, generation, evaluation)
+        params = parse_params(DriftParams, drift, "inference.drift")
+        reference = _drift_reference(params, settings, metadata, generation, evaluation)
     except ValueError as error:
         problems.append(str(error))
     if problems:
-        raise ValueError("; ".join(dict.fromkeys(problems)))
+        raise ValueError("; ".join(problems))
     return folder, reference
 
 
-def check_drift(
-    folder: PreparedFolder, reference: DriftReference, drift: dict[str, Any] | None
-) -> tuple[pd.DataFrame, str]:
+def check_drift(folder: PreparedFolder, reference: DriftReference) -> tuple[pd.DataFrame, str]:
     """The drift alarm on every batch of the read folder (:mod:`alloy_mtl.evaluation.drift`): the beam
     against the instrument the model recorded, the detector against the reference's
-    (:func:`read_drift_reference`). Returns the drift table and its markdown report."""
-    if reference.instrument is None or reference.images is None:
+    (:func:`read_drift_reference`), with its ``inference.drift`` settings. Returns the drift table and its
+    markdown report."""
+    params = reference.params
+    if reference.instrument is None or reference.images is None or params is None:
         return drift_table([]), f"# Drift alarm\n\n{reference.skipped}\n"
-    params = parse_params(DriftParams, drift, "inference.drift")
     batches = check_batches(
         folder.images(),
         folder.usable_files(),

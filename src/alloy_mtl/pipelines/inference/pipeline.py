@@ -31,7 +31,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 check_drift,
-                inputs=["inference_images", "inference_drift_reference", "params:inference.drift"],
+                inputs=["inference_images", "inference_drift_reference"],
                 outputs=["inference_drift_table", "inference_drift_markdown"],
                 name="check_drift",
             ),
