@@ -115,3 +115,11 @@ def test_task_problems_are_named_by_their_yaml_place_not_nested_under_the_tasks_
     assert any(p.startswith("training.tasks.alloy.weight: ") for p in problems), problems
     assert any(p.startswith("fnn.train_options.tasks.alloy.loss: ") for p in problems), problems
     assert not any("invalid parameters" in p for p in problems), problems
+
+
+def test_image_gate_must_be_a_boolean_not_a_truthy_string():
+    assert _params(model_options={"image_gate": True}).model_options == {"image_gate": True}
+    with pytest.raises(
+        ParameterError, match=r"model_options.*image_gate: expected true or false, got 'false'"
+    ):
+        _params(model_options={"image_gate": "false"})
