@@ -314,9 +314,8 @@ class TrainingParams(TrainerSettings):
         unknown = sorted(set(value) - allowed)
         if unknown:
             raise ValueError(f"unknown option(s) {unknown} for {arch}; allowed: {sorted(allowed)}")
-        gate = value.get("image_gate", False)
-        if not isinstance(gate, bool):  # a string such as "false" would open the gate
-            raise ValueError(f"image_gate: expected true or false, got {gate!r}")
+        if not isinstance(value.get("image_gate", False), bool):  # a string such as "false" would open the gate
+            raise ValueError(f"image_gate: expected true or false, got {value['image_gate']!r}")
         return value
 
     @model_validator(mode="after")
