@@ -314,7 +314,7 @@ class TrainingParams(TrainerSettings):
         unknown = sorted(set(value) - allowed)
         if unknown:
             raise ValueError(f"unknown option(s) {unknown} for {arch}; allowed: {sorted(allowed)}")
-        if not isinstance(value.get("image_gate", False), bool):  # a string such as "false" would open the gate
+        if not isinstance(value.get("image_gate", False), bool):  # text "false" would open it
             raise ValueError(f"image_gate: expected true or false, got {value['image_gate']!r}")
         return value
 
