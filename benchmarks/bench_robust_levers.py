@@ -157,6 +157,8 @@ def train_lever(
         "tolerance_mean": round(float(np.mean(tolerance)), 4),
         "worst": round(float(min(unseen + tolerance)), 4),
         "epochs": len(result.history),
+        "delivered_epoch": result.summary.get("delivered_epoch"),
+        "image_gate": result.summary.get("image_gate"),
         "wall_s": round(wall, 1),
     }
 

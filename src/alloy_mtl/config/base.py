@@ -142,3 +142,14 @@ def flatten(params: BaseModel | Mapping[str, Any], prefix: str = "") -> dict[str
 def to_yaml(params: BaseModel) -> str:
     """The resolved parameters as YAML (parsing it back gives an equal model)."""
     return yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False)
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` laid over ``base``, recursing into nested mappings (neither input is modified)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

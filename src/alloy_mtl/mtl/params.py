@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from alloy_mtl.config.base import ParamsModel, parse_params
+from alloy_mtl.config.base import ParamsModel, deep_merge, parse_params
 from alloy_mtl.mtl.gradients import gradient_method_parameters
 from alloy_mtl.mtl.models.backbones import BACKBONES, canonical_activation
 from alloy_mtl.mtl.models.input_transform import TRANSFORMS
@@ -223,6 +223,8 @@ class TrainingParams(TrainerSettings):
     ``pbt_best.yml``."""
     max_train_images: int | None = Field(None, ge=1)
     """Train on a random subset of at most this many training images (null: all)."""
+    summary_warmup_epochs: int = Field(0, ge=0)
+    """Epochs fitting a gated model's fusion and heads on all train images' summary first (``summary_warmup``)."""
     image_size: int | None = Field(None, ge=1)
     """Resize images to this many pixels square before the model (null: the data's size)."""
     bad_pixels: Literal["none", "neighbour_median"] = "none"
@@ -319,6 +321,15 @@ class TrainingParams(TrainerSettings):
         return value
 
     @model_validator(mode="after")
+    def _warmup_needs_gate(self) -> TrainingParams:
+        if self.summary_warmup_epochs and self.model_options.get("image_gate") is not True:
+            raise ValueError(
+                f"summary_warmup_epochs: {self.summary_warmup_epochs} needs model_options.image_gate: true (it "
+                "trains the gate-closed model); set summary_warmup_epochs: 0 for a model without the gate"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _monitor_is_an_epoch_metric(self) -> TrainingParams:
         metric = self.monitor.metric
         if not metric.startswith(("train_", "val_")):
@@ -387,14 +398,3 @@ def parse_training_params(
         return f"{option_root}.{dotted}"
 
     return parse_params(TrainingParams, merged, "training", where)
-
-
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """``override`` laid over ``base``, recursing into nested mappings (neither input is modified)."""
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged

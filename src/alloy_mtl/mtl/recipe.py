@@ -40,6 +40,7 @@ from alloy_mtl.mtl.training.checkpoint_callback import CheckpointCallback
 from alloy_mtl.mtl.training.checkpoint_io import CheckpointMismatchError
 from alloy_mtl.mtl.training.checkpoint_lock import checkpoint_lock
 from alloy_mtl.mtl.training.predict import predict
+from alloy_mtl.mtl.training.summary_warmup import warm_up_on_training_images
 from alloy_mtl.mtl.training.trainer import Trainer
 from alloy_mtl.mtl.training.trainer_state import delivered_validation
 
@@ -222,6 +223,16 @@ def prepare_experiment(
         model.wedge_summary.fit(images, train_rows, preprocess=prepare)
     if isinstance(model.normalizer, InputNormalizer):
         model.normalizer.fit(images, train_rows, preprocess=prepare)
+    if params.summary_warmup_epochs:
+        warm_up_on_training_images(
+            model,
+            images,
+            targets,
+            rows["train"],
+            target_stats=target_stats,
+            like=datasets["train"],
+            params=params,
+        )
     return PreparedExperiment(
         params=params,
         tasks=list(tasks),
@@ -323,6 +334,7 @@ def train_from_params(
         "wall_time_s": wall,
         "n_train_images": len(train_rows),
         "gradient_method": trainer.method.name,
+        **({} if model.image_gate is None else {"image_gate": float(model.image_gate.detach())}),
         **fitted,
         **delivered_validation(trainer, history, tasks),
     }

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F  # noqa: N812
 
 from alloy_mtl.mtl.losses.fds import FDS, FDSCallback
 from alloy_mtl.mtl.models.backbones import DEFAULT_ACTIVATIONS, create_backbone, make_activation
@@ -16,6 +17,7 @@ from alloy_mtl.mtl.models.conformal import ConformalSets
 from alloy_mtl.mtl.models.dropout import use_seeded_dropout
 from alloy_mtl.mtl.models.input_transform import InputNormalizer
 from alloy_mtl.mtl.models.ood import FeatureDensity
+from alloy_mtl.mtl.models.output_scaling import LogitTemperature, TargetScaler
 from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
 
 logger = logging.getLogger(__name__)
@@ -39,85 +41,6 @@ def make_head(
         nn.Dropout(dropout),
         nn.Linear(hidden, num_outputs),
     )
-
-
-class TargetScaler(nn.Module):
-    """Standardisation of the regression targets, held as buffers so a saved model predicts in original units.
-
-    The heads learn ``(y - mean) / std``; :meth:`destandardize` maps their outputs back. Statistics are set
-    from the training split (:meth:`set_stats`) or come with a loaded ``state_dict``.
-    """
-
-    def __init__(self, tasks: Sequence[str]) -> None:
-        super().__init__()
-        self.tasks = list(tasks)
-        self.register_buffer("mean", torch.zeros(len(self.tasks), dtype=torch.float64))
-        self.register_buffer("std", torch.ones(len(self.tasks), dtype=torch.float64))
-
-    def set_stats(self, stats: Mapping[str, tuple[float, float]]) -> TargetScaler:
-        """Set ``{task: (mean, std)}`` for every task of the scaler.
-
-        Raises:
-            ValueError: a task of the scaler has no statistics.
-        """
-        missing = [t for t in self.tasks if t not in stats]
-        if missing:
-            raise ValueError(f"TargetScaler: no statistics for task(s) {missing}")
-        with torch.no_grad():
-            for i, task in enumerate(self.tasks):
-                self.mean[i], self.std[i] = float(stats[task][0]), float(stats[task][1])
-        return self
-
-    def stats(self) -> dict[str, tuple[float, float]]:
-        """``{task: (mean, std)}``."""
-        return {t: (float(self.mean[i]), float(self.std[i])) for i, t in enumerate(self.tasks)}
-
-    def destandardize(self, outputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Regression outputs in original units; other outputs unchanged."""
-        out = dict(outputs)
-        for i, task in enumerate(self.tasks):
-            if task in out:
-                value = out[task]  # the statistics follow its device and dtype (CUDA outputs, CPU targets)
-                out[task] = value * self.std[i].to(value) + self.mean[i].to(value)
-        return out
-
-
-class LogitTemperature(nn.Module):
-    """Temperature scaling (Guo et al. 2017) of each classification head's logits: ``logits / T`` per task,
-    ``T = 1`` until :meth:`set` (``alloy_mtl.mtl.training.calibration.fit_temperature``, on validation data).
-    It changes no decision (the arg-max stays), only how sure the probabilities say the model is; it is applied
-    where the model answers (:meth:`MultiTaskModel.predict`, ``training.predict``), never in training."""
-
-    def __init__(self, tasks: Sequence[str]) -> None:
-        super().__init__()
-        self.tasks = list(tasks)
-        self.register_buffer("temperature", torch.ones(len(self.tasks), dtype=torch.float64))
-
-    def set(self, temperatures: Mapping[str, float]) -> LogitTemperature:
-        """Set ``{task: T}`` (T > 0) for tasks of this model; others keep theirs."""
-        with torch.no_grad():
-            for task, value in temperatures.items():
-                if not value > 0:
-                    raise ValueError(f"temperature of {task!r}: expected > 0, got {value}")
-                self.temperature[self.tasks.index(task)] = float(value)
-        return self
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001 (torch's hook)
-        # models and checkpoints from before calibration hold no temperature: they answer at T = 1
-        state_dict.setdefault(f"{prefix}temperature", torch.ones_like(self.temperature))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def temperatures(self) -> dict[str, float]:
-        """``{task: T}``."""
-        return {t: float(self.temperature[i]) for i, t in enumerate(self.tasks)}
-
-    def forward(self, outputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Classification logits divided by their temperature; other outputs unchanged."""
-        out = dict(outputs)
-        for i, task in enumerate(self.tasks):
-            if task in out:
-                out[task] = out[task] / self.temperature[i].to(out[task])
-        return out
 
 
 class MultiTaskModel(nn.Module):
@@ -231,12 +154,35 @@ class MultiTaskModel(nn.Module):
         features = self.backbone(self.normalizer(images)).float()
         if self.image_gate is not None:
             features = features * self.image_gate
-        joined = [features]
-        if self.wedge_summary is not None:
-            joined.append(self.wedge_summary(images))
+        return self.fusion(torch.cat([features, self._summary_and_settings(images, settings)], dim=1))
+
+    def _summary_and_settings(self, images: Tensor, settings: Tensor | None) -> Tensor:
+        joined = [] if self.wedge_summary is None else [self.wedge_summary(images)]
         if self.conditioning is not None:
             joined.append(self.conditioning(settings))
-        return self.fusion(torch.cat(joined, dim=1))
+        return torch.cat(joined, dim=1)
+
+    def summary_inputs(self, x: Tensor) -> Tensor:
+        """What the fusion reads beside the backbone's features (B, extras): the wedge summary and the
+        instrument's settings of a raw input batch, as :meth:`encode` joins them.
+
+        Raises:
+            ValueError: the model joins nothing to its features.
+        """
+        if self.fusion is None:
+            raise ValueError("summary_inputs: the model joins nothing to the backbone's features")
+        images, settings = (
+            (x, None) if self.conditioning is None else split_settings(x, len(self.conditioning.keys))
+        )
+        return self._summary_and_settings(images, settings)
+
+    def encode_gate_closed(self, extras: Tensor) -> Tensor:
+        """Shared features (B, F) from :meth:`summary_inputs` alone, as :meth:`encode` gives them while the
+        image gate is 0 (the backbone's zeroed features skipped, not computed)."""
+        if self.image_gate is None:
+            raise ValueError("encode_gate_closed: the model has no image gate")
+        linear, activation = self.fusion[0], self.fusion[1]
+        return activation(F.linear(extras, linear.weight[:, self.num_features :], linear.bias))
 
     @property
     def instrument_keys(self) -> list[str]:
