@@ -77,10 +77,10 @@ def _warmup_inputs(model: torch.nn.Module) -> tuple[ArrayTaskDataset, dict]:
     return dataset, build_task_losses(tasks, train_targets)
 
 
-def test_the_gate_closed_path_is_what_encode_gives_while_the_gate_is_zero():
+def test_the_summary_fusion_is_what_encode_gives_while_the_gate_is_zero():
     model = _model().eval()
     x = torch.cat([torch.rand(6, 2, 8, 8), torch.full((6, 1, 8, 8), 1.01)], dim=1)
-    closed = model.encode_gate_closed(model.summary_inputs(x))
+    closed = model.summary_fusion()(model.summary_inputs(x))
     assert torch.allclose(model.encode(x), closed, atol=1e-6)
     with torch.no_grad():
         model.image_gate.fill_(0.5)
@@ -92,12 +92,16 @@ def test_the_warmup_fits_the_heads_from_the_summary_and_leaves_the_image_path_al
     dataset, losses = _warmup_inputs(model)
     backbone = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     heads = {k: v.clone() for k, v in model.heads.state_dict().items()}
+    fusion = model.fusion[0].weight.detach().clone()
+    width = model.num_features
     history = warm_up_summary_path(model, dataset, parse_tasks(TASKS), losses, epochs=100, seed=1)
     assert len(history) == 100
     assert history[-1] < 0.5 * history[0]  # the mean level tells the alloy and the thickness
     assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in backbone.items())
     assert float(model.image_gate.detach()) == 0.0
     assert any(not torch.equal(v, model.heads.state_dict()[k]) for k, v in heads.items())
+    assert torch.equal(model.fusion[0].weight[:, :width], fusion[:, :width])  # the image's columns untouched
+    assert not torch.equal(model.fusion[0].weight[:, width:], fusion[:, width:])  # written back
     model.eval()
     images = torch.stack([dataset[i][0] for i in range(len(dataset))])
     predicted = model(images)["alloy"].argmax(dim=1)

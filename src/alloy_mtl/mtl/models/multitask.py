@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F  # noqa: N812
 
 from alloy_mtl.mtl.losses.fds import FDS, FDSCallback
 from alloy_mtl.mtl.models.backbones import DEFAULT_ACTIVATIONS, create_backbone, make_activation
@@ -176,13 +176,29 @@ class MultiTaskModel(nn.Module):
         )
         return self._summary_and_settings(images, settings)
 
-    def encode_gate_closed(self, extras: Tensor) -> Tensor:
-        """Shared features (B, F) from :meth:`summary_inputs` alone, as :meth:`encode` gives them while the
-        image gate is 0 (the backbone's zeroed features skipped, not computed)."""
+    def summary_fusion(self) -> nn.Sequential:
+        """A copy of the fusion's part that reads :meth:`summary_inputs` (Linear(extras, F) -> activation): the
+        shared features :meth:`encode` gives while the image gate is 0, without the backbone's zeroed features
+        or their weights. :meth:`load_summary_fusion` writes a trained copy back.
+
+        Raises:
+            ValueError: the model has no image gate.
+        """
         if self.image_gate is None:
-            raise ValueError("encode_gate_closed: the model has no image gate")
-        linear, activation = self.fusion[0], self.fusion[1]
-        return activation(F.linear(extras, linear.weight[:, self.num_features :], linear.bias))
+            raise ValueError("summary_fusion: the model has no image gate")
+        linear = self.fusion[0]
+        part = nn.Linear(linear.in_features - self.num_features, linear.out_features).to(linear.weight)
+        with torch.no_grad():
+            part.weight.copy_(linear.weight[:, self.num_features :])
+            part.bias.copy_(linear.bias)
+        return nn.Sequential(part, copy.deepcopy(self.fusion[1]))
+
+    def load_summary_fusion(self, part: nn.Sequential) -> None:
+        """Write the weights of a :meth:`summary_fusion` copy back into the fusion."""
+        linear = self.fusion[0]
+        with torch.no_grad():
+            linear.weight[:, self.num_features :].copy_(part[0].weight)
+            linear.bias.copy_(part[0].bias)
 
     @property
     def instrument_keys(self) -> list[str]:

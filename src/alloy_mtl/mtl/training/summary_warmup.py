@@ -107,8 +107,8 @@ def warm_up_summary_path(
             "the gate-closed model and would ignore the image path it already opened"
         )
     data = summary_inputs(model, dataset)
-    parameters = [*model.fusion.parameters(), *model.heads.parameters()]
-    optimizer = torch.optim.Adam(parameters, lr=WARMUP_LR)
+    fusion = model.summary_fusion()  # the backbone's columns of the fusion are left out of the optimizer
+    optimizer = torch.optim.Adam([*fusion.parameters(), *model.heads.parameters()], lr=WARMUP_LR)
     order = torch.Generator().manual_seed(seed + WARMUP_SEED_OFFSET)
     attach_generator(model, torch.Generator().manual_seed(dropout_seed(seed) + WARMUP_SEED_OFFSET))
     was_training = model.training
@@ -119,7 +119,7 @@ def warm_up_summary_path(
             permutation = torch.randperm(len(data.extras), generator=order)
             total, batches = 0.0, 0
             for rows in permutation.split(WARMUP_BATCH_SIZE):
-                outputs = model.forward_heads(model.encode_gate_closed(data.extras[rows]))
+                outputs = model.forward_heads(fusion(data.extras[rows]))
                 task_losses = masked_task_losses(
                     losses,
                     outputs,
@@ -134,6 +134,7 @@ def warm_up_summary_path(
             history.append(total / batches)
             logger.debug("summary warm-up epoch %d/%d: loss %.4f", epoch + 1, epochs, history[-1])
     finally:
+        model.load_summary_fusion(fusion)
         attach_generator(model, None)
         model.train(was_training)
     logger.info(
