@@ -204,9 +204,10 @@ def _architecture(name: str, *, activation: str, start_priority: int) -> Callabl
         activation: its activation in the reference study's model table (the default of ``activation``).
         start_priority: which training the default runner (``alloy_mtl.runner.ModelParallelRunner``) starts
             first when more are ready than it has workers, highest first (tagged ``priority_<n>`` on the
-            node). With the CPU default's costs (one thread each: EfficientNet-B0 ~300 s, VGG16 ~280, the
-            ResNets ~210, the FNN ~70), the order below lets two workers finish train_all's trainings within
-            a few seconds of each other; another order changes the wall time only.
+            node). With the CPU default's costs (one thread each, two trainings at a time, warm-up and fitting
+            after training included: VGG16 ~300 s, ResNet50 ~270, the FNN ~200, EfficientNet-B0 ~150, ResNet34
+            ~120, ResNet18 ~90), the costliest start first (longest-processing-time order), so the two workers
+            finish train_all's trainings close together; another order changes the wall time only.
     """
     if isinstance(start_priority, bool) or not isinstance(start_priority, int) or start_priority < 1:
         raise ValueError(f"start_priority of {name!r}: expected an integer >= 1, got {start_priority!r}")
@@ -224,12 +225,12 @@ def _register_timm(name: str, activation: str, start_priority: int) -> None:
     _architecture(name, activation=activation, start_priority=start_priority)(build)
 
 
-_register_timm("resnet18", activation="relu", start_priority=5)
-_register_timm("resnet34", activation="leaky_relu", start_priority=4)
-_register_timm("resnet50", activation="gelu", start_priority=2)
+_register_timm("resnet18", activation="relu", start_priority=1)
+_register_timm("resnet34", activation="leaky_relu", start_priority=2)
+_register_timm("resnet50", activation="gelu", start_priority=5)
 
 
-@_architecture("vgg16", activation="relu", start_priority=3)
+@_architecture("vgg16", activation="relu", start_priority=6)
 def _vgg16(
     in_chans: int,
     activation: str,
@@ -255,10 +256,10 @@ def _vgg16(
     )
 
 
-_register_timm("efficientnet_b0", activation="silu", start_priority=6)
+_register_timm("efficientnet_b0", activation="silu", start_priority=3)
 
 
-@_architecture("fnn", activation="relu", start_priority=1)
+@_architecture("fnn", activation="relu", start_priority=4)
 def _fnn(
     in_chans: int,
     activation: str,
