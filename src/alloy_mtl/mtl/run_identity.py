@@ -40,6 +40,7 @@ SETTINGS_ADDED_LATER: dict[str, Any] = {
     "bad_pixels": "none",
     "instrument_conditioning": "auto",
     "wedge_summary": False,
+    "summary_warmup_epochs": 0,
 }
 
 
