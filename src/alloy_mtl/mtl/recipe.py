@@ -18,7 +18,13 @@ import pandas as pd
 import torch
 
 from alloy_mtl.mtl.device import GLOBAL_RNG_LOCK, seed_everything
-from alloy_mtl.mtl.loading.datasets import ArrayTaskDataset, default_mask, fit_target_stats, make_dataloader
+from alloy_mtl.mtl.loading.datasets import (
+    ArrayTaskDataset,
+    default_mask,
+    fit_target_stats,
+    make_dataloader,
+    standardised_targets,
+)
 from alloy_mtl.mtl.loading.instrument_settings import conditioning_keys, settings_array
 from alloy_mtl.mtl.loading.loaders import balanced_task, training_loaders
 from alloy_mtl.mtl.loading.preprocess import bundle_bad_pixels, prepare_images
@@ -190,12 +196,7 @@ def prepare_experiment(
         )
         for name, split_rows in (("train", train_rows), ("val", rows["val"]), ("test", rows["test"]))
     }
-    train_targets = {
-        name: (values[train_rows] - target_stats[name][0]) / target_stats[name][1]
-        if name in target_stats
-        else values[train_rows]
-        for name, values in targets.items()
-    }
+    train_targets = standardised_targets(targets, train_rows, target_stats)
     loaders = training_loaders(datasets, params, tasks, train_targets, context)
     # Nothing above draws from the process-wide generators (the loaders and the subsample have their own); the
     # lock keeps another thread's run from seeding or drawing between the seed and the initial weights.

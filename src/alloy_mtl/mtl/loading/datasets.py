@@ -45,6 +45,16 @@ def fit_target_stats(
     return stats
 
 
+def standardised_targets(
+    targets: Mapping[str, np.ndarray], rows: np.ndarray, stats: Mapping[str, tuple[float, float]]
+) -> dict[str, np.ndarray]:
+    """Every task's targets at ``rows``, the regression ones standardised by ``stats`` (:func:`fit_target_stats`)."""
+    return {
+        name: (values[rows] - stats[name][0]) / stats[name][1] if name in stats else values[rows]
+        for name, values in targets.items()
+    }
+
+
 PREPARED_CACHE_BYTES = 2 * 1024**3
 """Prepared (corrected, resized) rows are kept in memory when all of them fit in this many bytes."""
 

@@ -148,13 +148,14 @@ class MultiTaskModel(nn.Module):
         after the backbone."""
         if self.fusion is None:
             return self.backbone(self.normalizer(x)).float()
-        images, settings = (
-            (x, None) if self.conditioning is None else split_settings(x, len(self.conditioning.keys))
-        )
+        images, settings = self._split_settings(x)
         features = self.backbone(self.normalizer(images)).float()
         if self.image_gate is not None:
             features = features * self.image_gate
         return self.fusion(torch.cat([features, self._summary_and_settings(images, settings)], dim=1))
+
+    def _split_settings(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        return (x, None) if self.conditioning is None else split_settings(x, len(self.conditioning.keys))
 
     def _summary_and_settings(self, images: Tensor, settings: Tensor | None) -> Tensor:
         joined = [] if self.wedge_summary is None else [self.wedge_summary(images)]
@@ -171,9 +172,7 @@ class MultiTaskModel(nn.Module):
         """
         if self.fusion is None:
             raise ValueError("summary_inputs: the model joins nothing to the backbone's features")
-        images, settings = (
-            (x, None) if self.conditioning is None else split_settings(x, len(self.conditioning.keys))
-        )
+        images, settings = self._split_settings(x)
         return self._summary_and_settings(images, settings)
 
     def summary_fusion(self) -> nn.Sequential:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from alloy_mtl.mtl.loading.datasets import ArrayTaskDataset, make_dataloader
+from alloy_mtl.mtl.loading.datasets import ArrayTaskDataset, make_dataloader, standardised_targets
 from alloy_mtl.mtl.losses.task_losses import TaskLoss, build_task_losses, masked_task_losses, weighted_total
 from alloy_mtl.mtl.models.dropout import attach_generator, dropout_seed
 from alloy_mtl.mtl.models.multitask import MultiTaskModel
@@ -169,13 +169,7 @@ def warm_up_on_training_images(
         bad_pixels=params.bad_pixels,
         settings=like.settings,
     )
-    standardised = {
-        name: (values[rows] - target_stats[name][0]) / target_stats[name][1]
-        if name in target_stats
-        else values[rows]
-        for name, values in targets.items()
-    }
-    losses = build_task_losses(params.task_specs, standardised)
+    losses = build_task_losses(params.task_specs, standardised_targets(targets, rows, target_stats))
     warm_up_summary_path(
         model, dataset, params.task_specs, losses, epochs=params.summary_warmup_epochs, seed=params.seed
     )
