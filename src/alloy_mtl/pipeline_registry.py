@@ -73,7 +73,15 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipelines["registry"] = pipelines["promotion"]  # deprecated: the gate's old name (see the docstring)
     suite = pipelines["robustness"]
     gate = promotion.create_pipeline(
-        after=[f"{arch}.{output}" for arch in ARCHITECTURES for output in ("metrics", "robustness")],
+        after={
+            f"{arch}_{key}": f"{arch}.{output}"
+            for arch in ARCHITECTURES
+            for key, output in (
+                ("metrics", "metrics"),
+                ("robustness", "robustness"),
+                ("suite_predictions", "robustness_predictions"),
+            )
+        },
         instruments="robustness_instruments",
     )
     pipelines["train_all"] = processing + all_training + all_evaluation + suite + gate

@@ -50,7 +50,7 @@ def test_gate_inside_train_all_is_skipped_when_tracking_is_off():
 
     runs.set_active(None)
     decision, report = promote_champion(
-        {"model_name": "alloy_mtl"}, {}, {}, {}, None, None, {"classification": {}}
+        {"model_name": "alloy_mtl"}, {}, {}, {}, None, None, fnn_metrics={"classification": {}}
     )
     assert decision["decision"] == "skipped" and decision["changed"] is False
     assert "**skipped**" in report

@@ -61,6 +61,8 @@ def test_the_robustness_suite_runs_over_the_trained_models_and_inside_train_all(
     assert "report_robustness" in {node.name for node in train_all.nodes}
     gate = next(node for node in train_all.nodes if node.name == "promote_champion")
     assert {f"{arch}.robustness" for arch in ARCHITECTURES} <= set(gate.inputs)
+    # and is handed the run's suite predictions, which a challenger of this run reuses once a sample agrees
+    assert {f"{arch}.robustness_predictions" for arch in ARCHITECTURES} <= set(gate.inputs)
     # it compares champion and challenger on the run's images: the suite's (regenerated), else the test split
     assert {"model_input", "robustness_instruments", "params:evaluation"} <= set(gate.inputs)
     alone = pipelines["promotion"].nodes[0]

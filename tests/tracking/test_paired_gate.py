@@ -79,16 +79,7 @@ def test_both_registered_versions_predict_the_same_images(mlflow_backend):
         seed=0,
         level=0.95,
     )
-    for bundle in bundles.values():
-        parent = client.create_run(
-            experiment, run_name="train_all", tags={PIPELINE_TAG: "train_all"}
-        ).info.run_id
-        child = client.create_run(experiment, run_name="fnn", tags={MLFLOW_PARENT_RUN_ID: parent}).info.run_id
-        client.set_tag(child, MODEL_URI_TAG, log_bundle_model(bundle, child).model_uri)
-        client.log_metric(child, settings.metric, 0.5)
-        for run_id in (child, parent):
-            client.set_terminated(run_id)
-        decision = run_gate(client, settings, [experiment], compare=compare)
+    decision, _ = _two_versions(client, experiment, settings, bundles.values(), lambda _child: compare)
     assert built == [1]  # only the second gate, which had a champion to compare with, built them
 
     def worst(bundle):
@@ -108,3 +99,83 @@ def test_both_registered_versions_predict_the_same_images(mlflow_backend):
     champion = client.get_model_version_by_alias(settings.model_name, CHAMPION).version
     assert str(champion) == ("2" if promoted else "1")
     assert "on the same images" in gate_markdown(decision)
+
+
+def _two_versions(client, experiment, settings, bundles, compare_for):
+    """Register ``bundles`` one training run after another, the gate deciding each; returns the last
+    decision and the last run's model run id."""
+    decision, child = None, None
+    for bundle in bundles:
+        parent = client.create_run(
+            experiment, run_name="train_all", tags={PIPELINE_TAG: "train_all"}
+        ).info.run_id
+        child = client.create_run(experiment, run_name="fnn", tags={MLFLOW_PARENT_RUN_ID: parent}).info.run_id
+        client.set_tag(child, MODEL_URI_TAG, log_bundle_model(bundle, child).model_uri)
+        client.log_metric(child, settings.metric, 0.5)
+        for run_id in (child, parent):
+            client.set_terminated(run_id)
+        decision = run_gate(client, settings, [experiment], compare=compare_for(child))
+    return decision, child
+
+
+@pytest.mark.parametrize("tampered", [False, True])
+def test_the_challenger_reuses_its_runs_suite_predictions_only_when_a_sample_confirms_them(
+    mlflow_backend, monkeypatch, tampered
+):
+    from alloy_mtl.evaluation.robustness import stack_conditions
+    from alloy_mtl.tracking import paired_gate
+
+    client, experiment = mlflow_backend["client"], mlflow_backend["experiment_id"]
+    bundles = [make_bundle(seed=seed) for seed in (1, 2)]
+    conditions = {"unseen_detector_1": images_of(100, 1), "kv_x1.02": images_of(100, 2)}
+    run_predictions = stack_conditions(
+        {name: predict_images(bundles[1], *pair) for name, pair in conditions.items()}
+    )
+    if tampered:  # predictions that are not the registered model's: must not be used
+        run_predictions["prob_1050"] = 1.0 - run_predictions["prob_1050"]
+    predicted_rows = []
+
+    def counting(bundle, images, metadata, **kwargs):
+        predicted_rows.append(len(images))
+        return predict_images(bundle, images, metadata, **kwargs)
+
+    monkeypatch.setattr(paired_gate, "predict_images", counting)
+    results = {}
+    for reuse in (True, False):
+        settings = GateSettings(
+            model_name=f"alloy_mtl_reuse_{next(_names)}", metric="test.classification.macro_ap"
+        )
+        predicted_rows.clear()
+        decision, _ = _two_versions(
+            client,
+            experiment,
+            settings,
+            bundles,
+            lambda child, reuse=reuse, name=settings.model_name: comparer(
+                name,
+                lambda: conditions,
+                None,
+                n_resamples=200,
+                seed=0,
+                level=0.95,
+                known={child: run_predictions} if reuse else None,
+            ),
+        )
+        results[reuse] = (decision, sum(predicted_rows))
+    (reused, reused_rows), (fresh, fresh_rows) = results[True], results[False]
+    assert fresh_rows == 400  # both versions predict both conditions' 100 images
+    # the champion predicts every image; the challenger a sample of each condition; tampered: the first sample
+    # disagrees, and the challenger predicts every image
+    sample = paired_gate.REUSE_CHECK_ROWS
+    assert reused_rows == (200 + sample + 200 if tampered else 200 + 2 * sample)
+    for key in ("challenger_score", "champion_score", "difference_ci_low", "decision"):
+        assert reused[key] == fresh[key]
+
+
+def test_sample_rows_cover_a_condition_evenly():
+    from alloy_mtl.tracking.paired_gate import sample_rows
+
+    assert list(sample_rows(5, 32)) == [0, 1, 2, 3, 4]
+    rows = sample_rows(1000, 32)
+    assert len(rows) == 32 and rows[0] == 0 and rows[-1] == 999
+    assert sample_rows(0).size == 0

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import mlflow
+import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from alloy_mtl.config import parse_params
@@ -15,9 +16,12 @@ from alloy_mtl.evaluation import robustness
 from alloy_mtl.evaluation.params import EvaluationParams
 from alloy_mtl.tracking.paired_gate import comparer, gate_conditions
 from alloy_mtl.tracking.promotion import PromotionError, gate_markdown, parse_gate_settings, run_gate
-from alloy_mtl.tracking.runs import active_tracker, experiment_name
+from alloy_mtl.tracking.runs import RunTracker, active_tracker, experiment_name
 
 logger = logging.getLogger(__name__)
+
+SUITE_PREDICTIONS = "_suite_predictions"
+"""The suffix of the gate's keyword inputs that carry an architecture's robustness-suite predictions."""
 
 
 def _gate_images(
@@ -32,6 +36,19 @@ def _gate_images(
     return gate_conditions(conditions, kinds, model_input)
 
 
+def _run_predictions(tracker: RunTracker | None, after: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """This run's suite predictions (``<arch>_suite_predictions``) keyed by the MLflow run of each model."""
+    if tracker is None:
+        return {}
+    known = {}
+    for key, predictions in after.items():
+        arch = key.removesuffix(SUITE_PREDICTIONS)
+        run_id = tracker.run_for(arch) if key.endswith(SUITE_PREDICTIONS) else None
+        if run_id is not None and isinstance(predictions, pd.DataFrame):
+            known[run_id] = predictions
+    return known
+
+
 def promote_champion(  # noqa: PLR0917 (one input per catalog dataset)
     registry: dict[str, Any],
     data_source: dict[str, Any],
@@ -39,7 +56,7 @@ def promote_champion(  # noqa: PLR0917 (one input per catalog dataset)
     evaluation: dict[str, Any],
     model_input: XrayData,
     instruments: dict[str, dict[str, float]] | None,
-    *after: Any,
+    **after: Any,
 ) -> tuple[dict[str, Any], str]:
     """Register the best model of the chosen training run as ``challenger``; promote it if it beats the
     champion on the same images.
@@ -52,9 +69,13 @@ def promote_champion(  # noqa: PLR0917 (one input per catalog dataset)
         model_input: the current data (its test split where no suite runs).
         instruments: each suite condition's fitted instrument (``robustness_instruments``), for
             instrument-conditioned models; None where the suite has not run.
-        *after: inside ``train_all`` the per-architecture metrics, passed only so that the gate runs after
-            every model is evaluated (their values are not used). With them and tracking off, the gate is
-            skipped: the run logged no model, and promoting an older run's model would surprise.
+        **after: inside ``train_all`` each architecture's metrics and suite scores (``<arch>_metrics``,
+            ``<arch>_robustness``), passed only so that the gate runs after every model is evaluated (their
+            values are not used), and its suite predictions (``<arch>_suite_predictions``), which the
+            challenger, a model of this run, reuses instead of predicting every image again (its registered
+            model re-predicts a sample first: :func:`alloy_mtl.tracking.paired_gate.comparer`). With them and
+            tracking off, the gate is skipped: the run logged no model, and promoting an older run's model
+            would surprise.
 
     Returns:
         The gate's decision (``registry_decision``, logged to the parent run) and its markdown report.
@@ -84,6 +105,7 @@ def promote_champion(  # noqa: PLR0917 (one input per catalog dataset)
         n_resamples=settings.n_resamples,
         seed=settings.seed,
         level=settings.level,
+        known=_run_predictions(tracker, after),
     )
     decision = run_gate(
         client,
