@@ -147,6 +147,18 @@ def test_diverging_training_stops_with_a_clear_error():
         train_from_params(images, metadata, _params(lr=1e12, epochs=3), None)
 
 
+def test_divergence_under_cpu_bf16_names_the_kernel_fault_and_the_fix():
+    from alloy_mtl.mtl.training.meter import TrainingDivergedError, raise_if_diverged
+
+    diverged = {"train_loss": float("nan"), "alloy_loss": float("nan"), "thickness_loss": 0.5}
+    with pytest.raises(TrainingDivergedError, match=r"non-finite \['alloy_loss', 'train_loss'\]") as plain:
+        raise_if_diverged(2, diverged)
+    assert "amp" not in str(plain.value)
+    with pytest.raises(TrainingDivergedError, match="set training.amp: false first"):
+        raise_if_diverged(2, diverged, cpu_bf16=True)
+    raise_if_diverged(2, {"train_loss": 0.1}, cpu_bf16=True)  # a finite loss passes
+
+
 def test_a_task_without_any_training_label_is_named_with_the_fix():
     images, metadata = _data()
     metadata["thickness_mm"] = np.nan

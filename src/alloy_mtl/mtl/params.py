@@ -172,8 +172,8 @@ class TrainerSettings(ParamsModel):
     """``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or ``cuda:<n>``."""
     amp: Literal["auto"] | bool = "auto"
     """bf16 autocast of the forward: ``auto`` on CUDA only; true on any device (on a CPU with AMX or
-    AVX512-BF16 it pays for some networks, e.g. VGG16; see ``alloy_mtl.mtl.device.autocasts``); false
-    never."""
+    AVX512-BF16 it pays for some networks, e.g. VGG16, but torch 2.14.1's CPU kernels can diverge at 16 px:
+    ``alloy_mtl.mtl.training.meter.CPU_BF16_HINT``; see ``alloy_mtl.mtl.device.autocasts``); false never."""
     channels_last: Literal["auto"] | bool = "auto"
     """Channels-last memory format: ``auto`` on CUDA only; true on any device (on a CPU it pays for some
     networks, e.g. EfficientNet-B0; see ``alloy_mtl.mtl.device.memory_format``)."""

@@ -112,11 +112,20 @@ class TrainingDivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-def raise_if_diverged(epoch: int, train_metrics: Mapping[str, float]) -> None:
-    """Stop with a clear message instead of saving and predicting with NaN weights."""
+CPU_BF16_HINT = (
+    "; this run autocasts to bf16 on a CPU (training.amp: true), where torch's bf16 convolution backward can "
+    "return non-finite weight gradients at random (torch 2.14.1: a stride-2 convolution on a 1x1 feature map, "
+    "e.g. resnet18's layer4 at 16 px), so set training.amp: false first"
+)
+"""Added to the divergence message of a CPU bf16 run: a kernel fault, not the learning rate, may be the cause."""
+
+
+def raise_if_diverged(epoch: int, train_metrics: Mapping[str, float], cpu_bf16: bool = False) -> None:
+    """Stop with a clear message instead of saving and predicting with NaN weights (``cpu_bf16``: the run
+    autocasts to bf16 on a CPU, named as a likely cause)."""
     if not math.isfinite(train_metrics["train_loss"]):
         bad = sorted(k for k, v in train_metrics.items() if k.endswith("_loss") and not math.isfinite(v))
         raise TrainingDivergedError(
             f"epoch {epoch}: training diverged, non-finite {bad}; lower the learning rate or set "
-            "training.grad_clip_norm (the last good checkpoint is kept)"
+            "training.grad_clip_norm (the last good checkpoint is kept)" + (CPU_BF16_HINT if cpu_bf16 else "")
         )

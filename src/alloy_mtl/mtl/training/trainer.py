@@ -270,7 +270,11 @@ class Trainer:
             self.scheduler.set_progress((epoch - 1) / self.settings.epochs)
         metrics: dict[str, float] = {"epoch": float(epoch), "lr": self.lr}
         train_metrics, diagnostics = self._train_epoch(train_loader, epoch)
-        raise_if_diverged(epoch, train_metrics)
+        raise_if_diverged(
+            epoch,
+            train_metrics,
+            cpu_bf16=self.device.type == "cpu" and autocasts(self.device, self.settings.amp),
+        )
         metrics.update(train_metrics)
         if self.settings.precise_bn.enabled:
             self._recompute_batchnorm(train_loader)
