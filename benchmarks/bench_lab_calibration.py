@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,6 +36,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from machine import machine_name
+from project_copy import kedro_env, project_copy
 from sklearn.metrics import average_precision_score
 
 from alloy_mtl.constants import ALLOYS
@@ -120,20 +119,9 @@ def lab_row(index: int, generation: dict[str, Any], hidden: dict[str, float], fo
 
 
 def _kedro(project: Path, *args: str) -> None:
-    env = dict(os.environ, KEDRO_DISABLE_TELEMETRY="true", MPLBACKEND="Agg")
-    env.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{project / 'mlflow.db'}"
-    subprocess.run([sys.executable, "-m", "kedro", "run", *args], cwd=project, env=env, check=True)
-
-
-def _project_copy(where: Path) -> Path:
-    project = where / "project"
-    project.mkdir(parents=True)
-    shutil.copytree(ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("credentials*", "local"))
-    (project / "conf" / "local").mkdir()
-    shutil.copy(ROOT / "pyproject.toml", project / "pyproject.toml")
-    (project / "src").mkdir()
-    return project
+    subprocess.run(
+        [sys.executable, "-m", "kedro", "run", *args], cwd=project, env=kedro_env(project), check=True
+    )
 
 
 def train_rows(work: Path) -> dict[str, Any]:
@@ -144,7 +132,7 @@ def train_rows(work: Path) -> dict[str, Any]:
     )
     tables = {}
     for mode in ("uncalibrated", "calibrated"):
-        project = _project_copy(work / mode)
+        project = project_copy(work / mode)
         started = time.perf_counter()
         if mode == "calibrated":
             _kedro(
