@@ -191,3 +191,32 @@ def test_a_bad_reference_stops_the_run_with_the_input_folders_problem_before_any
     # the node that reads the images prediction needs is the node that reads the reference
     (reader,) = [node for node in create_pipeline().nodes if "inference_images" in node.outputs]
     assert "inference_drift_reference" in reader.outputs
+
+
+def test_a_listed_folder_of_per_channel_pngs_is_predicted_as_the_same_images_in_tiff_files(
+    tmp_path, model_uri
+):
+    from PIL import Image
+
+    tiffs, pngs = tmp_path / "tiff", tmp_path / "png"
+    tiffs.mkdir()
+    pngs.mkdir()
+    _folder(tiffs)
+    rows = []
+    for file in sorted(tiffs.glob("*.tif")):
+        counts = tifffile.imread(file)
+        names = [f"{file.stem}_{kv}kv.png" for kv in (40, 50, 80)]
+        for name, channel in zip(names, counts, strict=True):
+            Image.fromarray(channel).save(pngs / name)
+        rows.append({"image_id": file.stem, "path": ";".join(names)})  # no labels
+    pd.DataFrame(rows).to_csv(pngs / "metadata.csv", index=False)
+
+    predicted = {}
+    for name, folder in (("tiff", tiffs), ("png", pngs)):
+        settings = {"input": str(folder), "model_uri": model_uri}
+        predicted[name] = predict_folder(read_folder(settings, "unused"), settings, "unused")
+    listed, single = predicted["png"], predicted["tiff"]
+    assert list(listed["image_id"]) == [f.removesuffix(".tif") for f in single["file"]]
+    assert (listed["error"] == "").all() and len(listed) == 60
+    np.testing.assert_allclose(listed["prob_1050"], single["prob_1050"], atol=1e-6)
+    np.testing.assert_allclose(listed["thickness_mm"], single["thickness_mm"], atol=1e-5)

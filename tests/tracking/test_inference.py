@@ -133,3 +133,72 @@ def test_larger_square_files_are_downsampled_as_training_did_and_other_shapes_ar
     assert frame.loc[0, "thickness_mm"] == pytest.approx(float(expected.mean()), rel=1e-5)
     assert frame.loc[0, "error"] == ""
     assert "size 8x16: not square" in frame.loc[1, "error"]
+
+
+def _listed_folder(tmp_path):
+    """Two images stored one 16-bit PNG per channel, listed in metadata.csv without labels, and rows that fail."""
+    levels = {"w01": (13107, 19660, 26214), "w02": (32768, 39321, 45875)}  # I/I0 0.2..0.7 of 65535
+    for image_id, channel_levels in levels.items():
+        for kv, level in zip((40, 50, 80), channel_levels, strict=True):
+            _png(tmp_path / f"{image_id}_{kv}kv.png", _plate(level, (8, 8), np.uint16))
+    outside = tmp_path.parent / f"{tmp_path.name}_outside.png"
+    _png(outside, _plate(13107, (8, 8), np.uint16))
+    rows = [
+        ("w01", "w01_40kv.png;w01_50kv.png;w01_80kv.png"),
+        ("w02", "w02_40kv.png; w02_50kv.png ;w02_80kv.png"),
+        ("w03", "w03_40kv.png;w03_50kv.png;w03_80kv.png"),  # not there
+        ("w04", f"../{outside.name};w01_50kv.png;w01_80kv.png"),  # outside the folder
+        ("w05", ""),
+    ]
+    pd.DataFrame(rows, columns=["image_id", "path"]).to_csv(tmp_path / "metadata.csv", index=False)
+    return levels
+
+
+def test_a_listed_folder_of_per_channel_files_is_predicted_without_labels(tmp_path):
+    from alloy_mtl.tracking.inference import predict_prepared, prepare_folder
+    from alloy_mtl.tracking.listed_images import has_listing, listed_images
+
+    levels = _listed_folder(tmp_path)
+    assert has_listing(tmp_path)
+    listed = listed_images(tmp_path)
+    folder = prepare_folder(listed, in_chans=3, image_size=8, root=tmp_path)
+    frame = predict_prepared(FakeModel(), folder)
+
+    assert list(frame.columns[:2]) == ["file", "image_id"] and frame.columns[-1] == "error"
+    assert list(frame["image_id"]) == ["w01", "w02", "w03", "w04", "w05"]
+    np.testing.assert_allclose(
+        folder.images().mean(axis=(2, 3)), np.array(list(levels.values())) / 65535, atol=1e-4
+    )  # the channels in the listed order
+    errors = dict(zip(frame["image_id"], frame["error"], strict=True))
+    assert errors["w01"] == errors["w02"] == ""
+    assert "w03_40kv.png" in errors["w03"] and "not found" in errors["w03"]
+    assert "leads outside the folder" in errors["w04"]
+    assert "empty path" in errors["w05"]
+    assert frame.loc[frame["image_id"] == "w02", "thickness_mm"].item() == pytest.approx(
+        np.mean(levels["w02"]) / 65535, abs=1e-4
+    )
+
+
+def test_a_listing_without_a_path_column_is_refused_naming_the_file(tmp_path):
+    from alloy_mtl.tracking.listed_images import listed_images
+
+    pd.DataFrame({"image_id": ["a"], "file": ["a.png"]}).to_csv(tmp_path / "metadata.csv", index=False)
+    with pytest.raises(
+        ValueError, match=r"metadata.csv: no 'path' column .*columns are \['image_id', 'file'\]"
+    ):
+        listed_images(tmp_path)
+    pd.DataFrame({"path": []}).to_csv(tmp_path / "metadata.csv", index=False)
+    with pytest.raises(ValueError, match="lists no image"):
+        listed_images(tmp_path)
+
+
+def test_a_multi_channel_file_among_per_channel_files_is_named(tmp_path):
+    from alloy_mtl.tracking.listed_images import listed_images
+
+    _png(tmp_path / "a_40kv.png", _plate(13107, (8, 8), np.uint16))
+    _png(tmp_path / "a_rgb.png", np.dstack([_plate(51, (8, 8)), _plate(60, (8, 8)), _plate(70, (8, 8))]))
+    pd.DataFrame({"path": ["a_40kv.png;a_rgb.png"]}).to_csv(tmp_path / "metadata.csv", index=False)
+    [image] = listed_images(tmp_path)
+    assert image.image_id == "a_40kv.png;a_rgb.png"  # no image_id column: the path cell
+    with pytest.raises(ValueError, match="a_rgb.png: a per-channel file must hold one channel, found 3"):
+        image.read(None, grey_rgb=False)

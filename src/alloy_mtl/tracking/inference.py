@@ -1,4 +1,5 @@
-"""Predict a folder of PNG/TIFF radiographs with a registered model; one CSV row per file.
+"""Predict a folder of PNG/TIFF radiographs with a registered model; one CSV row per file, or per image its
+``metadata.csv`` lists (per-channel files allowed: :mod:`alloy_mtl.tracking.listed_images`).
 
 Files are read with the ingest reader (:func:`alloy_mtl.data.ingest.read_image`): 16-bit files are scaled by
 ``inference.bit_depth`` as ingest scales them by ``data_source.options.bit_depth`` (give both the same value),
@@ -10,7 +11,7 @@ are still predicted.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +24,7 @@ from alloy_mtl.data.ingest import IMAGE_SUFFIXES, read_image
 from alloy_mtl.mtl.loading.input_guards import radiograph_problems
 from alloy_mtl.mtl.loading.preprocess import prepare_images
 from alloy_mtl.mtl.loading.resize import check_resizable
+from alloy_mtl.tracking.listed_images import ListedImage
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +168,7 @@ class PreparedFolder:
 
 
 def prepare_folder(
-    files: list[Path],
+    files: Sequence[Path | ListedImage],
     in_chans: int,
     image_size: int,
     *,
@@ -209,7 +211,8 @@ def predict_prepared(
         for (index, _), record in zip(chunk, predicted.to_dict("records"), strict=True):
             rows[index].update(record)
     frame = pd.DataFrame(rows)
-    ordered = ["file", *[c for c in frame.columns if c not in ("file", "error")], "error"]
+    first = ["file", "image_id"] if "image_id" in frame.columns else ["file"]
+    ordered = [*first, *[c for c in frame.columns if c not in (*first, "error")], "error"]
     return frame[ordered]
 
 
@@ -246,7 +249,7 @@ def predict_files(
 
 
 def read_prepared(
-    files: list[Path],
+    files: Sequence[Path | ListedImage],
     in_chans: int,
     image_size: int,
     *,
@@ -254,7 +257,8 @@ def read_prepared(
     bit_depth: int | None = None,
     bad_pixels: str = "none",
 ) -> tuple[list[dict[str, Any]], list[tuple[int, np.ndarray]]]:
-    """Read, check and prepare each file as the model takes it (see :func:`predict_files`).
+    """Read, check and prepare each file (or image a folder's ``metadata.csv`` lists: its ``image_id`` is kept)
+    as the model takes it (see :func:`predict_files`).
 
     Returns:
         (rows, good): one ``{"file", "error"}`` row per file (``error`` set where the file cannot be used), and
@@ -263,9 +267,17 @@ def read_prepared(
     rows: list[dict[str, Any]] = []
     good: list[tuple[int, np.ndarray]] = []
     for file in files:
-        row: dict[str, Any] = {"file": file.relative_to(root).as_posix(), "error": ""}
+        row: dict[str, Any] = (
+            {"file": file.name, "image_id": file.image_id, "error": ""}
+            if isinstance(file, ListedImage)
+            else {"file": file.relative_to(root).as_posix(), "error": ""}
+        )
         try:
-            image = read_image(file, bit_depth, grey_rgb=in_chans == 1)
+            image = (
+                file.read(bit_depth, grey_rgb=in_chans == 1)
+                if isinstance(file, ListedImage)
+                else read_image(file, bit_depth, grey_rgb=in_chans == 1)
+            )
             if image.shape[0] != in_chans:
                 raise ValueError(f"{image.shape[0]} channel(s), the model expects {in_chans}")
             check_resizable(image.shape[1], image.shape[2], image_size)

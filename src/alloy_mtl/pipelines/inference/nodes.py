@@ -32,6 +32,7 @@ from alloy_mtl.tracking.inference import (
     predict_prepared,
     prepare_folder,
 )
+from alloy_mtl.tracking.listed_images import METADATA_FILE, has_listing, listed_images
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ def _model_metadata(settings: InferenceSettings) -> dict[str, Any]:
 
 
 def read_folder(inference: dict[str, Any], model_name: str) -> PreparedFolder:
-    """Read every PNG/TIFF file of ``inference.input`` once, checked and prepared as the model
+    """Read every PNG/TIFF file of ``inference.input`` (or every image its ``metadata.csv`` lists, per-channel
+    files allowed) once, checked and prepared as the model
     (``inference.model_uri``, default: the champion of ``registry.model_name``) takes it: what prediction and
     the drift alarm share (``inference_images``, in memory)."""
     settings = parse_inference_settings(inference, model_name)
@@ -72,8 +74,12 @@ def read_folder(inference: dict[str, Any], model_name: str) -> PreparedFolder:
 
 
 def _read_folder(settings: InferenceSettings, metadata: dict[str, Any]) -> PreparedFolder:
-    files = image_files(settings.input, settings.recursive)
-    logger.info("reading %d file(s) of %s for %s", len(files), settings.input, settings.model_uri)
+    if has_listing(settings.input):
+        files: list[Any] = listed_images(settings.input)
+        logger.info("reading the %d image(s) %s/%s lists", len(files), settings.input, METADATA_FILE)
+    else:
+        files = image_files(settings.input, settings.recursive)
+    logger.info("reading %d image(s) of %s for %s", len(files), settings.input, settings.model_uri)
     return prepare_folder(
         files,
         int(metadata["in_chans"]),
