@@ -27,6 +27,22 @@ def test_recovers_alloy_and_thickness_on_noise_free_images() -> None:
     np.testing.assert_allclose(probs.sum(axis=1), 1.0)
 
 
+def test_alloy_fits_are_what_predict_and_goodness_of_fit_summarise() -> None:
+    config = SimulationConfig(seed=11, n_images=30, image_size=16, imbalance_ratio=1.0, **NOISE_FREE)
+    images, _ = simulate_dataset(config)
+    estimator = PhysicsLimitEstimator(config)
+    pred = estimator.predict(images)
+    log_like, thickness = estimator.alloy_fits(images)
+    n = len(images)
+    assert log_like.shape == thickness.shape == (n, len(ALLOYS))
+    np.testing.assert_allclose(log_like.max(axis=1), estimator.goodness_of_fit(images))
+    best = log_like.argmax(axis=1)
+    assert list(np.array(ALLOYS)[best]) == list(pred["alloy_pred"])
+    np.testing.assert_allclose(thickness[np.arange(n), best], pred["thickness_pred"])
+    empty = estimator.alloy_fits(images[:0])
+    assert empty[0].shape == empty[1].shape == (0, len(ALLOYS))
+
+
 def test_noisy_single_channel_is_sane() -> None:
     config = SimulationConfig(seed=1, n_images=50, image_size=16, kv=[50], imbalance_ratio=1.0)
     images, meta = simulate_dataset(config)

@@ -426,6 +426,16 @@ class PhysicsLimitEstimator:
             return np.empty(0)
         return self._fits(images)[0].max(axis=1)
 
+    def alloy_fits(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per image and alloy (``self.alloys`` order), the log-likelihood and the fitted thickness (mm), each
+        (N, A), under the instrument the last ``predict`` used (not refitted): what :meth:`predict` and
+        :meth:`goodness_of_fit` summarise."""
+        images = np.asarray(images)
+        if images.shape[0] == 0:
+            return np.empty((0, len(self.alloys))), np.empty((0, len(self.alloys)))
+        log_like, thickness, _ = self._fits(images)
+        return log_like, thickness
+
     def _fits(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``_fit`` in chunks: log-likelihood, thickness and absorption, each (N, A)."""
         fits = [self._fit(images[i : i + _CHUNK]) for i in range(0, images.shape[0], _CHUNK)]
