@@ -31,15 +31,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from kedro.config import OmegaConfigLoader
 from machine import machine_name
+from project_copy import suite_condition_kinds
 
-from alloy_mtl.config import parse_params
 from alloy_mtl.constants import ALLOYS
 from alloy_mtl.evaluation.classification import label_indices, prob_columns
 from alloy_mtl.evaluation.ensemble_selection import greedy_weights, loglik_weights, macro_ap
-from alloy_mtl.evaluation.params import EvaluationParams
-from alloy_mtl.evaluation.robustness import SUMMARISED_KINDS, by_condition, condition_kinds
+from alloy_mtl.evaluation.robustness import SUMMARISED_KINDS, by_condition
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -136,13 +134,6 @@ def similarity(probs: Probs, y: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _condition_kinds(project: Path) -> dict[str, str]:
-    """Each suite condition's kind under the project's own parameters (``conf/base`` and ``conf/local``)."""
-    params = OmegaConfigLoader(str(project / "conf"), base_env="base", default_run_env="local")["parameters"]
-    suite = parse_params(EvaluationParams, params.get("evaluation", {}), "evaluation").robustness
-    return condition_kinds(params.get("generation"), suite)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, default=ROOT)
@@ -164,7 +155,7 @@ def main() -> None:
         ]
     }
     conditions = {a: by_condition(_read(output / a / "robustness_predictions.csv")) for a in archs}
-    kinds = _condition_kinds(args.project)
+    kinds = suite_condition_kinds(args.project)
     for condition in conditions[archs[0]]:
         if kinds.get(condition) in SUMMARISED_KINDS:
             tests[condition] = _arrays({a: conditions[a][condition] for a in archs})[:2]

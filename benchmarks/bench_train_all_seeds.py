@@ -24,13 +24,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from kedro.config import OmegaConfigLoader
 from machine import machine_name
-from project_copy import kedro_env, project_copy
-
-from alloy_mtl.config import parse_params
-from alloy_mtl.evaluation.params import EvaluationParams
-from alloy_mtl.evaluation.robustness import condition_kinds
+from project_copy import kedro_env, project_copy, suite_condition_kinds
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -53,19 +48,13 @@ def run_seed(work: Path, seed: int) -> tuple[Path, float]:
     return project, (time.perf_counter() - started) / 60
 
 
-def _kinds(project: Path) -> dict[str, str]:
-    params = OmegaConfigLoader(str(project / "conf"), base_env="base", default_run_env="local")["parameters"]
-    suite = parse_params(EvaluationParams, params.get("evaluation", {}), "evaluation").robustness
-    return condition_kinds(params.get("generation"), suite)
-
-
 def model_rows(project: Path) -> pd.DataFrame:
     """Per model of one run: the evaluation set's and the suite's scores (module docstring)."""
     reporting = project / "data" / "08_reporting"
     suite = pd.read_csv(reporting / "robustness" / "robustness.csv")
     comparison = pd.read_csv(reporting / "comparison.csv")
     evaluation = comparison[comparison["evaluated_on"] == "evaluation_set"].set_index("model")["macro_ap"]
-    kinds = _kinds(project)
+    kinds = suite_condition_kinds(project)
     suite["kind"] = suite["condition"].map(kinds)
     wide = suite.pivot(index="model", columns="condition", values="macro_ap")
     unseen = [c for c in wide.columns if kinds.get(c) == "unseen_detector"]

@@ -1,11 +1,18 @@
 """A fresh copy of the project for benchmarks that run ``kedro run`` end to end: this checkout's ``conf/base``
-and ``pyproject.toml`` (the installed package supplies the code), with its own ``data/`` and MLflow store."""
+and ``pyproject.toml`` (the installed package supplies the code), with its own ``data/`` and MLflow store; and
+what benchmarks read back from a project's configuration."""
 
 from __future__ import annotations
 
 import os
 import shutil
 from pathlib import Path
+
+from kedro.config import OmegaConfigLoader
+
+from alloy_mtl.config import parse_params
+from alloy_mtl.evaluation.params import EvaluationParams
+from alloy_mtl.evaluation.robustness import condition_kinds
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,3 +36,11 @@ def kedro_env(project: Path) -> dict[str, str]:
         MPLBACKEND="Agg",
         MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}",
     )
+
+
+def suite_condition_kinds(project: Path) -> dict[str, str]:
+    """Each robustness-suite condition's kind under ``project``'s own parameters (``conf/base`` and
+    ``conf/local``)."""
+    params = OmegaConfigLoader(str(project / "conf"), base_env="base", default_run_env="local")["parameters"]
+    suite = parse_params(EvaluationParams, params.get("evaluation", {}), "evaluation").robustness
+    return condition_kinds(params.get("generation"), suite)

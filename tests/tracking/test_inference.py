@@ -172,7 +172,7 @@ def test_a_listed_folder_of_per_channel_files_is_predicted_without_labels(tmp_pa
     errors = dict(zip(frame["image_id"], frame["error"], strict=True))
     assert errors["w01"] == errors["w02"] == ""
     assert "w03_40kv.png" in errors["w03"] and "not found" in errors["w03"]
-    assert "leads outside the folder" in errors["w04"]
+    assert "a path leading outside the lab folder" in errors["w04"]
     assert "empty path" in errors["w05"]
     assert frame.loc[frame["image_id"] == "w02", "thickness_mm"].item() == pytest.approx(
         np.mean(levels["w02"]) / 65535, abs=1e-4

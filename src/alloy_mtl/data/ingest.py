@@ -36,7 +36,7 @@ import logging
 import math
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ from alloy_mtl.config import parse_params
 from alloy_mtl.constants import METADATA_COLUMNS, SPLITS
 from alloy_mtl.data.designations import DesignationError, parse_designation
 from alloy_mtl.data.errors import DataValidationError
-from alloy_mtl.data.images import IMAGE_SUFFIXES, load_image, read_image
+from alloy_mtl.data.images import IMAGE_SUFFIXES, LoadedImage, load_image, read_image
 from alloy_mtl.data.ingest_report import REPORT_COLUMNS, raise_for_report
 from alloy_mtl.data.params import IngestOptions
 from alloy_mtl.data.schema import validate_metadata
@@ -182,7 +182,7 @@ def _scan_csv(root: Path, opts: IngestOptions) -> _Scan:
     if "split" in metadata.columns:
         scan.errors += _given_split_from_csv(metadata)
     for index, record in zip(metadata.index, metadata.to_dict("records"), strict=True):
-        files = _split_paths(root, record["path"])
+        files = split_paths(root, record["path"])
         entry = _Entry(
             index=int(index),
             row={**record, "path": CHANNEL_SEPARATOR.join(str(f) for f in files)},
@@ -241,20 +241,28 @@ def _given_split_from_csv(metadata: pd.DataFrame) -> list[str]:
 
 
 def _refuse_outside(entry: _Entry, root: Path) -> None:
-    """Mark the entry bad when one of its files leads outside the lab folder (``..``, an absolute path or a
-    symlink): a dataset reads only what its folder holds."""
+    """Mark the entry bad when one of its files leads outside the lab folder: a dataset reads only what its
+    folder holds."""
+    problem = outside_folder_problem(entry.files, root)
+    if problem:
+        entry.fail(problem)
+
+
+def outside_folder_problem(files: Sequence[Path], root: Path) -> str:
+    """Why the first of ``files`` that leads outside ``root`` (``..``, an absolute path or a symlink) may not be
+    read; "" when all stay inside."""
     inside = root.resolve()
-    for file in entry.files:
+    for file in files:
         target = file.resolve()
         if not target.is_relative_to(inside):
             how = "a symlink" if any(p.is_symlink() for p in (file, *file.parents)) else "a path"
-            entry.fail(
+            return (
                 f"{file}: {how} leading outside the lab folder {root} (to {target}); copy the image into it"
             )
-            return
+    return ""
 
 
-def _split_paths(root: Path, value: str) -> list[Path]:
+def split_paths(root: Path, value: str) -> list[Path]:
     """The files of a CSV ``path`` cell (``;``-separated for per-channel files), relative to ``root``."""
     return [root / part.strip() for part in str(value).split(CHANNEL_SEPARATOR) if part.strip()]
 
@@ -415,18 +423,29 @@ def _read_entry(entry: _Entry, bit_depth: int | None) -> None:
     if entry.problem:
         return
     try:
-        loaded = [load_image(f, bit_depth, grey_rgb=True) for f in entry.files]
+        loaded = load_channel_files(entry.files, bit_depth, grey_rgb=True)
     except DataValidationError as err:
         entry.fail(str(err))
         return
-    if len(loaded) > 1:
-        for file, image in zip(entry.files, loaded, strict=True):
-            if image.pixels.shape[0] != 1:
-                entry.fail(f"{file}: a per-channel file must hold one channel, found {image.pixels.shape[0]}")
-                return
     entry.image = np.concatenate([image.pixels for image in loaded], axis=0)
     maxima = [image.raw_max for image in loaded if image.stored_dtype == np.uint16]
     entry.raw_max16 = max(maxima) if maxima else math.nan
+
+
+def load_channel_files(files: Sequence[Path], bit_depth: int | None, grey_rgb: bool) -> list[LoadedImage]:
+    """An image's file, or its per-channel files in order (each must hold one channel).
+
+    Raises:
+        DataValidationError: a file the reader refuses, or a per-channel file holding several channels.
+    """
+    loaded = [load_image(f, bit_depth, grey_rgb=grey_rgb or len(files) > 1) for f in files]
+    if len(loaded) > 1:
+        for file, image in zip(files, loaded, strict=True):
+            if image.pixels.shape[0] != 1:
+                raise DataValidationError(
+                    f"{file}: a per-channel file must hold one channel, found {image.pixels.shape[0]}"
+                )
+    return loaded
 
 
 def _check_shapes(entries: list[_Entry]) -> None:

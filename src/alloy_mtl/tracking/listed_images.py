@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from alloy_mtl.data.images import read_image
-from alloy_mtl.data.ingest import CHANNEL_SEPARATOR
+from alloy_mtl.data.ingest import CHANNEL_SEPARATOR, load_channel_files, outside_folder_problem, split_paths
 from alloy_mtl.data.params import IngestOptions
 
 METADATA_FILE = IngestOptions().metadata_file
@@ -37,21 +36,14 @@ class ListedImage:
         """The image, C x H x W float32: its file, or its per-channel files stacked in the listed order.
 
         Raises:
-            ValueError: the row's :attr:`problem`, or a per-channel file holding more than one channel.
-            DataValidationError: a file the reader refuses (missing, corrupt, beyond ``bit_depth``, ...).
+            ValueError: the row's :attr:`problem`.
+            DataValidationError: a file the reader refuses (missing, corrupt, beyond ``bit_depth``, ...) or a
+                per-channel file holding more than one channel.
         """
         if self.problem:
             raise ValueError(self.problem)
-        channels = [
-            read_image(file, bit_depth, grey_rgb=grey_rgb or len(self.files) > 1) for file in self.files
-        ]
-        if len(channels) > 1:
-            for file, image in zip(self.files, channels, strict=True):
-                if image.shape[0] != 1:
-                    raise ValueError(
-                        f"{file.name}: a per-channel file must hold one channel, found {image.shape[0]}"
-                    )
-        return np.concatenate(channels, axis=0)
+        loaded = load_channel_files(self.files, bit_depth, grey_rgb=grey_rgb)
+        return np.concatenate([image.pixels for image in loaded], axis=0)
 
 
 def has_listing(folder: Path) -> bool:
@@ -78,15 +70,11 @@ def listed_images(folder: Path, parameter: str = "inference.input") -> list[List
         )
     if table.empty:
         raise ValueError(f"{where}: lists no image")
-    inside = folder.resolve()
     images = []
     for row, record in enumerate(table.to_dict("records")):
         cell = str(record["path"]).strip()
-        files = tuple(folder / part.strip() for part in cell.split(CHANNEL_SEPARATOR) if part.strip())
-        problem = "" if files else f"{METADATA_FILE} row {row}: empty path"
-        outside = [f for f in files if not f.resolve().is_relative_to(inside)]
-        if outside and not problem:
-            problem = f"{outside[0]} leads outside the folder {folder} (to {outside[0].resolve()})"
+        files = tuple(split_paths(folder, cell))
+        problem = outside_folder_problem(files, folder) if files else f"{METADATA_FILE} row {row}: empty path"
         image_id = str(record.get("image_id") or "").strip() or cell
         images.append(ListedImage(cell or f"{METADATA_FILE} row {row}", image_id, files, problem))
     return images

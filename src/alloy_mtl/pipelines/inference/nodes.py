@@ -74,12 +74,17 @@ def read_folder(inference: dict[str, Any], model_name: str) -> PreparedFolder:
 
 
 def _read_folder(settings: InferenceSettings, metadata: dict[str, Any]) -> PreparedFolder:
-    if has_listing(settings.input):
-        files: list[Any] = listed_images(settings.input)
-        logger.info("reading the %d image(s) %s/%s lists", len(files), settings.input, METADATA_FILE)
-    else:
-        files = image_files(settings.input, settings.recursive)
-    logger.info("reading %d image(s) of %s for %s", len(files), settings.input, settings.model_uri)
+    listed = has_listing(settings.input)
+    files: list[Any] = (
+        listed_images(settings.input) if listed else image_files(settings.input, settings.recursive)
+    )
+    logger.info(
+        "reading %d image(s) of %s%s for %s",
+        len(files),
+        settings.input,
+        f" (as its {METADATA_FILE} lists them)" if listed else "",
+        settings.model_uri,
+    )
     return prepare_folder(
         files,
         int(metadata["in_chans"]),
