@@ -40,10 +40,12 @@ from project_copy import kedro_env, project_copy
 from sklearn.metrics import average_precision_score
 
 from alloy_mtl.constants import ALLOYS
+from alloy_mtl.data.frames import read_frames
 from alloy_mtl.data.ingest import ingest_csv_folder
 from alloy_mtl.data.synthetic_lab import write_synthetic_lab
 from alloy_mtl.physics.calibrated_generation import nominal_generation, resolve_generation
 from alloy_mtl.physics.estimator import PhysicsLimitEstimator
+from alloy_mtl.physics.flat_field_noise import flat_field_noise
 from alloy_mtl.physics.instrument_calibration import calibrate_instrument
 from alloy_mtl.physics.simulator import SimulationConfig
 
@@ -55,6 +57,9 @@ HIDDEN_RANGES = {
     "scintillator_mm": (0.1, 0.3),
     "scatter_fraction_scale": (1 / 3, 3.0),
 }
+PER_CHANNEL_MODES: dict[str, Any] = {"off": False, "auto": "auto", "on": True}
+NOISE_RANGES = {"blur_sigma_px": (0.4, 1.2), "dose_scale": (0.5, 1.5)}
+"""Hidden detector blur and dose drawn with ``--noise`` (else nominal)."""
 LAB_LIKE = {"kv_scale": 1.04, "al_filter_mm": 1.6, "scintillator_mm": 0.3, "scatter_fraction_scale": 2.0}
 
 
@@ -79,43 +84,79 @@ def _physics_ap(generation: dict[str, Any], images: np.ndarray, truth: np.ndarra
     return _macro_ap(estimator.predict(images), truth), estimator.fitted_instrument or {}
 
 
-def lab_row(index: int, generation: dict[str, Any], hidden: dict[str, float], folder: Path) -> dict[str, Any]:
-    """Calibrate one synthetic lab and score the physics limit on its test folder three ways."""
+def lab_row(  # noqa: PLR0913 (a lab and how it is calibrated)
+    index: int,
+    generation: dict[str, Any],
+    hidden: dict[str, float],
+    folder: Path,
+    *,
+    channel_kv_scale: list[float] | None = None,
+    per_channel_kv: str = "auto",
+    n_flats: int = 0,
+) -> list[dict[str, Any]]:
+    """Calibrate one synthetic lab (one row per mode of ``per_channel_kv``, comma-separated, each optionally
+    ``+flats``: with the lab's ``n_flats`` flat fields) and score the physics limit on its test folder three
+    ways."""
     nominal = _nominal_config(generation)
-    lab = write_synthetic_lab(folder, nominal, hidden, detector_seed=8100 + index, seed=300 + index)
-    calibration_data = ingest_csv_folder(lab.calibration, required_alloys=None)
-    started = time.perf_counter()
-    calibration = calibrate_instrument(
-        calibration_data.images,
-        calibration_data.metadata["alloy"].astype(str).tolist(),
-        calibration_data.metadata["thickness_mm"].to_numpy(float),
+    lab = write_synthetic_lab(
+        folder,
         nominal,
+        hidden,
+        detector_seed=8100 + index,
+        seed=300 + index,
+        channel_kv_scale=channel_kv_scale,
+        n_flats=n_flats,
     )
-    seconds = time.perf_counter() - started
+    calibration_data = ingest_csv_folder(lab.calibration, required_alloys=None)
     test = ingest_csv_folder(lab.test)
     truth = test.metadata["alloy"].astype(str).to_numpy()
-    record = {"instrument": calibration.instrument}
     uncalibrated, _ = _physics_ap(nominal_generation(generation), test.images, truth)
-    calibrated, _ = _physics_ap(
-        resolve_generation({**generation, "instrument": "calibrated"}, record), test.images, truth
-    )
+    hidden_record = {"instrument": lab.instrument, "channel_kv_scale": channel_kv_scale}
     oracle, _ = _physics_ap(
-        resolve_generation({**generation, "instrument": "calibrated"}, {"instrument": lab.instrument}),
-        test.images,
-        truth,
+        resolve_generation({**generation, "instrument": "calibrated"}, hidden_record), test.images, truth
     )
-    settings = {s.key: s for s in calibration.settings}
-    row: dict[str, Any] = {"lab": index, "seconds": round(seconds, 1)}
-    for key in HIDDEN_RANGES:
-        s = settings[key]
-        row[f"{key}_true"] = lab.instrument[key]
-        row[f"{key}_fit"] = s.value
-        row[f"{key}_covered"] = bool(s.identifiable and s.low <= lab.instrument[key] <= s.high)
-    row["kv_error_pct"] = 100 * abs(settings["kv_scale"].value / lab.instrument["kv_scale"] - 1)
-    row["filter_error_mm"] = abs(settings["al_filter_mm"].value - lab.instrument["al_filter_mm"])
-    row["not_identifiable"] = ",".join(calibration.not_identifiable)
-    row |= {"physics_uncalibrated": uncalibrated, "physics_calibrated": calibrated, "physics_truth": oracle}
-    return row
+    true_kv = np.array(nominal.kv) * lab.instrument["kv_scale"] * np.array(channel_kv_scale or 1.0)
+    rows = []
+    for mode in per_channel_kv.split(","):
+        started = time.perf_counter()
+        noise = None
+        if mode.endswith("+flats"):
+            noise = flat_field_noise(read_frames(lab.calibration / "flats", None, "flats"), nominal)
+        calibration = calibrate_instrument(
+            calibration_data.images,
+            calibration_data.metadata["alloy"].astype(str).tolist(),
+            calibration_data.metadata["thickness_mm"].to_numpy(float),
+            nominal,
+            per_channel_kv=PER_CHANNEL_MODES[mode.removesuffix("+flats")],
+            known=None if noise is None else noise.instrument(),
+            noise_variance=None if noise is None else noise.noise_variance,
+        )
+        seconds = time.perf_counter() - started
+        record = calibration.to_dict()
+        calibrated, _ = _physics_ap(
+            resolve_generation({**generation, "instrument": "calibrated"}, record), test.images, truth
+        )
+        settings = {s.key: s for s in calibration.settings}
+        fit_kv = np.array(resolve_generation({**generation, "instrument": "calibrated"}, record)["kv"])
+        row: dict[str, Any] = {"lab": index, "per_channel_kv": mode, "seconds": round(seconds, 1)}
+        for key in (*HIDDEN_RANGES, *NOISE_RANGES):
+            s = settings[key]
+            row[f"{key}_true"] = lab.instrument[key]
+            row[f"{key}_fit"] = s.value
+            row[f"{key}_covered"] = bool(s.identifiable and s.low <= lab.instrument[key] <= s.high)
+        row["channel_kv_scale_true"] = channel_kv_scale
+        row["channel_kv_scale_fit"] = record.get("channel_kv_scale")
+        row["channel_kv_p_value"] = (calibration.channel_kv_test or {}).get("p_value")
+        row["kv_error_pct"] = 100 * float(np.max(np.abs(fit_kv / true_kv - 1)))
+        row["filter_error_mm"] = abs(settings["al_filter_mm"].value - lab.instrument["al_filter_mm"])
+        row["not_identifiable"] = ",".join(calibration.not_identifiable)
+        row |= {
+            "physics_uncalibrated": uncalibrated,
+            "physics_calibrated": calibrated,
+            "physics_truth": oracle,
+        }
+        rows.append(row)
+    return rows
 
 
 def _kedro(project: Path, *args: str) -> None:
@@ -154,38 +195,45 @@ def train_rows(work: Path) -> dict[str, Any]:
     return {"instrument": LAB_LIKE, "tables": tables}
 
 
-def _markdown(labs: pd.DataFrame, trained: dict[str, Any] | None) -> str:
+def _markdown(labs: pd.DataFrame, trained: dict[str, Any] | None, command: str) -> str:
     lines = [
         "# Calibration to a lab's instrument",
         "",
-        f"Machine: {machine_name()}. "
-        "`python benchmarks/bench_lab_calibration.py"
-        + (" --train" if trained else "")
-        + "`. 10 calibration radiographs of 1050 per lab, 250 balanced test images.",
+        f"Machine: {machine_name()}. `{command}`. 10 calibration radiographs of 1050 per lab, 250 balanced test "
+        "images.",
         "",
-        "| lab | kV true / fit | filter mm true / fit | CsI mm true / fit | scatter x true / fit | not identifiable "
-        "| s | physics AP uncalibrated | calibrated | told the truth |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| lab | mode | kV true / fit | channel kV error % (max) | filter mm true / fit | CsI mm true / fit "
+        "| scatter x true / fit | blur px true / fit | dose x true / fit | not identifiable | s "
+        "| physics AP uncalibrated | calibrated | told the truth |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in labs.iterrows():
         cells = [
             f"{r[f'{k}_true']:.3f} / {r[f'{k}_fit']:.3f}{'' if r[f'{k}_covered'] else ' (outside CI)'}"
-            for k in HIDDEN_RANGES
+            for k in (*HIDDEN_RANGES, *NOISE_RANGES)
         ]
+        fitted = r["channel_kv_scale_fit"]
+        per_channel = f"{r['per_channel_kv']}: " + (
+            "one factor" if fitted is None else "/".join(f"{f:.3f}" for f in fitted)
+        )
+        if r["channel_kv_scale_true"] is not None:
+            per_channel += " (true " + "/".join(f"{f:.3f}" for f in r["channel_kv_scale_true"]) + ")"
         lines.append(
-            f"| {r['lab']} | "
-            + " | ".join(cells)
+            f"| {r['lab']} | {per_channel} | {cells[0]} | {r['kv_error_pct']:.2f} | "
+            + " | ".join(cells[1:])
             + f" | {r['not_identifiable'] or '-'} | {r['seconds']:.0f} | "
             f"{r['physics_uncalibrated']:.3f} | {r['physics_calibrated']:.3f} | {r['physics_truth']:.3f} |"
         )
-    lines += [
-        "",
-        f"kV error: max {labs['kv_error_pct'].max():.2f} %, filter error: max {labs['filter_error_mm'].max():.3f} mm; "
-        f"calibration {labs['seconds'].mean():.0f} s mean, {labs['seconds'].max():.0f} s max. Physics-limit macro AP "
-        f"calibrated: min {labs['physics_calibrated'].min():.3f}, mean {labs['physics_calibrated'].mean():.3f} "
-        f"(uncalibrated: mean {labs['physics_uncalibrated'].mean():.3f}).",
-        "",
-    ]
+    lines.append("")
+    for mode, group in labs.groupby("per_channel_kv", sort=False):
+        lines.append(
+            f"- `per_channel_kv: {mode}`: channel kV error max {group['kv_error_pct'].max():.2f} %, filter error "
+            f"max {group['filter_error_mm'].max():.3f} mm; calibration {group['seconds'].mean():.0f} s mean, "
+            f"{group['seconds'].max():.0f} s max. Physics-limit macro AP calibrated: min "
+            f"{group['physics_calibrated'].min():.3f}, mean {group['physics_calibrated'].mean():.3f} "
+            f"(uncalibrated: mean {group['physics_uncalibrated'].mean():.3f})."
+        )
+    lines.append("")
     if trained:
         lines += [f"## The lab-like instrument through the three commands ({trained['instrument']})", ""]
         for mode, table in trained["tables"].items():
@@ -212,24 +260,58 @@ def main() -> None:
     parser.add_argument(
         "--train", action="store_true", help="also run the three commands on the lab-like lab"
     )
+    parser.add_argument(
+        "--per-channel-kv",
+        default="auto",
+        help="calibration modes, comma-separated, one row each: off (false), auto (the pipeline's default), "
+        "on (true)",
+    )
+    parser.add_argument(
+        "--channel-kv-spread",
+        type=float,
+        default=0.0,
+        help="hidden per-channel tube-voltage factors drawn uniformly in 1 +- this (0: one factor on all)",
+    )
+    parser.add_argument("--flats", type=int, default=0, help="flat fields per lab (modes '<mode>+flats')")
+    parser.add_argument("--noise", action="store_true", help="hidden blur and dose too (NOISE_RANGES)")
+    parser.add_argument("--tag", default="", help="suffix of the result files")
     args = parser.parse_args()
     generation = _generation()
+    n_channels = len(_nominal_config(generation).kv)
     rng = np.random.default_rng(args.seed)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for index in range(args.labs):
-            hidden = {key: float(rng.uniform(*bounds)) for key, bounds in HIDDEN_RANGES.items()}
-            rows.append(lab_row(index, generation, hidden, Path(tmp) / f"lab{index}"))
-            print(json.dumps(rows[-1]), flush=True)  # noqa: T201 (a benchmark's progress)
+            ranges = {**HIDDEN_RANGES, **(NOISE_RANGES if args.noise else {})}
+            hidden = {key: float(rng.uniform(*bounds)) for key, bounds in ranges.items()}
+            spread = args.channel_kv_spread
+            channels = (
+                [float(f) for f in rng.uniform(1 - spread, 1 + spread, n_channels)] if spread > 0 else None
+            )
+            rows += lab_row(
+                index,
+                generation,
+                hidden,
+                Path(tmp) / f"lab{index}",
+                channel_kv_scale=channels,
+                per_channel_kv=args.per_channel_kv,
+                n_flats=args.flats,
+            )
+            print(json.dumps(rows[-1], default=float), flush=True)  # noqa: T201 (a benchmark's progress)
         trained = train_rows(Path(tmp)) if args.train else None
     labs = pd.DataFrame(rows)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    result = {"labs": rows, "trained": trained, "seed": args.seed}
-    (RESULTS_DIR / "bench_lab_calibration.json").write_text(
-        json.dumps(result, indent=2, default=float) + "\n"
-    )
-    (RESULTS_DIR / "bench_lab_calibration.md").write_text(_markdown(labs, trained))
-    print(_markdown(labs, trained))  # noqa: T201
+    result = {
+        "labs": rows,
+        "trained": trained,
+        "seed": args.seed,
+        "channel_kv_spread": args.channel_kv_spread,
+    }
+    name = f"bench_lab_calibration{args.tag}"
+    command = "python benchmarks/bench_lab_calibration.py " + " ".join(sys.argv[1:])
+    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    (RESULTS_DIR / f"{name}.md").write_text(_markdown(labs, trained, command.strip()))
+    print(_markdown(labs, trained, command.strip()))  # noqa: T201
 
 
 if __name__ == "__main__":

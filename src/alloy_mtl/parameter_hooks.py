@@ -52,10 +52,11 @@ class CalibratedInstrumentHooks:
         resolved = resolve_generation(generation, calibrated)
         if calibrated is not None:
             logger.info(
-                "generation.instrument %s: simulating the calibrated instrument (%s, fitted from %s); "
-                "--params generation.instrument=nominal ignores it",
+                "generation.instrument %s: simulating the calibrated instrument (%s, channel kV %s, fitted "
+                "from %s); --params generation.instrument=nominal ignores it",
                 generation.get("instrument", "auto"),
                 {key: round(float(value), 4) for key, value in calibrated["instrument"].items()},
+                [round(float(v), 2) for v in resolved.get("kv", [])],
                 calibrated.get("source", "?"),
             )
         if resolved != generation:

@@ -145,3 +145,52 @@ def test_a_synthetic_lab_with_bad_settings_names_every_problem_and_writes_nothin
     assert "labelled_per_alloy must be >= 0, got -1" in str(err.value)
     assert "n_calibration must be >= 1, got 0" in str(err.value)
     assert not (tmp_path / "lab").exists()
+
+
+@cache
+def _channel_lab_images(channels: tuple[float, ...]) -> tuple[np.ndarray, list[str], np.ndarray]:
+    lab = dataclasses.replace(
+        instrument_config(NOMINAL_32, {**nominal_instrument(NOMINAL_32), **HIDDEN}, channels),
+        detector_seed=4242,
+        seed=9,
+    )
+    images, meta = simulate_dataset(
+        dataclasses.replace(lab, images_per_specimen=1), materials=[(get_alloy("1050"), 10)]
+    )
+    return images, meta["alloy"].astype(str).tolist(), meta["thickness_mm"].to_numpy()
+
+
+NOMINAL_32 = SimulationConfig(seed=3, image_size=32)
+
+
+def test_each_channels_tube_voltage_is_fitted_when_the_channels_are_off_their_nominal_ratios() -> None:
+    channels = (1.0, 1.03, 0.98)
+    true_kv = np.array(NOMINAL_32.kv) * HIDDEN["kv_scale"] * np.array(channels)
+    images, alloys, thickness = _channel_lab_images(channels)
+    one = calibrate_instrument(images, alloys, thickness, NOMINAL_32, fitted=FITTED)
+    auto = calibrate_instrument(images, alloys, thickness, NOMINAL_32, fitted=FITTED, per_channel_kv="auto")
+    assert one.channel_kv_test is None and one.channel_kv_scale is None
+    assert auto.channel_kv_test["channels_differ"] and auto.channel_kv_test["p_value"] < 1e-6
+    fitted_kv = np.array(NOMINAL_32.kv) * auto.instrument["kv_scale"] * np.array(auto.channel_kv_scale)
+    one_kv = np.array(NOMINAL_32.kv) * one.instrument["kv_scale"]
+    assert np.abs(fitted_kv / true_kv - 1).max() < 0.01  # one factor on all misses a channel by > 2 %
+    assert np.abs(one_kv / true_kv - 1).max() > 0.02
+    assert np.prod(auto.channel_kv_scale) == pytest.approx(1.0)  # kv_scale is the channels' geometric mean
+    settings = {s.key: s for s in auto.settings}
+    assert abs(settings["al_filter_mm"].value - HIDDEN["al_filter_mm"]) < 0.1
+    assert abs({s.key: s for s in one.settings}["al_filter_mm"].value - HIDDEN["al_filter_mm"]) > 0.2
+    assert [s.key for s in auto.channel_settings] == ["kv_40kv", "kv_50kv", "kv_80kv"]
+    assert [s.value for s in auto.channel_settings] == pytest.approx(fitted_kv)
+    assert all(s.identifiable and s.low < s.value < s.high for s in auto.channel_settings)
+    assert auto.log_likelihood > one.log_likelihood + 20
+    record = json.loads(json.dumps(auto.to_dict()))
+    assert record["channel_kv_scale"] == pytest.approx(list(auto.channel_kv_scale))
+    assert record["channel_kv_test"]["per_channel"] is True
+
+
+def test_per_channel_tube_voltages_need_kv_among_the_fitted_settings() -> None:
+    images, alloys, thickness = _calibration_images()
+    with pytest.raises(ValueError, match="per_channel_kv needs 'kv_scale' among the fitted settings"):
+        calibrate_instrument(
+            images, alloys, thickness, NOMINAL, fitted=("al_filter_mm",), per_channel_kv=True
+        )

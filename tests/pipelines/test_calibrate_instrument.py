@@ -14,6 +14,7 @@ from alloy_mtl.physics.calibrated_generation import resolve_generation
 from alloy_mtl.physics.simulator import SimulationConfig
 
 HIDDEN = {"kv_scale": 1.04, "al_filter_mm": 1.6, "scintillator_mm": 0.3}
+CHANNELS = (1.0, 1.03, 0.98)
 SMALL = {"image_size": 16, "n_images": 60, "instruments": 2, "min_images_per_class": 4}
 
 
@@ -27,7 +28,14 @@ def _calibrated(project) -> dict:
 def test_a_lab_folder_is_calibrated_and_generation_then_simulates_its_instrument(
     kedro_project, run_pipeline, tmp_path
 ):
-    lab = write_synthetic_lab(tmp_path / "lab", SimulationConfig(image_size=16), HIDDEN, test_per_alloy=1)
+    # a tube whose 50 kV channel runs 3 % high and 80 kV one 2 % low beside the 4 % on all
+    lab = write_synthetic_lab(
+        tmp_path / "lab",
+        SimulationConfig(image_size=16),
+        HIDDEN,
+        test_per_alloy=1,
+        channel_kv_scale=CHANNELS,
+    )
     params = {
         "calibration": {
             "path": str(lab.calibration),
@@ -37,18 +45,25 @@ def test_a_lab_folder_is_calibrated_and_generation_then_simulates_its_instrument
     }
     run_pipeline(kedro_project, "calibrate_instrument", params)
     record = _calibrated(kedro_project)
-    assert record["instrument"]["kv_scale"] == pytest.approx(1.04, abs=0.01)
-    assert record["instrument"]["al_filter_mm"] == pytest.approx(1.6, abs=0.1)
+    true_kv = [v * 1.04 * f for v, f in zip((40.0, 50.0, 80.0), CHANNELS, strict=True)]
+    assert record["channel_kv_test"]["channels_differ"] is True  # per_channel_kv: auto, the default
+    calibrated_kv = [
+        v * record["instrument"]["kv_scale"] * f
+        for v, f in zip((40.0, 50.0, 80.0), record["channel_kv_scale"], strict=True)
+    ]
+    assert calibrated_kv == pytest.approx(true_kv, rel=0.015)
+    assert [s["value"] for s in record["channel_kv"].values()] == pytest.approx(calibrated_kv)
+    assert record["instrument"]["al_filter_mm"] == pytest.approx(1.6, abs=0.15)
     assert record["settings"]["scatter_fraction_scale"]["fitted"] is False
     report = (kedro_project / "data/08_reporting/instrument_calibration/report.md").read_text()
-    assert "| kv_scale | 1 | 1.04" in report and "identified" in report
+    assert "| kv_50kv | 50 | " in report and "identified" in report
+    assert "each channel's tube voltage is fitted on its own" in report
     assert (kedro_project / "data/08_reporting/instrument_calibration/residuals.png").stat().st_size > 0
 
     def generated(generation: dict):
         outputs = run_pipeline(kedro_project, "data_generation", {"generation": generation})
         return outputs["source_candidate"].load()
 
-    calibrated_kv = [v * record["instrument"]["kv_scale"] for v in (40.0, 50.0, 80.0)]
     for choice in ("calibrated", "auto"):
         candidate = generated({**SMALL, "instrument": choice})
         kv = [float(v) for v in candidate.metadata["kv"].iloc[0].split(",")]
@@ -109,3 +124,67 @@ def test_resolution_moves_the_nominal_instrument_and_keeps_the_tolerance_widths(
     assert "instrument" not in resolve_generation({"instrument": "nominal", "seed": 3}, None)
     with pytest.raises(ValueError, match="expected one of"):
         resolve_generation({"instrument": "lab"}, None)
+    per_channel = {"instrument": instrument, "channel_kv_scale": [1.02, 0.99]}
+    assert resolve_generation(generation, per_channel)["kv"] == pytest.approx([42.84, 83.16])
+    with pytest.raises(
+        ValueError, match=r"channel_kv_scale \[1.02\] does not give one factor > 0 per channel"
+    ):
+        resolve_generation(generation, {"instrument": instrument, "channel_kv_scale": [1.02]})
+
+
+@pytest.mark.slow
+def test_a_labs_flat_fields_give_the_blur_and_the_level_terms_that_generation_then_uses(
+    kedro_project, run_pipeline, tmp_path
+):
+    config = SimulationConfig(image_size=32)  # flat fields need 24 px or more
+    detector = {"drift": 0.012, "gain_sigma": 0.004, "heel_jitter": 0.5}
+    lab = write_synthetic_lab(
+        tmp_path / "lab",
+        config,
+        {**HIDDEN, "blur_sigma_px": 1.0},
+        test_per_alloy=1,
+        n_flats=40,
+        detector=detector,
+    )
+    generation = {**SMALL, "image_size": 32}
+    params = {
+        "calibration": {
+            "path": str(lab.calibration),
+            "fitted": ["kv_scale", "al_filter_mm", "scintillator_mm", "blur_sigma_px"],
+        },
+        "generation": generation,
+    }
+    run_pipeline(kedro_project, "calibrate_instrument", params)
+    record = _calibrated(kedro_project)
+    flats = record["flat_fields"]
+    assert flats["n_frames"] == 40 and flats["source"].endswith("flats")  # found in the calibration folder
+    assert record["settings"]["blur_sigma_px"]["given"] is True
+    assert record["instrument"]["blur_sigma_px"] == pytest.approx(1.0, rel=0.05)
+    # photons per pixel follow the fitted CsI: the same noise behind 0.3 mm instead of 0.2 mm is fewer photons
+    assert record["instrument"]["dose_scale"] == pytest.approx(1.0, rel=0.15)
+    assert flats["levels"]["drift"] == pytest.approx(0.012, rel=0.3)
+    assert flats["levels"]["heel_jitter"] == pytest.approx(0.5, rel=0.3)
+    report = (kedro_project / "data/08_reporting/instrument_calibration/report.md").read_text()
+    assert (
+        "## Flat fields (40 frame(s)" in report and "measured on the flat fields, held in the fit" in report
+    )
+    resolved = resolve_generation({**generation, "instrument": "calibrated"}, record)
+    assert (
+        resolved["drift"] == flats["levels"]["drift"]
+        and resolved["heel_jitter"] == flats["levels"]["heel_jitter"]
+    )
+    assert resolved.get("gain_sigma") == flats["levels"].get("gain_sigma")  # set only where pinned down
+    params["calibration"]["flats"] = False
+    run_pipeline(kedro_project, "calibrate_instrument", params)
+    newest = sorted((kedro_project / "data/06_models/instrument/calibrated_instrument.json").iterdir())[-1]
+    assert "flat_fields" not in json.loads((newest / "calibrated_instrument.json").read_text())
+
+
+def test_a_flat_field_folder_that_is_named_but_missing_fails_before_anything_is_written(
+    kedro_project, run_pipeline, tmp_path
+):
+    lab = write_synthetic_lab(tmp_path / "lab", SimulationConfig(image_size=16), HIDDEN, test_per_alloy=1)
+    params = {"calibration": {"path": str(lab.calibration), "flats": "open_beam"}, "generation": SMALL}
+    with pytest.raises(ValueError, match="calibration.flats: .*open_beam' is not a folder"):
+        run_pipeline(kedro_project, "calibrate_instrument", params)
+    assert not (kedro_project / "data/06_models/instrument").exists()

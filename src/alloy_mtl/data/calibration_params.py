@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from alloy_mtl.config import ParamsModel
@@ -13,7 +16,10 @@ from alloy_mtl.physics.instrument_calibration import (
     resolve_search_ranges,
 )
 
-__all__ = ["CalibrationParams"]
+__all__ = ["DEFAULT_FLATS", "CalibrationParams"]
+
+DEFAULT_FLATS = "flats"
+"""The calibration folder's subfolder read as flat fields when ``calibration.flats`` is not set."""
 
 
 class CalibrationParams(ParamsModel):
@@ -33,6 +39,24 @@ class CalibrationParams(ParamsModel):
     """Uncertainty of the specimens' measured thickness (mm)."""
     identifiable_share: float = Field(0.5, gt=0, le=1)
     """A setting whose 95 % interval spans more than this share of its search range is not identifiable."""
+    flats: str | Literal[False] | None = None
+    """Flat fields (open-beam exposures, raw, any common scale; a folder of PNG/TIFF files or with a
+    metadata.csv listing per-channel files): absolute or relative to ``path``. None: the ``flats`` subfolder
+    of ``path`` where there is one; ``false``: none. They give the detector blur and photons per pixel, held in
+    the fit, and the exposure-to-exposure level terms."""
+    per_channel_kv: Literal["auto"] | bool = "auto"
+    """Each channel's tube voltage on its own: ``auto`` where a likelihood-ratio test says the channels are not
+    in their nominal ratios (p < 0.01), ``true`` always, ``false`` one factor on every channel."""
+
+    def flats_folder(self) -> Path | None:
+        """The flat-field folder to read, or None (see :attr:`flats`)."""
+        if self.flats is False or not self.path:
+            return None
+        if self.flats is None:
+            default = Path(self.path) / DEFAULT_FLATS
+            return default if default.is_dir() else None
+        folder = Path(self.flats)
+        return folder if folder.is_absolute() else Path(self.path) / folder
 
     @model_validator(mode="after")
     def _known_settings_and_ranges(self) -> CalibrationParams:

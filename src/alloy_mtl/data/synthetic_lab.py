@@ -11,6 +11,9 @@ beam and detector settings (tolerance keys: ``kv_scale``, ``al_filter_mm``, ``sc
   ``kedro run --pipeline evaluate_external``;
 - ``labelled/`` (when asked for): a few other labelled specimens of every alloy, the lab's own training images
   for the mixed option (``data_source.lab_images``);
+- ``calibration/flats/`` (when asked for): raw open-beam exposures (counts at about 60 % of full scale through
+  the panel's own pixel gain map, listed in their ``metadata.csv``), read by the calibration for the
+  detector's blur, photons per pixel and exposure-to-exposure level terms;
 - ``hidden_instrument.json``: the truth, which a real lab would not have, for tests and the benchmark.
 
 Flat-field normalised intensities are stored as ``round(I * 65535)`` (clipped to [0, 1]), which the ingest
@@ -34,7 +37,9 @@ from PIL import Image
 
 from alloy_mtl.constants import ALLOYS
 from alloy_mtl.physics.alloys import get_alloy
+from alloy_mtl.physics.flat_field_noise import LEVEL_FIELDS
 from alloy_mtl.physics.instrument_fit import instrument_config, nominal_instrument
+from alloy_mtl.physics.materials import OPEN_BEAM
 from alloy_mtl.physics.simulator import SimulationConfig, simulate_dataset
 
 __all__ = ["HIDDEN_INSTRUMENT_FILE", "SyntheticLab", "write_image_folder", "write_synthetic_lab"]
@@ -43,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 HIDDEN_INSTRUMENT_FILE = "hidden_instrument.json"
 _FULL_SCALE = 65535.0
+_FLAT_COUNTS = 40000.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,8 @@ class SyntheticLab:
         labelled: the few labelled training images (csv_folder layout), or None.
         instrument: the hidden instrument (tolerance keys).
         detector_seed: the lab's detector unit.
+        labelled: the lab's few labelled training images, or None.
+        channel_kv_scale: each channel's hidden tube-voltage factor on top of ``kv_scale`` (None: all 1).
     """
 
     root: Path
@@ -64,6 +72,7 @@ class SyntheticLab:
     instrument: dict[str, float]
     detector_seed: int
     labelled: Path | None = None
+    channel_kv_scale: tuple[float, ...] | None = None
 
 
 def _to_uint16(channel: np.ndarray) -> np.ndarray:
@@ -108,6 +117,20 @@ def write_image_folder(
     return table
 
 
+def _write_flats(
+    folder: Path, lab: SimulationConfig, n_flats: int, seed: int, image_format: Literal["png", "tiff"]
+) -> None:
+    """Raw open-beam exposures of the lab's instrument: its flat-field normalised open beam through a static
+    pixel gain map (3 %), at ``_FLAT_COUNTS``."""
+    flats, metadata = simulate_dataset(
+        dataclasses.replace(lab, seed=seed, images_per_specimen=1), materials=[(OPEN_BEAM, n_flats)]
+    )
+    panel = 1.0 + 0.03 * np.random.default_rng(lab.detector_seed).standard_normal(flats.shape[1:])
+    raw = np.round(flats * panel * _FLAT_COUNTS) / _FULL_SCALE
+    ids = [f"flat-{i:03d}" for i in range(n_flats)]
+    write_image_folder(folder, raw, metadata.assign(image_id=ids), lab.kv, image_format)
+
+
 def write_synthetic_lab(  # noqa: PLR0913 (a lab's description, each argument documented)
     root: str | Path,
     config: SimulationConfig,
@@ -120,6 +143,9 @@ def write_synthetic_lab(  # noqa: PLR0913 (a lab's description, each argument do
     test_per_alloy: int = 50,
     labelled_per_alloy: int = 0,
     image_format: Literal["png", "tiff"] = "png",
+    channel_kv_scale: Sequence[float] | None = None,
+    n_flats: int = 0,
+    detector: Mapping[str, float] | None = None,
 ) -> SyntheticLab:
     """Write a synthetic lab (see the module docstring) whose instrument is ``config`` changed by ``instrument``.
 
@@ -134,9 +160,15 @@ def write_synthetic_lab(  # noqa: PLR0913 (a lab's description, each argument do
         labelled_per_alloy: labelled training images per alloy (three per specimen, other specimens than the
             test's); 0: no ``labelled/`` folder.
         image_format: ``png`` (one 16-bit file per channel) or ``tiff`` (one multi-page file per image).
+        channel_kv_scale: a further hidden factor on each channel's tube voltage (a tube whose voltages are
+            not in their nominal ratios); None: every channel as ``kv_scale`` says.
+        n_flats: flat fields written to ``calibration/flats`` (0: none).
+        detector: hidden exposure-to-exposure level terms (``drift``, ``gain_sigma``, ``heel_jitter``) replacing
+            the config's.
 
     Raises:
-        ValueError: unknown instrument keys, or counts below 1.
+        ValueError: unknown instrument keys, counts below 1, or channel factors that are not one > 0 per
+            channel.
         FileExistsError: ``root`` exists and is not empty.
     """
     root = Path(root)
@@ -150,17 +182,30 @@ def write_synthetic_lab(  # noqa: PLR0913 (a lab's description, each argument do
     ]
     if labelled_per_alloy < 0:
         problems.append(f"labelled_per_alloy must be >= 0, got {labelled_per_alloy}")
+    if n_flats < 0:
+        problems.append(f"n_flats must be >= 0, got {n_flats}")
+    levels = {k: float(v) for k, v in (detector or {}).items()}
+    if sorted(set(levels) - set(LEVEL_FIELDS)):
+        problems.append(
+            f"detector keys {sorted(set(levels) - set(LEVEL_FIELDS))} are not among {list(LEVEL_FIELDS)}"
+        )
+    factors = None if channel_kv_scale is None else [float(f) for f in channel_kv_scale]
+    if factors is not None and (len(factors) != len(config.kv) or not all(f > 0 for f in factors)):
+        problems.append(
+            f"channel_kv_scale must give one factor > 0 per channel of kv={list(config.kv)}, got {factors}"
+        )
     if problems:
         raise ValueError("synthetic lab: " + "; ".join(problems))
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root}: exists and is not empty; choose a new folder for the synthetic lab")
     hidden = {**nominal, **{k: float(v) for k, v in instrument.items()}}
     lab = dataclasses.replace(
-        instrument_config(config, hidden),
+        instrument_config(config, hidden, factors),
         detector_seed=detector_seed,
         instruments=1,
         tolerances=(),
         randomise=None,
+        **levels,
     )
     images, metadata = simulate_dataset(
         dataclasses.replace(lab, seed=seed, images_per_specimen=1),
@@ -168,6 +213,8 @@ def write_synthetic_lab(  # noqa: PLR0913 (a lab's description, each argument do
     )
     calibration = root / "calibration"
     write_image_folder(calibration, images, metadata.assign(kv=config.kv_label), config.kv, image_format)
+    if n_flats:
+        _write_flats(calibration / "flats", lab, n_flats, seed + 3, image_format)
     test_config = dataclasses.replace(
         lab,
         seed=seed + 1,
@@ -195,6 +242,11 @@ def write_synthetic_lab(  # noqa: PLR0913 (a lab's description, each argument do
             labelled, images, train_metadata.assign(kv=config.kv_label), config.kv, image_format
         )
     record = {"instrument": hidden, "detector_seed": detector_seed, "seed": seed, "kv": list(config.kv)}
+    if factors is not None:
+        record |= {"channel_kv_scale": factors, "lab_kv": list(lab.kv)}
+    record["detector"] = {name: float(getattr(lab, name)) for name in LEVEL_FIELDS}
     (root / HIDDEN_INSTRUMENT_FILE).write_text(json.dumps(record, indent=2) + "\n")
     logger.info("wrote synthetic lab %s: %d calibration, %d test images", root, n_calibration, len(metadata))
-    return SyntheticLab(root, calibration, test, hidden, detector_seed, labelled)
+    return SyntheticLab(
+        root, calibration, test, hidden, detector_seed, labelled, None if factors is None else tuple(factors)
+    )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -17,8 +18,14 @@ def _number(value: float) -> str:
     return "n/a" if not math.isfinite(value) else f"{value:.4g}"
 
 
-def calibration_markdown(calibration: InstrumentCalibration, source: str, seconds: float) -> str:
-    """Markdown: what was fitted from which images, each setting's value, interval and verdict."""
+def calibration_markdown(
+    calibration: InstrumentCalibration,
+    source: str,
+    seconds: float,
+    flat_fields: Mapping[str, Any] | None = None,
+) -> str:
+    """Markdown: what was fitted from which images, each setting's value, interval and verdict; the noise
+    levels measured on the flat fields (their record, ``FlatFieldNoise.to_dict``) where there were some."""
     lines = [
         "# Instrument calibration",
         "",
@@ -28,8 +35,10 @@ def calibration_markdown(calibration: InstrumentCalibration, source: str, second
         "| setting | nominal | calibrated | 95 % interval | verdict |",
         "|---|---|---|---|---|",
     ]
-    for s in calibration.settings:
-        if not s.fitted:
+    for s in (*calibration.settings, *calibration.channel_settings):
+        if s.given:
+            verdict, interval = "measured on the flat fields, held in the fit", ""
+        elif not s.fitted:
             verdict, interval = "held at nominal", ""
         elif not s.identifiable:
             verdict, interval = "**not identifiable**: the data cannot tell (value is a point on a ridge)", ""
@@ -37,6 +46,7 @@ def calibration_markdown(calibration: InstrumentCalibration, source: str, second
             verdict = "identified" + (" (at the edge of its search range: widen it)" if s.at_bound else "")
             interval = f"[{_number(s.low)}, {_number(s.high)}]"
         lines.append(f"| {s.key} | {_number(s.nominal)} | {_number(s.value)} | {interval} | {verdict} |")
+    lines += ["", *_channel_kv_lines(calibration), "", *_flat_field_lines(flat_fields)]
     lines += [
         "",
         f"Log-likelihood: nominal {calibration.nominal_log_likelihood:.1f}, calibrated "
@@ -52,6 +62,47 @@ def calibration_markdown(calibration: InstrumentCalibration, source: str, second
         "",
     ]
     return "\n".join(lines)
+
+
+def _flat_field_lines(flat_fields: Mapping[str, Any] | None) -> list[str]:
+    if flat_fields is None:
+        return [
+            "No flat fields: the detector's blur and dose come from the fit (or stay nominal), its "
+            "exposure-to-exposure level terms stay as configured."
+        ]
+    lines = [
+        f"## Flat fields ({flat_fields['n_frames']} frame(s), `{flat_fields.get('source', '?')}`)",
+        "",
+        f"Blur {flat_fields['blur_sigma_px']:.3f} px (neighbouring pixels' noise correlation "
+        f"{flat_fields['noise_correlation']:.3f}); photons per pixel "
+        + ", ".join(f"{d:,.0f}" for d in flat_fields["channel_dose"])
+        + f" per channel (`dose_scale` {flat_fields['dose_scale']:.3f}); both held in the fit above.",
+        "",
+        "| level term | measured | 95 % interval (bootstrap over frames) | used for generation |",
+        "|---|---|---|---|",
+    ]
+    for name, m in flat_fields["measured"].items():
+        used = "yes" if m["identifiable"] else "no: too few frames or too wide; the configured value stays"
+        lines.append(
+            f"| {name} | {_number(m['value'])} | [{_number(m['low'])}, {_number(m['high'])}] | {used} |"
+        )
+    return lines
+
+
+def _channel_kv_lines(calibration: InstrumentCalibration) -> list[str]:
+    test = calibration.channel_kv_test
+    if test is None:
+        return ["One tube-voltage factor on every channel (`calibration.per_channel_kv: false`)."]
+    verdict = (
+        "each channel's tube voltage is fitted on its own (the `kv_<n>kv` rows; `kv_scale` is their geometric mean)"
+        if calibration.channel_kv_scale is not None
+        else "one tube-voltage factor on every channel"
+    )
+    return [
+        f"Per-channel tube voltages: likelihood-ratio test of one factor on every channel against one per channel "
+        f"{test['statistic']:.1f} on {test['dof']} degree(s) of freedom, p = {test['p_value']:.3g} "
+        f"(level {test['alpha']:g}): {verdict}."
+    ]
 
 
 def calibration_figure(calibration: InstrumentCalibration, kv: Sequence[float]) -> Figure:

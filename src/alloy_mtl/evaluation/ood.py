@@ -25,7 +25,7 @@ from sklearn.metrics import roc_auc_score
 
 from alloy_mtl.evaluation.bootstrap import specimen_weights
 from alloy_mtl.physics.alloys import AlloySpec
-from alloy_mtl.physics.materials import FAR_MATERIALS, NEAR_MATERIALS
+from alloy_mtl.physics.materials import FAR_MATERIALS, NEAR_MATERIALS, OPEN_BEAM
 from alloy_mtl.physics.simulator import SimulationConfig, simulate_dataset
 
 __all__ = [
@@ -38,7 +38,6 @@ __all__ = [
     "simulate_ood_set",
 ]
 
-_OPEN_BEAM = AlloySpec("open_beam", MappingProxyType({}), 0.0, 1e-9)
 SYNTHETIC_FAMILIES: Mapping[str, float] = MappingProxyType({"open_beam": 1.0, "blank": 0.5, "dark": 1e-3})
 """Images with no specimen: name -> intensity factor applied to the open beam."""
 
@@ -73,7 +72,7 @@ def simulate_ood_set(
         )
     ]
     blank_config = SimulationConfig(**{**config.__dict__, "seed": config.seed + 1})
-    open_beam, _ = simulate_dataset(blank_config, materials=[(_OPEN_BEAM, images_per_material)])
+    open_beam, _ = simulate_dataset(blank_config, materials=[(OPEN_BEAM, images_per_material)])
     parts = [images]
     for name, factor in SYNTHETIC_FAMILIES.items():
         parts.append((open_beam * factor).astype(np.float32))

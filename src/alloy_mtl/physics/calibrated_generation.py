@@ -6,16 +6,18 @@ dataset, tolerance keys: ``kv_scale`` etc. relative to the nominal ``generation`
 ``calibrated`` requires one; ``nominal`` ignores it. With the calibrated instrument every consumer of the
 ``generation`` parameters (data generation, the evaluation set, the robustness suite, the physics-limit
 estimator) gets them resolved by :func:`resolve_generation`: the calibrated values become the nominal ones
-(channel kVs, filter, scintillator, scatter, blur, dose), and the declared tolerances keep their width about them
+(channel kVs, each channel's own where the calibration fitted one per channel, filter, scintillator,
+scatter, blur, dose, and the exposure-to-exposure level terms the flat fields pinned down), and the declared tolerances keep their width about them
 (``*_scale`` ranges are factors and stay; absolute ranges are shifted by the calibrated change, kept above their
 minimum). Models trained on the resolved data read the lab's instrument as their nominal one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from alloy_mtl.physics.flat_field_noise import LEVEL_FIELDS
 from alloy_mtl.physics.instrument import SCALE_SUFFIX, instrument_changes
 from alloy_mtl.physics.instrument import TOLERANCE_KEYS as TOLERANCE_MINIMA
 from alloy_mtl.physics.instrument_fit import TOLERANCE_KEYS
@@ -83,7 +85,8 @@ def resolve_generation(
         raise ValueError(f"calibrated instrument: keys {missing} missing; calibrate again")
     nominal = SimulationConfig.from_params(params)
     changes = instrument_changes(nominal, {key: float(instrument[key]) for key in TOLERANCE_KEYS})
-    resolved = {**params, **changes, "kv": list(changes["kv"])}
+    resolved = {**params, **changes, "kv": _channel_kv(changes["kv"], calibrated.get("channel_kv_scale"))}
+    resolved |= _flat_field_levels(calibrated.get("flat_fields"))
     tolerances = {}
     for key, bounds in (params.get("tolerances") or {}).items():
         low, high = (float(v) for v in bounds)
@@ -96,6 +99,32 @@ def resolve_generation(
     if tolerances:
         resolved["tolerances"] = tolerances
     return resolved
+
+
+def _flat_field_levels(flat_fields: Mapping[str, Any] | None) -> dict[str, float]:
+    """The exposure-to-exposure level terms the flat fields pinned down (drift, gain, heel wander)."""
+    levels = dict((flat_fields or {}).get("levels") or {})
+    unknown = sorted(set(levels) - set(LEVEL_FIELDS))
+    if unknown or not all(float(v) >= 0 for v in levels.values()):
+        raise ValueError(
+            f"calibrated instrument: flat_fields.levels {levels} must hold values >= 0 of {list(LEVEL_FIELDS)}; "
+            "calibrate again"
+        )
+    return {key: float(value) for key, value in levels.items()}
+
+
+def _channel_kv(kv: Sequence[float], channel_kv_scale: Sequence[float] | None) -> list[float]:
+    """Each channel's calibrated tube voltage: ``kv`` (the one-factor change applied) times the calibration's
+    per-channel factor, where it fitted one per channel."""
+    if channel_kv_scale is None:
+        return [float(v) for v in kv]
+    factors = [float(f) for f in channel_kv_scale]
+    if len(factors) != len(kv) or not all(f > 0 for f in factors):
+        raise ValueError(
+            f"calibrated instrument: channel_kv_scale {factors} does not give one factor > 0 per channel of "
+            f"kv={list(kv)}; calibrate again"
+        )
+    return [float(v) * f for v, f in zip(kv, factors, strict=True)]
 
 
 def simulated_instrument(generation: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -472,9 +472,11 @@ class PhysicsLimitEstimator:
         thickness_mm: np.ndarray,
         thickness_sd_mm: float,
         instrument: Mapping[str, float],
+        *,
+        channel_kv_scale: Sequence[float] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Fit of images of known alloy and thickness under ``instrument`` (tolerance keys): the instrument
-        calibration's likelihood.
+        """Fit of images of known alloy and thickness under ``instrument`` (tolerance keys; ``channel_kv_scale``:
+        a further factor on each channel's tube voltage): the instrument calibration's likelihood.
 
         Returns:
             (log-likelihood per image (N,), standardised residual profiles (N, C, W)) of each image's own alloy,
@@ -487,7 +489,7 @@ class PhysicsLimitEstimator:
         if unknown:
             raise ValueError(f"alloys {unknown} are not among {self.alloys}")
         index = np.array([self.alloys.index(a) for a in alloys])
-        self._set_instrument(instrument_config(self.config, instrument))
+        self._set_instrument(instrument_config(self.config, instrument, channel_kv_scale))
         residuals: list[np.ndarray] = []
         log_like = self._fit(
             np.asarray(images), (np.asarray(thickness_mm, dtype=np.float64), thickness_sd_mm), residuals

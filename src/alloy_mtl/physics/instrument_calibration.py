@@ -10,7 +10,10 @@ with its thickness held near the measured value (``PhysicsLimitEstimator.labelle
 keys (``kv_scale``: one factor on every channel's tube voltage; ``al_filter_mm``; ``scintillator_mm``;
 ``scatter_fraction_scale``; ``blur_sigma_px``; ``dose_scale``: the photon noise level) inside their search
 ranges: a coarse grid over tube voltage and filtration (the two settings that trade off most), then Powell's
-method in range-normalised coordinates from the best grid point.
+method in range-normalised coordinates from the best grid point. Optionally each channel's tube voltage is then
+fitted on its own from that optimum, and kept where a likelihood-ratio test rejects the one-factor model (a tube
+whose voltages are not in their nominal ratios). Settings measured otherwise (the flat fields' blur and noise
+level, :mod:`alloy_mtl.physics.flat_field_noise`) are held, not fitted.
 
 Uncertainties are Laplace's: the inverse of the negative log-likelihood's Hessian (central differences) at the
 optimum. A setting whose 95 % interval spans more than ``identifiable_share`` of its search range, or whose
@@ -22,16 +25,16 @@ that tie.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from scipy.optimize import minimize
+from scipy.stats import chi2
 
+from alloy_mtl.physics.calibration_fit import CalibratedSetting, FitSpace, laplace_covariance, minimise
 from alloy_mtl.physics.estimator import PhysicsLimitEstimator
 from alloy_mtl.physics.instrument import TOLERANCE_KEYS as TOLERANCE_MINIMA
 from alloy_mtl.physics.instrument_fit import TOLERANCE_KEYS, nominal_instrument
@@ -58,38 +61,10 @@ DEFAULT_SEARCH_RANGES: dict[str, tuple[float, float]] = {
     "blur_sigma_px": (0.0, 2.0),
     "dose_scale": (0.1, 5.0),
 }
-_GRID_KEYS = ("kv_scale", "al_filter_mm")
 _GRID_LEVELS = 5
-_HESSIAN_STEP = 2e-3
-_Z95 = 1.959963984540054
-
-
-@dataclass(frozen=True)
-class CalibratedSetting:
-    """One instrument setting's calibration.
-
-    Attributes:
-        key: the setting (``CALIBRATION_KEYS``).
-        value: fitted value (the nominal one where the setting was not fitted).
-        nominal: the nominal instrument's value.
-        low, high: the Laplace 95 % interval (NaN where not identifiable or not fitted).
-        sd: the Laplace standard deviation (NaN where not identifiable or not fitted).
-        fitted: whether the setting was fitted.
-        identifiable: whether the data pin it down (see the module docstring).
-        at_bound: the fitted value sits on its search range's edge (widen the range).
-        search_range: the range searched.
-    """
-
-    key: str
-    value: float
-    nominal: float
-    low: float
-    high: float
-    sd: float
-    fitted: bool
-    identifiable: bool
-    at_bound: bool
-    search_range: tuple[float, float]
+CHANNEL_KV_ALPHA = 0.01
+"""``per_channel_kv: auto`` keeps one tube-voltage factor on every channel unless the likelihood-ratio test
+rejects it at this level."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +81,9 @@ class InstrumentCalibration:
         n_evaluations: likelihood evaluations the fit made.
         residual_nominal, residual_calibrated: mean standardised residual profile (C, W) under each instrument.
         rms_nominal, rms_calibrated: root mean square standardised residual under each instrument (1: the noise).
+        channel_kv_scale: each channel's tube-voltage factor relative to ``kv_scale`` (None: one factor on all).
+        channel_settings: each channel's calibrated tube voltage (kV) with its interval (with ``channel_kv_scale``).
+        channel_kv_test: the likelihood-ratio test of one factor against one per channel (None: not tested).
     """
 
     instrument: dict[str, float]
@@ -118,36 +96,49 @@ class InstrumentCalibration:
     residual_calibrated: np.ndarray = field(repr=False)
     rms_nominal: float = math.nan
     rms_calibrated: float = math.nan
+    channel_kv_scale: tuple[float, ...] | None = None
+    channel_settings: tuple[CalibratedSetting, ...] = ()
+    channel_kv_test: dict[str, Any] | None = None
 
     @property
     def not_identifiable(self) -> list[str]:
-        """Fitted settings the data cannot pin down."""
-        return [s.key for s in self.settings if s.fitted and not s.identifiable]
+        """Fitted settings (and channel tube voltages) the data cannot pin down."""
+        return [s.key for s in (*self.settings, *self.channel_settings) if s.fitted and not s.identifiable]
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able record (the ``calibrated_instrument`` dataset)."""
-        return {
+        """A JSON-able record (the ``calibrated_instrument`` dataset); ``channel_kv_scale`` (each channel's
+        tube-voltage factor on top of ``kv_scale``) and ``channel_kv`` (their settings, in kV) only when each
+        channel was fitted on its own."""
+        record: dict[str, Any] = {
             "instrument": dict(self.instrument),
-            "settings": {
-                s.key: {
-                    "value": s.value,
-                    "nominal": s.nominal,
-                    "low": _json_float(s.low),
-                    "high": _json_float(s.high),
-                    "sd": _json_float(s.sd),
-                    "fitted": s.fitted,
-                    "identifiable": s.identifiable,
-                    "at_bound": s.at_bound,
-                    "search_range": list(s.search_range),
-                }
-                for s in self.settings
-            },
+            "settings": {s.key: _setting_record(s) for s in self.settings},
             "log_likelihood": self.log_likelihood,
             "nominal_log_likelihood": self.nominal_log_likelihood,
             "n_images": self.n_images,
             "n_evaluations": self.n_evaluations,
             "rms_residual": {"nominal": self.rms_nominal, "calibrated": self.rms_calibrated},
         }
+        if self.channel_kv_test is not None:
+            record["channel_kv_test"] = dict(self.channel_kv_test)
+        if self.channel_kv_scale is not None:
+            record["channel_kv_scale"] = list(self.channel_kv_scale)
+            record["channel_kv"] = {s.key: _setting_record(s) for s in self.channel_settings}
+        return record
+
+
+def _setting_record(s: CalibratedSetting) -> dict[str, Any]:
+    return {
+        "value": s.value,
+        "nominal": s.nominal,
+        "low": _json_float(s.low),
+        "high": _json_float(s.high),
+        "sd": _json_float(s.sd),
+        "fitted": s.fitted,
+        "given": s.given,
+        "identifiable": s.identifiable,
+        "at_bound": s.at_bound,
+        "search_range": list(s.search_range),
+    }
 
 
 def _json_float(value: float) -> float | None:
@@ -215,6 +206,9 @@ def calibrate_instrument(  # noqa: PLR0913 (the fit's knobs, each documented)
     search_ranges: Mapping[str, Sequence[float]] | None = None,
     thickness_sd_mm: float = 0.02,
     identifiable_share: float = 0.5,
+    per_channel_kv: bool | Literal["auto"] = False,
+    known: Mapping[str, float] | None = None,
+    noise_variance: Sequence[float] | None = None,
 ) -> InstrumentCalibration:
     """Fit the instrument that took ``images`` by maximum likelihood (see the module docstring).
 
@@ -228,6 +222,16 @@ def calibrate_instrument(  # noqa: PLR0913 (the fit's knobs, each documented)
         thickness_sd_mm: uncertainty of the measured thickness.
         identifiable_share: a fitted setting whose 95 % interval spans more than this share of its search
             range is reported as not identifiable.
+        per_channel_kv: also fit every channel's tube voltage on its own (``kv_scale``'s search range each),
+            from the one-factor fit: ``True`` keeps that fit, ``"auto"`` only where a likelihood-ratio test
+            says the channels' voltages are not in their nominal ratios (``CHANNEL_KV_ALPHA``; the test is in
+            ``channel_kv_test`` either way). Kept, ``kv_scale`` is the channels' geometric mean and
+            ``channel_kv_scale`` each channel's factor relative to it. Needs ``kv_scale`` among ``fitted`` and
+            two channels or more.
+        known: settings measured otherwise (the flat fields' blur), held at these values and not fitted.
+        noise_variance: per channel, the open beam's relative photon-noise variance measured on flat fields
+            (``FlatFieldNoise.noise_variance``): ``dose_scale`` is then not fitted but follows every instrument
+            tried (``flat_field_noise.dose_scale_for``).
 
     Raises:
         ValueError: naming every problem with the inputs or settings at once.
@@ -235,95 +239,58 @@ def calibrate_instrument(  # noqa: PLR0913 (the fit's knobs, each documented)
     images = np.asarray(images, dtype=np.float32)
     thickness = np.asarray(thickness_mm, dtype=np.float64)
     alloys = [str(a) for a in alloys]
+    held = {key: float(value) for key, value in (known or {}).items()}
+    if noise_variance is not None:
+        held["dose_scale"] = math.nan  # follows the instrument (_Space.point)
     ranges, problems = resolve_search_ranges(fitted, search_ranges)
+    fitted = [key for key in fitted if key not in held]
     problems += _input_problems(images, alloys, thickness, config)
+    problems += _setting_problems(config, fitted, held, per_channel_kv, noise_variance)
     if problems:
         raise ValueError("instrument calibration: " + "; ".join(problems))
+    measured = None if noise_variance is None else tuple(float(v) for v in noise_variance)
     estimator = PhysicsLimitEstimator(config, alloys=sorted(set(alloys)))
     nominal = {key: nominal_instrument(config)[key] for key in CALIBRATION_KEYS}
-    free = [key for key in CALIBRATION_KEYS if key in fitted]
-    start = {
-        key: min(max(nominal[key], ranges[key][0]), ranges[key][1]) if key in free else nominal[key]
-        for key in nominal
-    }
-    cache: dict[tuple[float, ...], float] = {}
+    cache: dict[tuple[bool, tuple[float, ...]], float] = {}
 
-    def instrument_at(u: Sequence[float]) -> dict[str, float]:
-        point = dict(start)
-        for key, value in zip(free, u, strict=True):
-            low, high = ranges[key]
-            point[key] = low + float(np.clip(value, 0.0, 1.0)) * (high - low)
-        return point
-
-    def loss(u: Sequence[float]) -> float:
-        key = tuple(round(float(np.clip(v, 0.0, 1.0)), 10) for v in u)
-        if key not in cache:
-            log_like, _ = estimator.labelled_fit(
-                images, alloys, thickness, thickness_sd_mm, instrument_at(key)
-            )
-            cache[key] = -float(log_like.sum())
-        return cache[key]
-
-    def coordinates(instrument: Mapping[str, float]) -> np.ndarray:
-        return np.array([(instrument[k] - ranges[k][0]) / (ranges[k][1] - ranges[k][0]) for k in free])
-
-    u_start = coordinates(start)
-    grid_axes = [
-        np.linspace(0.0, 1.0, _GRID_LEVELS) if key in _GRID_KEYS else [u_start[i]]
-        for i, key in enumerate(free)
-    ]
-    grid_start = min(itertools.product(*grid_axes), key=loss)
-    result = minimize(
-        loss,
-        np.array(grid_start),
-        method="Powell",
-        bounds=[(0.0, 1.0)] * len(free),
-        options={"xtol": 1e-3, "ftol": 1e-7},
-    )
-    best_u = np.clip(result.x, 0.0, 1.0) if result.fun < loss(u_start) else u_start
-    covariance = _laplace_covariance(loss, best_u)
-    instrument = instrument_at(best_u)
-    settings = []
-    for key in CALIBRATION_KEYS:
-        low, high = ranges[key]
-        if key not in free:
-            settings.append(
-                CalibratedSetting(
-                    key,
-                    nominal[key],
-                    nominal[key],
-                    math.nan,
-                    math.nan,
-                    math.nan,
-                    False,
-                    True,
-                    False,
-                    (low, high),
+    def objective(space: FitSpace) -> Any:
+        def loss(u: Sequence[float]) -> float:
+            key = (space.per_channel, tuple(round(float(np.clip(v, 0.0, 1.0)), 10) for v in u))
+            if key not in cache:
+                instrument, channel_scale = space.point(key[1])
+                log_like, _ = estimator.labelled_fit(
+                    images, alloys, thickness, thickness_sd_mm, instrument, channel_kv_scale=channel_scale
                 )
-            )
-            continue
-        i = free.index(key)
-        variance = covariance[i, i]
-        sd = math.sqrt(variance) * (high - low) if variance > 0 else math.nan
-        identifiable = math.isfinite(sd) and 2 * _Z95 * sd <= identifiable_share * (high - low)
-        value = instrument[key]
-        settings.append(
-            CalibratedSetting(
-                key,
-                value,
-                nominal[key],
-                value - _Z95 * sd if identifiable else math.nan,
-                value + _Z95 * sd if identifiable else math.nan,
-                sd if identifiable else math.nan,
-                True,
-                identifiable,
-                bool(best_u[i] < 1e-3 or best_u[i] > 1 - 1e-3),
-                (low, high),
-            )
+                cache[key] = -float(log_like.sum())
+            return cache[key]
+
+        return loss
+
+    space = FitSpace.build(config, fitted, ranges, nominal, held, per_channel=False, noise_variance=measured)
+    loss = objective(space)
+    best_u = minimise(loss, min(space.grid(_GRID_LEVELS), key=loss), space.start_coordinates())
+    channel_test: dict[str, Any] | None = None
+    if per_channel_kv:
+        channel_space = FitSpace.build(
+            config, fitted, ranges, nominal, held, per_channel=True, noise_variance=measured
         )
+        channel_loss = objective(channel_space)
+        channel_u = minimise(
+            channel_loss, channel_space.from_one_factor(best_u), channel_space.from_one_factor(best_u)
+        )
+        channel_test = _channel_kv_test(loss(best_u), channel_loss(channel_u), len(config.kv))
+        if per_channel_kv is True or channel_test["channels_differ"]:
+            space, loss, best_u = channel_space, channel_loss, channel_u
+        channel_test["per_channel"] = space.per_channel
+    covariance = laplace_covariance(loss, best_u)
+    instrument, channel_scale = space.point(best_u)
+    settings, channel_settings = space.settings(best_u, covariance, identifiable_share)
+    if channel_scale is not None:
+        instrument["kv_scale"] = float(np.exp(np.mean(np.log(channel_scale))))
+        channel_scale = channel_scale / instrument["kv_scale"]
     nominal_ll, residual_nominal = estimator.labelled_fit(images, alloys, thickness, thickness_sd_mm, nominal)
     fitted_ll, residual_fitted = estimator.labelled_fit(
-        images, alloys, thickness, thickness_sd_mm, instrument
+        images, alloys, thickness, thickness_sd_mm, instrument, channel_kv_scale=channel_scale
     )
     calibration = InstrumentCalibration(
         instrument=instrument,
@@ -336,55 +303,53 @@ def calibrate_instrument(  # noqa: PLR0913 (the fit's knobs, each documented)
         residual_calibrated=residual_fitted.mean(axis=0),
         rms_nominal=float(np.sqrt(np.mean(residual_nominal**2))),
         rms_calibrated=float(np.sqrt(np.mean(residual_fitted**2))),
+        channel_kv_scale=None if channel_scale is None else tuple(float(v) for v in channel_scale),
+        channel_settings=tuple(channel_settings),
+        channel_kv_test=channel_test,
     )
     logger.info(
-        "calibrated instrument from %d image(s) in %d evaluations: %s; not identifiable: %s",
+        "calibrated instrument from %d image(s) in %d evaluations: %s%s; not identifiable: %s",
         calibration.n_images,
         calibration.n_evaluations,
         {k: round(v, 4) for k, v in instrument.items()},
+        "" if channel_scale is None else f", channel kV {[round(s.value, 2) for s in channel_settings]}",
         calibration.not_identifiable or "none",
     )
     return calibration
 
 
-def _laplace_covariance(loss: Any, u: np.ndarray) -> np.ndarray:
-    """Inverse Hessian of ``loss`` at ``u`` by central differences; where it is not positive definite, infinite
-    variance for the settings along the directions without positive curvature (:func:`_flat_covariance`).
-
-    Points are kept inside [0, 1]: at an edge the difference is taken one step inwards.
-    """
-    k = u.size
-    h = _HESSIAN_STEP
-    centre = np.clip(u, h, 1.0 - h)
-
-    def at(*moves: tuple[int, float]) -> float:
-        point = centre.copy()
-        for i, step in moves:
-            point[i] += step
-        return loss(point)
-
-    f0 = at()
-    hessian = np.zeros((k, k))
-    for i in range(k):
-        hessian[i, i] = (at((i, h)) - 2 * f0 + at((i, -h))) / h**2
-        for j in range(i):
-            value = (
-                at((i, h), (j, h)) - at((i, h), (j, -h)) - at((i, -h), (j, h)) + at((i, -h), (j, -h))
-            ) / (4 * h * h)
-            hessian[i, j] = hessian[j, i] = value
-    try:
-        np.linalg.cholesky(hessian)
-    except np.linalg.LinAlgError:
-        return _flat_covariance(*np.linalg.eigh(hessian))
-    return np.linalg.inv(hessian)
+def _setting_problems(
+    config: SimulationConfig,
+    fitted: Sequence[str],
+    held: Mapping[str, float],
+    per_channel_kv: bool | str,
+    noise_variance: Sequence[float] | None,
+) -> list[str]:
+    problems = [f"known: {key!r} is not a calibrated setting" for key in held if key not in CALIBRATION_KEYS]
+    if not fitted:
+        problems.append("every fitted setting is known: nothing left to fit")
+    if per_channel_kv and ("kv_scale" not in fitted or len(config.kv) < 2):
+        problems.append(
+            f"per_channel_kv needs 'kv_scale' among the fitted settings and two channels or more "
+            f"(fitted {list(fitted)}, kv={config.kv_label})"
+        )
+    values = [] if noise_variance is None else [float(v) for v in noise_variance]
+    if noise_variance is not None and (len(values) != len(config.kv) or not all(v > 0 for v in values)):
+        problems.append(
+            f"noise_variance {values}: expected one value > 0 per channel of kv={config.kv_label}"
+        )
+    return problems
 
 
-def _flat_covariance(eigval: np.ndarray, eigvec: np.ndarray) -> np.ndarray:
-    """Covariance with infinite variance along the directions without positive curvature."""
-    positive = eigval > 1e-9 * max(float(eigval.max()), 1e-300)
-    covariance = (eigvec[:, positive] / eigval[positive]) @ eigvec[:, positive].T
-    flat = (
-        np.abs(eigvec[:, ~positive]).max(axis=1) > 1e-3 if (~positive).any() else np.zeros(eigval.size, bool)
-    )
-    covariance[flat, flat] = np.inf
-    return covariance
+def _channel_kv_test(one_factor_loss: float, per_channel_loss: float, n_channels: int) -> dict[str, Any]:
+    """Likelihood-ratio test of one tube-voltage factor on every channel against one per channel
+    (``n_channels - 1`` more parameters): whether the channels' voltages differ from the nominal ratios."""
+    statistic = max(2.0 * (one_factor_loss - per_channel_loss), 0.0)
+    p_value = float(chi2.sf(statistic, n_channels - 1))
+    return {
+        "statistic": statistic,
+        "dof": n_channels - 1,
+        "p_value": p_value,
+        "alpha": CHANNEL_KV_ALPHA,
+        "channels_differ": p_value < CHANNEL_KV_ALPHA,
+    }

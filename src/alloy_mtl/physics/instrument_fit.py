@@ -28,6 +28,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from alloy_mtl.physics.instrument import RECORDED_SETTINGS
 from alloy_mtl.physics.simulator import SimulationConfig
 
@@ -112,11 +114,26 @@ def start_instrument(
     return instrument
 
 
-def instrument_config(config: SimulationConfig, instrument: Mapping[str, float]) -> SimulationConfig:
-    """``config`` imaged by ``instrument`` (tolerance keys; the reference kV of the absorption label stays)."""
+def instrument_config(
+    config: SimulationConfig,
+    instrument: Mapping[str, float],
+    channel_kv_scale: Sequence[float] | None = None,
+) -> SimulationConfig:
+    """``config`` imaged by ``instrument`` (tolerance keys; the reference kV of the absorption label stays);
+    ``channel_kv_scale``: a further factor on each channel's tube voltage (one per channel of ``config.kv``).
+
+    Raises:
+        ValueError: ``channel_kv_scale`` does not give one positive factor per channel.
+    """
+    factors = np.ones(len(config.kv)) if channel_kv_scale is None else np.asarray(channel_kv_scale, float)
+    if factors.shape != (len(config.kv),) or not bool(np.all(factors > 0)):
+        raise ValueError(
+            f"channel_kv_scale: expected {len(config.kv)} factors > 0 (one per channel of kv={list(config.kv)}), "
+            f"got {list(np.atleast_1d(factors))}"
+        )
     return dataclasses.replace(
         config,
-        kv=tuple(k * instrument["kv_scale"] for k in config.kv),
+        kv=tuple(float(k * instrument["kv_scale"] * f) for k, f in zip(config.kv, factors, strict=True)),
         al_filter_mm=instrument["al_filter_mm"],
         scintillator_mm=instrument["scintillator_mm"],
         scatter_fraction=config.scatter_fraction * instrument["scatter_fraction_scale"],

@@ -25,6 +25,7 @@ __all__ = [
     "FAR_MATERIALS",
     "MATERIAL_FAMILIES",
     "NEAR_MATERIALS",
+    "OPEN_BEAM",
     "OTHER_MATERIALS",
     "material_from_params",
     "material_spec",
@@ -117,6 +118,9 @@ FAR_MATERIALS: Mapping[str, AlloySpec] = MappingProxyType(
     }
 )
 """Other engineering materials (far-OOD)."""
+
+OPEN_BEAM = AlloySpec("open_beam", MappingProxyType({}), 0.0, 1e-9)
+"""Nothing in the beam: a vanishingly thin, vanishingly light specimen (flat fields, open-beam images)."""
 
 OTHER_MATERIALS: Mapping[str, AlloySpec] = MappingProxyType({**NEAR_MATERIALS, **FAR_MATERIALS})
 """Every built-in material that is not one of the five alloys."""

@@ -9,10 +9,12 @@ from matplotlib.figure import Figure
 
 from alloy_mtl.config import parse_params
 from alloy_mtl.data.calibration_params import CalibrationParams
+from alloy_mtl.data.frames import read_frames
 from alloy_mtl.data.ingest import ingest_csv_folder
 from alloy_mtl.data.store import XrayData
 from alloy_mtl.evaluation.instrument_calibration_report import calibration_figure, calibration_markdown
 from alloy_mtl.physics.calibrated_generation import nominal_generation
+from alloy_mtl.physics.flat_field_noise import flat_field_noise
 from alloy_mtl.physics.instrument_calibration import calibrate_instrument
 from alloy_mtl.physics.simulator import SimulationConfig
 
@@ -37,12 +39,17 @@ def fit_calibrated_instrument(
     radiographs: XrayData, calibration: dict[str, Any], generation: dict[str, Any]
 ) -> tuple[dict[str, Any], str, Figure]:
     """Fit the instrument to the radiographs (their alloy and thickness known) against the nominal ``generation``
-    config; returns the calibrated instrument record, its markdown report and the residual figure."""
+    config, the detector's blur and photons per pixel measured first on the flat fields where there are some;
+    returns the calibrated instrument record, its markdown report and the residual figure."""
     params = parse_params(CalibrationParams, calibration, "calibration")
     config = SimulationConfig.from_params(
         {**nominal_generation(generation), "instruments": 1, "tolerances": {}, "randomise": None}
     )
     started = time.perf_counter()
+    folder = params.flats_folder()
+    noise = None
+    if folder is not None:
+        noise = flat_field_noise(read_frames(folder, params.options.bit_depth, "calibration.flats"), config)
     result = calibrate_instrument(
         radiographs.images,
         radiographs.metadata["alloy"].astype(str).tolist(),
@@ -52,11 +59,19 @@ def fit_calibrated_instrument(
         search_ranges=params.search_ranges,
         thickness_sd_mm=params.thickness_sd_mm,
         identifiable_share=params.identifiable_share,
+        per_channel_kv=params.per_channel_kv,
+        known=None if noise is None else noise.instrument(),
+        noise_variance=None if noise is None else noise.noise_variance,
     )
     seconds = time.perf_counter() - started
     record = {**result.to_dict(), "source": params.path, "kv": list(config.kv), "seconds": seconds}
+    flat_fields = None
+    if noise is not None:
+        flat_fields = {**noise.to_dict(), "source": str(folder)}
+        flat_fields["dose_scale"] = result.instrument["dose_scale"]  # under the calibrated spectrum
+        record["flat_fields"] = flat_fields
     return (
         record,
-        calibration_markdown(result, str(params.path), seconds),
+        calibration_markdown(result, str(params.path), seconds, flat_fields),
         calibration_figure(result, config.kv),
     )
