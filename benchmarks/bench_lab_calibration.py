@@ -144,6 +144,7 @@ def lab_row(  # noqa: PLR0913 (a lab and how it is calibrated)
             row[f"{key}_true"] = lab.instrument[key]
             row[f"{key}_fit"] = s.value
             row[f"{key}_covered"] = bool(s.identifiable and s.low <= lab.instrument[key] <= s.high)
+            row[f"{key}_given"] = s.given
         row["channel_kv_scale_true"] = channel_kv_scale
         row["channel_kv_scale_fit"] = record.get("channel_kv_scale")
         row["channel_kv_p_value"] = (calibration.channel_kv_test or {}).get("p_value")
@@ -195,6 +196,12 @@ def train_rows(work: Path) -> dict[str, Any]:
     return {"instrument": LAB_LIKE, "tables": tables}
 
 
+def _verdict(row: dict[str, Any], key: str) -> str:
+    if row.get(f"{key}_given"):
+        return " (flat fields)"
+    return "" if row[f"{key}_covered"] else " (outside CI)"
+
+
 def _markdown(labs: pd.DataFrame, trained: dict[str, Any] | None, command: str) -> str:
     lines = [
         "# Calibration to a lab's instrument",
@@ -209,7 +216,7 @@ def _markdown(labs: pd.DataFrame, trained: dict[str, Any] | None, command: str) 
     ]
     for _, r in labs.iterrows():
         cells = [
-            f"{r[f'{k}_true']:.3f} / {r[f'{k}_fit']:.3f}{'' if r[f'{k}_covered'] else ' (outside CI)'}"
+            f"{r[f'{k}_true']:.3f} / {r[f'{k}_fit']:.3f}{_verdict(r, k)}"
             for k in (*HIDDEN_RANGES, *NOISE_RANGES)
         ]
         fitted = r["channel_kv_scale_fit"]
