@@ -58,6 +58,7 @@ def test_a_lab_folder_is_calibrated_and_generation_then_simulates_its_instrument
     report = (kedro_project / "data/08_reporting/instrument_calibration/report.md").read_text()
     assert "| kv_50kv | 50 | " in report and "identified" in report
     assert "each channel's tube voltage is fitted on its own" in report
+    assert record["fixed_pattern"]["n_images"] == 10 and "Residual gain pattern" in report
     assert (kedro_project / "data/08_reporting/instrument_calibration/residuals.png").stat().st_size > 0
 
     def generated(generation: dict):
@@ -124,6 +125,14 @@ def test_resolution_moves_the_nominal_instrument_and_keeps_the_tolerance_widths(
     assert "instrument" not in resolve_generation({"instrument": "nominal", "seed": 3}, None)
     with pytest.raises(ValueError, match="expected one of"):
         resolve_generation({"instrument": "lab"}, None)
+    pinned = {"gain_sigma": 0.004, "low": 0.0037, "high": 0.0043, "identifiable": True}
+    loose = {**pinned, "low": 0.0, "identifiable": False}
+    assert resolve_generation(generation, {"instrument": instrument, "fixed_pattern": pinned})[
+        "fixed_pattern_gain_sigma"
+    ] == pytest.approx(0.004)
+    assert "fixed_pattern_gain_sigma" not in resolve_generation(
+        generation, {"instrument": instrument, "fixed_pattern": loose}
+    )
     per_channel = {"instrument": instrument, "channel_kv_scale": [1.02, 0.99]}
     assert resolve_generation(generation, per_channel)["kv"] == pytest.approx([42.84, 83.16])
     with pytest.raises(

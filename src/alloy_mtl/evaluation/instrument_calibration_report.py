@@ -23,9 +23,11 @@ def calibration_markdown(
     source: str,
     seconds: float,
     flat_fields: Mapping[str, Any] | None = None,
+    fixed_pattern: Mapping[str, Any] | None = None,
 ) -> str:
     """Markdown: what was fitted from which images, each setting's value, interval and verdict; the noise
-    levels measured on the flat fields (their record, ``FlatFieldNoise.to_dict``) where there were some."""
+    levels measured on the flat fields (their record, ``FlatFieldNoise.to_dict``) where there were some, and the
+    residual gain pattern's level (``ResidualPattern.to_dict``)."""
     lines = [
         "# Instrument calibration",
         "",
@@ -46,7 +48,8 @@ def calibration_markdown(
             verdict = "identified" + (" (at the edge of its search range: widen it)" if s.at_bound else "")
             interval = f"[{_number(s.low)}, {_number(s.high)}]"
         lines.append(f"| {s.key} | {_number(s.nominal)} | {_number(s.value)} | {interval} | {verdict} |")
-    lines += ["", *_channel_kv_lines(calibration), "", *_flat_field_lines(flat_fields)]
+    lines += ["", *_channel_kv_lines(calibration), "", *_pattern_lines(fixed_pattern)]
+    lines += ["", *_flat_field_lines(flat_fields)]
     lines += [
         "",
         f"Log-likelihood: nominal {calibration.nominal_log_likelihood:.1f}, calibrated "
@@ -62,6 +65,20 @@ def calibration_markdown(
         "",
     ]
     return "\n".join(lines)
+
+
+def _pattern_lines(pattern: Mapping[str, Any] | None) -> list[str]:
+    if not pattern or not math.isfinite(pattern["gain_sigma"]):
+        return ["Residual gain pattern: not read (fewer than 5 radiographs)."]
+    verdict = (
+        "used by generation (`fixed_pattern_gain_sigma`)"
+        if pattern["identifiable"]
+        else "not pinned down: the configured `fixed_pattern_gain_sigma` stays"
+    )
+    return [
+        f"Residual gain pattern the flat-fielding left (read off the {pattern['n_images']} radiographs): relative sd "
+        f"{_number(pattern['gain_sigma'])} [{_number(pattern['low'])}, {_number(pattern['high'])}]: {verdict}."
+    ]
 
 
 def _flat_field_lines(flat_fields: Mapping[str, Any] | None) -> list[str]:

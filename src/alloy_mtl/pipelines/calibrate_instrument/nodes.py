@@ -14,6 +14,7 @@ from alloy_mtl.data.ingest import ingest_csv_folder
 from alloy_mtl.data.store import XrayData
 from alloy_mtl.evaluation.instrument_calibration_report import calibration_figure, calibration_markdown
 from alloy_mtl.physics.calibrated_generation import nominal_generation
+from alloy_mtl.physics.fixed_pattern import residual_gain_pattern
 from alloy_mtl.physics.flat_field_noise import flat_field_noise
 from alloy_mtl.physics.instrument_calibration import calibrate_instrument
 from alloy_mtl.physics.simulator import SimulationConfig
@@ -39,8 +40,8 @@ def fit_calibrated_instrument(
     radiographs: XrayData, calibration: dict[str, Any], generation: dict[str, Any]
 ) -> tuple[dict[str, Any], str, Figure]:
     """Fit the instrument to the radiographs (their alloy and thickness known) against the nominal ``generation``
-    config, the detector's blur and photons per pixel measured first on the flat fields where there are some;
-    returns the calibrated instrument record, its markdown report and the residual figure."""
+    config, the detector's blur and photons per pixel measured first on the flat fields where there are some, and
+    the residual gain pattern the flat-fielding left, read off the radiographs; returns the calibrated instrument record, its markdown report and the residual figure."""
     params = parse_params(CalibrationParams, calibration, "calibration")
     config = SimulationConfig.from_params(
         {**nominal_generation(generation), "instruments": 1, "tolerances": {}, "randomise": None}
@@ -64,7 +65,14 @@ def fit_calibrated_instrument(
         noise_variance=None if noise is None else noise.noise_variance,
     )
     seconds = time.perf_counter() - started
-    record = {**result.to_dict(), "source": params.path, "kv": list(config.kv), "seconds": seconds}
+    pattern = residual_gain_pattern(radiographs.images)
+    record = {
+        **result.to_dict(),
+        "fixed_pattern": pattern.to_dict(),
+        "source": params.path,
+        "kv": list(config.kv),
+        "seconds": seconds,
+    }
     flat_fields = None
     if noise is not None:
         flat_fields = {**noise.to_dict(), "source": str(folder)}
@@ -72,6 +80,6 @@ def fit_calibrated_instrument(
         record["flat_fields"] = flat_fields
     return (
         record,
-        calibration_markdown(result, str(params.path), seconds, flat_fields),
+        calibration_markdown(result, str(params.path), seconds, flat_fields, pattern.to_dict()),
         calibration_figure(result, config.kv),
     )
