@@ -1,4 +1,4 @@
-"""Noise levels and blur of a detector measured on its flat fields."""
+"""Noise levels and blur of a detector measured on its flat fields, and its dark offset on its dark frames."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from PIL import Image
 
 from alloy_mtl.data.errors import DataValidationError
 from alloy_mtl.data.frames import read_frames
+from alloy_mtl.data.synthetic_lab import write_synthetic_lab
 from alloy_mtl.physics.alloys import get_alloy
+from alloy_mtl.physics.dark_offsets import dark_offsets
 from alloy_mtl.physics.flat_field_noise import dose_scale_for, flat_field_noise, noise_correlation
 from alloy_mtl.physics.instrument_calibration import calibrate_instrument
 from alloy_mtl.physics.instrument_fit import instrument_config, nominal_instrument
@@ -154,3 +156,27 @@ def test_a_folder_of_frames_is_read_with_every_bad_frame_named(tmp_path) -> None
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no"):
         read_frames(tmp_path / "empty", None, "calibration.flats")
+
+
+def test_the_per_exposure_dark_offset_is_measured_on_raw_dark_frames_against_the_flats(tmp_path) -> None:
+    config = SimulationConfig(image_size=32)
+    lab = write_synthetic_lab(
+        tmp_path / "lab",
+        config,
+        {},
+        test_per_alloy=1,
+        n_flats=30,
+        n_darks=40,
+        detector={"offset_sigma": 0.0005},
+    )
+    noise = flat_field_noise(read_frames(lab.calibration / "flats", None, "calibration.flats"), config)
+    darks = read_frames(lab.calibration / "darks", None, "calibration.darks")
+    offsets = dark_offsets(darks, noise.open_level)
+    assert offsets.offset_sigma == pytest.approx(0.0005, rel=0.15)
+    assert offsets.identifiable and offsets.low <= 0.0005 <= offsets.high
+    assert not dark_offsets(darks[:10], noise.open_level).identifiable  # too few frames to use
+    clipped = np.clip(darks - darks.mean(), 0.0, None)  # dark-corrected and stored unsigned
+    with pytest.raises(ValueError, match="lost the offsets' negative half; give the raw darks"):
+        dark_offsets(clipped, noise.open_level)
+    with pytest.raises(ValueError, match=r"expected frames of shape \(N, 2, H, W\)"):
+        dark_offsets(darks, noise.open_level[:2])

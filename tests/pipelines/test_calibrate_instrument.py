@@ -146,7 +146,7 @@ def test_a_labs_flat_fields_give_the_blur_and_the_level_terms_that_generation_th
     kedro_project, run_pipeline, tmp_path
 ):
     config = SimulationConfig(image_size=32)  # flat fields need 24 px or more
-    detector = {"drift": 0.012, "gain_sigma": 0.004, "heel_jitter": 0.5}
+    detector = {"drift": 0.012, "gain_sigma": 0.004, "heel_jitter": 0.5, "offset_sigma": 0.0006}
     lab = write_synthetic_lab(
         tmp_path / "lab",
         config,
@@ -154,6 +154,7 @@ def test_a_labs_flat_fields_give_the_blur_and_the_level_terms_that_generation_th
         test_per_alloy=1,
         n_flats=40,
         detector=detector,
+        n_darks=40,
     )
     generation = {**SMALL, "image_size": 32}
     params = {
@@ -183,10 +184,15 @@ def test_a_labs_flat_fields_give_the_blur_and_the_level_terms_that_generation_th
         and resolved["heel_jitter"] == flats["levels"]["heel_jitter"]
     )
     assert resolved.get("gain_sigma") == flats["levels"].get("gain_sigma")  # set only where pinned down
-    params["calibration"]["flats"] = False
+    assert record["dark_frames"]["identifiable"] is True and "Dark frames (40" in report
+    assert resolved["offset_sigma"] == pytest.approx(0.0006, rel=0.2)
+    assert resolved["fixed_pattern_gain_sigma"] == pytest.approx(0.005, rel=0.15)  # read off the radiographs
+    params["calibration"] |= {"flats": False, "darks": False}
     run_pipeline(kedro_project, "calibrate_instrument", params)
     newest = sorted((kedro_project / "data/06_models/instrument/calibrated_instrument.json").iterdir())[-1]
-    assert "flat_fields" not in json.loads((newest / "calibrated_instrument.json").read_text())
+    assert {"flat_fields", "dark_frames"}.isdisjoint(
+        json.loads((newest / "calibrated_instrument.json").read_text())
+    )
 
 
 def test_a_flat_field_folder_that_is_named_but_missing_fails_before_anything_is_written(
@@ -195,5 +201,17 @@ def test_a_flat_field_folder_that_is_named_but_missing_fails_before_anything_is_
     lab = write_synthetic_lab(tmp_path / "lab", SimulationConfig(image_size=16), HIDDEN, test_per_alloy=1)
     params = {"calibration": {"path": str(lab.calibration), "flats": "open_beam"}, "generation": SMALL}
     with pytest.raises(ValueError, match="calibration.flats: .*open_beam' is not a folder"):
+        run_pipeline(kedro_project, "calibrate_instrument", params)
+    assert not (kedro_project / "data/06_models/instrument").exists()
+
+
+def test_dark_frames_without_flat_fields_are_refused_before_anything_is_written(
+    kedro_project, run_pipeline, tmp_path
+):
+    lab = write_synthetic_lab(
+        tmp_path / "lab", SimulationConfig(image_size=16), HIDDEN, test_per_alloy=1, n_darks=3
+    )
+    params = {"calibration": {"path": str(lab.calibration)}, "generation": SMALL}
+    with pytest.raises(ValueError, match="calibration.darks: .*darks given without flat fields"):
         run_pipeline(kedro_project, "calibrate_instrument", params)
     assert not (kedro_project / "data/06_models/instrument").exists()

@@ -16,10 +16,12 @@ from alloy_mtl.physics.instrument_calibration import (
     resolve_search_ranges,
 )
 
-__all__ = ["DEFAULT_FLATS", "CalibrationParams"]
+__all__ = ["DEFAULT_DARKS", "DEFAULT_FLATS", "CalibrationParams"]
 
 DEFAULT_FLATS = "flats"
 """The calibration folder's subfolder read as flat fields when ``calibration.flats`` is not set."""
+DEFAULT_DARKS = "darks"
+"""The calibration folder's subfolder read as dark frames when ``calibration.darks`` is not set."""
 
 
 class CalibrationParams(ParamsModel):
@@ -44,18 +46,29 @@ class CalibrationParams(ParamsModel):
     metadata.csv listing per-channel files): absolute or relative to ``path``. None: the ``flats`` subfolder
     of ``path`` where there is one; ``false``: none. They give the detector blur and photons per pixel, held in
     the fit, and the exposure-to-exposure level terms."""
+    darks: str | Literal[False] | None = None
+    """Dark frames (tube off, raw, the flat fields' scale, with the panel's pedestal): absolute or relative to
+    ``path``. None: the ``darks`` subfolder of ``path`` where there is one; ``false``: none. With flat fields
+    they give the per-exposure dark offset."""
     per_channel_kv: Literal["auto"] | bool = "auto"
     """Each channel's tube voltage on its own: ``auto`` where a likelihood-ratio test says the channels are not
     in their nominal ratios (p < 0.01), ``true`` always, ``false`` one factor on every channel."""
 
     def flats_folder(self) -> Path | None:
         """The flat-field folder to read, or None (see :attr:`flats`)."""
-        if self.flats is False or not self.path:
+        return self._frames_folder(self.flats, DEFAULT_FLATS)
+
+    def darks_folder(self) -> Path | None:
+        """The dark-frame folder to read, or None (see :attr:`darks`)."""
+        return self._frames_folder(self.darks, DEFAULT_DARKS)
+
+    def _frames_folder(self, given: str | Literal[False] | None, default: str) -> Path | None:
+        if given is False or not self.path:
             return None
-        if self.flats is None:
-            default = Path(self.path) / DEFAULT_FLATS
-            return default if default.is_dir() else None
-        folder = Path(self.flats)
+        if given is None:
+            folder = Path(self.path) / default
+            return folder if folder.is_dir() else None
+        folder = Path(given)
         return folder if folder.is_absolute() else Path(self.path) / folder
 
     @model_validator(mode="after")

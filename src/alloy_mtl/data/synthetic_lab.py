@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 HIDDEN_INSTRUMENT_FILE = "hidden_instrument.json"
 _FULL_SCALE = 65535.0
 _FLAT_COUNTS = 40000.0
+_DARK_PEDESTAL = 1000.0
+_READ_NOISE = 2.0
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,23 @@ def _write_flats(
     write_image_folder(folder, raw, metadata.assign(image_id=ids), lab.kv, image_format)
 
 
+def _write_darks(
+    folder: Path, lab: SimulationConfig, n_darks: int, seed: int, image_format: Literal["png", "tiff"]
+) -> None:
+    """Raw dark frames: ``_DARK_PEDESTAL`` counts, the per-exposure offset (``offset_sigma``) and the per-pixel
+    offset pattern (``fixed_pattern_offset_sigma``) at the flat fields' scale, and read noise."""
+    rng = np.random.default_rng(seed)
+    shape = (n_darks, len(lab.kv), lab.image_size, lab.image_size)
+    pattern = lab.fixed_pattern_offset_sigma * np.random.default_rng(lab.detector_seed).standard_normal(
+        shape[1:]
+    )
+    exposure = lab.offset_sigma * rng.standard_normal(shape[:2])[:, :, None, None]
+    counts = _DARK_PEDESTAL + _FLAT_COUNTS * (exposure + pattern) + _READ_NOISE * rng.standard_normal(shape)
+    ids = [f"dark-{i:03d}" for i in range(n_darks)]
+    table = pd.DataFrame({"image_id": ids, "specimen_id": ids, "alloy": "dark"})
+    write_image_folder(folder, np.round(counts) / _FULL_SCALE, table, lab.kv, image_format)
+
+
 def write_synthetic_lab(  # noqa: PLR0913 (a lab's description, each argument documented)
     root: str | Path,
     config: SimulationConfig,
@@ -146,6 +165,7 @@ def write_synthetic_lab(  # noqa: PLR0913 (a lab's description, each argument do
     channel_kv_scale: Sequence[float] | None = None,
     n_flats: int = 0,
     detector: Mapping[str, float] | None = None,
+    n_darks: int = 0,
 ) -> SyntheticLab:
     """Write a synthetic lab (see the module docstring) whose instrument is ``config`` changed by ``instrument``.
 
@@ -163,8 +183,10 @@ def write_synthetic_lab(  # noqa: PLR0913 (a lab's description, each argument do
         channel_kv_scale: a further hidden factor on each channel's tube voltage (a tube whose voltages are
             not in their nominal ratios); None: every channel as ``kv_scale`` says.
         n_flats: flat fields written to ``calibration/flats`` (0: none).
-        detector: hidden exposure-to-exposure level terms (``drift``, ``gain_sigma``, ``heel_jitter``) replacing
-            the config's.
+        detector: hidden exposure-to-exposure level terms (``drift``, ``gain_sigma``, ``heel_jitter``,
+            ``offset_sigma``) replacing the config's.
+        n_darks: raw dark frames written to ``calibration/darks`` (0: none): a pedestal, the per-exposure and
+            per-pixel offsets at the flat fields' scale, read noise.
 
     Raises:
         ValueError: unknown instrument keys, counts below 1, or channel factors that are not one > 0 per
@@ -182,13 +204,15 @@ def write_synthetic_lab(  # noqa: PLR0913 (a lab's description, each argument do
     ]
     if labelled_per_alloy < 0:
         problems.append(f"labelled_per_alloy must be >= 0, got {labelled_per_alloy}")
-    if n_flats < 0:
-        problems.append(f"n_flats must be >= 0, got {n_flats}")
+    problems += [
+        f"{name} must be >= 0, got {count}"
+        for name, count in (("n_flats", n_flats), ("n_darks", n_darks))
+        if count < 0
+    ]
     levels = {k: float(v) for k, v in (detector or {}).items()}
-    if sorted(set(levels) - set(LEVEL_FIELDS)):
-        problems.append(
-            f"detector keys {sorted(set(levels) - set(LEVEL_FIELDS))} are not among {list(LEVEL_FIELDS)}"
-        )
+    unknown_levels = sorted(set(levels) - {*LEVEL_FIELDS, "offset_sigma"})
+    if unknown_levels:
+        problems.append(f"detector keys {unknown_levels} are not among {[*LEVEL_FIELDS, 'offset_sigma']}")
     factors = None if channel_kv_scale is None else [float(f) for f in channel_kv_scale]
     if factors is not None and (len(factors) != len(config.kv) or not all(f > 0 for f in factors)):
         problems.append(
@@ -215,6 +239,8 @@ def write_synthetic_lab(  # noqa: PLR0913 (a lab's description, each argument do
     write_image_folder(calibration, images, metadata.assign(kv=config.kv_label), config.kv, image_format)
     if n_flats:
         _write_flats(calibration / "flats", lab, n_flats, seed + 3, image_format)
+    if n_darks:
+        _write_darks(calibration / "darks", lab, n_darks, seed + 4, image_format)
     test_config = dataclasses.replace(
         lab,
         seed=seed + 1,
@@ -244,7 +270,7 @@ def write_synthetic_lab(  # noqa: PLR0913 (a lab's description, each argument do
     record = {"instrument": hidden, "detector_seed": detector_seed, "seed": seed, "kv": list(config.kv)}
     if factors is not None:
         record |= {"channel_kv_scale": factors, "lab_kv": list(lab.kv)}
-    record["detector"] = {name: float(getattr(lab, name)) for name in LEVEL_FIELDS}
+    record["detector"] = {name: float(getattr(lab, name)) for name in (*LEVEL_FIELDS, "offset_sigma")}
     (root / HIDDEN_INSTRUMENT_FILE).write_text(json.dumps(record, indent=2) + "\n")
     logger.info("wrote synthetic lab %s: %d calibration, %d test images", root, n_calibration, len(metadata))
     return SyntheticLab(

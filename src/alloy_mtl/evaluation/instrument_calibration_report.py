@@ -22,8 +22,10 @@ def calibration_markdown(
     calibration: InstrumentCalibration,
     source: str,
     seconds: float,
+    *,
     flat_fields: Mapping[str, Any] | None = None,
     fixed_pattern: Mapping[str, Any] | None = None,
+    dark_frames: Mapping[str, Any] | None = None,
 ) -> str:
     """Markdown: what was fitted from which images, each setting's value, interval and verdict; the noise
     levels measured on the flat fields (their record, ``FlatFieldNoise.to_dict``) where there were some, and the
@@ -49,7 +51,7 @@ def calibration_markdown(
             interval = f"[{_number(s.low)}, {_number(s.high)}]"
         lines.append(f"| {s.key} | {_number(s.nominal)} | {_number(s.value)} | {interval} | {verdict} |")
     lines += ["", *_channel_kv_lines(calibration), "", *_pattern_lines(fixed_pattern)]
-    lines += ["", *_flat_field_lines(flat_fields)]
+    lines += ["", *_flat_field_lines(flat_fields), "", *_dark_lines(dark_frames)]
     lines += [
         "",
         f"Log-likelihood: nominal {calibration.nominal_log_likelihood:.1f}, calibrated "
@@ -65,6 +67,19 @@ def calibration_markdown(
         "",
     ]
     return "\n".join(lines)
+
+
+def _dark_lines(dark_frames: Mapping[str, Any] | None) -> list[str]:
+    if dark_frames is None:
+        return ["No dark frames: the per-exposure dark offset stays as configured."]
+    used = (
+        "used by generation" if dark_frames["identifiable"] else "not pinned down: the configured value stays"
+    )
+    return [
+        f"Dark frames ({dark_frames['n_frames']}, `{dark_frames.get('source', '?')}`): per-exposure offset "
+        f"{_number(dark_frames['offset_sigma'])} of the open beam [{_number(dark_frames['low'])}, "
+        f"{_number(dark_frames['high'])}]: {used}."
+    ]
 
 
 def _pattern_lines(pattern: Mapping[str, Any] | None) -> list[str]:

@@ -8,7 +8,7 @@ dataset, tolerance keys: ``kv_scale`` etc. relative to the nominal ``generation`
 estimator) gets them resolved by :func:`resolve_generation`: the calibrated values become the nominal ones
 (channel kVs, each channel's own where the calibration fitted one per channel, filter, scintillator,
 scatter, blur, dose, the exposure-to-exposure level terms the flat fields pinned down and the residual gain
-pattern's level the radiographs pinned down), and the declared tolerances keep their width about them
+pattern's level the radiographs pinned down, the dark offset the dark frames pinned down), and the declared tolerances keep their width about them
 (``*_scale`` ranges are factors and stay; absolute ranges are shifted by the calibrated change, kept above their
 minimum). Models trained on the resolved data read the lab's instrument as their nominal one.
 """
@@ -88,6 +88,9 @@ def resolve_generation(
     changes = instrument_changes(nominal, {key: float(instrument[key]) for key in TOLERANCE_KEYS})
     resolved = {**params, **changes, "kv": _channel_kv(changes["kv"], calibrated.get("channel_kv_scale"))}
     resolved |= _flat_field_levels(calibrated.get("flat_fields"))
+    darks = calibrated.get("dark_frames") or {}
+    if darks.get("identifiable"):
+        resolved["offset_sigma"] = float(darks["offset_sigma"])
     pattern = calibrated.get("fixed_pattern") or {}
     if pattern.get("identifiable"):
         resolved["fixed_pattern_gain_sigma"] = float(pattern["gain_sigma"])

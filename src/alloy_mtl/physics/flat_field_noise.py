@@ -78,6 +78,7 @@ class FlatFieldNoise:
         gain_sigma: relative sd of the exposure level common to every channel (detector gain).
         heel_jitter: sd of the row-profile slope per exposure, relative to the nominal heel amplitude.
         intervals: per level field, the 95 % bootstrap interval over frames.
+        open_level: the frames' mean level per channel, on their own scale (the dark frames' reference).
     """
 
     n_frames: int
@@ -90,6 +91,7 @@ class FlatFieldNoise:
     gain_sigma: float
     heel_jitter: float
     intervals: dict[str, tuple[float, float]]
+    open_level: tuple[float, ...] = ()
 
     def identifiable(self, name: str) -> bool:
         """Whether the frames pin a level field down: ``MIN_LEVEL_FRAMES`` frames or more and a 95 % interval
@@ -132,6 +134,7 @@ class FlatFieldNoise:
                 for name in LEVEL_FIELDS
             },
             "channel_dose": list(self.channel_dose),
+            "open_level": list(self.open_level),
             "noise_correlation": self.noise_correlation,
         }
 
@@ -248,6 +251,7 @@ def flat_field_noise(flats: np.ndarray, config: SimulationConfig) -> FlatFieldNo
         noise_correlation=rho,
         **{name: float(value) for name, value in zip(LEVEL_FIELDS, estimates, strict=True)},
         intervals={name: (float(a), float(b)) for name, a, b in zip(LEVEL_FIELDS, low, high, strict=True)},
+        open_level=tuple(float(v) for v in level.mean(axis=0)),
     )
 
 

@@ -14,6 +14,7 @@ from alloy_mtl.data.ingest import ingest_csv_folder
 from alloy_mtl.data.store import XrayData
 from alloy_mtl.evaluation.instrument_calibration_report import calibration_figure, calibration_markdown
 from alloy_mtl.physics.calibrated_generation import nominal_generation
+from alloy_mtl.physics.dark_offsets import dark_offsets
 from alloy_mtl.physics.fixed_pattern import residual_gain_pattern
 from alloy_mtl.physics.flat_field_noise import flat_field_noise
 from alloy_mtl.physics.instrument_calibration import calibrate_instrument
@@ -40,17 +41,28 @@ def fit_calibrated_instrument(
     radiographs: XrayData, calibration: dict[str, Any], generation: dict[str, Any]
 ) -> tuple[dict[str, Any], str, Figure]:
     """Fit the instrument to the radiographs (their alloy and thickness known) against the nominal ``generation``
-    config, the detector's blur and photons per pixel measured first on the flat fields where there are some, and
-    the residual gain pattern the flat-fielding left, read off the radiographs; returns the calibrated instrument record, its markdown report and the residual figure."""
+    config, the detector's blur and photons per pixel measured first on the flat fields where there are some (and
+    the dark offset on the dark frames), and the residual gain pattern the flat-fielding left, read off the
+    radiographs; returns the calibrated instrument record, its markdown report and the residual figure."""
     params = parse_params(CalibrationParams, calibration, "calibration")
     config = SimulationConfig.from_params(
         {**nominal_generation(generation), "instruments": 1, "tolerances": {}, "randomise": None}
     )
     started = time.perf_counter()
-    folder = params.flats_folder()
-    noise = None
+    folder, dark_folder = params.flats_folder(), params.darks_folder()
+    if dark_folder is not None and folder is None:
+        raise ValueError(
+            f"calibration.darks: {dark_folder} given without flat fields; the dark offsets are measured in units "
+            "of the open beam, which the flat fields give (calibration.flats)"
+        )
+    noise = darks = None
     if folder is not None:
-        noise = flat_field_noise(read_frames(folder, params.options.bit_depth, "calibration.flats"), config)
+        flats = read_frames(folder, params.options.bit_depth, "calibration.flats")
+        dark_frames = None
+        if dark_folder is not None:
+            dark_frames = read_frames(dark_folder, params.options.bit_depth, "calibration.darks")
+        noise = flat_field_noise(flats, config)
+        darks = None if dark_frames is None else dark_offsets(dark_frames, noise.open_level)
     result = calibrate_instrument(
         radiographs.images,
         radiographs.metadata["alloy"].astype(str).tolist(),
@@ -78,8 +90,17 @@ def fit_calibrated_instrument(
         flat_fields = {**noise.to_dict(), "source": str(folder)}
         flat_fields["dose_scale"] = result.instrument["dose_scale"]  # under the calibrated spectrum
         record["flat_fields"] = flat_fields
+    if darks is not None:
+        record["dark_frames"] = {**darks.to_dict(), "source": str(dark_folder)}
     return (
         record,
-        calibration_markdown(result, str(params.path), seconds, flat_fields, pattern.to_dict()),
+        calibration_markdown(
+            result,
+            str(params.path),
+            seconds,
+            flat_fields=flat_fields,
+            fixed_pattern=pattern.to_dict(),
+            dark_frames=record.get("dark_frames"),
+        ),
         calibration_figure(result, config.kv),
     )
