@@ -133,11 +133,10 @@ def lab_row(  # noqa: PLR0913 (a lab and how it is calibrated)
         )
         seconds = time.perf_counter() - started
         record = calibration.to_dict()
-        calibrated, _ = _physics_ap(
-            resolve_generation({**generation, "instrument": "calibrated"}, record), test.images, truth
-        )
+        resolved = resolve_generation({**generation, "instrument": "calibrated"}, record)
+        calibrated, _ = _physics_ap(resolved, test.images, truth)
         settings = {s.key: s for s in calibration.settings}
-        fit_kv = np.array(resolve_generation({**generation, "instrument": "calibrated"}, record)["kv"])
+        fit_kv = np.array(resolved["kv"])
         row: dict[str, Any] = {"lab": index, "per_channel_kv": mode, "seconds": round(seconds, 1)}
         for key in (*HIDDEN_RANGES, *NOISE_RANGES):
             s = settings[key]

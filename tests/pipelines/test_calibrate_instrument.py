@@ -195,13 +195,17 @@ def test_a_labs_flat_fields_give_the_blur_and_the_level_terms_that_generation_th
     )
 
 
-def test_a_flat_field_folder_that_is_named_but_missing_fails_before_anything_is_written(
+def test_frame_folders_that_are_named_but_missing_fail_together_before_anything_is_written(
     kedro_project, run_pipeline, tmp_path
 ):
     lab = write_synthetic_lab(tmp_path / "lab", SimulationConfig(image_size=16), HIDDEN, test_per_alloy=1)
-    params = {"calibration": {"path": str(lab.calibration), "flats": "open_beam"}, "generation": SMALL}
-    with pytest.raises(ValueError, match="calibration.flats: .*open_beam' is not a folder"):
+    params = {
+        "calibration": {"path": str(lab.calibration), "flats": "open_beam", "darks": "tube_off"},
+        "generation": SMALL,
+    }
+    with pytest.raises(ValueError, match="calibration.flats: .*open_beam' is not a folder") as error:
         run_pipeline(kedro_project, "calibrate_instrument", params)
+    assert "calibration.darks: " in str(error.value) and "tube_off' is not a folder" in str(error.value)
     assert not (kedro_project / "data/06_models/instrument").exists()
 
 

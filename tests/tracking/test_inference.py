@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from alloy_mtl.mtl.loading.resize import resize_images
-from alloy_mtl.tracking.inference import failed_rows, image_files, parse_inference_settings, predict_files
+from alloy_mtl.tracking.inference import failed_rows, parse_inference_settings, predict_files
+from alloy_mtl.tracking.listed_images import image_files
 
 
 class FakeModel:

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from alloy_mtl.data.errors import DataValidationError
-from alloy_mtl.data.images import IMAGE_SUFFIXES, read_image
-from alloy_mtl.tracking.listed_images import ListedImage, has_listing, listed_images
+from alloy_mtl.data.images import read_image
+from alloy_mtl.tracking.listed_images import ListedImage, has_listing, image_files, listed_images
 
 __all__ = ["read_frames"]
 
@@ -33,10 +33,7 @@ def read_frames(folder: str | Path, bit_depth: int | None, parameter: str) -> np
     if has_listing(root):
         entries = [(item.name, item) for item in listed_images(root, parameter)]
     else:
-        files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        entries = [(p.name, p) for p in files]
-    if not entries:
-        raise ValueError(f"parameters {parameter}: '{root}' holds no {'/'.join(IMAGE_SUFFIXES)} files")
+        entries = [(p.name, p) for p in image_files(root, parameter=parameter)]
     frames, problems = [], []
     for name, entry in entries:
         try:

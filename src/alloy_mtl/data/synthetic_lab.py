@@ -51,6 +51,8 @@ _FULL_SCALE = 65535.0
 _FLAT_COUNTS = 40000.0
 _DARK_PEDESTAL = 1000.0
 _READ_NOISE = 2.0
+_DETECTOR_FIELDS = (*LEVEL_FIELDS, "offset_sigma")
+"""The hidden exposure-to-exposure terms a synthetic lab may set (``detector``)."""
 
 
 @dataclass(frozen=True)
@@ -210,9 +212,9 @@ def write_synthetic_lab(  # noqa: PLR0913 (a lab's description, each argument do
         if count < 0
     ]
     levels = {k: float(v) for k, v in (detector or {}).items()}
-    unknown_levels = sorted(set(levels) - {*LEVEL_FIELDS, "offset_sigma"})
+    unknown_levels = sorted(set(levels) - set(_DETECTOR_FIELDS))
     if unknown_levels:
-        problems.append(f"detector keys {unknown_levels} are not among {[*LEVEL_FIELDS, 'offset_sigma']}")
+        problems.append(f"detector keys {unknown_levels} are not among {list(_DETECTOR_FIELDS)}")
     factors = None if channel_kv_scale is None else [float(f) for f in channel_kv_scale]
     if factors is not None and (len(factors) != len(config.kv) or not all(f > 0 for f in factors)):
         problems.append(
@@ -270,7 +272,7 @@ def write_synthetic_lab(  # noqa: PLR0913 (a lab's description, each argument do
     record = {"instrument": hidden, "detector_seed": detector_seed, "seed": seed, "kv": list(config.kv)}
     if factors is not None:
         record |= {"channel_kv_scale": factors, "lab_kv": list(lab.kv)}
-    record["detector"] = {name: float(getattr(lab, name)) for name in (*LEVEL_FIELDS, "offset_sigma")}
+    record["detector"] = {name: float(getattr(lab, name)) for name in _DETECTOR_FIELDS}
     (root / HIDDEN_INSTRUMENT_FILE).write_text(json.dumps(record, indent=2) + "\n")
     logger.info("wrote synthetic lab %s: %d calibration, %d test images", root, n_calibration, len(metadata))
     return SyntheticLab(

@@ -17,9 +17,10 @@ from alloy_mtl.physics.flat_field_noise import dose_scale_for
 from alloy_mtl.physics.instrument_fit import TOLERANCE_KEYS, instrument_config
 from alloy_mtl.physics.simulator import SimulationConfig
 
-__all__ = ["CalibratedSetting", "FitSpace", "laplace_covariance", "minimise"]
+__all__ = ["CALIBRATION_KEYS", "CalibratedSetting", "FitSpace", "laplace_covariance", "minimise"]
 
 CALIBRATION_KEYS: tuple[str, ...] = TOLERANCE_KEYS
+"""Every instrument key of the estimator's tolerances; ``fitted`` chooses among them."""
 GRID_KEYS = ("kv_scale", "al_filter_mm")
 """Settings the coarse grid spans (the two that trade off most); the others start at their start values."""
 _HESSIAN_STEP = 2e-3
@@ -159,22 +160,17 @@ class FitSpace:
         channel_scale = None
         if self.per_channel:
             instrument["kv_scale"] = 1.0
-            channel_scale = np.array([values[_channel_key(volts)] for volts in self.kv])
+            channel_scale = np.array([values[name] for name in self.channels])
         if self.noise_variance is not None:
             instrument["dose_scale"] = 1.0
             imaged = instrument_config(self.config, instrument, channel_scale)
             instrument["dose_scale"] = dose_scale_for(imaged, self.noise_variance)
         return instrument, channel_scale
 
-    def from_one_factor(self, u: np.ndarray) -> np.ndarray:
-        """Coordinates of this per-channel space at a one-factor fit's ``u`` (every channel at its factor)."""
-        names = [n for n in self.names if n not in self.channels]
-        one_factor = [
-            *names[: self.names.index(self.channels[0])],
-            "kv_scale",
-            *names[self.names.index(self.channels[0]) :],
-        ]
-        values = dict(zip(one_factor, u, strict=True))
+    def from_one_factor(self, one_factor: FitSpace, u: np.ndarray) -> np.ndarray:
+        """Coordinates in this per-channel space of the point ``u`` of the ``one_factor`` space (every channel at
+        the one factor's coordinate)."""
+        values = dict(zip(one_factor.names, u, strict=True))
         return np.array([values["kv_scale"] if n in self.channels else values[n] for n in self.names])
 
     def start_coordinates(self) -> np.ndarray:

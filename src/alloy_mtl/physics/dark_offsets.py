@@ -20,12 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from alloy_mtl.physics.flat_field_noise import MIN_FRAMES, MIN_LEVEL_FRAMES
+from alloy_mtl.physics.flat_field_noise import MIN_FRAMES, frame_bootstrap, pinned_down
 
 __all__ = ["DarkOffsets", "dark_offsets"]
 
-_BOOTSTRAP = 200
-_BOOTSTRAP_SEED = 0
 _MAX_ZERO_SHARE = 0.25
 
 
@@ -47,11 +45,7 @@ class DarkOffsets:
     @property
     def identifiable(self) -> bool:
         """Whether the frames pin the offset down (see the module docstring)."""
-        return bool(
-            self.n_frames >= MIN_LEVEL_FRAMES
-            and self.offset_sigma > 0
-            and self.high - self.low <= 0.5 * self.offset_sigma
-        )
+        return pinned_down(self.n_frames, self.offset_sigma, self.low, self.high)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able record (the calibrated instrument's ``dark_frames``)."""
@@ -100,9 +94,5 @@ def dark_offsets(darks: np.ndarray, open_level: Sequence[float]) -> DarkOffsets:
     means = frames.mean(axis=(2, 3))  # (N, C)
     read_var = frames.var(axis=0, ddof=1).mean(axis=(1, 2))  # (C,): read noise and the offset's wander
     value = _offset(means, read_var, height * width, level)
-    rng = np.random.default_rng(_BOOTSTRAP_SEED)
-    draws = [
-        _offset(means[pick], read_var, height * width, level) for pick in rng.integers(0, n, (_BOOTSTRAP, n))
-    ]
-    low, high = np.quantile(draws, [0.025, 0.975])
+    low, high = frame_bootstrap(lambda pick: _offset(means[pick], read_var, height * width, level), n)
     return DarkOffsets(n, value, float(low), float(high))

@@ -37,7 +37,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.ndimage import gaussian_filter1d
 from scipy.special import logsumexp
 
 from alloy_mtl.constants import ALLOYS
@@ -51,7 +50,7 @@ from alloy_mtl.physics.instrument_fit import (
     parse_tolerances,
     start_instrument,
 )
-from alloy_mtl.physics.simulator import SimulationConfig, channel_weights, gaussian_matrix
+from alloy_mtl.physics.simulator import SimulationConfig, blur_kernel, channel_weights, gaussian_matrix
 
 __all__ = ["MODES", "PhysicsLimitEstimator"]
 
@@ -209,9 +208,7 @@ class PhysicsLimitEstimator:
     def _blur_variance_factor(sigma: float) -> float:
         if sigma <= 0:
             return 1.0
-        delta = np.zeros(int(8 * sigma) * 2 + 3)
-        delta[delta.size // 2] = 1.0
-        return float(np.sum(gaussian_filter1d(delta, sigma) ** 2))
+        return float(np.sum(blur_kernel(sigma) ** 2))
 
     def _gather(self, table: np.ndarray, lower: np.ndarray, frac: np.ndarray) -> np.ndarray:
         """Linear interpolation of table (A, C, [n,] K) at grid positions (N, A, C, W) -> (N, A, C, [n,] W)."""

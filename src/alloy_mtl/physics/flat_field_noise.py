@@ -30,15 +30,14 @@ pattern a flat-field correction leaves (it needs flats from two sessions).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
 from scipy.optimize import brentq
 
-from alloy_mtl.physics.simulator import SimulationConfig, channel_weights
+from alloy_mtl.physics.simulator import SimulationConfig, blur_kernel, channel_weights
 
 __all__ = [
     "LEVEL_FIELDS",
@@ -48,7 +47,9 @@ __all__ = [
     "FlatFieldNoise",
     "dose_scale_for",
     "flat_field_noise",
+    "frame_bootstrap",
     "noise_correlation",
+    "pinned_down",
 ]
 
 MIN_FRAMES = 3
@@ -94,18 +95,9 @@ class FlatFieldNoise:
     open_level: tuple[float, ...] = ()
 
     def identifiable(self, name: str) -> bool:
-        """Whether the frames pin a level field down: ``MIN_LEVEL_FRAMES`` frames or more and a 95 % interval
-        no wider than half the value (from fewer frames the bootstrap interval itself is not to be trusted:
-        10 frames missed the true drift). Where not, the configured value stays."""
-        low, high = self.intervals[name]
-        value = getattr(self, name)
-        return bool(
-            self.n_frames >= MIN_LEVEL_FRAMES
-            and math.isfinite(low)
-            and math.isfinite(high)
-            and value > 0
-            and high - low <= 0.5 * value
-        )
+        """Whether the frames pin a level field down (:func:`pinned_down`); where not, the configured value
+        stays."""
+        return pinned_down(self.n_frames, getattr(self, name), *self.intervals[name])
 
     def instrument(self) -> dict[str, float]:
         """The instrument settings held fixed in the calibration's fit (the dose follows its spectrum)."""
@@ -143,22 +135,43 @@ def dose_scale_for(config: SimulationConfig, noise_variance: Sequence[float]) ->
     """Photons per pixel relative to ``config.dose`` that give the measured relative noise variance per channel
     under ``config``'s spectrum (the mean over channels): a thicker scintillator or a harder beam means
     fewer photons for the same noise."""
+    return float(_channel_dose(config, noise_variance).mean() / config.dose)
+
+
+def _channel_dose(config: SimulationConfig, noise_variance: Sequence[float]) -> np.ndarray:
+    """Photons per pixel per channel: the open beam's variance per photon under ``config``'s spectrum over the
+    measured relative noise variance."""
     open_var = channel_weights(config, config.kv).var.sum(axis=1)
-    return float(np.mean(open_var / np.asarray(noise_variance, dtype=float)) / config.dose)
+    return open_var / np.asarray(noise_variance, dtype=float)
+
+
+def pinned_down(n_frames: int, value: float, low: float, high: float) -> bool:
+    """Whether a per-exposure term measured on ``n_frames`` frames is pinned down: ``MIN_LEVEL_FRAMES`` frames or
+    more and a 95 % interval ``[low, high]`` no wider than half the value (from fewer frames the bootstrap
+    interval itself is not to be trusted: 10 flats missed the true drift)."""
+    return bool(
+        n_frames >= MIN_LEVEL_FRAMES
+        and math.isfinite(low)
+        and math.isfinite(high)
+        and value > 0
+        and high - low <= 0.5 * value
+    )
+
+
+def frame_bootstrap(statistic: Callable[[np.ndarray], Any], n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """The 95 % bootstrap interval over frames of ``statistic`` (called with the resampled frame indices)."""
+    rng = np.random.default_rng(_BOOTSTRAP_SEED)
+    draws = np.array([statistic(pick) for pick in rng.integers(0, n_frames, (_BOOTSTRAP, n_frames))])
+    low, high = np.nanquantile(draws, [0.025, 0.975], axis=0)
+    return low, high
 
 
 def noise_correlation(sigma_px: float) -> float:
     """Correlation between neighbouring pixels of white noise blurred by a Gaussian of ``sigma_px``."""
     if sigma_px <= 0:
         return 0.0
-    kernel = _kernel(sigma_px)
+    kernel = blur_kernel(sigma_px)
     return float(np.sum(kernel[:-1] * kernel[1:]) / np.sum(kernel**2))
-
-
-def _kernel(sigma_px: float) -> np.ndarray:
-    delta = np.zeros(int(8 * sigma_px) * 2 + 3)
-    delta[delta.size // 2] = 1.0
-    return gaussian_filter1d(delta, sigma_px)
 
 
 def _blur_from_correlation(rho: float) -> float:
@@ -218,11 +231,7 @@ def flat_field_noise(flats: np.ndarray, config: SimulationConfig) -> FlatFieldNo
     x = ramp / (1.0 + config.heel * ramp)
     slopes = row_deviation @ x / float(x @ x)  # (N, C)
     estimates = _levels(level, slopes, config.heel)
-    rng = np.random.default_rng(_BOOTSTRAP_SEED)
-    draws = np.array(
-        [_levels(level[pick], slopes[pick], config.heel) for pick in rng.integers(0, n, (_BOOTSTRAP, n))]
-    )
-    low, high = np.nanquantile(draws, [0.025, 0.975], axis=0)
+    low, high = frame_bootstrap(lambda pick: _levels(level[pick], slopes[pick], config.heel), n)
 
     # the heel's fitted slope, not each frame's row means: those would take a share of the noise with them
     residual = ratio - (slopes[:, :, None] * x)[..., None]
@@ -238,10 +247,9 @@ def flat_field_noise(flats: np.ndarray, config: SimulationConfig) -> FlatFieldNo
         ]
         rho = float(np.mean(np.mean(lag, axis=0) / variance))
         blur = _blur_from_correlation(rho)
-    blur_factor = float(np.sum(_kernel(blur) ** 2)) ** 2 if blur > 0 else 1.0
-    open_var = channel_weights(config, config.kv).var.sum(axis=1)  # per photon, relative to the open beam
+    blur_factor = float(np.sum(blur_kernel(blur) ** 2)) ** 2 if blur > 0 else 1.0
     noise_variance = variance / blur_factor
-    channel_dose = open_var / noise_variance
+    channel_dose = _channel_dose(config, noise_variance)
     return FlatFieldNoise(
         n_frames=n,
         dose_scale=float(channel_dose.mean() / config.dose),

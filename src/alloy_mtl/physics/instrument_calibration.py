@@ -34,10 +34,16 @@ from typing import Any, Literal
 import numpy as np
 from scipy.stats import chi2
 
-from alloy_mtl.physics.calibration_fit import CalibratedSetting, FitSpace, laplace_covariance, minimise
+from alloy_mtl.physics.calibration_fit import (
+    CALIBRATION_KEYS,
+    CalibratedSetting,
+    FitSpace,
+    laplace_covariance,
+    minimise,
+)
 from alloy_mtl.physics.estimator import PhysicsLimitEstimator
 from alloy_mtl.physics.instrument import TOLERANCE_KEYS as TOLERANCE_MINIMA
-from alloy_mtl.physics.instrument_fit import TOLERANCE_KEYS, nominal_instrument
+from alloy_mtl.physics.instrument_fit import nominal_instrument
 from alloy_mtl.physics.simulator import SimulationConfig
 
 __all__ = [
@@ -51,8 +57,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CALIBRATION_KEYS: tuple[str, ...] = TOLERANCE_KEYS
-"""Every instrument key of the estimator's tolerances; ``fitted`` chooses among them."""
 DEFAULT_SEARCH_RANGES: dict[str, tuple[float, float]] = {
     "kv_scale": (0.9, 1.1),
     "al_filter_mm": (0.0, 3.0),
@@ -275,9 +279,8 @@ def calibrate_instrument(  # noqa: PLR0913 (the fit's knobs, each documented)
             config, fitted, ranges, nominal, held, per_channel=True, noise_variance=measured
         )
         channel_loss = objective(channel_space)
-        channel_u = minimise(
-            channel_loss, channel_space.from_one_factor(best_u), channel_space.from_one_factor(best_u)
-        )
+        channel_start = channel_space.from_one_factor(space, best_u)
+        channel_u = minimise(channel_loss, channel_start, channel_start)
         channel_test = _channel_kv_test(loss(best_u), channel_loss(channel_u), len(config.kv))
         if per_channel_kv is True or channel_test["channels_differ"]:
             space, loss, best_u = channel_space, channel_loss, channel_u

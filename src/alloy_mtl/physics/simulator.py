@@ -588,6 +588,13 @@ def plan_dataset(
     )
 
 
+def blur_kernel(sigma_px: float) -> np.ndarray:
+    """The detector blur's 1-D Gaussian kernel of ``sigma_px`` (> 0) as ``gaussian_filter1d`` applies it (unit sum)."""
+    delta = np.zeros(int(8 * sigma_px) * 2 + 3)
+    delta[delta.size // 2] = 1.0
+    return gaussian_filter1d(delta, sigma_px)
+
+
 def gaussian_matrix(size: int, sigma: float) -> np.ndarray:
     """(size, size) matrix M such that ``profile @ M.T`` is ``gaussian_filter1d(profile, sigma, mode="nearest")``."""
     if sigma <= 0:

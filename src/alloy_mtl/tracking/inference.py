@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from alloy_mtl.data.ingest import IMAGE_SUFFIXES, read_image
+from alloy_mtl.data.ingest import read_image
 from alloy_mtl.mtl.loading.input_guards import radiograph_problems
 from alloy_mtl.mtl.loading.preprocess import prepare_images
 from alloy_mtl.mtl.loading.resize import check_resizable
@@ -130,19 +130,6 @@ def _instrument(value: Any) -> dict[str, float] | None:
     if problems:
         raise ValueError("parameters inference.instrument: " + "; ".join(problems))
     return instrument
-
-
-def image_files(folder: Path, recursive: bool = False, parameter: str = "inference.input") -> list[Path]:
-    """PNG/TIFF files of ``folder`` (sorted); ``parameter``: the setting that named the folder, for the message.
-
-    Raises:
-        ValueError: the folder holds none.
-    """
-    pattern = "**/*" if recursive else "*"
-    files = sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"parameters {parameter}: '{folder}' holds no {'/'.join(IMAGE_SUFFIXES)} files")
-    return files
 
 
 @dataclass(frozen=True)

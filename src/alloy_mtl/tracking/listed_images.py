@@ -3,7 +3,8 @@ image, ``path`` naming its file or its per-channel files joined by ``;`` (``w01_
 relative to the folder. Labels are not needed; ``image_id`` is optional (default: the ``path`` cell).
 
 A row that cannot be used (empty ``path``, a file missing, a path or symlink leading outside the folder, a
-per-channel file holding more than one channel) gets its reason, and the other rows are still predicted.
+per-channel file holding more than one channel) gets its reason, and the other rows are still predicted. A folder
+without a listing is read file by file (:func:`image_files`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from alloy_mtl.data.ingest import CHANNEL_SEPARATOR, load_channel_files, outside_folder_problem, split_paths
+from alloy_mtl.data.ingest import (
+    CHANNEL_SEPARATOR,
+    IMAGE_SUFFIXES,
+    load_channel_files,
+    outside_folder_problem,
+    split_paths,
+)
 from alloy_mtl.data.params import IngestOptions
 
 METADATA_FILE = IngestOptions().metadata_file
@@ -78,3 +85,16 @@ def listed_images(folder: Path, parameter: str = "inference.input") -> list[List
         image_id = str(record.get("image_id") or "").strip() or cell
         images.append(ListedImage(cell or f"{METADATA_FILE} row {row}", image_id, files, problem))
     return images
+
+
+def image_files(folder: Path, recursive: bool = False, parameter: str = "inference.input") -> list[Path]:
+    """PNG/TIFF files of ``folder`` (sorted); ``parameter``: the setting that named the folder, for the message.
+
+    Raises:
+        ValueError: the folder holds none.
+    """
+    pattern = "**/*" if recursive else "*"
+    files = sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"parameters {parameter}: '{folder}' holds no {'/'.join(IMAGE_SUFFIXES)} files")
+    return files

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 from matplotlib.figure import Figure
 
 from alloy_mtl.config import parse_params
 from alloy_mtl.data.calibration_params import CalibrationParams
+from alloy_mtl.data.errors import DataValidationError
 from alloy_mtl.data.frames import read_frames
 from alloy_mtl.data.ingest import ingest_csv_folder
 from alloy_mtl.data.store import XrayData
@@ -55,14 +58,14 @@ def fit_calibrated_instrument(
             f"calibration.darks: {dark_folder} given without flat fields; the dark offsets are measured in units "
             "of the open beam, which the flat fields give (calibration.flats)"
         )
+    frames = _read_frame_folders(
+        {"calibration.flats": folder, "calibration.darks": dark_folder}, params.options.bit_depth
+    )
     noise = darks = None
-    if folder is not None:
-        flats = read_frames(folder, params.options.bit_depth, "calibration.flats")
-        dark_frames = None
-        if dark_folder is not None:
-            dark_frames = read_frames(dark_folder, params.options.bit_depth, "calibration.darks")
-        noise = flat_field_noise(flats, config)
-        darks = None if dark_frames is None else dark_offsets(dark_frames, noise.open_level)
+    if "calibration.flats" in frames:
+        noise = flat_field_noise(frames["calibration.flats"], config)
+    if noise is not None and "calibration.darks" in frames:
+        darks = dark_offsets(frames["calibration.darks"], noise.open_level)
     result = calibrate_instrument(
         radiographs.images,
         radiographs.metadata["alloy"].astype(str).tolist(),
@@ -104,3 +107,19 @@ def fit_calibrated_instrument(
         ),
         calibration_figure(result, config.kv),
     )
+
+
+def _read_frame_folders(folders: dict[str, Path | None], bit_depth: int | None) -> dict[str, np.ndarray]:
+    """The frames of every given folder (setting -> folder; None: not given), every problem of every folder
+    named in one error before anything is written."""
+    frames, problems = {}, []
+    for parameter, folder in folders.items():
+        if folder is None:
+            continue
+        try:
+            frames[parameter] = read_frames(folder, bit_depth, parameter)
+        except ValueError as error:  # DataValidationError is one
+            problems.append(str(error))
+    if problems:
+        raise DataValidationError("; ".join(problems))
+    return frames

@@ -27,12 +27,11 @@ from alloy_mtl.tracking.inference import (
     InferenceSettings,
     PreparedFolder,
     failed_rows,
-    image_files,
     parse_inference_settings,
     predict_prepared,
     prepare_folder,
 )
-from alloy_mtl.tracking.listed_images import METADATA_FILE, has_listing, listed_images
+from alloy_mtl.tracking.listed_images import METADATA_FILE, has_listing, image_files, listed_images
 
 logger = logging.getLogger(__name__)
 
