@@ -96,6 +96,11 @@ def test_calibration_without_a_folder_or_with_bad_settings_fails_naming_them(ked
         run_pipeline(
             kedro_project, "calibrate_instrument", {"calibration": {"path": "x", "fitted": ["gain"]}}
         )
+    bad = {"calibration": {"path": "x", "per_channel_kv": "sometimes", "flats": 3, "darks": True}}
+    with pytest.raises(ParameterError) as error:
+        run_pipeline(kedro_project, "calibrate_instrument", bad)
+    for named in ("calibration.per_channel_kv", "got 'sometimes'", "calibration.flats", "calibration.darks"):
+        assert named in str(error.value), named
     assert not (kedro_project / "data/06_models/instrument").exists()
 
 
