@@ -26,7 +26,7 @@ from machine import machine_name
 
 from alloy_mtl.datasets import TorchBundleDataset, XrayStoreDataset
 from alloy_mtl.evaluation.classification import expected_calibration_error, prob_columns, probs_at_temperature
-from alloy_mtl.mtl.recipe import predict_images
+from alloy_mtl.mtl.labelled_prediction import predict_images
 from alloy_mtl.mtl.training.calibration import fit_temperature
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -30,9 +30,10 @@ from sklearn.metrics import average_precision_score
 from alloy_mtl.data.split import split_dataset
 from alloy_mtl.evaluation.evaluation_set import simulate_evaluation_set
 from alloy_mtl.evaluation.params import EvaluationSetParams
+from alloy_mtl.mtl.labelled_prediction import predict_images, predictions_frame, task_targets
 from alloy_mtl.mtl.loading.datasets import ArrayTaskDataset, make_dataloader
 from alloy_mtl.mtl.params import parse_training_params
-from alloy_mtl.mtl.recipe import predict_images, predictions_frame, task_targets, train_from_params
+from alloy_mtl.mtl.recipe import train_from_params
 from alloy_mtl.mtl.training.callbacks import Callback
 from alloy_mtl.mtl.training.predict import predict
 from alloy_mtl.physics.simulator import SimulationConfig, simulate_dataset

@@ -36,8 +36,9 @@ from bench_learning import RESULTS, _conf, macro_ap, training_data  # noqa: E402
 
 from alloy_mtl.evaluation.evaluation_set import simulate_evaluation_set  # noqa: E402
 from alloy_mtl.evaluation.params import EvaluationSetParams  # noqa: E402
+from alloy_mtl.mtl.labelled_prediction import predict_images  # noqa: E402
 from alloy_mtl.mtl.params import deep_merge, parse_training_params  # noqa: E402
-from alloy_mtl.mtl.recipe import predict_images, train_from_params  # noqa: E402
+from alloy_mtl.mtl.recipe import train_from_params  # noqa: E402
 
 logger = logging.getLogger("bench_recipes")
 

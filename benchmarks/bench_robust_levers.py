@@ -48,8 +48,9 @@ from alloy_mtl.evaluation.evaluation_set import (  # noqa: E402
     without_instrument,
 )
 from alloy_mtl.evaluation.params import VALIDATION_DETECTOR_SEEDS, EvaluationSetParams  # noqa: E402
+from alloy_mtl.mtl.labelled_prediction import predict_images  # noqa: E402
 from alloy_mtl.mtl.params import deep_merge, parse_training_params  # noqa: E402
-from alloy_mtl.mtl.recipe import predict_images, train_from_params  # noqa: E402
+from alloy_mtl.mtl.recipe import train_from_params  # noqa: E402
 from alloy_mtl.physics.instrument import draw_settings, instrument_changes, parse_tolerances  # noqa: E402
 from alloy_mtl.physics.simulator import simulate_dataset  # noqa: E402
 

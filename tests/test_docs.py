@@ -123,7 +123,8 @@ def test_reference_has_a_row_with_its_default_for_every_field_of_every_params_mo
 
 def test_reference_shows_types_constraints_and_descriptions(reference) -> None:
     module, text = reference
-    from alloy_mtl.mtl.params import LRScheduler, TrainingParams
+    from alloy_mtl.mtl.params import TrainingParams
+    from alloy_mtl.mtl.trainer_settings import LRScheduler
     from alloy_mtl.tuning.params import TuningParams
 
     training = _sections(text)[module.anchor(TrainingParams)]

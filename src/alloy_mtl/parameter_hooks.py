@@ -46,18 +46,27 @@ class CalibratedInstrumentHooks:
         if "params:generation" not in pipeline.inputs() or CALIBRATED in pipeline.all_outputs():
             return  # the calibration itself is fitted against the nominal instrument
         generation = catalog.load("params:generation") or {}
-        calibrated = (
-            catalog.load(CALIBRATED) if wants_calibrated(generation) and catalog.exists(CALIBRATED) else None
-        )
-        resolved = resolve_generation(generation, calibrated)
-        if calibrated is not None:
-            logger.info(
-                "generation.instrument %s: simulating the calibrated instrument (%s, channel kV %s, fitted "
-                "from %s); --params generation.instrument=nominal ignores it",
-                generation.get("instrument", "auto"),
-                {key: round(float(value), 4) for key, value in calibrated["instrument"].items()},
-                [round(float(v), 2) for v in resolved.get("kv", [])],
-                calibrated.get("source", "?"),
-            )
+        resolved = resolved_generation(catalog)
         if resolved != generation:
             catalog["params:generation"] = resolved
+
+
+def resolved_generation(catalog: CatalogProtocol) -> dict[str, Any]:
+    """``params:generation`` with ``generation.instrument`` resolved against the catalog's calibrated instrument
+    (what :class:`CalibratedInstrumentHooks` puts in the catalog; a torchrun replica, which runs its node without
+    the hooks, reads the same)."""
+    generation = catalog.load("params:generation") or {}
+    calibrated = (
+        catalog.load(CALIBRATED) if wants_calibrated(generation) and catalog.exists(CALIBRATED) else None
+    )
+    resolved = resolve_generation(generation, calibrated)
+    if calibrated is not None:
+        logger.info(
+            "generation.instrument %s: simulating the calibrated instrument (%s, channel kV %s, fitted "
+            "from %s); --params generation.instrument=nominal ignores it",
+            generation.get("instrument", "auto"),
+            {key: round(float(value), 4) for key, value in calibrated["instrument"].items()},
+            [round(float(v), 2) for v in resolved.get("kv", [])],
+            calibrated.get("source", "?"),
+        )
+    return resolved

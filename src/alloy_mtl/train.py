@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from alloy_mtl.mtl.parallel.process_group import is_main_process, teardown_distributed
+from alloy_mtl.parameter_hooks import resolved_generation
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 raise ValueError(f"pipeline {name!r} has no {TRAINING_FUNCTION} node to run data-parallel")
             for node in training:
                 logger.info("rank replica runs %s (outputs are rank 0's to save)", node.name)
-                node.run({dataset: context.catalog.load(dataset) for dataset in node.inputs})
+                inputs = {dataset: context.catalog.load(dataset) for dataset in node.inputs}
+                if "params:generation" in inputs:  # as the hooks resolve it for rank 0
+                    inputs["params:generation"] = resolved_generation(context.catalog)
+                node.run(inputs)
     finally:
         teardown_distributed()
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
+from alloy_mtl.constants import ALLOYS
 from alloy_mtl.mtl.models.conformal import ConformalSets, conformal_quantile
 from alloy_mtl.mtl.models.multitask import build_model, load_model
+from alloy_mtl.mtl.recipe import train_from_params
 from alloy_mtl.mtl.tasks import parse_tasks
+from tests.mtl.test_experiment import _data, _params
 
 
 class _Probabilities(ClassifierMixin, BaseEstimator):
@@ -120,3 +124,18 @@ def test_sets_travel_with_the_model_and_old_bundles_load_them_unfitted():
     )
     torch.testing.assert_close(loaded.class_quantiles, model.conformal.class_quantiles)
     assert not load_model({**bundle, "state_dict": old_state}).conformal.fitted
+
+
+def test_training_fits_the_sets_on_the_conformal_data_given_instead_of_the_validation_split():
+    images, metadata = _data(10)  # 2 validation images per alloy
+    extra_meta = pd.DataFrame(
+        {"image_id": [f"c-{i}" for i in range(60)], "specimen_id": [f"c-{i}" for i in range(60)]}
+    ).assign(alloy=[ALLOYS[i % 5] for i in range(60)], thickness_mm=np.linspace(1.0, 6.0, 60))
+    extra = np.random.default_rng(1).random((60, 1, 16, 16)).astype(np.float32)
+    params = _params(epochs=1, conformal_set="generated")
+    on_val = train_from_params(images, metadata, params).summary["conformal"]
+    on_extra = train_from_params(images, metadata, params, conformal_data=(extra, extra_meta)).summary[
+        "conformal"
+    ]
+    assert on_val["fitted_on"] == "validation_split" and on_val["class_counts"] == [2] * 5
+    assert on_extra["fitted_on"] == "generated" and on_extra["class_counts"] == [12] * 5

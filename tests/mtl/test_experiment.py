@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from alloy_mtl.constants import ALLOYS
-from alloy_mtl.mtl.recipe import load_model, task_targets, train_from_params
+from alloy_mtl.mtl.labelled_prediction import task_targets
+from alloy_mtl.mtl.models.multitask import load_model
+from alloy_mtl.mtl.recipe import train_from_params
 from alloy_mtl.mtl.tasks import parse_tasks
 from alloy_mtl.mtl.training.checkpoint_io import CheckpointMismatchError
 

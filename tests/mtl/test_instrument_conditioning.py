@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from alloy_mtl.constants import ALLOYS
+from alloy_mtl.mtl.labelled_prediction import predict_images
 from alloy_mtl.mtl.loading.datasets import ArrayTaskDataset
 from alloy_mtl.mtl.loading.instrument_settings import conditioning_keys, settings_array
 from alloy_mtl.mtl.models.conditioning import attach_settings, split_settings
 from alloy_mtl.mtl.models.multitask import build_model, load_model
-from alloy_mtl.mtl.recipe import predict_images, train_from_params
+from alloy_mtl.mtl.recipe import train_from_params
 from alloy_mtl.mtl.tasks import parse_tasks
 from alloy_mtl.tracking.pyfunc_model import predict_frame
 

@@ -12,7 +12,7 @@ import torch
 
 from alloy_mtl.mtl.device import seed_everything
 from alloy_mtl.mtl.optim.schedules import ProgressSchedule, build_schedule
-from alloy_mtl.mtl.params import TrainerSettings
+from alloy_mtl.mtl.trainer_settings import TrainerSettings
 from alloy_mtl.mtl.training.callbacks import Callback
 from alloy_mtl.mtl.training.checkpoint_callback import CheckpointCallback
 from alloy_mtl.mtl.training.trainer import Trainer

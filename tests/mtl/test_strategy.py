@@ -15,7 +15,7 @@ from alloy_mtl.mtl.device import seed_everything
 from alloy_mtl.mtl.gradients import GradientMethod
 from alloy_mtl.mtl.parallel.ddp import DDPStrategy
 from alloy_mtl.mtl.parallel.strategy import DataParallelStrategy, SingleDevice
-from alloy_mtl.mtl.params import TrainerSettings
+from alloy_mtl.mtl.trainer_settings import TrainerSettings
 from alloy_mtl.mtl.training.callbacks import Callback
 from alloy_mtl.mtl.training.forward import EncodeAndHeads
 from alloy_mtl.mtl.training.meter import EpochMeter

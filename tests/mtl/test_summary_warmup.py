@@ -9,11 +9,12 @@ import torch
 
 from alloy_mtl.config import ParameterError
 from alloy_mtl.constants import ALLOYS
+from alloy_mtl.mtl.labelled_prediction import task_targets
 from alloy_mtl.mtl.loading.datasets import ArrayTaskDataset, fit_target_stats
 from alloy_mtl.mtl.losses.task_losses import build_task_losses
 from alloy_mtl.mtl.models.multitask import build_model
 from alloy_mtl.mtl.params import parse_training_params
-from alloy_mtl.mtl.recipe import prepare_experiment, task_targets, train_from_params
+from alloy_mtl.mtl.recipe import prepare_experiment, train_from_params
 from alloy_mtl.mtl.tasks import parse_tasks
 from alloy_mtl.mtl.training.summary_warmup import warm_up_summary_path
 

@@ -48,8 +48,10 @@ def test_a_fourth_regression_task_trains_predicts_and_is_evaluated(tmp_path):
         "model_options": {"fnn_pool_size": 4, "fnn_hidden": [16]},
     }
     bundle, history, predictions, summary = train_architecture(
-        data, training, {"arch": "fnn", "optimizer": "adam", "lr": 1e-3}
+        data, training, {"arch": "fnn", "optimizer": "adam", "lr": 1e-3}, {"kind": "generated"}, {}
     )
+    # the simulation has no density: the conformal sets fall back to the validation split, as recorded
+    assert summary["conformal"]["fitted_on"] == summary["params"]["conformal_set"] == "validation_split"
     assert list(bundle["tasks"]) == ["alloy", "thickness", "density"]
     assert {"density_g_cm3_true", "density_g_cm3_pred", "val_density_mae"} - {
         *predictions.columns,

@@ -17,7 +17,7 @@ from alloy_mtl.constants import ALLOYS
 from alloy_mtl.data.store import open_store
 from alloy_mtl.datasets import TorchBundleDataset
 from alloy_mtl.mtl.models.conditioning import attach_settings
-from alloy_mtl.mtl.recipe import load_model
+from alloy_mtl.mtl.models.multitask import load_model
 from alloy_mtl.pipelines.training import ARCHITECTURES
 from alloy_mtl.runner import ModelParallelRunner
 

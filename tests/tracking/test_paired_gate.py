@@ -12,7 +12,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from alloy_mtl.constants import ALLOYS
 from alloy_mtl.data.store import XrayData
 from alloy_mtl.evaluation.classification import classification_metrics
-from alloy_mtl.mtl.recipe import predict_images
+from alloy_mtl.mtl.labelled_prediction import predict_images
 from alloy_mtl.tracking.model_logging import log_bundle_model
 from alloy_mtl.tracking.paired_gate import TEST_SPLIT, comparer, gate_conditions
 from alloy_mtl.tracking.promotion import (

@@ -29,6 +29,9 @@ def _write(root: Path, content: dict, arch: str = "fnn") -> Path:
     return path
 
 
+LAB = {"kind": "csv_folder", "path": "lab"}  # the conformal sets on the validation split: nothing simulated
+
+
 def _training(root: Path) -> tuple[dict, dict]:
     params = _params(epochs=1, checkpoint_root=str(root), resume=False)
     training = {k: v for k, v in params.items() if k not in {"arch", "optimizer", "lr", "weight_decay"}}
@@ -40,7 +43,7 @@ def test_the_training_node_trains_with_the_tuned_configuration(tmp_path: Path):
     _write(tmp_path, BEST)
     images, metadata = _data(8)
     training, options = _training(tmp_path)
-    _, history, _, summary = train_architecture(XrayData(images, metadata), training, options)
+    _, history, _, summary = train_architecture(XrayData(images, metadata), training, options, LAB, {})
     resolved = summary["params"]
     assert (resolved["optimizer"], resolved["lr"], resolved["weight_decay"]) == ("rmsprop", 0.0042, 0.00031)
     assert history["lr"].iloc[0] == pytest.approx(0.0042)
@@ -50,7 +53,7 @@ def test_switched_on_without_the_file_fails_naming_it(tmp_path: Path):
     images, metadata = _data(4)
     training, options = _training(tmp_path)
     with pytest.raises(MissingBestConfigError) as err:
-        train_architecture(XrayData(images, metadata), training, options)
+        train_architecture(XrayData(images, metadata), training, options, LAB, {})
     message = str(err.value)
     assert str(tmp_path / "fnn" / "pbt_best.yml") in message
     assert "kedro run --pipeline tune_fnn" in message

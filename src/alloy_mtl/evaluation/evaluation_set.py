@@ -109,6 +109,42 @@ def simulate_validation_set(
     return _simulate(validation_set_config(generation, params), "val-")
 
 
+CONFORMAL_SEED_OFFSET = 4_000_037
+"""Added to the generation seed for the conformal set's specimens (none of the validation or evaluation set's)."""
+CONFORMAL_UNITS = 16
+"""Validation detector units imaging the conformal set, one per specimen."""
+
+
+def conformal_set_config(
+    generation: Mapping[str, Any] | None, n_images: int, *, tolerances: bool = False
+) -> SimulationConfig:
+    """The generated set a model's conformal sets and intervals are fitted on: ``n_images`` fresh, balanced
+    specimens imaged by ``CONFORMAL_UNITS`` validation detector units (from ``VALIDATION_DETECTOR_SEEDS[1]``,
+    none of the suite's or the evaluation set's) at the instrument ``generation`` describes (nominal, or
+    calibrated to a lab), or with ``tolerances`` at settings drawn inside the declared tolerances."""
+    base = SimulationConfig.from_params(generation)
+    return dataclasses.replace(
+        base,
+        seed=base.seed + CONFORMAL_SEED_OFFSET,
+        detector_seed=VALIDATION_DETECTOR_SEEDS[1],
+        instruments=CONFORMAL_UNITS,
+        tolerances=base.tolerances if tolerances else (),
+        randomise=None,
+        n_images=n_images,
+        imbalance_ratio=1.0,
+        images_per_specimen=EvaluationSetParams().images_per_specimen,
+        min_images_per_class=EvaluationSetParams().images_per_specimen,
+    )
+
+
+def simulate_conformal_set(
+    generation: Mapping[str, Any] | None, n_images: int, *, tolerances: bool = False
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """(images, metadata) of the conformal set (:func:`conformal_set_config`); the metadata records the
+    instrument of every image, which an instrument-conditioned model is told."""
+    return _simulate(conformal_set_config(generation, n_images, tolerances=tolerances), "conf-")
+
+
 def _simulate(config: SimulationConfig, prefix: str) -> tuple[np.ndarray, pd.DataFrame]:
     """The images and metadata of ``config``, specimen ids prefixed (never equal to a training specimen's)."""
     images, metadata = simulate_dataset(config)

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from alloy_mtl.mtl.device import GLOBAL_RNG_LOCK, seed_everything
+from alloy_mtl.mtl.labelled_prediction import labelled_dataset, predictions_frame, task_targets
 from alloy_mtl.mtl.loading.datasets import (
     ArrayTaskDataset,
     default_mask,
@@ -27,10 +28,10 @@ from alloy_mtl.mtl.loading.datasets import (
 )
 from alloy_mtl.mtl.loading.instrument_settings import conditioning_keys, settings_array
 from alloy_mtl.mtl.loading.loaders import balanced_task, training_loaders
-from alloy_mtl.mtl.loading.preprocess import bundle_bad_pixels, prepare_images
+from alloy_mtl.mtl.loading.preprocess import prepare_images
 from alloy_mtl.mtl.losses.task_losses import build_task_losses
 from alloy_mtl.mtl.models.input_transform import InputNormalizer
-from alloy_mtl.mtl.models.multitask import build_model, load_model
+from alloy_mtl.mtl.models.multitask import build_model
 from alloy_mtl.mtl.optim.optimizers import OPTIMIZERS
 from alloy_mtl.mtl.parallel.ddp import DDPStrategy
 from alloy_mtl.mtl.parallel.process_group import DistributedContext, is_main_process, setup_distributed
@@ -39,7 +40,7 @@ from alloy_mtl.mtl.run_identity import (
     run_identity,
     set_aside_checkpoints,
 )
-from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
+from alloy_mtl.mtl.tasks import TaskSpec
 from alloy_mtl.mtl.training.after_training import fit_after_training
 from alloy_mtl.mtl.training.callbacks import Callback, LoggingCallback
 from alloy_mtl.mtl.training.checkpoint_callback import CheckpointCallback
@@ -65,23 +66,6 @@ class TrainingResult:
     """Test-split predictions in the evaluation contract (``alloy_true``, ``prob_<alloy>``, ...)."""
     summary: dict[str, Any]
     """Parameter count, device, wall time, epochs trained."""
-
-
-def task_targets(metadata: pd.DataFrame, tasks: Sequence[TaskSpec]) -> dict[str, np.ndarray]:
-    """Per-task target arrays from the metadata, as each task's spec encodes them.
-
-    Raises:
-        ValueError: a task's target column is absent, or a class label is not among the task's classes.
-    """
-    targets: dict[str, np.ndarray] = {}
-    for task in tasks:
-        if task.target not in metadata.columns:
-            raise ValueError(
-                f"task '{task.name}': target column '{task.target}' is not in the metadata "
-                f"(columns: {list(metadata.columns)})"
-            )
-        targets[task.name] = task.encode(metadata[task.target])
-    return targets
 
 
 def split_indices(metadata: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -254,6 +238,8 @@ def train_from_params(
     params: TrainingParams | Mapping[str, Any],
     checkpoint_dir: str | Path | None = None,
     callbacks: Sequence[Callback] = (),
+    *,
+    conformal_data: tuple[np.ndarray, pd.DataFrame] | None = None,
 ) -> TrainingResult:
     """Train one multi-task model on the train split, select on val, predict the test split.
 
@@ -263,6 +249,8 @@ def train_from_params(
         params: the training parameters (a mapping is parsed into :class:`TrainingParams`).
         checkpoint_dir: where ``last.pt``/``best.pt`` go; None trains without checkpoints.
         callbacks: per-epoch callbacks (tracking plugs in here).
+        conformal_data: labelled (images, metadata) the conformal sets are fitted on instead of the validation
+            split (``training.conformal_set``), the images shaped like ``images``.
 
     Returns:
         The bundle, history, test predictions and a summary.
@@ -306,7 +294,15 @@ def train_from_params(
             logger.warning("checkpoints in %s came from another configuration; moved to %s", directory, moved)
             trainer, history = fit(False)
     wall = time.perf_counter() - start
-    fitted = fit_after_training(trainer.model, loaders, tasks, params, trainer.device)
+    conformal_loader = None
+    if conformal_data is not None:
+        dataset = labelled_dataset(
+            trainer.model, *conformal_data, tasks, image_size=image_size, bad_pixels=params.bad_pixels
+        )
+        conformal_loader = make_dataloader(dataset, params.batch_size)
+    fitted = fit_after_training(
+        trainer.model, loaders, tasks, params, trainer.device, conformal_loader=conformal_loader
+    )
 
     outputs = predict(trainer.model, loaders["test"], tasks, device=trainer.device)
     predictions = predictions_frame(outputs, metadata.iloc[rows["test"]], tasks)
@@ -341,50 +337,3 @@ def train_from_params(
     }
     logger.info("trained %s: %d epochs in %.1f s on %s", params.arch, len(history), wall, trainer.device)
     return TrainingResult(bundle=bundle, history=history, predictions=predictions, summary=summary)
-
-
-def predictions_frame(
-    outputs: Mapping[str, np.ndarray], metadata: pd.DataFrame, tasks: Sequence[TaskSpec]
-) -> pd.DataFrame:
-    """Predictions in the evaluation contract: ``image_id``, ``<target>_true``/``_pred``, ``prob_<class>``."""
-    frame = pd.DataFrame({"image_id": metadata["image_id"].to_numpy()})
-    for task in tasks:
-        frame[f"{task.target}_true"] = task.truth(metadata[task.target])
-        for column, values in task.prediction_columns(outputs).items():
-            frame[column] = values
-    return frame
-
-
-def predict_images(
-    bundle: Mapping[str, Any],
-    images: np.ndarray,
-    metadata: pd.DataFrame,
-    batch_size: int = 256,
-    instrument: Mapping[str, float] | None = None,
-) -> pd.DataFrame:
-    """Predictions of a trained bundle for labelled images, in the evaluation contract (plus ``specimen_id``).
-
-    An instrument-conditioned model reads ``instrument`` (one instrument for every image: fitted from the
-    batch, calibrated or known), else the metadata's ``instrument_<setting>`` columns; an unconditioned model
-    ignores both. A model with a fitted unknown-material score adds ``ood_score``.
-    """
-    model = load_model(bundle)
-    keys = model.instrument_keys
-    settings = settings_array(keys, len(metadata), metadata, instrument) if keys else None
-    tasks = parse_tasks(bundle["tasks"])
-    labels = task_targets(metadata, tasks)
-    size = int(bundle["image_size"])
-    dataset = ArrayTaskDataset(
-        images,
-        labels,
-        target_stats=model.target_scaler.stats(),
-        image_size=None if images.shape[-1] == size else size,
-        bad_pixels=bundle_bad_pixels(bundle),
-        settings=settings,
-    )
-    outputs = predict(model, make_dataloader(dataset, batch_size), tasks, device="cpu")
-    frame = predictions_frame(outputs, metadata, tasks)
-    frame.insert(1, "specimen_id", metadata["specimen_id"].to_numpy())
-    if "ood_score" in outputs:
-        frame["ood_score"] = outputs["ood_score"].astype(np.float64)
-    return frame

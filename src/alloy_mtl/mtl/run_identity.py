@@ -30,6 +30,8 @@ RESUMABLE_SETTINGS = frozenset(
         "calibration",  # fitted after training, from the delivered weights
         "ood",  # likewise
         "conformal_coverage",  # likewise
+        "conformal_set",  # likewise
+        "conformal_images",  # likewise
     }
 )
 

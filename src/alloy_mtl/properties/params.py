@@ -14,8 +14,8 @@ from pydantic import Field, field_validator, model_validator
 
 from alloy_mtl.config.base import ParamsModel, parse_params
 from alloy_mtl.mtl.models.backbones import canonical_activation
-from alloy_mtl.mtl.params import EarlyStopping, GradientMethodParams, LRScheduler, TrainerSettings
 from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
+from alloy_mtl.mtl.trainer_settings import EarlyStopping, GradientMethodParams, LRScheduler, TrainerSettings
 from alloy_mtl.properties.generator import NoiseLevels
 
 SECTION = "alloy_properties"

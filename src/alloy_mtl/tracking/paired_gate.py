@@ -21,7 +21,7 @@ from mlflow.entities.model_registry import ModelVersion
 from alloy_mtl.data.store import XrayData
 from alloy_mtl.evaluation.paired_comparison import PairedComparison, paired_comparison
 from alloy_mtl.evaluation.robustness import SUMMARISED_KINDS, ConditionImages, by_condition
-from alloy_mtl.mtl.recipe import predict_images
+from alloy_mtl.mtl.labelled_prediction import predict_images
 from alloy_mtl.tracking.promotion import Comparer
 
 logger = logging.getLogger(__name__)

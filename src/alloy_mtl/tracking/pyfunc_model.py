@@ -176,7 +176,8 @@ def predict_frame(
     for task in tasks:
         values = np.concatenate([c[task.name] for c in chunks]) if chunks else np.empty((0,))
         if task.is_classification:
-            probs = torch.softmax(torch.from_numpy(values.reshape(len(intensity), -1)), dim=1).numpy()
+            logits = values.reshape(len(intensity), -1).astype(np.float64)  # as in training.predict
+            probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
             labels = list(task.classes)
             columns[task.target] = np.asarray(labels, dtype=object)[probs.argmax(axis=1)]
             for i, label in enumerate(labels):

@@ -39,7 +39,7 @@ from alloy_mtl.mtl.training.callbacks import Callback
 
 if TYPE_CHECKING:
     from alloy_mtl.mtl.gradients import GradientMethod
-    from alloy_mtl.mtl.params import TrainerSettings
+    from alloy_mtl.mtl.trainer_settings import TrainerSettings
     from alloy_mtl.mtl.training.meter import EpochMeter
     from alloy_mtl.mtl.training.trainer import Trainer
 

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from alloy_mtl.mtl.parallel.ddp import DDPStrategy, replicas_max_difference
 from alloy_mtl.mtl.parallel.process_group import DistributedContext
-from alloy_mtl.mtl.params import TrainerSettings
+from alloy_mtl.mtl.trainer_settings import TrainerSettings
 from alloy_mtl.mtl.training.callbacks import Callback
 from alloy_mtl.mtl.training.meter import TaskLike
 from alloy_mtl.mtl.training.trainer import Trainer

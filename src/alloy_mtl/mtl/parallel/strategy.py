@@ -36,7 +36,7 @@ from alloy_mtl.mtl.parallel.process_group import is_main_process
 
 if TYPE_CHECKING:
     from alloy_mtl.mtl.gradients import GradientMethod
-    from alloy_mtl.mtl.params import TrainerSettings
+    from alloy_mtl.mtl.trainer_settings import TrainerSettings
     from alloy_mtl.mtl.training.callbacks import Callback
     from alloy_mtl.mtl.training.meter import EpochMeter
 

@@ -34,9 +34,13 @@ def fit_after_training(
     tasks: Sequence[TaskSpec],
     params: TrainingParams,
     device: torch.device,
+    *,
+    conformal_loader: Any = None,
 ) -> dict[str, dict[str, Any]]:
     """Temperature (``training.calibration``), then the unknown-material score (``training.ood``), then the
-    conformal sets on the calibrated probabilities (``training.conformal_coverage``), each set in ``model``.
+    conformal sets on the calibrated probabilities (``training.conformal_coverage``), each set in ``model``;
+    the sets on ``conformal_loader``'s labelled images where given (``training.conformal_set``), else on
+    validation.
 
     Returns the training summary's ``calibration``, ``ood`` and ``conformal`` reports (empty when off).
     """
@@ -53,5 +57,8 @@ def fit_after_training(
     )
     conformal: dict[str, Any] = {}
     if params.conformal_coverage is not None:
-        conformal = fit_conformal(model, predict(model, val, tasks, device), tasks, params.conformal_coverage)
+        on = val if conformal_loader is None else conformal_loader
+        conformal = fit_conformal(model, predict(model, on, tasks, device), tasks, params.conformal_coverage)
+        if conformal:
+            conformal["fitted_on"] = "validation_split" if conformal_loader is None else params.conformal_set
     return {"calibration": calibration, "ood": ood, "conformal": conformal}

@@ -74,7 +74,9 @@ def predict(
             output = outputs[task.name]
             if task.kind == CLASSIFICATION:
                 add(f"{task.name}_logits", output)
-                add(f"{task.name}_probs", torch.softmax(output, dim=1))
+                # float64: a float32 probability rounds to 1.0 beyond a logit gap of ~17, and the conformal
+                # score 1 - p of the confident alloys would tie at 0
+                add(f"{task.name}_probs", torch.softmax(output.double(), dim=1))
                 add(f"{task.name}_pred", output.argmax(dim=1))
             else:
                 add(f"{task.name}_pred", output.reshape(-1))

@@ -45,7 +45,7 @@ from alloy_mtl.mtl.optim.optimizers import build_optimizer, rebuild_optimizer
 from alloy_mtl.mtl.optim.schedules import ProgressSchedule, build_schedule
 from alloy_mtl.mtl.optim.weight_averaging import recompute_batchnorm_statistics, weight_average
 from alloy_mtl.mtl.parallel.strategy import DataParallelStrategy, SingleDevice
-from alloy_mtl.mtl.params import TrainerSettings
+from alloy_mtl.mtl.trainer_settings import TrainerSettings
 from alloy_mtl.mtl.training.callbacks import Callback, MetricTracker
 from alloy_mtl.mtl.training.forward import EncodeAndHeads, split_parameters, training_batch
 from alloy_mtl.mtl.training.meter import EpochMeter, TaskLike, raise_if_diverged

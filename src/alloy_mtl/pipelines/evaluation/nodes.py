@@ -34,9 +34,9 @@ from alloy_mtl.evaluation.ood import model_ood_report, ood_markdown, simulate_oo
 from alloy_mtl.evaluation.params import EvaluationParams
 from alloy_mtl.evaluation.plots import ap_heatmap
 from alloy_mtl.evaluation.report import evaluate_model
+from alloy_mtl.mtl.labelled_prediction import predict_images
 from alloy_mtl.mtl.loading.input_guards import radiograph_problems
 from alloy_mtl.mtl.params import parse_training_params
-from alloy_mtl.mtl.recipe import predict_images
 from alloy_mtl.mtl.scoring import score_images
 from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
 from alloy_mtl.physics.estimator import PhysicsLimitEstimator

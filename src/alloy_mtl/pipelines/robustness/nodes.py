@@ -12,7 +12,7 @@ from alloy_mtl.config import parse_params
 from alloy_mtl.data.params import DataSourceParams
 from alloy_mtl.evaluation import robustness
 from alloy_mtl.evaluation.params import EvaluationParams
-from alloy_mtl.mtl.recipe import predict_images
+from alloy_mtl.mtl.labelled_prediction import predict_images
 from alloy_mtl.physics.estimator import PhysicsLimitEstimator
 from alloy_mtl.physics.instrument_fit import nominal_instrument
 from alloy_mtl.physics.simulator import SimulationConfig

@@ -18,7 +18,13 @@ def create_pipeline(architecture: str, **kwargs) -> Pipeline:
         [
             Node(
                 train_architecture,
-                inputs=["model_input", "params:training", "params:train_options"],
+                inputs=[
+                    "model_input",
+                    "params:training",
+                    "params:train_options",
+                    "params:data_source",
+                    "params:generation",
+                ],
                 outputs=["model", "history", "test_predictions", "training_summary"],
                 name="train",
                 tags=["training", f"priority_{START_PRIORITY.get(architecture, 0)}"],
@@ -29,5 +35,5 @@ def create_pipeline(architecture: str, **kwargs) -> Pipeline:
         template,
         namespace=architecture,
         inputs={"model_input"},
-        parameters={"params:training"},
+        parameters={"params:training", "params:data_source", "params:generation"},
     )
