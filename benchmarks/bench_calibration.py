@@ -4,10 +4,12 @@ For every trained architecture found under ``<project>/data``: the temperature t
 (``training.calibration: temperature``: the NLL-minimising ``T`` on the model's validation-split predictions,
 ``alloy_mtl.mtl.training.calibration.fit_temperature``), then top-label ECE, accuracy and mean confidence on
 the evaluation set (fresh specimens, a detector unit training never saw) and on each robustness-suite
-condition, before (``T = 1``) and after. The run's models must have been trained without calibration (before
-it existed, or with ``training.calibration: none``): their saved probabilities are the "before"; the "after"
-is ``softmax(log p / T)``, what the model would answer at temperature ``T`` (softmax ignores the per-row
-constant that separates ``log p`` from the logits).
+condition, before (``T = 1``) and after. Models trained without calibration (before it existed, or with
+``training.calibration: none``): their saved probabilities are the "before"; the "after" is
+``softmax(log p / T)``, what the model would answer at temperature ``T`` (softmax ignores the per-row
+constant that separates ``log p`` from the logits). Models that carry their temperature (the default since it
+existed; ``training_summary.json``): their saved probabilities are the "after" and ``softmax(T log p)`` the
+"before", at the temperature the training fitted.
 
 Run: ``python benchmarks/bench_calibration.py [--project .] [--tag _x]`` ->
 benchmarks/results/bench_calibration{tag}.json and .md.
@@ -43,6 +45,15 @@ def _scores(frame: pd.DataFrame, temperature: float) -> dict[str, float]:
     }
 
 
+def _carried_temperature(summary_file: Path) -> float | None:
+    """The temperature a model carries (its training summary's), None for a model trained without one."""
+    if not summary_file.is_file():
+        return None
+    calibration = json.loads(summary_file.read_text()).get("calibration") or {}
+    value = (calibration.get("alloy") or {}).get("temperature")
+    return None if value is None else float(value)
+
+
 def measure(project: Path, arch: str) -> dict[str, Any] | None:
     """Temperature and before/after scores of one architecture (None when it was not trained)."""
     data = project / "data"
@@ -56,17 +67,22 @@ def measure(project: Path, arch: str) -> dict[str, Any] | None:
         bundle, np.asarray(model_input.images[val]), model_input.metadata[val].reset_index(drop=True)
     )
     val_probs, labels = probs_at_temperature(val_frame, 1.0)
-    temperature = fit_temperature(np.log(np.clip(val_probs, 1e-300, None)), labels)
-    out: dict[str, Any] = {"arch": arch, "temperature": temperature, "n_val": len(labels)}
+    carried = _carried_temperature(data / "07_model_output" / arch / "training_summary.json")
+    if carried is None:
+        temperature = fit_temperature(np.log(np.clip(val_probs, 1e-300, None)), labels)
+        before, after = 1.0, temperature
+    else:
+        temperature, before, after = carried, 1.0 / carried, 1.0
+    out: dict[str, Any] = {"arch": arch, "temperature": temperature, "n_val": len(labels), "carried": carried}
     evaluation = pd.read_csv(data / "07_model_output" / arch / "evaluation_set_predictions.csv", dtype=str)
     evaluation[prob_columns()] = evaluation[prob_columns()].astype(float)
-    out["evaluation_set"] = {"before": _scores(evaluation, 1.0), "after": _scores(evaluation, temperature)}
+    out["evaluation_set"] = {"before": _scores(evaluation, before), "after": _scores(evaluation, after)}
     suite_file = data / "07_model_output" / arch / "robustness_predictions.csv"
     if suite_file.is_file():
         suite = pd.read_csv(suite_file, dtype=str)
         suite[prob_columns()] = suite[prob_columns()].astype(float)
         out["suite"] = {
-            condition: {"before": _scores(rows, 1.0), "after": _scores(rows, temperature)}
+            condition: {"before": _scores(rows, before), "after": _scores(rows, after)}
             for condition, rows in suite.groupby("condition", sort=False)
         }
     return out
