@@ -12,7 +12,7 @@ from sklearn.metrics import average_precision_score
 
 from alloy_mtl.constants import ALLOYS
 from alloy_mtl.physics.estimator import PhysicsLimitEstimator
-from alloy_mtl.physics.instrument_fit import fit_instrument, parse_tolerances
+from alloy_mtl.physics.instrument_fit import fit_instrument, nominal_instrument, parse_tolerances
 from alloy_mtl.physics.simulator import SimulationConfig, simulate_dataset
 
 CONFIG = SimulationConfig(seed=5, n_images=150, image_size=16, imbalance_ratio=1.0, images_per_specimen=3)
@@ -133,3 +133,15 @@ def test_marginal_mode_gives_posteriors() -> None:
     probs = pred[[f"prob_{a}" for a in ALLOYS]].to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0)
     assert np.isfinite(pred["thickness_pred"]).all() and estimator.fitted_instrument is None
+
+
+def test_an_instrument_taken_as_known_is_the_one_the_fits_use() -> None:
+    images, _ = _images("al_filter_1.3mm")
+    estimator = PhysicsLimitEstimator(CONFIG, tolerances=TOLERANCES)
+    nominal = nominal_instrument(CONFIG)
+    estimator.use_instrument(nominal)
+    at_nominal = estimator.goodness_of_fit(images)
+    estimator.use_instrument(nominal | {"al_filter_mm": 1.3})  # the filter the images were taken with
+    at_true = estimator.goodness_of_fit(images)
+    assert at_true.mean() > at_nominal.mean() + 1.0
+    np.testing.assert_allclose(PhysicsLimitEstimator(CONFIG).goodness_of_fit(images), at_nominal, rtol=1e-6)

@@ -454,6 +454,11 @@ class PhysicsLimitEstimator:
         self._set_instrument(instrument_config(self.config, fit.instrument))
         return dict(fit.instrument)
 
+    def use_instrument(self, instrument: Mapping[str, float]) -> None:
+        """Take ``instrument`` (every tolerance key) as known: the next :meth:`alloy_fits` and
+        :meth:`goodness_of_fit` use it (a joint-mode :meth:`predict` fits its own)."""
+        self._set_instrument(instrument_config(self.config, instrument))
+
     def batch_log_likelihood(self, images: np.ndarray, instrument: Mapping[str, float]) -> float:
         """sum_i log sum_a p(a) L_i(a | instrument): the class-marginal log-likelihood of ``images`` taken together
         under ``instrument`` (tolerance keys), labels unused; the joint fit's objective. The estimator is left set

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from alloy_mtl.constants import ALLOYS, INSTRUMENT_COLUMN_PREFIX
+from alloy_mtl.evaluation.conformal_set import conformal_set
 from alloy_mtl.evaluation.evaluation_set import CONFORMAL_UNITS, conformal_set_config
 from alloy_mtl.evaluation.params import VALIDATION_DETECTOR_SEEDS
 from alloy_mtl.mtl.params import parse_training_params
-from alloy_mtl.pipelines.training.nodes import conformal_set
 
 GENERATION = {"image_size": 16, "seed": 5}
 SHAPE = (10, 3, 16, 16)
