@@ -3,7 +3,13 @@
 For every trained architecture found under ``<project>/data/06_models``: the model's Mahalanobis score
 (``training.ood``, fitted here on the run's training split and referenced on its validation split, as the
 recipe does), beside the max-softmax and energy scores of its logits and the physics-limit estimator's
-goodness of fit (best-alloy log-likelihood under the instrument it fits from the known batch, labels unused).
+goodness of fit (best-alloy log-likelihood under the instrument it fits from the known batch, labels unused)
+and two blind scores on the pattern of the estimator's per-alloy fits (each alloy's log-likelihood relative to the
+best, the best one, its thickness): the mean distance to the ``KNN_K`` nearest of a reference, either the run's
+training split (each image under the instrument it recorded: ``physics_knn``, what a model could carry) or fresh
+specimens of the five alloys at the known batch's instrument (``physics_knn_at_instrument``: the in-distribution
+density a blind detector could at best know). Beside them, how separable each designation is for a classifier
+told it (:func:`separability`).
 Known images: fresh balanced specimens imaged by the evaluation set's detector unit (one the models never saw);
 unknown: the generated OOD set (``evaluation.ood``) imaged by the same instrument. Inputs the serving guards
 refuse count as caught. AUROC (specimen-bootstrap 95 % interval), FPR at 95 % TPR, and at the model's own
@@ -31,27 +37,35 @@ from scipy.special import logsumexp
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupKFold
+from sklearn.neighbors import NearestNeighbors
 
+from alloy_mtl.constants import ALLOYS, INSTRUMENT_COLUMN_PREFIX
 from alloy_mtl.datasets import TorchBundleDataset, XrayStoreDataset
-from alloy_mtl.evaluation.evaluation_set import batch_instrument, evaluation_set_config
+from alloy_mtl.evaluation.evaluation_set import (
+    batch_instrument,
+    evaluation_set_config,
+    simulate_conformal_set,
+)
 from alloy_mtl.evaluation.ood import ood_metrics, simulate_ood_set
 from alloy_mtl.evaluation.params import EvaluationSetParams
+from alloy_mtl.mtl.labelled_prediction import task_targets
 from alloy_mtl.mtl.loading.datasets import ArrayTaskDataset, make_dataloader
 from alloy_mtl.mtl.loading.input_guards import radiograph_problems
 from alloy_mtl.mtl.loading.instrument_settings import settings_array
 from alloy_mtl.mtl.loading.preprocess import bundle_bad_pixels
 from alloy_mtl.mtl.models.multitask import load_model
 from alloy_mtl.mtl.models.ood import DEFAULT_REJECT_RATE
-from alloy_mtl.mtl.recipe import task_targets
 from alloy_mtl.mtl.tasks import parse_tasks
 from alloy_mtl.mtl.training.ood import features_of, fit_ood
 from alloy_mtl.physics.estimator import PhysicsLimitEstimator
+from alloy_mtl.physics.instrument_fit import nominal_instrument
 from alloy_mtl.physics.simulator import SimulationConfig, simulate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 ARCHS = ("fnn", "efficientnet_b0", "resnet18", "resnet34", "resnet50", "vgg16")
 REJECT_RATE = DEFAULT_REJECT_RATE
+KNN_K = 10
 logger = logging.getLogger("bench_ood")
 
 
@@ -131,6 +145,35 @@ def _physics_features(estimator: PhysicsLimitEstimator, images: np.ndarray) -> n
     return np.column_stack([log_like - top[:, None], top, thickness[np.arange(len(images)), best]])
 
 
+def _reference_features(
+    estimator: PhysicsLimitEstimator, images: np.ndarray, metadata: pd.DataFrame
+) -> np.ndarray:
+    """:func:`_physics_features` of labelled known-alloy images, each under the instrument its metadata records
+    (``instrument_<setting>`` columns; the others nominal), as a model's training split is known."""
+    columns = [c for c in metadata.columns if c.startswith(INSTRUMENT_COLUMN_PREFIX)]
+    nominal = nominal_instrument(estimator.config)
+    features = np.empty((len(images), len(ALLOYS) + 2))
+    if not columns:
+        estimator.use_instrument(nominal)
+        return _physics_features(estimator, images)
+    for values, rows in metadata.groupby(columns, sort=False).indices.items():
+        recorded = {
+            c.removeprefix(INSTRUMENT_COLUMN_PREFIX): float(v) for c, v in zip(columns, values, strict=True)
+        }
+        estimator.use_instrument(nominal | recorded)
+        features[rows] = _physics_features(estimator, images[rows])
+    return features
+
+
+def knn_score(reference: np.ndarray, features: np.ndarray, k: int = KNN_K) -> np.ndarray:
+    """Mean distance of each row of ``features`` to its ``k`` nearest ``reference`` rows, every feature scaled by
+    the reference's spread: high where no known image fits the alloys the way this one does."""
+    centre, spread = reference.mean(axis=0), reference.std(axis=0) + 1e-9
+    index = NearestNeighbors(n_neighbors=k).fit((reference - centre) / spread)
+    distances, _ = index.kneighbors((features - centre) / spread)
+    return distances.mean(axis=1)
+
+
 def separability(
     known: np.ndarray,
     unknown: np.ndarray,
@@ -188,24 +231,39 @@ def run(project: Path, archs: list[str], per_material: int, n_known: int) -> dic
     tolerances = {key: (low, high) for key, low, high in base.tolerances} or None
     start = time.perf_counter()
     estimator = PhysicsLimitEstimator(base, tolerances=tolerances)
-    estimator.predict(known_images)
-    physics_known = {"physics_fit": -estimator.goodness_of_fit(known_images)}
-    physics_ood = {"physics_fit": np.where(refused_ood, np.inf, -estimator.goodness_of_fit(ood_images))}
-    physics_known = {k: np.where(refused_known, np.inf, v) for k, v in physics_known.items()}
-    results["models"]["physics_limit"] = _family_metrics(
-        physics_known, physics_ood, known_groups, ood_meta, {}
-    )
-    results["separability"] = separability(
-        _physics_features(estimator, known_images),
-        _physics_features(estimator, ood_images),
-        known_groups,
-        ood_meta,
-    )
-    logger.info("physics: %.0f s", time.perf_counter() - start)
-
+    fitted = estimator.fit_instrument(known_images)
+    known_features = _physics_features(estimator, known_images)
+    ood_features = _physics_features(estimator, ood_images)
+    # the in-distribution reference at the batch's instrument: fresh specimens of the five alloys imaged by
+    # validation units at the nominal instrument the known batch was taken with (a blind detector's best case)
+    at_instrument = _physics_features(estimator, simulate_conformal_set(generation, n_known * 4)[0])
     data = project / "data"
     model_input = XrayStoreDataset(path=str(data / "05_model_input" / "xray"), dtype="float16").load()
     split = model_input.metadata["split"].to_numpy()
+    train = split == "train"
+    training = _reference_features(
+        estimator, np.asarray(model_input.images[train], np.float32), model_input.metadata[train]
+    )
+    estimator.use_instrument(fitted)
+    physics_known = {
+        "physics_fit": known_features[:, len(ALLOYS)],
+        "physics_knn": knn_score(training, known_features),
+        "physics_knn_at_instrument": knn_score(at_instrument, known_features),
+    }
+    physics_ood = {
+        "physics_fit": ood_features[:, len(ALLOYS)],
+        "physics_knn": knn_score(training, ood_features),
+        "physics_knn_at_instrument": knn_score(at_instrument, ood_features),
+    }
+    physics_known["physics_fit"] = -physics_known["physics_fit"]
+    physics_ood["physics_fit"] = -physics_ood["physics_fit"]
+    physics_known = {k: np.where(refused_known, np.inf, v) for k, v in physics_known.items()}
+    physics_ood = {k: np.where(refused_ood, np.inf, v) for k, v in physics_ood.items()}
+    results["models"]["physics_limit"] = _family_metrics(
+        physics_known, physics_ood, known_groups, ood_meta, {}
+    )
+    results["separability"] = separability(known_features, ood_features, known_groups, ood_meta)
+    logger.info("physics: %.0f s", time.perf_counter() - start)
     for arch in archs:
         path = data / "06_models" / arch / "model.pt"
         if not path.is_file():

@@ -23,7 +23,13 @@ from alloy_mtl.runner import ModelParallelRunner
 
 TINY = {
     "generation": {"n_images": 200, "image_size": 32, "min_images_per_class": 18, "images_per_specimen": 3},
-    "training": {"epochs": 1, "batch_size": 16, "max_train_images": 48, "progress_bar": False},
+    "training": {
+        "epochs": 1,
+        "batch_size": 16,
+        "max_train_images": 48,
+        "progress_bar": False,
+        "conformal_images": 100,
+    },
     "evaluation": {
         "evaluation_set": {"n_images": 60},
         "ood": {"images_per_material": 4},
@@ -73,8 +79,11 @@ def test_train_all_produces_models_histories_reports_and_comparison(kedro_projec
         assert model.ood.threshold(0.01) == pytest.approx(metrics["ood"]["fit"]["val_score_q99"], rel=1e-4)
         assert metrics["ood"]["threshold"] == pytest.approx(metrics["ood"]["fit"]["val_score_q99"], rel=1e-4)
         assert set(metrics["ood"]["families"]) == {"near", "far", "open_beam", "blank", "dark"}
-        # conformal sets fitted on validation travel with the model; their coverage is measured per alloy
+        # conformal sets fitted on the generated set (balanced: 20 images per alloy) travel with the model; their
+        # coverage is measured per alloy
         assert model.conformal.fitted
+        fitted = json.loads((data / f"07_model_output/{arch}/training_summary.json").read_text())["conformal"]
+        assert fitted["fitted_on"] == "generated" and fitted["class_counts"] == [20] * 5
         assert set(metrics["conformal"]["evaluation_set"]["per_class"]) == {
             "1050",
             "2017",
