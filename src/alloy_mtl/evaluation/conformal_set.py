@@ -36,10 +36,12 @@ def conformal_set(
     images, metadata = simulate_conformal_set(
         generation, params.conformal_images, tolerances=choice == "generated_tolerances"
     )
-    problems = [
-        f"the simulation makes {images.shape[1]} channels (generation.kv), the training images have "
-        f"{images_shape[1]}"
-    ] * (images.shape[1] != images_shape[1])
+    problems = []
+    if images.shape[1] != images_shape[1]:
+        problems.append(
+            f"the simulation makes {images.shape[1]} channels (generation.kv), the training images have "
+            f"{images_shape[1]}"
+        )
     problems += [
         f"the simulation has no target {t.target!r}" for t in params.task_specs if t.target not in metadata
     ]

@@ -3,7 +3,7 @@
 Every default of a training setting lives here and nowhere else. A Kedro node parses the merged YAML
 (``training`` with the architecture's ``train_options`` laid over it) once with :func:`parse_training_params`;
 unknown keys and bad values fail before any work, each named by its YAML path. The trainer reads the
-:class:`TrainerSettings` part (``trainer_settings.py``); the recipe in ``experiment.py`` reads the rest.
+:class:`TrainerSettings` part (``trainer_settings.py``); the recipe (``recipe.py``) reads the rest.
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ from alloy_mtl.config.base import deep_merge, parse_params
 from alloy_mtl.mtl.models.backbones import BACKBONES, canonical_activation
 from alloy_mtl.mtl.models.input_transform import TRANSFORMS
 from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
-from alloy_mtl.mtl.trainer_settings import (
-    TrainerSettings,
-)
+from alloy_mtl.mtl.trainer_settings import TrainerSettings
 
 #: Model options handled by the model itself (the head), beside the backbone's own options.
 HEAD_OPTIONS = ("hidden", "dropout", "image_gate")
