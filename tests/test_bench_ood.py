@@ -36,3 +36,12 @@ def test_separability_is_high_for_a_shifted_designation_and_near_chance_for_a_tw
     assert set(ceilings) == {"shifted", "twin"}
     assert ceilings["shifted"] > 0.95
     assert abs(ceilings["twin"] - 0.5) < 0.15
+
+
+def test_knn_score_is_low_inside_the_reference_and_high_outside_it_whatever_a_features_scale():
+    rng = np.random.default_rng(1)
+    reference = rng.normal(size=(500, 2)) * np.array([1.0, 1000.0])  # the second feature in other units
+    inside, outside = np.array([[0.0, 0.0]]), np.array([[0.0, 5000.0]])  # 5 spreads out along the second
+    scores = bench.knn_score(reference, np.vstack([inside, outside]), k=10)
+    assert scores[1] > 10 * scores[0]
+    assert bench.knn_score(reference, reference[:5], k=1).max() == pytest.approx(0.0)  # its own nearest
