@@ -224,3 +224,19 @@ def test_dark_frames_without_flat_fields_are_refused_before_anything_is_written(
     with pytest.raises(ValueError, match="calibration.darks: .*darks given without flat fields"):
         run_pipeline(kedro_project, "calibrate_instrument", params)
     assert not (kedro_project / "data/06_models/instrument").exists()
+
+
+def test_what_the_flat_fields_hold_is_named_in_the_same_error_as_a_missing_dark_folder(
+    kedro_project, run_pipeline, tmp_path
+):
+    lab = write_synthetic_lab(
+        tmp_path / "lab", SimulationConfig(image_size=16), HIDDEN, test_per_alloy=1, n_flats=2
+    )
+    params = {"calibration": {"path": str(lab.calibration), "darks": "tube_off"}, "generation": SMALL}
+    with pytest.raises(ValueError) as error:
+        run_pipeline(kedro_project, "calibrate_instrument", params)
+    message = str(error.value)
+    assert "calibration.darks: " in message and "tube_off' is not a folder" in message
+    assert "calibration.flats (" in message
+    assert "frames of 16 x 16 px; at least 24 px" in message and "2 frame(s); at least" in message
+    assert not (kedro_project / "data/06_models/instrument").exists()

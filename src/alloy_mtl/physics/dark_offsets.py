@@ -64,6 +64,24 @@ def _offset(means: np.ndarray, read_var: np.ndarray, n_pixels: int, open_level: 
     return math.sqrt(float(np.mean(offset_var / open_level**2)))
 
 
+def dark_frame_problems(darks: np.ndarray, n_channels: int) -> list[str]:
+    """Every reason ``darks`` (N, C, H, W, raw) cannot be measured with ``n_channels`` channels (empty: none)."""
+    frames = np.asarray(darks)
+    if frames.ndim != 4 or frames.shape[1] != n_channels:
+        return [f"expected frames of shape (N, {n_channels}, H, W), got {frames.shape}"]
+    problems = []
+    if frames.shape[0] < MIN_FRAMES:
+        problems.append(f"{frames.shape[0]} frame(s); at least {MIN_FRAMES} are needed")
+    if not np.all(np.isfinite(frames)):
+        problems.append("frames hold NaN or infinite values")
+    elif np.mean(frames <= 0) >= _MAX_ZERO_SHARE:
+        problems.append(
+            f"{np.mean(frames <= 0):.0%} of the pixels read 0: dark frames without a pedestal (already "
+            "dark-corrected and clipped at 0) have lost the offsets' negative half; give the raw darks"
+        )
+    return problems
+
+
 def dark_offsets(darks: np.ndarray, open_level: Sequence[float]) -> DarkOffsets:
     """Measure the per-exposure dark offset of ``darks`` (N, C, H, W, raw, the flat fields' scale) relative to the
     open beam's raw level per channel ``open_level`` (``FlatFieldNoise.open_level``).
@@ -73,19 +91,7 @@ def dark_offsets(darks: np.ndarray, open_level: Sequence[float]) -> DarkOffsets:
     """
     frames = np.asarray(darks, dtype=np.float64)
     level = np.asarray(open_level, dtype=np.float64)
-    problems = []
-    if frames.ndim != 4 or frames.shape[1] != level.size:
-        problems.append(f"expected frames of shape (N, {level.size}, H, W), got {frames.shape}")
-    else:
-        if frames.shape[0] < MIN_FRAMES:
-            problems.append(f"{frames.shape[0]} frame(s); at least {MIN_FRAMES} are needed")
-        if not np.all(np.isfinite(frames)):
-            problems.append("frames hold NaN or infinite values")
-        elif np.mean(frames <= 0) >= _MAX_ZERO_SHARE:
-            problems.append(
-                f"{np.mean(frames <= 0):.0%} of the pixels read 0: dark frames without a pedestal (already "
-                "dark-corrected and clipped at 0) have lost the offsets' negative half; give the raw darks"
-            )
+    problems = dark_frame_problems(frames, level.size)
     if not np.all(level > 0):
         problems.append(f"the open beam's level {level.tolist()} must be > 0 per channel")
     if problems:

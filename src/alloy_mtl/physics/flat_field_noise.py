@@ -182,7 +182,8 @@ def _blur_from_correlation(rho: float) -> float:
     return float(brentq(lambda s: noise_correlation(s) - rho, 1e-3, _MAX_BLUR_PX, xtol=1e-4))
 
 
-def _problems(flats: np.ndarray, config: SimulationConfig) -> list[str]:
+def flat_field_problems(flats: np.ndarray, config: SimulationConfig) -> list[str]:
+    """Every reason ``flats`` (N, C, H, W) cannot be measured for ``config``'s channels (empty: none)."""
     problems = []
     n_ch = len(config.kv)
     if flats.ndim != 4 or flats.shape[1] != n_ch:
@@ -216,7 +217,7 @@ def flat_field_noise(flats: np.ndarray, config: SimulationConfig) -> FlatFieldNo
         ValueError: naming every problem with the frames.
     """
     frames = np.asarray(flats, dtype=np.float64)
-    problems = _problems(frames, config)
+    problems = flat_field_problems(frames, config)
     if problems:
         raise ValueError("flat fields: " + "; ".join(problems))
     n, n_ch, height, _ = frames.shape

@@ -17,9 +17,9 @@ from alloy_mtl.data.ingest import ingest_csv_folder
 from alloy_mtl.data.store import XrayData
 from alloy_mtl.evaluation.instrument_calibration_report import calibration_figure, calibration_markdown
 from alloy_mtl.physics.calibrated_generation import nominal_generation
-from alloy_mtl.physics.dark_offsets import dark_offsets
+from alloy_mtl.physics.dark_offsets import dark_frame_problems, dark_offsets
 from alloy_mtl.physics.fixed_pattern import residual_gain_pattern
-from alloy_mtl.physics.flat_field_noise import flat_field_noise
+from alloy_mtl.physics.flat_field_noise import flat_field_noise, flat_field_problems
 from alloy_mtl.physics.instrument_calibration import calibrate_instrument
 from alloy_mtl.physics.simulator import SimulationConfig
 
@@ -59,7 +59,7 @@ def fit_calibrated_instrument(
             "of the open beam, which the flat fields give (calibration.flats)"
         )
     frames = _read_frame_folders(
-        {"calibration.flats": folder, "calibration.darks": dark_folder}, params.options.bit_depth
+        {"calibration.flats": folder, "calibration.darks": dark_folder}, params.options.bit_depth, config
     )
     noise = darks = None
     if "calibration.flats" in frames:
@@ -109,9 +109,12 @@ def fit_calibrated_instrument(
     )
 
 
-def _read_frame_folders(folders: dict[str, Path | None], bit_depth: int | None) -> dict[str, np.ndarray]:
-    """The frames of every given folder (setting -> folder; None: not given), every problem of every folder
-    named in one error before anything is written."""
+def _read_frame_folders(
+    folders: dict[str, Path | None], bit_depth: int | None, config: SimulationConfig
+) -> dict[str, np.ndarray]:
+    """The frames of every given folder (setting -> folder; None: not given), every problem of every folder,
+    in reading them or in what they hold (too few, too small, darks without a pedestal), named in one error
+    before anything is written."""
     frames, problems = {}, []
     for parameter, folder in folders.items():
         if folder is None:
@@ -120,6 +123,16 @@ def _read_frame_folders(folders: dict[str, Path | None], bit_depth: int | None) 
             frames[parameter] = read_frames(folder, bit_depth, parameter)
         except ValueError as error:  # DataValidationError is one
             problems.append(str(error))
+    content = {
+        "calibration.flats": lambda f: flat_field_problems(f, config),
+        "calibration.darks": lambda f: dark_frame_problems(f, len(config.kv)),
+    }
+    problems += [
+        f"{parameter} ({folders[parameter]}): {problem}"
+        for parameter, check in content.items()
+        if parameter in frames
+        for problem in check(frames[parameter])
+    ]
     if problems:
         raise DataValidationError("; ".join(problems))
     return frames
