@@ -29,7 +29,8 @@ def _settings(metadata):
 
 
 def test_auto_with_generated_data_simulates_a_balanced_set_of_other_units_at_the_nominal_instrument():
-    params, (images, metadata) = conformal_set(_params(), "generated", GENERATION, SHAPE)
+    params, simulate = conformal_set(_params(), "generated", GENERATION, SHAPE)
+    images, metadata = simulate()
     assert params.conformal_set == "generated"
     assert images.shape == (200, 3, 16, 16)
     counts = metadata["alloy"].astype(str).value_counts()
@@ -42,9 +43,10 @@ def test_auto_with_generated_data_simulates_a_balanced_set_of_other_units_at_the
 
 def test_generated_tolerances_draws_the_settings_inside_the_declared_tolerances():
     generation = {**GENERATION, "tolerances": {"kv_scale": [0.98, 1.02]}}
-    params, (_, metadata) = conformal_set(
+    params, simulate = conformal_set(
         _params(conformal_set="generated_tolerances"), "generated", generation, SHAPE
     )
+    _, metadata = simulate()
     kv = metadata["instrument_kv_scale"]
     assert params.conformal_set == "generated_tolerances"
     assert kv.nunique() > 1 and kv.between(0.98, 1.02).all()
@@ -71,6 +73,6 @@ def test_a_simulation_unlike_the_training_images_falls_back_under_auto_and_fails
 
 
 def test_the_set_is_the_same_for_the_same_seed():
-    _, (first, _) = conformal_set(_params(), "generated", GENERATION, SHAPE)
-    _, (again, _) = conformal_set(_params(), "generated", GENERATION, SHAPE)
+    first, _ = conformal_set(_params(), "generated", GENERATION, SHAPE)[1]()
+    again, _ = conformal_set(_params(), "generated", GENERATION, SHAPE)[1]()
     np.testing.assert_array_equal(first, again)

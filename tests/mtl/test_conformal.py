@@ -134,8 +134,8 @@ def test_training_fits_the_sets_on_the_conformal_data_given_instead_of_the_valid
     extra = np.random.default_rng(1).random((60, 1, 16, 16)).astype(np.float32)
     params = _params(epochs=1, conformal_set="generated")
     on_val = train_from_params(images, metadata, params).summary["conformal"]
-    on_extra = train_from_params(images, metadata, params, conformal_data=(extra, extra_meta)).summary[
-        "conformal"
-    ]
+    on_extra = train_from_params(
+        images, metadata, params, conformal_data=lambda: (extra, extra_meta)
+    ).summary["conformal"]
     assert on_val["fitted_on"] == "validation_split" and on_val["class_counts"] == [2] * 5
     assert on_extra["fitted_on"] == "generated" and on_extra["class_counts"] == [12] * 5

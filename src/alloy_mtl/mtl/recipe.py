@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -239,7 +239,7 @@ def train_from_params(
     checkpoint_dir: str | Path | None = None,
     callbacks: Sequence[Callback] = (),
     *,
-    conformal_data: tuple[np.ndarray, pd.DataFrame] | None = None,
+    conformal_data: Callable[[], tuple[np.ndarray, pd.DataFrame]] | None = None,
 ) -> TrainingResult:
     """Train one multi-task model on the train split, select on val, predict the test split.
 
@@ -249,8 +249,9 @@ def train_from_params(
         params: the training parameters (a mapping is parsed into :class:`TrainingParams`).
         checkpoint_dir: where ``last.pt``/``best.pt`` go; None trains without checkpoints.
         callbacks: per-epoch callbacks (tracking plugs in here).
-        conformal_data: labelled (images, metadata) the conformal sets are fitted on instead of the validation
-            split (``training.conformal_set``), the images shaped like ``images``.
+        conformal_data: returns the labelled (images, metadata) the conformal sets are fitted on instead of the
+            validation split (``training.conformal_set``), the images shaped like ``images``; called after
+            training.
 
     Returns:
         The bundle, history, test predictions and a summary.
@@ -297,7 +298,7 @@ def train_from_params(
     conformal_loader = None
     if conformal_data is not None:
         dataset = labelled_dataset(
-            trainer.model, *conformal_data, tasks, image_size=image_size, bad_pixels=params.bad_pixels
+            trainer.model, *conformal_data(), tasks, image_size=image_size, bad_pixels=params.bad_pixels
         )
         conformal_loader = make_dataloader(dataset, params.batch_size)
     fitted = fit_after_training(
