@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from alloy_mtl.physics.flat_field_noise import MIN_FRAMES, frame_bootstrap, pinned_down
 
-__all__ = ["DarkOffsets", "dark_offsets"]
+__all__ = ["DarkOffsets", "dark_frame_problems", "dark_offsets"]
 
 _MAX_ZERO_SHARE = 0.25
 
@@ -49,13 +49,7 @@ class DarkOffsets:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able record (the calibrated instrument's ``dark_frames``)."""
-        return {
-            "n_frames": self.n_frames,
-            "offset_sigma": self.offset_sigma,
-            "low": self.low,
-            "high": self.high,
-            "identifiable": self.identifiable,
-        }
+        return {**asdict(self), "identifiable": self.identifiable}
 
 
 def _offset(means: np.ndarray, read_var: np.ndarray, n_pixels: int, open_level: np.ndarray) -> float:

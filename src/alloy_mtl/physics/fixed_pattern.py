@@ -18,7 +18,7 @@ reaches 0. A value is used only when its interval is no wider than the value its
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -59,13 +59,7 @@ class ResidualPattern:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able record (the calibrated instrument's ``fixed_pattern``)."""
-        return {
-            "n_images": self.n_images,
-            "gain_sigma": self.gain_sigma,
-            "low": self.low,
-            "high": self.high,
-            "identifiable": self.identifiable,
-        }
+        return {**asdict(self), "identifiable": self.identifiable}
 
 
 def _rank_one(images: np.ndarray) -> np.ndarray:

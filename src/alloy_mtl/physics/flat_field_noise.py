@@ -47,6 +47,7 @@ __all__ = [
     "FlatFieldNoise",
     "dose_scale_for",
     "flat_field_noise",
+    "flat_field_problems",
     "frame_bootstrap",
     "noise_correlation",
     "pinned_down",
