@@ -44,25 +44,26 @@ def fitting_sets(
 ) -> dict[str, tuple[np.ndarray, pd.DataFrame]]:
     """The labelled images of each ``fit_on`` choice (the validation split, or a generated conformal set)."""
     out = {}
-    for choice in fit_on:
-        if choice == "validation_split":
-            model_input = XrayStoreDataset(
-                path=str(project / "data" / "05_model_input" / "xray"), dtype="float16"
-            ).load()
-            val = (model_input.metadata["split"] == "val").to_numpy()
-            out[choice] = (
-                np.asarray(model_input.images[val]),
-                model_input.metadata[val].reset_index(drop=True),
-            )
-        else:
-            params = OmegaConfigLoader(
-                str(project / "conf"),
-                base_env="base",
-                default_run_env="local",
-                merge_strategy={"parameters": "soft"},
-            )["parameters"]
+    if "validation_split" in fit_on:
+        model_input = XrayStoreDataset(
+            path=str(project / "data" / "05_model_input" / "xray"), dtype="float16"
+        ).load()
+        val = (model_input.metadata["split"] == "val").to_numpy()
+        out["validation_split"] = (
+            np.asarray(model_input.images[val]),
+            model_input.metadata[val].reset_index(drop=True),
+        )
+    generated = [choice for choice in fit_on if choice != "validation_split"]
+    if generated:
+        generation = OmegaConfigLoader(
+            str(project / "conf"),
+            base_env="base",
+            default_run_env="local",
+            merge_strategy={"parameters": "soft"},
+        )["parameters"]["generation"]
+        for choice in generated:
             out[choice] = simulate_conformal_set(
-                params["generation"], n_images, tolerances=choice == "generated_tolerances"
+                generation, n_images, tolerances=choice == "generated_tolerances"
             )
     return out
 

@@ -135,7 +135,7 @@ def _family_metrics(known: dict, unknown: dict, k_groups, u_meta: pd.DataFrame, 
     return out
 
 
-def _physics_features(estimator: PhysicsLimitEstimator, images: np.ndarray) -> np.ndarray:
+def physics_features(estimator: PhysicsLimitEstimator, images: np.ndarray) -> np.ndarray:
     """Per image: each alloy's log-likelihood relative to the best, the best one, and the best alloy's fitted
     thickness, under the instrument the estimator fitted on the known batch."""
     log_like, thickness = estimator.alloy_fits(images)
@@ -148,20 +148,20 @@ def _physics_features(estimator: PhysicsLimitEstimator, images: np.ndarray) -> n
 def _reference_features(
     estimator: PhysicsLimitEstimator, images: np.ndarray, metadata: pd.DataFrame
 ) -> np.ndarray:
-    """:func:`_physics_features` of labelled known-alloy images, each under the instrument its metadata records
+    """:func:`physics_features` of labelled known-alloy images, each under the instrument its metadata records
     (``instrument_<setting>`` columns; the others nominal), as a model's training split is known."""
     columns = [c for c in metadata.columns if c.startswith(INSTRUMENT_COLUMN_PREFIX)]
     nominal = nominal_instrument(estimator.config)
-    features = np.empty((len(images), len(ALLOYS) + 2))
     if not columns:
         estimator.use_instrument(nominal)
-        return _physics_features(estimator, images)
+        return physics_features(estimator, images)
+    features = np.empty((len(images), len(ALLOYS) + 2))
     for values, rows in metadata.groupby(columns, sort=False).indices.items():
         recorded = {
             c.removeprefix(INSTRUMENT_COLUMN_PREFIX): float(v) for c, v in zip(columns, values, strict=True)
         }
         estimator.use_instrument(nominal | recorded)
-        features[rows] = _physics_features(estimator, images[rows])
+        features[rows] = physics_features(estimator, images[rows])
     return features
 
 
@@ -185,7 +185,7 @@ def separability(
 ) -> dict[str, float]:
     """Per near designation, how separable it is from the five alloys at all: the out-of-fold AUROC (specimen-
     grouped ``folds``-fold) of a classifier *told* that designation, trained on the physics estimator's fits
-    (:func:`_physics_features`) of the known images against that designation's. No detector that is not told
+    (:func:`physics_features`) of the known images against that designation's. No detector that is not told
     the designation can do better than one that is, so this estimates the ceiling (from below: a finite
     classifier on 7 numbers per image)."""
     ceilings = {}
@@ -231,12 +231,12 @@ def run(project: Path, archs: list[str], per_material: int, n_known: int) -> dic
     tolerances = {key: (low, high) for key, low, high in base.tolerances} or None
     start = time.perf_counter()
     estimator = PhysicsLimitEstimator(base, tolerances=tolerances)
-    fitted = estimator.fit_instrument(known_images)
-    known_features = _physics_features(estimator, known_images)
-    ood_features = _physics_features(estimator, ood_images)
+    estimator.fit_instrument(known_images)
+    known_features = physics_features(estimator, known_images)
+    ood_features = physics_features(estimator, ood_images)
     # the in-distribution reference at the batch's instrument: fresh specimens of the five alloys imaged by
     # validation units at the nominal instrument the known batch was taken with (a blind detector's best case)
-    at_instrument = _physics_features(estimator, simulate_conformal_set(generation, n_known * 4)[0])
+    at_instrument = physics_features(estimator, simulate_conformal_set(generation, n_known * 4)[0])
     data = project / "data"
     model_input = XrayStoreDataset(path=str(data / "05_model_input" / "xray"), dtype="float16").load()
     split = model_input.metadata["split"].to_numpy()
@@ -244,21 +244,17 @@ def run(project: Path, archs: list[str], per_material: int, n_known: int) -> dic
     training = _reference_features(
         estimator, np.asarray(model_input.images[train], np.float32), model_input.metadata[train]
     )
-    estimator.use_instrument(fitted)
-    physics_known = {
-        "physics_fit": known_features[:, len(ALLOYS)],
-        "physics_knn": knn_score(training, known_features),
-        "physics_knn_at_instrument": knn_score(at_instrument, known_features),
-    }
-    physics_ood = {
-        "physics_fit": ood_features[:, len(ALLOYS)],
-        "physics_knn": knn_score(training, ood_features),
-        "physics_knn_at_instrument": knn_score(at_instrument, ood_features),
-    }
-    physics_known["physics_fit"] = -physics_known["physics_fit"]
-    physics_ood["physics_fit"] = -physics_ood["physics_fit"]
-    physics_known = {k: np.where(refused_known, np.inf, v) for k, v in physics_known.items()}
-    physics_ood = {k: np.where(refused_ood, np.inf, v) for k, v in physics_ood.items()}
+
+    def physics_scores(features: np.ndarray, refused: np.ndarray) -> dict[str, np.ndarray]:
+        scores = {
+            "physics_fit": -features[:, len(ALLOYS)],  # the best alloy's log-likelihood: high is typical
+            "physics_knn": knn_score(training, features),
+            "physics_knn_at_instrument": knn_score(at_instrument, features),
+        }
+        return {name: np.where(refused, np.inf, value) for name, value in scores.items()}
+
+    physics_known = physics_scores(known_features, refused_known)
+    physics_ood = physics_scores(ood_features, refused_ood)
     results["models"]["physics_limit"] = _family_metrics(
         physics_known, physics_ood, known_groups, ood_meta, {}
     )

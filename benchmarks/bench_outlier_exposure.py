@@ -1,7 +1,7 @@
 """Benchmark of outlier exposure for near-OOD designations: can other aluminium designations, simulated, teach
 an unknown score that flags designations it never saw?
 
-The physics-limit estimator's per-alloy fits (``bench_ood._physics_features``: each alloy's log-likelihood relative
+The physics-limit estimator's per-alloy fits (``bench_ood.physics_features``: each alloy's log-likelihood relative
 to the best, the best one, its thickness) of fresh known-alloy images (the five alloys) and of ``EXPOSURE``
 designations (catalogued aluminium alloys, none of ``NEAR_MATERIALS``) train a gradient-boosted classifier, known
 against exposure, balanced. It then scores the known images of the evaluation set's detector unit against the
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_ood import _physics_features
+from bench_ood import physics_features
 from kedro.config import OmegaConfigLoader
 from machine import machine_name
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -74,7 +74,7 @@ def run(project: Path, seeds: int, per_designation: int, n_known: int) -> dict[s
     near, near_meta = near[rows], near_meta[rows].reset_index(drop=True)
     estimator = PhysicsLimitEstimator(base, tolerances={k: (lo, hi) for k, lo, hi in base.tolerances} or None)
     estimator.fit_instrument(known_test)
-    test_known, test_near = _physics_features(estimator, known_test), _physics_features(estimator, near)
+    test_known, test_near = physics_features(estimator, known_test), physics_features(estimator, near)
     exposure = [material_from_params(name, spec) for name, spec in EXPOSURE.items()]
     designations = sorted(near_meta["material"].unique())
     per_seed = []
@@ -84,7 +84,7 @@ def run(project: Path, seeds: int, per_designation: int, n_known: int) -> dict[s
             dataclasses.replace(config, seed=config.seed + 201 + seed),
             materials=[(spec, per_designation) for spec in exposure],
         )
-        x = np.vstack([_physics_features(estimator, known_train), _physics_features(estimator, exposed)])
+        x = np.vstack([physics_features(estimator, known_train), physics_features(estimator, exposed)])
         y = np.r_[np.zeros(len(known_train)), np.ones(len(exposed))]
         weight = np.where(y == 0, 1.0 / len(known_train), 1.0 / len(exposed))
         model = HistGradientBoostingClassifier(max_iter=300, random_state=seed).fit(
