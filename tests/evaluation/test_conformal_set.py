@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from alloy_mtl.config import ParameterError
 from alloy_mtl.constants import ALLOYS, INSTRUMENT_COLUMN_PREFIX
 from alloy_mtl.evaluation.conformal_set import conformal_set
 from alloy_mtl.evaluation.evaluation_set import CONFORMAL_UNITS, conformal_set_config
@@ -76,3 +77,11 @@ def test_the_set_is_the_same_for_the_same_seed():
     first, _ = conformal_set(_params(), "generated", GENERATION, SHAPE)[1]()
     again, _ = conformal_set(_params(), "generated", GENERATION, SHAPE)[1]()
     np.testing.assert_array_equal(first, again)
+
+
+def test_bad_conformal_settings_are_named_together():
+    with pytest.raises(ParameterError) as err:
+        _params(conformal_set="test_split", conformal_images=10)
+    message = str(err.value)
+    assert "training.conformal_set" in message and "test_split" in message
+    assert "training.conformal_images" in message and "100" in message
