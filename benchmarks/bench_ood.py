@@ -48,6 +48,7 @@ from alloy_mtl.evaluation.evaluation_set import (
 )
 from alloy_mtl.evaluation.ood import ood_metrics, simulate_ood_set
 from alloy_mtl.evaluation.params import EvaluationSetParams
+from alloy_mtl.evaluation.physics_unknown import physics_features
 from alloy_mtl.mtl.labelled_prediction import task_targets
 from alloy_mtl.mtl.loading.datasets import ArrayTaskDataset, make_dataloader
 from alloy_mtl.mtl.loading.input_guards import radiograph_problems
@@ -133,16 +134,6 @@ def _family_metrics(known: dict, unknown: dict, k_groups, u_meta: pd.DataFrame, 
             for name in known
         }
     return out
-
-
-def physics_features(estimator: PhysicsLimitEstimator, images: np.ndarray) -> np.ndarray:
-    """Per image: each alloy's log-likelihood relative to the best, the best one, and the best alloy's fitted
-    thickness, under the instrument the estimator fitted on the known batch."""
-    log_like, thickness = estimator.alloy_fits(images)
-    log_like = np.nan_to_num(log_like, nan=-1e9, neginf=-1e9, posinf=1e9)
-    best = log_like.argmax(axis=1)
-    top = log_like[np.arange(len(images)), best]
-    return np.column_stack([log_like - top[:, None], top, thickness[np.arange(len(images)), best]])
 
 
 def _reference_features(

@@ -1,16 +1,17 @@
-"""Benchmark of outlier exposure for near-OOD designations: can other aluminium designations, simulated, teach
-an unknown score that flags designations it never saw?
+"""Benchmark of the shipped physics unknown-designation score (``alloy_mtl.evaluation.physics_unknown``:
+outlier exposure on the physics-limit estimator's fits) on aluminium designations it was never shown.
 
-The physics-limit estimator's per-alloy fits (``bench_ood.physics_features``: each alloy's log-likelihood relative
-to the best, the best one, its thickness) of fresh known-alloy images (the five alloys) and of ``EXPOSURE``
-designations (catalogued aluminium alloys, none of ``NEAR_MATERIALS``) train a gradient-boosted classifier, known
-against exposure, balanced. It then scores the known images of the evaluation set's detector unit against the
-held-out near-OOD set (``NEAR_MATERIALS``: 2024, 3003, 5754, 6061, 7020), all under the instrument the estimator
-fits from the known batch. AUROC per held-out designation, mean +- sd over ``--seeds`` (each seed draws the
-training images and exposure specimens afresh; the test images stay). Nothing here is shipped: it measures
-whether the route is worth building (see docs/results.md, "Unknown materials").
+For each seed the score is fitted as ``kedro run --pipeline unknown_materials`` fits it (the project's
+``unknown_materials`` parameters, the fitting images drawn with the seed), then scores one shuffled stream of
+the evaluation set's detector unit: ``--n-known`` fresh known-alloy images, the evaluation's near-OOD
+designations (``NEAR_MATERIALS``: 2024, 3003, 5754, 6061, 7020) and ``HELD_OUT`` (designations neither the
+exposure table nor the evaluation names), ``--per-designation`` images each, the instrument fitted per batch
+of the stream as inference fits it (unknown images inside the batches). Reported per designation: AUROC
+against the known images, the share flagged at the threshold for a 1 % rejection rate, and the known images'
+rejected share; beside them the physics ceiling (``bench_ood.separability``: a classifier *told* the
+designation, on the same fits). Mean +- sd over ``--seeds``.
 
-Run: ``python benchmarks/bench_outlier_exposure.py [--project .] [--seeds 3] [--per-designation 120]`` ->
+Run: ``python benchmarks/bench_outlier_exposure.py [--project .] [--seeds 3]`` ->
 benchmarks/results/bench_outlier_exposure{tag}.json and .md.
 """
 
@@ -24,36 +25,34 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_ood import physics_features
+import pandas as pd
+from bench_ood import separability
 from kedro.config import OmegaConfigLoader
 from machine import machine_name
-from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 
+from alloy_mtl.config import parse_params
 from alloy_mtl.evaluation.evaluation_set import evaluation_set_config
 from alloy_mtl.evaluation.ood import simulate_ood_set
 from alloy_mtl.evaluation.params import EvaluationSetParams
+from alloy_mtl.evaluation.physics_unknown import UnknownMaterialsParams, fit_physics_unknown, physics_features
 from alloy_mtl.physics.estimator import PhysicsLimitEstimator
 from alloy_mtl.physics.materials import material_from_params
 from alloy_mtl.physics.simulator import SimulationConfig, simulate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
+REJECT_RATE = 0.01
 logger = logging.getLogger("bench_outlier_exposure")
 
-#: Catalogued wrought aluminium alloys (Aluminum Association registration limits, wt %; impurities as ranges
-#: from 0) used as exposure: none of the five alloys and none of the held-out near-OOD designations.
-EXPOSURE: dict[str, dict[str, Any]] = {
-    "1100": {"density_g_cm3": 2.71, "limits_wt_pct": {"Si": [0, 0.5], "Fe": [0, 0.45], "Cu": [0.05, 0.2], "Zn": [0, 0.1]}},
-    "2014": {"density_g_cm3": 2.80, "limits_wt_pct": {"Si": [0.5, 1.2], "Fe": [0, 0.7], "Cu": [3.9, 5.0], "Mn": [0.4, 1.2], "Mg": [0.2, 0.8], "Zn": [0, 0.25]}},
-    "3004": {"density_g_cm3": 2.72, "limits_wt_pct": {"Si": [0, 0.3], "Fe": [0, 0.7], "Cu": [0, 0.25], "Mn": [1.0, 1.5], "Mg": [0.8, 1.3], "Zn": [0, 0.25]}},
-    "4032": {"density_g_cm3": 2.68, "limits_wt_pct": {"Si": [11.0, 13.5], "Fe": [0, 1.0], "Cu": [0.5, 1.3], "Mg": [0.8, 1.3], "Ni": [0.5, 1.3]}},
-    "5052": {"density_g_cm3": 2.68, "limits_wt_pct": {"Si": [0, 0.25], "Fe": [0, 0.4], "Cu": [0, 0.1], "Mg": [2.2, 2.8], "Cr": [0.15, 0.35], "Zn": [0, 0.1]}},
-    "5086": {"density_g_cm3": 2.66, "limits_wt_pct": {"Si": [0, 0.4], "Fe": [0, 0.5], "Mn": [0.2, 0.7], "Mg": [3.5, 4.5], "Cr": [0.05, 0.25], "Zn": [0, 0.25]}},
-    "6063": {"density_g_cm3": 2.69, "limits_wt_pct": {"Si": [0.2, 0.6], "Fe": [0, 0.35], "Cu": [0, 0.1], "Mg": [0.45, 0.9], "Zn": [0, 0.1]}},
-    "6005": {"density_g_cm3": 2.70, "limits_wt_pct": {"Si": [0.6, 0.9], "Fe": [0, 0.35], "Cu": [0, 0.1], "Mn": [0, 0.1], "Mg": [0.4, 0.6], "Zn": [0, 0.1]}},
-    "7050": {"density_g_cm3": 2.83, "limits_wt_pct": {"Si": [0, 0.12], "Fe": [0, 0.15], "Cu": [2.0, 2.6], "Mg": [1.9, 2.6], "Zn": [5.7, 6.7], "Zr": [0.08, 0.15]}},
-    "7005": {"density_g_cm3": 2.78, "limits_wt_pct": {"Zn": [4.0, 5.0], "Mg": [1.0, 1.8], "Mn": [0.2, 0.7], "Cr": [0.06, 0.2], "Zr": [0.08, 0.2]}},
+#: Designations neither the exposure table nor the evaluation's near-OOD set names (registration limits, wt %).
+HELD_OUT: dict[str, dict[str, Any]] = {
+    "2219": {"density_g_cm3": 2.84, "limits_wt_pct": {"Si": [0, 0.2], "Fe": [0, 0.3], "Cu": [5.8, 6.8], "Mn": [0.2, 0.4], "Ti": [0.02, 0.1], "V": [0.05, 0.15], "Zr": [0.1, 0.25]}},
+    "3105": {"density_g_cm3": 2.72, "limits_wt_pct": {"Si": [0, 0.6], "Fe": [0, 0.7], "Cu": [0, 0.3], "Mn": [0.3, 0.8], "Mg": [0.2, 0.8], "Zn": [0, 0.4]}},
+    "5454": {"density_g_cm3": 2.69, "limits_wt_pct": {"Si": [0, 0.25], "Fe": [0, 0.4], "Cu": [0, 0.1], "Mn": [0.5, 1.0], "Mg": [2.4, 3.0], "Cr": [0.05, 0.2], "Zn": [0, 0.25]}},
+    "6351": {"density_g_cm3": 2.71, "limits_wt_pct": {"Si": [0.7, 1.3], "Fe": [0, 0.5], "Cu": [0, 0.1], "Mn": [0.4, 0.8], "Mg": [0.4, 0.8], "Zn": [0, 0.2]}},
+    "7475": {"density_g_cm3": 2.81, "limits_wt_pct": {"Si": [0, 0.1], "Fe": [0, 0.12], "Cu": [1.2, 1.9], "Mg": [1.9, 2.6], "Cr": [0.18, 0.25], "Zn": [5.2, 6.2]}},
+    "8011": {"density_g_cm3": 2.71, "limits_wt_pct": {"Si": [0.5, 0.9], "Fe": [0.6, 1.0], "Cu": [0, 0.1], "Mn": [0, 0.2], "Mg": [0, 0.05], "Zn": [0, 0.1]}},
 }  # fmt: skip
 
 
@@ -62,70 +61,99 @@ def _auroc(known: np.ndarray, unknown: np.ndarray) -> float:
 
 
 def run(project: Path, seeds: int, per_designation: int, n_known: int) -> dict[str, Any]:
-    """AUROC per held-out designation for each seed (see the module docstring)."""
-    generation = OmegaConfigLoader(
+    """Ceilings and per-seed results (see the module docstring)."""
+    params = OmegaConfigLoader(
         str(project / "conf"), base_env="base", default_run_env="local", merge_strategy={"parameters": "soft"}
-    )["parameters"]["generation"]
-    base = SimulationConfig.from_params(generation)
+    )["parameters"]
+    generation, unknown_params = (
+        params["generation"],
+        parse_params(UnknownMaterialsParams, params.get("unknown_materials"), "unknown_materials"),
+    )
+    overlap = sorted(set(HELD_OUT) & set(unknown_params.exposure))
+    if overlap:
+        raise ValueError(f"unknown_materials.exposure names held-out designations {overlap}")
     config = evaluation_set_config(generation, EvaluationSetParams(n_images=n_known))
-    known_test, _ = simulate_dataset(config)
-    near, near_meta = simulate_ood_set(config, 60)
-    rows = (near_meta["family"] == "near").to_numpy()
-    near, near_meta = near[rows], near_meta[rows].reset_index(drop=True)
-    estimator = PhysicsLimitEstimator(base, tolerances={k: (lo, hi) for k, lo, hi in base.tolerances} or None)
-    estimator.fit_instrument(known_test)
-    test_known, test_near = physics_features(estimator, known_test), physics_features(estimator, near)
-    exposure = [material_from_params(name, spec) for name, spec in EXPOSURE.items()]
-    designations = sorted(near_meta["material"].unique())
+    known, known_meta = simulate_dataset(dataclasses.replace(config, seed=config.seed + 7))
+    near, near_meta = simulate_ood_set(config, per_designation)
+    keep = (near_meta["family"] == "near").to_numpy()
+    held_out = {name: material_from_params(name, spec) for name, spec in HELD_OUT.items()}
+    other, other_meta = simulate_ood_set(
+        dataclasses.replace(config, seed=config.seed + 11), per_designation, held_out
+    )
+    keep_other = (other_meta["family"] == "near").to_numpy()
+    unknown = np.concatenate([near[keep], other[keep_other]])
+    meta = pd.concat([near_meta.loc[keep], other_meta.loc[keep_other]], ignore_index=True)
+    declared = SimulationConfig.from_params(generation)
+    estimator = PhysicsLimitEstimator(
+        declared, tolerances={k: (lo, hi) for k, lo, hi in declared.tolerances} or None
+    )
+    estimator.fit_instrument(known)
+    ceilings = separability(
+        physics_features(estimator, known),
+        physics_features(estimator, unknown),
+        known_meta["specimen_id"].to_numpy(),
+        meta,
+    )
+    logger.info("ceilings: %s", {k: round(v, 3) for k, v in ceilings.items()})
+    stream = np.concatenate([known, unknown])
+    order = np.random.default_rng(0).permutation(len(stream))
+    is_known = np.r_[np.ones(len(known), bool), np.zeros(len(unknown), bool)]
+    materials = np.r_[np.full(len(known), "known", dtype=object), meta["material"].astype(str).to_numpy()]
     per_seed = []
     for seed in range(seeds):
-        known_train, _ = simulate_dataset(dataclasses.replace(config, seed=config.seed + 101 + seed))
-        exposed, _ = simulate_dataset(
-            dataclasses.replace(config, seed=config.seed + 201 + seed),
-            materials=[(spec, per_designation) for spec in exposure],
+        fitted = fit_physics_unknown(
+            {**generation, "seed": int(generation["seed"]) + 1000 * seed}, unknown_params
         )
-        x = np.vstack([physics_features(estimator, known_train), physics_features(estimator, exposed)])
-        y = np.r_[np.zeros(len(known_train)), np.ones(len(exposed))]
-        weight = np.where(y == 0, 1.0 / len(known_train), 1.0 / len(exposed))
-        model = HistGradientBoostingClassifier(max_iter=300, random_state=seed).fit(
-            x, y, sample_weight=weight
-        )
-        known_score, near_score = model.predict_proba(test_known)[:, 1], model.predict_proba(test_near)[:, 1]
-        result = {"near": _auroc(known_score, near_score)}
-        for name in designations:
-            result[name] = _auroc(known_score, near_score[(near_meta["material"] == name).to_numpy()])
-        logger.info("seed %d: %s", seed, {k: round(v, 3) for k, v in result.items()})
+        scores = np.empty(len(stream))
+        scores[order] = fitted.score(declared, stream[order])
+        threshold = fitted.threshold(REJECT_RATE)
+        known_scores = scores[is_known]
+        result: dict[str, Any] = {"known_rejected": float((known_scores > threshold).mean())}
+        for name in sorted(set(meta["material"].astype(str))):
+            mine = scores[materials == name]
+            result[name] = {"auroc": _auroc(known_scores, mine), "flagged": float((mine > threshold).mean())}
+        logger.info("seed %d: %s", seed, result)
         per_seed.append(result)
     return {
-        "n_known": len(known_test),
-        "n_near": len(near),
-        "exposure": list(EXPOSURE),
+        "n_known": len(known),
         "per_designation": per_designation,
+        "exposure": list(unknown_params.exposure),
+        "near": sorted(set(near_meta.loc[keep, "material"].astype(str))),
+        "held_out": list(HELD_OUT),
+        "ceilings": ceilings,
         "per_seed": per_seed,
     }
 
 
+def _mean_sd(values: list[float]) -> str:
+    array = np.asarray(values)
+    return f"{array.mean():.3f} +- {array.std(ddof=1) if len(array) > 1 else 0.0:.3f}"
+
+
 def _markdown(results: dict[str, Any], command: str) -> str:
-    keys = list(results["per_seed"][0])
-    cells = []
-    for key in keys:
-        values = np.array([r[key] for r in results["per_seed"]])
-        cells.append(f"{values.mean():.3f} +- {values.std(ddof=1) if len(values) > 1 else 0.0:.3f}")
-    return "\n".join(
-        [
-            "# Outlier exposure for near-OOD designations (physics fits)",
-            "",
-            f"`{command}` on {machine_name()}. Exposure: {', '.join(results['exposure'])} "
-            f"({results['per_designation']} images each per seed). Test: {results['n_known']} known images of the "
-            f"evaluation set's detector unit against {results['n_near']} images of the held-out designations. "
-            f"AUROC, mean +- sd over {len(results['per_seed'])} seeds.",
-            "",
-            "| " + " | ".join(keys) + " |",
-            "|" + "---|" * len(keys),
-            "| " + " | ".join(cells) + " |",
-            "",
-        ]
-    )
+    runs = results["per_seed"]
+    lines = [
+        "# Physics unknown-designation score (outlier exposure) on designations it never saw",
+        "",
+        f"`{command}` on {machine_name()}. Exposure (fitted on): {', '.join(results['exposure'])}. Scored: one "
+        f"shuffled stream of the evaluation set's detector unit, {results['n_known']} known-alloy images and "
+        f"{results['per_designation']} images of each designation below, the instrument fitted per batch of the "
+        f"stream. Threshold: {REJECT_RATE:.0%} of the fitting's known reference images rejected; known images of "
+        f"the stream rejected: {_mean_sd([r['known_rejected'] for r in runs])}. Mean +- sd over {len(runs)} seeds "
+        "(each fits the score on fresh images). Ceiling: a classifier told the designation, on the same fits "
+        "(out-of-fold, one draw).",
+        "",
+        "| designation | set | AUROC | ceiling | ceiling - AUROC | flagged at the threshold |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in [*results["near"], *results["held_out"]]:
+        auroc = [r[name]["auroc"] for r in runs]
+        ceiling = results["ceilings"][name]
+        lines.append(
+            f"| {name} | {'evaluation near-OOD' if name in results['near'] else 'held out'} | {_mean_sd(auroc)} | "
+            f"{ceiling:.3f} | {ceiling - np.mean(auroc):+.3f} | {_mean_sd([r[name]['flagged'] for r in runs])} |"
+        )
+    return "\n".join([*lines, ""])
 
 
 def main() -> None:
@@ -133,7 +161,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, default=ROOT)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--per-designation", type=int, default=120)
+    parser.add_argument("--per-designation", type=int, default=60)
     parser.add_argument("--n-known", type=int, default=1500)
     parser.add_argument("--tag", default="")
     args = parser.parse_args()

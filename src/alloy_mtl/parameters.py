@@ -12,6 +12,7 @@ from alloy_mtl.data.params import DataSourceParams, SplitParams, ValidationParam
 from alloy_mtl.evaluation.drift import DriftParams
 from alloy_mtl.evaluation.external import ExternalParams
 from alloy_mtl.evaluation.params import EvaluationParams
+from alloy_mtl.evaluation.physics_unknown import UnknownMaterialsParams
 from alloy_mtl.mtl.params import TrainingParams, deep_merge, parse_training_params
 from alloy_mtl.physics.calibrated_generation import nominal_generation
 from alloy_mtl.physics.simulator import SimulationConfig
@@ -29,6 +30,7 @@ SECTIONS: dict[str, type[ParamsModel]] = {
     "calibration": CalibrationParams,
     "external": ExternalParams,
     "inference.drift": DriftParams,
+    "unknown_materials": UnknownMaterialsParams,
 }
 TRAIN_OPTIONS_SUFFIX = ".train_options"
 

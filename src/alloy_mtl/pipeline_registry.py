@@ -1,5 +1,5 @@
 """Project pipelines: data_generation, data_processing, train_<arch>, tune_<arch>, evaluation, robustness,
-promotion, inference, calibrate_instrument, evaluate_external and train_all."""
+promotion, inference, unknown_materials, calibrate_instrument, evaluate_external and train_all."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from alloy_mtl.pipelines import (
     robustness,
     training,
     tuning,
+    unknown_materials,
 )
 from alloy_mtl.pipelines.training import ARCHITECTURES
 
@@ -30,7 +31,8 @@ def register_pipelines() -> dict[str, Pipeline]:
     ensemble's weights are chosen again on the validation split, as the evaluation does); ``alloy_properties``
     runs the STL vs MTL alloy-property study; ``tune_<arch>`` and ``tune_all`` run Population Based Training of
     the optimizer, lr and weight decay (the ``tune`` extra); ``inference`` predicts a folder of images with the
-    champion; ``calibrate_instrument`` fits the simulator's instrument to a lab's calibration radiographs
+    champion; ``unknown_materials`` fits the physics unknown-designation score inference applies beside the
+    models' own; ``calibrate_instrument`` fits the simulator's instrument to a lab's calibration radiographs
     (``generation.instrument: calibrated`` then simulates it); ``evaluate_external`` scores every trained model,
     the ensembles and the physics limit on a lab's labelled folder; ``train_all`` runs everything from data to the comparison and the robustness suite, ending with
     the gate (which decides on the suite), and is the default.
@@ -59,6 +61,8 @@ def register_pipelines() -> dict[str, Pipeline]:
         + evaluation.create_selection_pipeline(ARCHITECTURES),
         "promotion": promotion.create_pipeline(),
         "inference": inference.create_pipeline(),
+        # the physics unknown-designation score folder inference applies beside the models' own
+        "unknown_materials": unknown_materials.create_pipeline(),
         "alloy_properties": alloy_properties.create_pipeline(),
         # the simulator's instrument fitted to a lab's calibration radiographs; not part of train_all
         "calibrate_instrument": calibrate_instrument.create_pipeline(),
@@ -84,6 +88,8 @@ def register_pipelines() -> dict[str, Pipeline]:
         },
         instruments="robustness_instruments",
     )
-    pipelines["train_all"] = processing + all_training + all_evaluation + suite + gate
+    pipelines["train_all"] = (
+        processing + all_training + all_evaluation + suite + gate + pipelines["unknown_materials"]
+    )
     pipelines["__default__"] = pipelines["train_all"]
     return pipelines

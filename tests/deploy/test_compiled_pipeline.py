@@ -37,7 +37,7 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
         obj=SimpleNamespace(project_path=REPO_ROOT),
     )
     assert result.exit_code == 0, result.output
-    assert f"Compiled train_all (10 steps) to {output}" in result.output
+    assert f"Compiled train_all (11 steps) to {output}" in result.output
     return output
 
 
@@ -101,6 +101,9 @@ def test_one_task_per_group_running_every_node_once(spec):
     # the robustness suite keeps its in-memory images inside one step (its nodes are tagged robustness)
     assert steps["robustness"][0] == "simulate_robustness_conditions"
     assert "fnn.predict_robustness" in steps["robustness"] and steps["robustness"][-1] == "report_robustness"
+    assert [
+        "fit_unknown_materials"
+    ] in steps.values()  # the physics unknown score: its own step, beside the data
 
 
 def test_dependent_tasks_equal_the_kedro_graph(spec):

@@ -24,6 +24,7 @@ from alloy_mtl.pipelines.inference.nodes import (
     read_inputs,
 )
 from alloy_mtl.tracking import inference as inference_module
+from alloy_mtl.tracking.designation_check import DesignationScores
 from alloy_mtl.tracking.model_logging import log_bundle_model
 
 from .conftest import make_bundle
@@ -118,7 +119,7 @@ def test_prediction_and_the_drift_alarm_share_one_read_of_the_folder(tmp_path, m
         inference_module, "read_image", lambda *a, **k: reads.append(a[0]) or original(*a, **k)
     )
     folder = read_folder(settings, "unused")
-    predictions = predict_folder(folder, settings, "unused")
+    predictions = predict_folder(folder, DesignationScores(skipped="not fitted"), settings, "unused")
     table, _ = check_drift(folder, read_drift_reference(settings, DRIFT, "unused", GENERATION, EVALUATION))
     assert len(reads) == len(set(reads)) == 60  # every file read once, for both
     assert len(predictions) == 60 and (predictions["error"] == "").all() and len(table) == 1
@@ -214,7 +215,9 @@ def test_a_listed_folder_of_per_channel_pngs_is_predicted_as_the_same_images_in_
     predicted = {}
     for name, folder in (("tiff", tiffs), ("png", pngs)):
         settings = {"input": str(folder), "model_uri": model_uri}
-        predicted[name] = predict_folder(read_folder(settings, "unused"), settings, "unused")
+        predicted[name] = predict_folder(
+            read_folder(settings, "unused"), DesignationScores(skipped="not fitted"), settings, "unused"
+        )
     listed, single = predicted["png"], predicted["tiff"]
     assert list(listed["image_id"]) == [f.removesuffix(".tif") for f in single["file"]]
     assert (listed["error"] == "").all() and len(listed) == 60

@@ -24,6 +24,7 @@ nested run of ``<model>``; project-wide datasets (comparison, validation) go to 
   ``instrument/`` on the parent |
 | ``inference_drift_table`` / ``inference_drift_markdown`` | ``drift/`` on the parent; the table also as metrics
   ``drift.alarms``, ``drift.batch_<n>.beam_statistic`` ... |
+| ``physics_unknown_summary`` | ``unknown_materials/summary.json`` on the parent |
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ PARENT_DATASETS: dict[str, str] = {
     "instrument_calibration_figure": "instrument/residuals.png",
     "inference_drift_table": "drift/drift.csv",
     "inference_drift_markdown": "drift/drift.md",
+    "physics_unknown_summary": "unknown_materials/summary.json",
 }
 
 

@@ -20,9 +20,16 @@ from alloy_mtl.evaluation.detector_pattern import fit_pattern_reference
 from alloy_mtl.evaluation.drift import DriftParams, check_batches, drift_markdown, drift_table
 from alloy_mtl.evaluation.evaluation_set import simulate_evaluation_set
 from alloy_mtl.evaluation.params import EvaluationParams
+from alloy_mtl.evaluation.physics_unknown import PhysicsUnknownScore
 from alloy_mtl.mtl.loading.preprocess import bundle_bad_pixels, prepare_images
+from alloy_mtl.mtl.models.ood import DEFAULT_REJECT_RATE
 from alloy_mtl.physics.calibrated_generation import recorded_config
 from alloy_mtl.physics.simulator import SimulationConfig
+from alloy_mtl.tracking.designation_check import (
+    DesignationScores,
+    mark_unknown_designations,
+    score_designations,
+)
 from alloy_mtl.tracking.inference import (
     InferenceSettings,
     PreparedFolder,
@@ -94,18 +101,43 @@ def _read_folder(settings: InferenceSettings, metadata: dict[str, Any]) -> Prepa
     )
 
 
-def predict_folder(folder: PreparedFolder, inference: dict[str, Any], model_name: str) -> pd.DataFrame:
-    """Predict the read folder with ``inference.model_uri``; one row per file, errors in their rows."""
+def check_designations(
+    folder: PreparedFolder,
+    score: PhysicsUnknownScore | str | None,
+    inference: dict[str, Any],
+    model_name: str,
+    generation: dict[str, Any] | None,
+) -> DesignationScores:
+    """The physics unknown-designation score of every usable file (:mod:`alloy_mtl.tracking.designation_check`),
+    at the threshold for ``inference.reject_rate``; where it does not apply, why."""
+    settings = parse_inference_settings(inference, model_name)
+    rate = DEFAULT_REJECT_RATE if settings.reject_rate is None else settings.reject_rate
+    return score_designations(
+        score,
+        folder.images(),
+        folder.usable_files(),
+        _model_metadata(settings),
+        generation=generation,
+        reject_rate=rate,
+    )
+
+
+def predict_folder(
+    folder: PreparedFolder, designations: DesignationScores, inference: dict[str, Any], model_name: str
+) -> pd.DataFrame:
+    """Predict the read folder with ``inference.model_uri``; one row per file, errors in their rows; an image
+    above the model's unknown threshold or the physics one (``designations``) is answered ``unknown``."""
     settings = parse_inference_settings(inference, model_name)
     model = mlflow.pyfunc.load_model(settings.model_uri)
     logger.info("predicting %d usable file(s) with %s", len(folder.good), settings.model_uri)
-    return predict_prepared(
+    predictions = predict_prepared(
         model,
         folder,
         batch_size=settings.batch_size,
         instrument=settings.instrument,
         reject_rate=settings.reject_rate,
     )
+    return mark_unknown_designations(predictions, designations)
 
 
 @dataclass(frozen=True)

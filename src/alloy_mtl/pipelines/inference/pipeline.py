@@ -2,12 +2,19 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from alloy_mtl.pipelines.inference.nodes import check_drift, check_failures, predict_folder, read_inputs
+from alloy_mtl.pipelines.inference.nodes import (
+    check_designations,
+    check_drift,
+    check_failures,
+    predict_folder,
+    read_inputs,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Read the folder once and the drift reference (a bad one stops the run before anything is written), predict
-    and save the CSV, check every batch for instrument drift, then fail the run if any file could not be
+    """Read the folder once and the drift reference (a bad one stops the run before anything is written), score
+    it with the physics unknown-designation score (where ``unknown_materials`` has fitted one), predict and save
+    the CSV, check every batch for instrument drift, then fail the run if any file could not be
     predicted (or on a drift alarm where ``inference.drift.fail_on_alarm`` is set)."""
     return Pipeline(
         [
@@ -24,8 +31,25 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="read_inputs",
             ),
             Node(
+                check_designations,
+                inputs=[
+                    "inference_images",
+                    "physics_unknown_score_if_fitted",
+                    "params:inference",
+                    "params:registry.model_name",
+                    "params:generation",
+                ],
+                outputs="inference_designation_scores",
+                name="check_designations",
+            ),
+            Node(
                 predict_folder,
-                inputs=["inference_images", "params:inference", "params:registry.model_name"],
+                inputs=[
+                    "inference_images",
+                    "inference_designation_scores",
+                    "params:inference",
+                    "params:registry.model_name",
+                ],
                 outputs="inference_predictions",
                 name="predict_folder",
             ),

@@ -1,0 +1,350 @@
+"""Unknown-designation score on the physics fits, taught by outlier exposure: other aluminium designations,
+simulated, against the five alloys.
+
+Another aluminium designation (2024, 3003, 5754, ...) lies close to one of the five in the features a network
+learns, so the models' own unknown score (Mahalanobis distance of their features) misses most of them. The
+physics-limit estimator's per-alloy fits of an image (each alloy's log-likelihood relative to the best one, the
+best one, the best alloy's fitted thickness: :func:`physics_features`) carry what a designation does to the
+attenuation spectrum. A gradient-boosted classifier learns, on those fits, the five alloys against a table of
+*other* designations (``exposure``, catalogued registration limits; none of them is what it will be asked
+about), and scores how much an image looks like "an aluminium alloy that is not one of the five" (Hendrycks et
+al. 2019, "Deep anomaly detection with outlier exposure", on physics features instead of a network's).
+
+The fits need the instrument: where images are scored, the estimator fits it per batch from the images
+themselves inside the declared tolerances (as the drift alarm and the evaluation set do), so the score follows
+the instrument in operation. The features depend on the image size and the beam's channels, so a score fitted
+for one does not apply to another (:meth:`PhysicsUnknownScore.mismatch`). The threshold for a stated rate of
+rejected known images is read from quantiles of scores of fresh known-alloy images (scored batch by batch as
+at inference).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from pydantic import Field, field_validator
+from sklearn.ensemble import HistGradientBoostingClassifier
+from threadpoolctl import threadpool_limits
+
+from alloy_mtl.config import ParamsModel
+from alloy_mtl.constants import ALLOYS
+from alloy_mtl.evaluation.evaluation_set import conformal_set_config
+from alloy_mtl.physics.alloys import AlloySpec
+from alloy_mtl.physics.estimator import PhysicsLimitEstimator
+from alloy_mtl.physics.materials import material_from_params
+from alloy_mtl.physics.simulator import SimulationConfig, simulate_dataset
+
+__all__ = [
+    "EXPOSURE_DESIGNATIONS",
+    "PhysicsUnknownScore",
+    "UnknownMaterialsParams",
+    "FitDensity",
+    "batch_features",
+    "batch_slices",
+    "fit_physics_unknown",
+    "physics_features",
+]
+
+logger = logging.getLogger(__name__)
+
+UNKNOWN_SEED_OFFSET = 5_000_011
+"""Seed offset of the images the score is fitted on (none of the training, evaluation or conformal images)."""
+OPENMP_THREADS = 1
+"""Threads of the classifier: a few thousand rows of seven numbers take a second on one; with OpenMP threads
+competing with another busy process (a parallel test, a training run) the same fit took minutes."""
+REFERENCE_LEVELS = 401
+"""Quantile levels of the known images' scores kept with the score (every 0.25 %)."""
+
+#: Catalogued wrought aluminium alloys (Aluminum Association registration limits, wt %; impurities as ranges
+#: from 0): the default exposure. None is one of the five alloys, nor one of ``physics.materials.NEAR_MATERIALS``
+#: (the evaluation's unknown designations), so the evaluation measures designations the score never saw.
+EXPOSURE_DESIGNATIONS: dict[str, dict[str, Any]] = {
+    "1100": {"density_g_cm3": 2.71, "limits_wt_pct": {"Si": [0, 0.5], "Fe": [0, 0.45], "Cu": [0.05, 0.2], "Zn": [0, 0.1]}},
+    "2014": {"density_g_cm3": 2.80, "limits_wt_pct": {"Si": [0.5, 1.2], "Fe": [0, 0.7], "Cu": [3.9, 5.0], "Mn": [0.4, 1.2], "Mg": [0.2, 0.8], "Zn": [0, 0.25]}},
+    "3004": {"density_g_cm3": 2.72, "limits_wt_pct": {"Si": [0, 0.3], "Fe": [0, 0.7], "Cu": [0, 0.25], "Mn": [1.0, 1.5], "Mg": [0.8, 1.3], "Zn": [0, 0.25]}},
+    "4032": {"density_g_cm3": 2.68, "limits_wt_pct": {"Si": [11.0, 13.5], "Fe": [0, 1.0], "Cu": [0.5, 1.3], "Mg": [0.8, 1.3], "Ni": [0.5, 1.3]}},
+    "5052": {"density_g_cm3": 2.68, "limits_wt_pct": {"Si": [0, 0.25], "Fe": [0, 0.4], "Cu": [0, 0.1], "Mg": [2.2, 2.8], "Cr": [0.15, 0.35], "Zn": [0, 0.1]}},
+    "5086": {"density_g_cm3": 2.66, "limits_wt_pct": {"Si": [0, 0.4], "Fe": [0, 0.5], "Mn": [0.2, 0.7], "Mg": [3.5, 4.5], "Cr": [0.05, 0.25], "Zn": [0, 0.25]}},
+    "6063": {"density_g_cm3": 2.69, "limits_wt_pct": {"Si": [0.2, 0.6], "Fe": [0, 0.35], "Cu": [0, 0.1], "Mg": [0.45, 0.9], "Zn": [0, 0.1]}},
+    "6005": {"density_g_cm3": 2.70, "limits_wt_pct": {"Si": [0.6, 0.9], "Fe": [0, 0.35], "Cu": [0, 0.1], "Mn": [0, 0.1], "Mg": [0.4, 0.6], "Zn": [0, 0.1]}},
+    "7050": {"density_g_cm3": 2.83, "limits_wt_pct": {"Si": [0, 0.12], "Fe": [0, 0.15], "Cu": [2.0, 2.6], "Mg": [1.9, 2.6], "Zn": [5.7, 6.7], "Zr": [0.08, 0.15]}},
+    "7005": {"density_g_cm3": 2.78, "limits_wt_pct": {"Zn": [4.0, 5.0], "Mg": [1.0, 1.8], "Mn": [0.2, 0.7], "Cr": [0.06, 0.2], "Zr": [0.08, 0.2]}},
+}  # fmt: skip
+
+
+class UnknownMaterialsParams(ParamsModel):
+    """``unknown_materials``: the physics unknown-designation score (outlier exposure on the estimator's fits)
+    that folder inference applies beside each model's own unknown score."""
+
+    enabled: bool = True
+    """Fit the score (false: inference answers with the models' own unknown score only)."""
+    exposure: dict[str, dict[str, Any]] = EXPOSURE_DESIGNATIONS
+    """Designations shown as "not one of the five": name -> {density_g_cm3, base (default Al), limits_wt_pct:
+    {element: [min, max]}}. Leave out what you want to measure the score on."""
+    known_images: int = Field(1500, ge=100)
+    """Fresh images of the five alloys, balanced, the classifier learns as known."""
+    images_per_designation: int = Field(120, ge=10)
+    """Images of each exposure designation."""
+    reference_images: int = Field(1000, ge=100)
+    """Fresh known-alloy images whose scores set the threshold for a stated rejection rate."""
+    batch_size: int = Field(200, ge=20)
+    """Images per instrument fit when scoring (in the order given); a smaller remainder joins the batch before."""
+    max_iter: int = Field(300, ge=10)
+    """Boosting iterations of the classifier."""
+
+    @field_validator("exposure")
+    @classmethod
+    def _designations(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        problems = [
+            f"{name!r} is one of the five alloys, not an exposure designation"
+            for name in value
+            if name in ALLOYS
+        ]
+        for name, spec in value.items():
+            try:
+                material_from_params(name, spec if isinstance(spec, Mapping) else {})
+            except ValueError as error:
+                problems.append(str(error))
+        if not value:
+            problems.append("expected at least one designation")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+    def materials(self) -> list[AlloySpec]:
+        """The exposure designations as simulator materials."""
+        return [material_from_params(name, spec) for name, spec in self.exposure.items()]
+
+
+def physics_features(estimator: PhysicsLimitEstimator, images: np.ndarray) -> np.ndarray:
+    """Per image (N, A + 2): each alloy's log-likelihood relative to the best, the best one, and the best alloy's
+    fitted thickness (mm), under the estimator's current instrument."""
+    log_like, thickness = estimator.alloy_fits(images)
+    log_like = np.nan_to_num(log_like, nan=-1e9, neginf=-1e9, posinf=1e9)
+    rows = np.arange(len(log_like))
+    best = log_like.argmax(axis=1)
+    top = log_like[rows, best]
+    return np.column_stack([log_like - top[:, None], top, thickness[rows, best]])
+
+
+def batch_slices(n_images: int, batch_size: int) -> list[slice]:
+    """Consecutive batches of ``batch_size`` covering ``n_images``; a remainder under half a batch joins the
+    batch before (an instrument fitted on a handful of images is noisy)."""
+    starts = list(range(0, n_images, batch_size))
+    if len(starts) > 1 and n_images - starts[-1] < batch_size // 2:
+        starts.pop()
+    return [slice(s, starts[i + 1] if i + 1 < len(starts) else n_images) for i, s in enumerate(starts)]
+
+
+def _tolerances(config: SimulationConfig) -> dict[str, tuple[float, float]] | None:
+    return {key: (low, high) for key, low, high in config.tolerances} or None
+
+
+def _compressed(features: np.ndarray) -> np.ndarray:
+    """sign(x) log(1 + |x|): relative log-likelihoods run from 0 to -1e6, thickness over a few mm."""
+    return np.sign(features) * np.log1p(np.abs(features))
+
+
+@dataclasses.dataclass(frozen=True)
+class FitDensity:
+    """Per best-fitting alloy, a Gaussian of the known images' (compressed) physics features: how unlike the
+    known images that fit the same alloy an image is (squared Mahalanobis distance; NaN for an alloy too few
+    known images fit best)."""
+
+    means: np.ndarray
+    precisions: np.ndarray
+    fitted: np.ndarray
+
+    @classmethod
+    def fit(cls, features: np.ndarray) -> FitDensity:
+        """Fit on known images' :func:`physics_features` (N, A + 2)."""
+        n_alloys, width = features.shape[1] - 2, features.shape[1]
+        x, best = _compressed(features), features[:, :-2].argmax(axis=1)
+        means, precisions = np.zeros((n_alloys, width)), np.zeros((n_alloys, width, width))
+        fitted = np.zeros(n_alloys, dtype=bool)
+        for alloy in range(n_alloys):
+            rows = x[best == alloy]
+            if len(rows) > 2 * width:
+                means[alloy] = rows.mean(axis=0)
+                covariance = np.cov(rows.T) + np.eye(width) * 1e-6 * max(
+                    np.cov(rows.T).diagonal().mean(), 1e-12
+                )
+                precisions[alloy], fitted[alloy] = np.linalg.inv(covariance), True
+        return cls(means, precisions, fitted)
+
+    def distances(self, features: np.ndarray) -> np.ndarray:
+        """The squared distance (N,) of each image to its best-fitting alloy's known images."""
+        x, best = _compressed(features), features[:, :-2].argmax(axis=1)
+        diff = x - self.means[best]
+        out = np.einsum("ni,nij,nj->n", diff, self.precisions[best], diff)
+        return np.where(self.fitted[best], out, np.nan)
+
+
+def _p_values(reference: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """The share of ``reference`` (sorted) scores at least as high as each score, (count + 1) / (n + 1); 1 for NaN."""
+    above = len(reference) - np.searchsorted(reference, np.nan_to_num(scores, nan=-np.inf), side="left")
+    return np.where(np.isnan(scores), 1.0, (above + 1.0) / (len(reference) + 1.0))
+
+
+@dataclasses.dataclass(frozen=True)
+class PhysicsUnknownScore:
+    """A fitted unknown-designation score (:func:`fit_physics_unknown`); a pickled Kedro dataset.
+
+    Two views of the physics fits, combined: the exposure classifier's log-odds of "another designation", and
+    the distance to the known images fitting the same alloy (:class:`FitDensity`, which flags what lies far from
+    both the known and the exposure images, where the classifier only extrapolates). Each becomes a p-value
+    against the known reference images; the score is -log of the smaller one.
+    """
+
+    classifier: HistGradientBoostingClassifier
+    density: FitDensity
+    exposure_reference: np.ndarray
+    density_reference: np.ndarray
+    reference: np.ndarray
+    kv: tuple[float, ...]
+    image_size: int
+    exposure: tuple[str, ...]
+    batch_size: int
+    counts: Mapping[str, int]
+
+    def mismatch(self, config: SimulationConfig) -> str | None:
+        """Why the score does not apply to images of ``config`` (another beam or image size), or None."""
+        problems = []
+        if tuple(config.kv) != self.kv:
+            problems.append(f"fitted for {self.kv} kV, the images are taken at {tuple(config.kv)} kV")
+        if config.image_size != self.image_size:
+            problems.append(f"fitted at {self.image_size} px, the images are {config.image_size} px")
+        return "; ".join(problems) or None
+
+    def score(self, config: SimulationConfig, images: np.ndarray) -> np.ndarray:
+        """The score (N,) of (N, C, H, W) I/I0 ``images`` of ``config``'s instrument (its declared tolerances bound
+        the per-batch fit), the instrument fitted per batch of ``batch_size`` in the given order.
+
+        Raises:
+            ValueError: the score does not apply to ``config`` (:meth:`mismatch`).
+        """
+        mismatch = self.mismatch(config)
+        if mismatch:
+            raise ValueError(f"physics unknown score: {mismatch}")
+        exposure, density = self.components(batch_features(config, images, self.batch_size))
+        smaller = np.minimum(
+            _p_values(self.exposure_reference, exposure), _p_values(self.density_reference, density)
+        )
+        return -np.log(smaller)
+
+    def components(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The exposure classifier's log-odds and the fit density's distance of :func:`physics_features` rows."""
+        if not len(features):
+            return np.empty(0), np.empty(0)
+        with threadpool_limits(OPENMP_THREADS, user_api="openmp"):
+            exposure = self.classifier.decision_function(features)
+        return exposure, self.density.distances(features)
+
+    def threshold(self, reject_rate: float) -> float:
+        """The score above which an image is called unknown, so that ``reject_rate`` of the fresh known-alloy
+        images would be (interpolated between the kept quantiles)."""
+        rate = float(reject_rate)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"reject_rate: expected a fraction in [0, 1), got {reject_rate!r}")
+        return float(np.interp(1.0 - rate, np.linspace(0.0, 1.0, REFERENCE_LEVELS), self.reference))
+
+    def summary(self) -> dict[str, Any]:
+        """What the score was fitted on and its reference quantiles, for reports and MLflow."""
+        return {
+            "exposure": list(self.exposure),
+            "kv": list(self.kv),
+            "image_size": self.image_size,
+            "batch_size": self.batch_size,
+            **self.counts,
+            **{f"reference_q{q}": self.threshold(1.0 - q / 100.0) for q in (50, 95, 99)},
+        }
+
+
+def batch_features(config: SimulationConfig, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """:func:`physics_features` of ``images``, the instrument fitted per batch (:func:`batch_slices`) inside
+    ``config``'s declared tolerances."""
+    images = np.asarray(images)
+    features = np.empty((len(images), len(ALLOYS) + 2))
+    if not len(images):
+        return features
+    estimator = PhysicsLimitEstimator(config, tolerances=_tolerances(config))
+    for batch in batch_slices(len(images), batch_size):
+        estimator.fit_instrument(images[batch])
+        features[batch] = physics_features(estimator, images[batch])
+    return features
+
+
+def fit_physics_unknown(
+    generation: Mapping[str, Any] | None, params: UnknownMaterialsParams
+) -> PhysicsUnknownScore:
+    """Fit the score for the instrument ``generation`` describes (nominal, or a lab's once calibrated).
+
+    Known and exposure images are fresh specimens imaged by the conformal set's validation detector units (none
+    of the evaluation's) at that instrument, under one instrument fitted on the known images; the reference
+    quantiles come from further known images, scored batch by batch as at inference.
+    """
+    declared = SimulationConfig.from_params(generation)
+    base = conformal_set_config(generation, params.known_images)
+    known_config = dataclasses.replace(base, seed=declared.seed + UNKNOWN_SEED_OFFSET)
+    known, _ = simulate_dataset(known_config)
+    exposure_config = dataclasses.replace(known_config, seed=known_config.seed + 1)
+    exposed, _ = simulate_dataset(
+        exposure_config, materials=[(spec, params.images_per_designation) for spec in params.materials()]
+    )
+    logger.info(
+        "physics unknown score: fitting on %d known and %d exposure images (%s)",
+        len(known),
+        len(exposed),
+        ", ".join(params.exposure),
+    )
+    estimator = PhysicsLimitEstimator(declared, tolerances=_tolerances(declared))
+    estimator.fit_instrument(known)
+    features = np.vstack([physics_features(estimator, known), physics_features(estimator, exposed)])
+    labels = np.r_[np.zeros(len(known)), np.ones(len(exposed))]
+    weights = np.where(labels == 0, 1.0 / len(known), 1.0 / len(exposed))
+    classifier = HistGradientBoostingClassifier(max_iter=params.max_iter, random_state=declared.seed)
+    with threadpool_limits(OPENMP_THREADS, user_api="openmp"):
+        classifier.fit(features, labels, sample_weight=weights)
+    reference_config = dataclasses.replace(
+        known_config, seed=known_config.seed + 2, n_images=params.reference_images
+    )
+    reference_images, _ = simulate_dataset(reference_config)
+    partial = PhysicsUnknownScore(
+        classifier=classifier,
+        density=FitDensity.fit(features[: len(known)]),
+        exposure_reference=np.empty(0),
+        density_reference=np.empty(0),
+        reference=np.empty(0),
+        kv=tuple(declared.kv),
+        image_size=int(known_config.image_size),
+        exposure=tuple(params.exposure),
+        batch_size=params.batch_size,
+        counts={"n_known": len(known), "n_exposure": len(exposed), "n_reference": len(reference_images)},
+    )
+    exposure_scores, density_scores = partial.components(
+        batch_features(declared, reference_images, params.batch_size)
+    )
+    fitted = dataclasses.replace(
+        partial,
+        exposure_reference=np.sort(exposure_scores),
+        density_reference=np.sort(np.nan_to_num(density_scores, nan=-np.inf)),
+    )
+    combined = -np.log(
+        np.minimum(
+            _p_values(fitted.exposure_reference, exposure_scores),
+            _p_values(fitted.density_reference, density_scores),
+        )
+    )
+    fitted = dataclasses.replace(
+        fitted, reference=np.quantile(combined, np.linspace(0.0, 1.0, REFERENCE_LEVELS))
+    )
+    logger.info(
+        "physics unknown score fitted: reference median %.2f, 99th percentile %.2f",
+        fitted.threshold(0.5),
+        fitted.threshold(0.01),
+    )
+    return fitted

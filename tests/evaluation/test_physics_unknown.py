@@ -1,0 +1,103 @@
+"""The physics unknown-designation score: its parameters, its fit, its threshold and where it does not apply."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from alloy_mtl.config import ParameterError, parse_params
+from alloy_mtl.evaluation.evaluation_set import evaluation_set_config
+from alloy_mtl.evaluation.params import EvaluationSetParams
+from alloy_mtl.evaluation.physics_unknown import (
+    EXPOSURE_DESIGNATIONS,
+    UnknownMaterialsParams,
+    batch_slices,
+    fit_physics_unknown,
+)
+from alloy_mtl.parameters import check_parameters
+from alloy_mtl.physics.materials import NEAR_MATERIALS, material_from_params
+from alloy_mtl.physics.simulator import SimulationConfig, simulate_dataset
+
+GENERATION = {"seed": 5, "image_size": 16, "n_images": 100}
+TINY = {"known_images": 200, "images_per_designation": 20, "reference_images": 200, "batch_size": 50}
+#: far from the five alloys and from the exposure table: copper-rich like no known alloy
+HIGH_COPPER = {
+    "density_g_cm3": 2.84,
+    "limits_wt_pct": {"Cu": [5.8, 6.8], "Mn": [0.2, 0.4], "Zr": [0.1, 0.25]},
+}
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return fit_physics_unknown(GENERATION, UnknownMaterialsParams(**TINY))
+
+
+def _known_and(material: dict, n: int = 100):
+    config = evaluation_set_config(GENERATION, EvaluationSetParams(n_images=n))
+    known, _ = simulate_dataset(config)
+    other, _ = simulate_dataset(
+        dataclasses.replace(config, seed=config.seed + 1),
+        materials=[(material_from_params("x", material), n)],
+    )
+    return known, other
+
+
+def test_the_exposure_table_names_none_of_the_five_alloys_nor_the_evaluations_unknown_designations():
+    assert not set(EXPOSURE_DESIGNATIONS) & ({"1050", "2017", "5083", "6082", "7075"} | set(NEAR_MATERIALS))
+
+
+def test_bad_exposure_designations_are_named_together():
+    with pytest.raises(ParameterError) as error:
+        parse_params(
+            UnknownMaterialsParams,
+            {"exposure": {"7075": EXPOSURE_DESIGNATIONS["2014"], "9999": {"density_g_cm3": -1}}},
+            "unknown_materials",
+        )
+    message = str(error.value)
+    assert "'7075' is one of the five alloys" in message and "material '9999'" in message
+    assert "density_g_cm3" in message
+    with pytest.raises(ParameterError, match=r"unknown_materials.known_images"):
+        check_parameters({"unknown_materials": {"known_images": 5}})
+
+
+def test_a_remainder_under_half_a_batch_joins_the_batch_before():
+    assert batch_slices(120, 50) == [slice(0, 50), slice(50, 120)]
+    assert batch_slices(130, 100) == [slice(0, 130)]
+    assert batch_slices(140, 50) == [slice(0, 50), slice(50, 100), slice(100, 140)]
+    assert batch_slices(30, 50) == [slice(0, 30)]
+
+
+def test_known_images_score_low_and_a_designation_never_shown_scores_high(fitted):
+    known, other = _known_and(HIGH_COPPER)
+    config = SimulationConfig.from_params(GENERATION)
+    known_scores, other_scores = fitted.score(config, known), fitted.score(config, other)
+    threshold = fitted.threshold(0.05)
+    assert (known_scores > threshold).mean() <= 0.15
+    assert (other_scores > threshold).mean() >= 0.8
+    assert np.median(other_scores) > np.quantile(known_scores, 0.95)
+
+
+def test_the_threshold_rejects_the_stated_share_of_the_reference_and_rises_as_the_rate_falls(fitted):
+    rates = [0.5, 0.1, 0.05, 0.01, 0.0]
+    thresholds = [fitted.threshold(rate) for rate in rates]
+    assert thresholds == sorted(thresholds)
+    assert thresholds[0] < thresholds[-1]
+    with pytest.raises(ValueError, match=r"reject_rate: expected a fraction in \[0, 1\), got 1.5"):
+        fitted.threshold(1.5)
+    summary = fitted.summary()
+    assert summary["n_known"] == 200 and summary["n_exposure"] == 200 and summary["image_size"] == 16
+
+
+def test_the_score_refuses_images_of_another_beam_or_size_naming_both(fitted):
+    other = dataclasses.replace(SimulationConfig.from_params(GENERATION), image_size=32, kv=(40.0, 80.0))
+    assert "fitted at 16 px" in fitted.mismatch(other) and "(40.0, 80.0) kV" in fitted.mismatch(other)
+    with pytest.raises(ValueError, match=r"physics unknown score: fitted for .* kV.*fitted at 16 px"):
+        fitted.score(other, np.ones((2, 2, 32, 32), np.float32))
+
+
+def test_the_same_seed_fits_the_same_score():
+    params = UnknownMaterialsParams(**TINY)
+    first, second = fit_physics_unknown(GENERATION, params), fit_physics_unknown(GENERATION, params)
+    np.testing.assert_array_equal(first.reference, second.reference)
