@@ -93,6 +93,13 @@ class UnknownMaterialsParams(ParamsModel):
     """Fresh known-alloy images whose scores set the threshold for a stated rejection rate."""
     batch_size: int = Field(200, ge=20)
     """Images per instrument fit when scoring (in the order given); a smaller remainder joins the batch before."""
+    trim: float = Field(0.3, ge=0.0, le=0.8)
+    """Share of a batch's worst-fitting images left out of its instrument fit (the instrument is fitted on all,
+    then again without them): unknown designations in a batch pull a fit on all images off the instrument."""
+    density_weight: float = Field(100.0, ge=1.0)
+    """The fit density's p-value is multiplied by this before the smaller of the two is taken: it reacts to
+    another detector unit's shift more than the exposure classifier, so it gets about 1/weight of the rejection
+    budget and flags only what lies far from every known image. 1: equal shares."""
     max_iter: int = Field(300, ge=10)
     """Boosting iterations of the classifier."""
 
@@ -184,10 +191,23 @@ class FitDensity:
         return np.where(self.fitted[best], out, np.nan)
 
 
-def _p_values(reference: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """The share of ``reference`` (sorted) scores at least as high as each score, (count + 1) / (n + 1); 1 for NaN."""
+TAIL_LEVEL = 0.9
+"""Above this quantile of the reference scores, p-values follow an exponential tail fitted to the excesses, so an
+image far beyond every reference image gets a p-value below 1/(n + 1) and the thresholds stay reachable."""
+
+
+def _log_p_values(reference: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """log of the share of ``reference`` (sorted) scores at least as high as each score, (count + 1) / (n + 1),
+    with an exponential tail above the ``TAIL_LEVEL`` quantile; 0 (p = 1) for NaN."""
+    scores = np.asarray(scores, dtype=np.float64)
     above = len(reference) - np.searchsorted(reference, np.nan_to_num(scores, nan=-np.inf), side="left")
-    return np.where(np.isnan(scores), 1.0, (above + 1.0) / (len(reference) + 1.0))
+    empirical = np.log((above + 1.0) / (len(reference) + 1.0))
+    start = float(np.quantile(reference, TAIL_LEVEL))
+    excess = reference[reference > start] - start
+    scale = max(float(excess.mean()) if len(excess) else 0.0, 1e-9)
+    tail = np.log(1.0 - TAIL_LEVEL) - (np.nan_to_num(scores, nan=start) - start) / scale
+    log_p = np.where(scores > start, np.minimum(empirical, tail), empirical)
+    return np.where(np.isnan(scores), 0.0, log_p)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,7 +217,8 @@ class PhysicsUnknownScore:
     Two views of the physics fits, combined: the exposure classifier's log-odds of "another designation", and
     the distance to the known images fitting the same alloy (:class:`FitDensity`, which flags what lies far from
     both the known and the exposure images, where the classifier only extrapolates). Each becomes a p-value
-    against the known reference images; the score is -log of the smaller one.
+    against the known reference images; the score is -log of the smaller one, the density's weighted
+    (``UnknownMaterialsParams.density_weight``).
     """
 
     classifier: HistGradientBoostingClassifier
@@ -210,6 +231,8 @@ class PhysicsUnknownScore:
     exposure: tuple[str, ...]
     batch_size: int
     counts: Mapping[str, int]
+    trim: float = 0.3
+    density_weight: float = 100.0
 
     def mismatch(self, config: SimulationConfig) -> str | None:
         """Why the score does not apply to images of ``config`` (another beam or image size), or None."""
@@ -230,11 +253,15 @@ class PhysicsUnknownScore:
         mismatch = self.mismatch(config)
         if mismatch:
             raise ValueError(f"physics unknown score: {mismatch}")
-        exposure, density = self.components(batch_features(config, images, self.batch_size))
-        smaller = np.minimum(
-            _p_values(self.exposure_reference, exposure), _p_values(self.density_reference, density)
+        return self.combined(*self.components(batch_features(config, images, self.batch_size, self.trim)))
+
+    def combined(self, exposure: np.ndarray, density: np.ndarray) -> np.ndarray:
+        """-log of the smaller p-value of the two components (the density's weighted, see
+        ``UnknownMaterialsParams.density_weight``) against the known reference images."""
+        weighted = np.minimum(
+            0.0, np.log(self.density_weight) + _log_p_values(self.density_reference, density)
         )
-        return -np.log(smaller)
+        return -np.minimum(_log_p_values(self.exposure_reference, exposure), weighted)
 
     def components(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The exposure classifier's log-odds and the fit density's distance of :func:`physics_features` rows."""
@@ -259,14 +286,19 @@ class PhysicsUnknownScore:
             "kv": list(self.kv),
             "image_size": self.image_size,
             "batch_size": self.batch_size,
+            "trim": self.trim,
+            "density_weight": self.density_weight,
             **self.counts,
             **{f"reference_q{q}": self.threshold(1.0 - q / 100.0) for q in (50, 95, 99)},
         }
 
 
-def batch_features(config: SimulationConfig, images: np.ndarray, batch_size: int) -> np.ndarray:
+def batch_features(
+    config: SimulationConfig, images: np.ndarray, batch_size: int, trim: float = 0.0
+) -> np.ndarray:
     """:func:`physics_features` of ``images``, the instrument fitted per batch (:func:`batch_slices`) inside
-    ``config``'s declared tolerances."""
+    ``config``'s declared tolerances; with ``trim``, fitted again without that share of the batch's worst-fitting
+    images."""
     images = np.asarray(images)
     features = np.empty((len(images), len(ALLOYS) + 2))
     if not len(images):
@@ -274,6 +306,9 @@ def batch_features(config: SimulationConfig, images: np.ndarray, batch_size: int
     estimator = PhysicsLimitEstimator(config, tolerances=_tolerances(config))
     for batch in batch_slices(len(images), batch_size):
         estimator.fit_instrument(images[batch])
+        if trim > 0:
+            fit = estimator.goodness_of_fit(images[batch])
+            estimator.fit_instrument(images[batch][fit >= np.quantile(fit, trim)])
         features[batch] = physics_features(estimator, images[batch])
     return features
 
@@ -324,21 +359,18 @@ def fit_physics_unknown(
         exposure=tuple(params.exposure),
         batch_size=params.batch_size,
         counts={"n_known": len(known), "n_exposure": len(exposed), "n_reference": len(reference_images)},
+        trim=params.trim,
+        density_weight=params.density_weight,
     )
     exposure_scores, density_scores = partial.components(
-        batch_features(declared, reference_images, params.batch_size)
+        batch_features(declared, reference_images, params.batch_size, params.trim)
     )
     fitted = dataclasses.replace(
         partial,
         exposure_reference=np.sort(exposure_scores),
         density_reference=np.sort(np.nan_to_num(density_scores, nan=-np.inf)),
     )
-    combined = -np.log(
-        np.minimum(
-            _p_values(fitted.exposure_reference, exposure_scores),
-            _p_values(fitted.density_reference, density_scores),
-        )
-    )
+    combined = fitted.combined(exposure_scores, density_scores)
     fitted = dataclasses.replace(
         fitted, reference=np.quantile(combined, np.linspace(0.0, 1.0, REFERENCE_LEVELS))
     )
