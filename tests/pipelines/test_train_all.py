@@ -37,6 +37,12 @@ TINY = {
         "ensemble_selection": {"n_images": 60, "units": 2},
         "robustness": {"n_images": 60, "n_resamples": 20},
     },
+    "unknown_materials": {
+        "known_images": 100,
+        "images_per_designation": 10,
+        "reference_images": 100,
+        "batch_size": 50,
+    },
     # the architectures whose CPU default sets its own epochs (conf/base) get the tiny budget too
     **{
         arch: {"train_options": {"epochs": 1}}
@@ -52,6 +58,9 @@ def test_train_all_produces_models_histories_reports_and_comparison(kedro_projec
     run_pipeline(kedro_project, "train_all", TINY, runner=ModelParallelRunner(max_workers=2))
 
     data = kedro_project / "data"
+    summary = json.loads((data / "08_reporting/unknown_materials/summary.json").read_text())
+    assert summary["fitted"] and summary["n_known"] == 100 and summary["image_size"] == 32
+    assert (data / "06_models/physics_unknown_score.pkl").stat().st_size > 0
     for arch in ARCHITECTURES:
         bundle = TorchBundleDataset(str(data / f"06_models/{arch}/model.pt")).load()
         model = load_model(bundle)
@@ -212,6 +221,8 @@ def check_promotion_rerun_and_inference(project, run_pipeline):
     assert "unreadable or corrupt" in predictions.loc[0, "error"]
     # two usable images are too few for the drift alarm's batch: checked, reported, nothing alarmed
     assert "No batch checked" in (project / "data/08_reporting/inference/drift.md").read_text()
+    # and too few for the physics unknown score's instrument fit: not applied, the models answer alone
+    assert good["physics_unknown_score"].isna().all()
 
 
 def check_gate_against_a_champion(project, run_pipeline):

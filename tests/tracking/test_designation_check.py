@@ -95,6 +95,10 @@ def test_where_the_score_cannot_apply_the_model_answers_alone_and_the_reason_is_
     assert "fitted at 32 px, the images are 16 px" in (
         check_designations(folder, bigger, settings, "unused", GENERATION).skipped
     )
+    few = check_designations(
+        folder, dataclasses.replace(score, batch_size=200), settings, "unused", GENERATION
+    )
+    assert "60 usable image(s), too few to fit the instrument from (at least 100)" in few.skipped
     run_id = mlflow_backend["client"].create_run(mlflow_backend["experiment_id"]).info.run_id
     lab = log_bundle_model(make_bundle(in_chans=3, image_size=16, seed=2), run_id).model_uri  # no instrument
     lab_settings = {**settings, "model_uri": lab}

@@ -54,8 +54,8 @@ def score_designations(
     """Score a folder's prepared ``images`` (as the model takes them) with the physics score, at the instrument
     the model recorded (``model_metadata["instrument"]``), fitted per batch inside ``generation``'s declared
     tolerances. Not applied (``skipped``, logged) where the score is not fitted (None, or the reason it is
-    not), the model records no simulated instrument (trained on a lab folder), or the score was fitted for
-    another beam or image size."""
+    not), the model records no simulated instrument (trained on a lab folder), the score was fitted for
+    another beam or image size, or the folder has fewer than half a batch of usable images."""
     reason = _not_applicable(score, model_metadata)
     config = None
     if not reason:
@@ -66,6 +66,9 @@ def score_designations(
         config = dataclasses.replace(recorded, tolerances=declared.tolerances)
         mismatch = score.mismatch(config)  # type: ignore[union-attr]
         reason = f"fitted for another instrument ({mismatch})" if mismatch else ""
+        fewest = score.batch_size // 2  # type: ignore[union-attr]
+        if not reason and len(images) < fewest:
+            reason = f"{len(images)} usable image(s), too few to fit the instrument from (at least {fewest})"
     if reason:
         logger.warning("physics unknown-designation score not applied: %s", reason)
         return DesignationScores(skipped=reason)
