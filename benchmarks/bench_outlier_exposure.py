@@ -121,9 +121,9 @@ def run(
     return {
         "n_known": len(known),
         "detector_seed": config.detector_seed,
-        "unit": "the evaluation set's"
+        "unit": "the evaluation set's detector unit"
         if detector_seed is None
-        else f"unit {detector_seed} (chosen by nothing)",
+        else f"detector unit {detector_seed} (chosen by nothing)",
         "per_designation": per_designation,
         "exposure": list(unknown_params.exposure),
         "near": sorted(set(near_meta.loc[keep, "material"].astype(str))),
@@ -144,7 +144,7 @@ def _markdown(results: dict[str, Any], command: str) -> str:
         "# Physics unknown-designation score (outlier exposure) on designations it never saw",
         "",
         f"`{command}` on {machine_name()}. Exposure (fitted on): {', '.join(results['exposure'])}. Scored: one "
-        f"shuffled stream of {results['unit']} detector unit, {results['n_known']} known-alloy images and "
+        f"shuffled stream of {results['unit']}, {results['n_known']} known-alloy images and "
         f"{results['per_designation']} images of each designation below, the instrument fitted per batch of the "
         f"stream. Threshold: {REJECT_RATE:.0%} of the fitting's known reference images rejected; known images of "
         f"the stream rejected: {_mean_sd([r['known_rejected'] for r in runs])}. Mean +- sd over {len(runs)} seeds "
