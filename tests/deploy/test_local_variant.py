@@ -24,6 +24,12 @@ TINY = {
         "ensemble_selection": {"n_images": 60, "units": 2},
         "robustness": {"n_images": 60, "n_resamples": 20},
     },
+    "unknown_materials": {
+        "known_images": 100,
+        "images_per_designation": 10,
+        "reference_images": 100,
+        "batch_size": 50,
+    },
     # the architectures whose CPU default sets its own epochs (conf/base) get the tiny budget too
     **{
         arch: {"train_options": {"epochs": 1}}
@@ -48,6 +54,7 @@ def test_local_variant_runs_every_group_and_hands_data_over(
     plan = build_plan(load_project(kedro_project, "tiny"), "train_all")
     assert [step.group for step in plan.steps] == [
         "data",
+        "fit_unknown_materials",  # depends on nothing: beside the data step
         *sorted(ARCHITECTURES),
         "comparison",
         "robustness",
@@ -58,6 +65,7 @@ def test_local_variant_runs_every_group_and_hands_data_over(
     build_local_pipeline(plan, kedro_project)(epochs=1)  # the pipeline parameter overrides the env's 3
 
     data = kedro_project / "data"
+    assert (data / "06_models/physics_unknown_score.pkl").stat().st_size > 0
     for arch in ARCHITECTURES:
         assert (data / f"06_models/{arch}/model.pt").stat().st_size > 0
         assert (data / f"08_reporting/{arch}/metrics.json").exists()
