@@ -21,12 +21,12 @@ import pandas as pd
 from alloy_mtl.evaluation.physics_unknown import PhysicsUnknownScore
 from alloy_mtl.physics.calibrated_generation import nominal_generation, recorded_config
 from alloy_mtl.physics.simulator import SimulationConfig
+from alloy_mtl.tracking.pyfunc_model import UNKNOWN
 
 __all__ = ["DesignationScores", "mark_unknown_designations", "score_designations"]
 
 logger = logging.getLogger(__name__)
 
-UNKNOWN = "unknown"
 ALLOY_COLUMN = "alloy"
 
 
@@ -56,23 +56,23 @@ def score_designations(
     tolerances. Not applied (``skipped``, logged) where the score is not fitted (None, or the reason it is
     not), the model records no simulated instrument (trained on a lab folder), the score was fitted for
     another beam or image size, or the folder has fewer than half a batch of usable images."""
-    reason = _not_applicable(score, model_metadata)
-    config = None
-    if not reason:
-        recorded = recorded_config(
-            generation, model_metadata["instrument"], int(model_metadata["image_size"])
+    if not isinstance(score, PhysicsUnknownScore):
+        return _skipped(
+            score or "not fitted (run `kedro run --pipeline unknown_materials`; train_all runs it)"
         )
-        declared = SimulationConfig.from_params(nominal_generation(generation))
-        config = dataclasses.replace(recorded, tolerances=declared.tolerances)
-        mismatch = score.mismatch(config)  # type: ignore[union-attr]
-        reason = f"fitted for another instrument ({mismatch})" if mismatch else ""
-        fewest = score.batch_size // 2  # type: ignore[union-attr]
-        if not reason and len(images) < fewest:
-            reason = f"{len(images)} usable image(s), too few to fit the instrument from (at least {fewest})"
-    if reason:
-        logger.warning("physics unknown-designation score not applied: %s", reason)
-        return DesignationScores(skipped=reason)
-    assert isinstance(score, PhysicsUnknownScore) and config is not None
+    if model_metadata.get("instrument") is None:
+        return _skipped("the model records no simulated instrument (it was not trained on simulated images)")
+    recorded = recorded_config(generation, model_metadata["instrument"], int(model_metadata["image_size"]))
+    declared = SimulationConfig.from_params(nominal_generation(generation))
+    config = dataclasses.replace(recorded, tolerances=declared.tolerances)
+    mismatch = score.mismatch(config)
+    if mismatch:
+        return _skipped(f"fitted for another instrument ({mismatch})")
+    fewest = score.batch_size // 2
+    if len(images) < fewest:
+        return _skipped(
+            f"{len(images)} usable image(s), too few to fit the instrument from (at least {fewest})"
+        )
     logger.info(
         "physics unknown-designation score: %d image(s), batches of %d", len(images), score.batch_size
     )
@@ -84,14 +84,9 @@ def score_designations(
     )
 
 
-def _not_applicable(score: PhysicsUnknownScore | str | None, model_metadata: Mapping[str, Any]) -> str:
-    if score is None:
-        return "not fitted (run `kedro run --pipeline unknown_materials`; train_all runs it)"
-    if isinstance(score, str):
-        return score
-    if model_metadata.get("instrument") is None:
-        return "the model records no simulated instrument (it was not trained on simulated images)"
-    return ""
+def _skipped(reason: str) -> DesignationScores:
+    logger.warning("physics unknown-designation score not applied: %s", reason)
+    return DesignationScores(skipped=reason)
 
 
 def mark_unknown_designations(predictions: pd.DataFrame, checked: DesignationScores) -> pd.DataFrame:
