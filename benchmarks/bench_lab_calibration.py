@@ -79,8 +79,7 @@ def _macro_ap(frame: pd.DataFrame, truth: np.ndarray) -> float:
 
 def _physics_ap(generation: dict[str, Any], images: np.ndarray, truth: np.ndarray) -> tuple[float, dict]:
     config = SimulationConfig.from_params(generation)
-    tolerances = {key: (low, high) for key, low, high in config.tolerances} or None
-    estimator = PhysicsLimitEstimator(config, tolerances=tolerances)
+    estimator = PhysicsLimitEstimator.within_declared(config)
     return _macro_ap(estimator.predict(images), truth), estimator.fitted_instrument or {}
 
 

@@ -219,9 +219,8 @@ def run(project: Path, archs: list[str], per_material: int, n_known: int) -> dic
     }
 
     base = SimulationConfig.from_params(generation)
-    tolerances = {key: (low, high) for key, low, high in base.tolerances} or None
     start = time.perf_counter()
-    estimator = PhysicsLimitEstimator(base, tolerances=tolerances)
+    estimator = PhysicsLimitEstimator.within_declared(base)
     estimator.fit_instrument(known_images)
     known_features = physics_features(estimator, known_images)
     ood_features = physics_features(estimator, ood_images)

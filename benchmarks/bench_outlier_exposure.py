@@ -88,9 +88,7 @@ def run(
     unknown = np.concatenate([near[keep], other[keep_other]])
     meta = pd.concat([near_meta.loc[keep], other_meta.loc[keep_other]], ignore_index=True)
     declared = SimulationConfig.from_params(generation)
-    estimator = PhysicsLimitEstimator(
-        declared, tolerances={k: (lo, hi) for k, lo, hi in declared.tolerances} or None
-    )
+    estimator = PhysicsLimitEstimator.within_declared(declared)
     estimator.fit_instrument(known)
     ceilings = separability(
         physics_features(estimator, known),

@@ -77,9 +77,9 @@ def without_instrument(metadata: pd.DataFrame) -> pd.DataFrame:
 def batch_instrument(generation: Mapping[str, Any] | None, images: np.ndarray) -> dict[str, float]:
     """The instrument shared by ``images``, fitted by the physics-limit estimator from the images alone (no
     labels) inside the declared ``generation.tolerances``; the nominal instrument where none are declared."""
-    config = SimulationConfig.from_params(generation)
-    tolerances = {key: (low, high) for key, low, high in config.tolerances} or None
-    return PhysicsLimitEstimator(config, tolerances=tolerances).fit_instrument(images)
+    return PhysicsLimitEstimator.within_declared(SimulationConfig.from_params(generation)).fit_instrument(
+        images
+    )
 
 
 def validation_set_config(

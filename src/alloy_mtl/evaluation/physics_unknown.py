@@ -147,10 +147,6 @@ def batch_slices(n_images: int, batch_size: int) -> list[slice]:
     return [slice(s, starts[i + 1] if i + 1 < len(starts) else n_images) for i, s in enumerate(starts)]
 
 
-def _tolerances(config: SimulationConfig) -> dict[str, tuple[float, float]] | None:
-    return {key: (low, high) for key, low, high in config.tolerances} or None
-
-
 def _compressed(features: np.ndarray) -> np.ndarray:
     """sign(x) log(1 + |x|): relative log-likelihoods run from 0 to -1e6, thickness over a few mm."""
     return np.sign(features) * np.log1p(np.abs(features))
@@ -303,7 +299,7 @@ def batch_features(
     features = np.empty((len(images), len(ALLOYS) + 2))
     if not len(images):
         return features
-    estimator = PhysicsLimitEstimator(config, tolerances=_tolerances(config))
+    estimator = PhysicsLimitEstimator.within_declared(config)
     for batch in batch_slices(len(images), batch_size):
         estimator.fit_instrument(images[batch])
         if trim > 0:
@@ -336,7 +332,7 @@ def fit_physics_unknown(
         len(exposed),
         ", ".join(params.exposure),
     )
-    estimator = PhysicsLimitEstimator(declared, tolerances=_tolerances(declared))
+    estimator = PhysicsLimitEstimator.within_declared(declared)
     estimator.fit_instrument(known)
     features = np.vstack([physics_features(estimator, known), physics_features(estimator, exposed)])
     labels = np.r_[np.zeros(len(known)), np.ones(len(exposed))]

@@ -117,6 +117,12 @@ class PhysicsLimitEstimator:
         self._start = start_instrument(config, self.tolerances)
         self._set_instrument(instrument_config(config, self._start) if self.tolerances else config)
 
+    @classmethod
+    def within_declared(cls, config: SimulationConfig) -> PhysicsLimitEstimator:
+        """An estimator of ``config`` that fits the instrument inside ``config``'s declared tolerances (the
+        nominal instrument where none are declared)."""
+        return cls(config, tolerances={key: (low, high) for key, low, high in config.tolerances} or None)
+
     def _set_instrument(self, instrument: SimulationConfig) -> None:
         """Build the likelihood's tables for images taken by ``instrument`` (a config differing in beam/detector)."""
         self._instrument = instrument

@@ -62,10 +62,9 @@ def physics_limit_conditions(
     if not conditions:
         return robustness.stack_conditions({}), {}
     config = SimulationConfig.from_params(generation)
-    tolerances = {key: (low, high) for key, low, high in config.tolerances} or None
     predictions, instruments = {}, {}
     for name, (images, metadata) in conditions.items():
-        estimator = PhysicsLimitEstimator(config, tolerances=tolerances)
+        estimator = PhysicsLimitEstimator.within_declared(config)
         predictions[name] = robustness.physics_predictions(estimator, images, metadata)
         instruments[name] = estimator.fitted_instrument or nominal_instrument(config)
         logger.info("physics limit, %s: instrument %s", name, instruments[name])
