@@ -8,8 +8,9 @@ designations (``NEAR_MATERIALS``: 2024, 3003, 5754, 6061, 7020) and ``HELD_OUT``
 exposure table nor the evaluation names), ``--per-designation`` images each, the instrument fitted per batch
 of the stream as inference fits it (unknown images inside the batches). Reported per designation: AUROC
 against the known images, the share flagged at the threshold for a 1 % rejection rate, and the known images'
-rejected share; beside them the physics ceiling (``bench_ood.separability``: a classifier *told* the
-designation, on the same fits). Mean +- sd over ``--seeds``.
+rejected share, in the stream and in a stream of their own (no unknown plate pulling the instrument fit);
+beside them the physics ceiling (``bench_ood.separability``: a classifier *told* the designation, on the same
+fits). Mean +- sd over ``--seeds``.
 
 Run: ``python benchmarks/bench_outlier_exposure.py [--project .] [--seeds 3]`` ->
 benchmarks/results/bench_outlier_exposure{tag}.json and .md.
@@ -32,6 +33,7 @@ from machine import machine_name
 from sklearn.metrics import roc_auc_score
 
 from alloy_mtl.config import parse_params
+from alloy_mtl.constants import ALLOYS
 from alloy_mtl.evaluation.evaluation_set import evaluation_set_config
 from alloy_mtl.evaluation.ood import simulate_ood_set
 from alloy_mtl.evaluation.params import EvaluationSetParams
@@ -53,11 +55,27 @@ HELD_OUT: dict[str, dict[str, Any]] = {
     "6351": {"density_g_cm3": 2.71, "limits_wt_pct": {"Si": [0.7, 1.3], "Fe": [0, 0.5], "Cu": [0, 0.1], "Mn": [0.4, 0.8], "Mg": [0.4, 0.8], "Zn": [0, 0.2]}},
     "7475": {"density_g_cm3": 2.81, "limits_wt_pct": {"Si": [0, 0.1], "Fe": [0, 0.12], "Cu": [1.2, 1.9], "Mg": [1.9, 2.6], "Cr": [0.18, 0.25], "Zn": [5.2, 6.2]}},
     "8011": {"density_g_cm3": 2.71, "limits_wt_pct": {"Si": [0.5, 0.9], "Fe": [0.6, 1.0], "Cu": [0, 0.1], "Mn": [0, 0.2], "Mg": [0, 0.05], "Zn": [0, 0.1]}},
+    # added after the score was designed (it was chosen looking at the six above, never at these)
+    "1200": {"density_g_cm3": 2.71, "limits_wt_pct": {"Si": [0, 0.5], "Fe": [0, 0.7], "Cu": [0, 0.05], "Mn": [0, 0.05], "Zn": [0, 0.1], "Ti": [0, 0.05]}},
+    "2117": {"density_g_cm3": 2.75, "limits_wt_pct": {"Si": [0, 0.8], "Fe": [0, 0.7], "Cu": [2.2, 3.0], "Mn": [0, 0.2], "Mg": [0.2, 0.5], "Cr": [0, 0.1], "Zn": [0, 0.25]}},
+    "3103": {"density_g_cm3": 2.73, "limits_wt_pct": {"Si": [0, 0.5], "Fe": [0, 0.7], "Cu": [0, 0.1], "Mn": [0.9, 1.5], "Mg": [0, 0.3], "Cr": [0, 0.1], "Zn": [0, 0.2]}},
+    "5182": {"density_g_cm3": 2.65, "limits_wt_pct": {"Si": [0, 0.2], "Fe": [0, 0.35], "Cu": [0, 0.15], "Mn": [0.2, 0.5], "Mg": [4.0, 5.0], "Cr": [0, 0.1], "Zn": [0, 0.25], "Ti": [0, 0.1]}},
+    "6101": {"density_g_cm3": 2.70, "limits_wt_pct": {"Si": [0.3, 0.7], "Fe": [0, 0.5], "Cu": [0, 0.1], "Mn": [0, 0.03], "Mg": [0.35, 0.8], "Cr": [0, 0.03], "Zn": [0, 0.1]}},
+    "7175": {"density_g_cm3": 2.80, "limits_wt_pct": {"Si": [0, 0.15], "Fe": [0, 0.2], "Cu": [1.2, 2.0], "Mn": [0, 0.1], "Mg": [2.1, 2.9], "Cr": [0.18, 0.28], "Zn": [5.1, 6.1], "Ti": [0, 0.1]}},
 }  # fmt: skip
 
 
 def _auroc(known: np.ndarray, unknown: np.ndarray) -> float:
     return float(roc_auc_score(np.r_[np.zeros(len(known)), np.ones(len(unknown))], np.r_[known, unknown]))
+
+
+def nearest_alloys(features: np.ndarray, materials: np.ndarray) -> dict[str, str]:
+    """Per designation, the known alloy its images fit best most often (the first ``len(ALLOYS)`` feature columns
+    are each alloy's log-likelihood relative to the best)."""
+    best = np.asarray(ALLOYS)[features[:, : len(ALLOYS)].argmax(axis=1)]
+    return {
+        str(name): str(pd.Series(best[materials == name]).mode().iloc[0]) for name in dict.fromkeys(materials)
+    }
 
 
 def run(
@@ -90,13 +108,28 @@ def run(
     declared = SimulationConfig.from_params(generation)
     estimator = PhysicsLimitEstimator.within_declared(declared)
     estimator.fit_instrument(known)
-    ceilings = separability(
+    known_features, unknown_features = (
         physics_features(estimator, known),
         physics_features(estimator, unknown),
-        known_meta["specimen_id"].to_numpy(),
-        meta,
     )
+    known_groups = known_meta["specimen_id"].to_numpy()
+    ceilings = separability(known_features, unknown_features, known_groups, meta)
+    nearest = nearest_alloys(unknown_features, meta["material"].astype(str).to_numpy())
+    known_alloy = known_meta["alloy"].astype(str).to_numpy()
+    ceilings_nearest: dict[str, float] = {}
+    for alloy in sorted(set(nearest.values())):
+        mine = meta["material"].astype(str).isin([n for n, a in nearest.items() if a == alloy]).to_numpy()
+        ceilings_nearest |= separability(
+            known_features[known_alloy == alloy],
+            unknown_features[mine],
+            known_groups[known_alloy == alloy],
+            meta.loc[mine].reset_index(drop=True),
+        )
     logger.info("ceilings: %s", {k: round(v, 3) for k, v in ceilings.items()})
+    logger.info(
+        "nearest alloys and ceilings against them: %s",
+        {k: (nearest[k], round(v, 3)) for k, v in ceilings_nearest.items()},
+    )
     stream = np.concatenate([known, unknown])
     order = np.random.default_rng(0).permutation(len(stream))
     is_known = np.r_[np.ones(len(known), bool), np.zeros(len(unknown), bool)]
@@ -110,10 +143,18 @@ def run(
         scores[order] = fitted.score(declared, stream[order])
         threshold = fitted.threshold(REJECT_RATE)
         known_scores = scores[is_known]
-        result: dict[str, Any] = {"known_rejected": float((known_scores > threshold).mean())}
+        alone = fitted.score(declared, known[np.random.default_rng(1).permutation(len(known))])
+        result: dict[str, Any] = {
+            "known_rejected": float((known_scores > threshold).mean()),
+            "known_rejected_alone": float((alone > threshold).mean()),
+        }
         for name in sorted(set(meta["material"].astype(str))):
             mine = scores[materials == name]
-            result[name] = {"auroc": _auroc(known_scores, mine), "flagged": float((mine > threshold).mean())}
+            result[name] = {
+                "auroc": _auroc(known_scores, mine),
+                "auroc_nearest": _auroc(known_scores[known_alloy == nearest[name]], mine),
+                "flagged": float((mine > threshold).mean()),
+            }
         logger.info("seed %d: %s", seed, result)
         per_seed.append(result)
     return {
@@ -127,6 +168,8 @@ def run(
         "near": sorted(set(near_meta.loc[keep, "material"].astype(str))),
         "held_out": list(HELD_OUT),
         "ceilings": ceilings,
+        "nearest": nearest,
+        "ceilings_nearest": ceilings_nearest,
         "per_seed": per_seed,
     }
 
@@ -145,19 +188,31 @@ def _markdown(results: dict[str, Any], command: str) -> str:
         f"shuffled stream of {results['unit']}, {results['n_known']} known-alloy images and "
         f"{results['per_designation']} images of each designation below, the instrument fitted per batch of the "
         f"stream. Threshold: {REJECT_RATE:.0%} of the fitting's known reference images rejected; known images of "
-        f"the stream rejected: {_mean_sd([r['known_rejected'] for r in runs])}. Mean +- sd over {len(runs)} seeds "
+        f"the stream rejected: {_mean_sd([r['known_rejected'] for r in runs])} (the same known images in a stream "
+        f"of their own: {_mean_sd([r.get('known_rejected_alone', np.nan) for r in runs])}). Mean +- sd over "
+        f"{len(runs)} seeds "
         "(each fits the score on fresh images). Ceiling: a classifier told the designation, on the same fits "
-        "(out-of-fold, one draw).",
+        "(out-of-fold, one draw), against all known images (the evaluation's balanced five alloys) and against "
+        "the images of the alloy the designation's images fit best most often (nearest); the score's AUROC is "
+        "given against both. Against all five a told classifier separates the four alloys the designation does "
+        "not resemble for free (4/5 of the known images), which a detector not told the designation cannot: "
+        "where the ceiling against the nearest alloy is near 0.5, the designation is a copy of that alloy to "
+        "the physics fits, and about 0.5 is all any detector not told it can reach against all five.",
         "",
-        "| designation | set | AUROC | ceiling | ceiling - AUROC | flagged at the threshold |",
-        "|---|---|---|---|---|---|",
+        "| designation | set | nearest alloy | AUROC | ceiling | ceiling - AUROC | AUROC vs nearest | ceiling vs "
+        "nearest | flagged at the threshold |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name in [*results["near"], *results["held_out"]]:
         auroc = [r[name]["auroc"] for r in runs]
+        near_auroc = [r[name].get("auroc_nearest", np.nan) for r in runs]
         ceiling = results["ceilings"][name]
+        near_ceiling = results.get("ceilings_nearest", {}).get(name, np.nan)
         lines.append(
-            f"| {name} | {'evaluation near-OOD' if name in results['near'] else 'held out'} | {_mean_sd(auroc)} | "
-            f"{ceiling:.3f} | {ceiling - np.mean(auroc):+.3f} | {_mean_sd([r[name]['flagged'] for r in runs])} |"
+            f"| {name} | {'evaluation near-OOD' if name in results['near'] else 'held out'} | "
+            f"{results.get('nearest', {}).get(name, '')} | {_mean_sd(auroc)} | {ceiling:.3f} | "
+            f"{ceiling - np.mean(auroc):+.3f} | {_mean_sd(near_auroc)} | {near_ceiling:.3f} | "
+            f"{_mean_sd([r[name]['flagged'] for r in runs])} |"
         )
     return "\n".join([*lines, ""])
 
@@ -167,7 +222,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, default=ROOT)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--per-designation", type=int, default=60)
+    parser.add_argument("--per-designation", type=int, default=30)
     parser.add_argument("--n-known", type=int, default=1500)
     parser.add_argument("--detector-seed", type=int, default=None, help="image the stream by this unit")
     parser.add_argument("--tag", default="")

@@ -50,6 +50,11 @@ def register_pipelines() -> dict[str, Pipeline]:
         (evaluation.create_pipeline(arch) for arch in ARCHITECTURES),
         evaluation.create_comparison_pipeline(ARCHITECTURES),
     )
+    # inside train_all the comparison waits for the physics unknown score's own evaluation and shows it
+    all_evaluation_with_physics = sum(
+        (evaluation.create_pipeline(arch) for arch in ARCHITECTURES),
+        evaluation.create_comparison_pipeline(ARCHITECTURES, physics_unknown="physics_unknown_evaluation"),
+    )
     pipelines: dict[str, Pipeline] = {
         "data_generation": processing.only_nodes("acquire_dataset"),
         "data_processing": processing,
@@ -89,7 +94,12 @@ def register_pipelines() -> dict[str, Pipeline]:
         instruments="robustness_instruments",
     )
     pipelines["train_all"] = (
-        processing + all_training + all_evaluation + suite + gate + pipelines["unknown_materials"]
+        processing
+        + all_training
+        + all_evaluation_with_physics
+        + suite
+        + gate
+        + pipelines["unknown_materials"]
     )
     pipelines["__default__"] = pipelines["train_all"]
     return pipelines

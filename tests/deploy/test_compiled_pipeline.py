@@ -101,9 +101,9 @@ def test_one_task_per_group_running_every_node_once(spec):
     # the robustness suite keeps its in-memory images inside one step (its nodes are tagged robustness)
     assert steps["robustness"][0] == "simulate_robustness_conditions"
     assert "fnn.predict_robustness" in steps["robustness"] and steps["robustness"][-1] == "report_robustness"
-    assert [
-        "fit_unknown_materials"
-    ] in steps.values()  # the physics unknown score: its own step, beside the data
+    # the physics unknown score, fitted then measured on the evaluation's sets: its own step, beside the data
+    assert steps["unknown-materials"] == ["fit_unknown_materials", "evaluate_unknown_materials"]
+    assert "answer_with_physics" in steps["comparison"]
 
 
 def test_dependent_tasks_equal_the_kedro_graph(spec):

@@ -54,7 +54,7 @@ def test_local_variant_runs_every_group_and_hands_data_over(
     plan = build_plan(load_project(kedro_project, "tiny"), "train_all")
     assert [step.group for step in plan.steps] == [
         "data",
-        "fit_unknown_materials",  # depends on nothing: beside the data step
+        "unknown_materials",  # depends on nothing: beside the data step
         *sorted(ARCHITECTURES),
         "comparison",
         "robustness",
@@ -66,6 +66,7 @@ def test_local_variant_runs_every_group_and_hands_data_over(
 
     data = kedro_project / "data"
     assert (data / "06_models/physics_unknown_score.pkl").stat().st_size > 0
+    assert json.loads((data / "08_reporting/unknown_materials/ood_report.json").read_text())["evaluated"]
     for arch in ARCHITECTURES:
         assert (data / f"06_models/{arch}/model.pt").stat().st_size > 0
         assert (data / f"08_reporting/{arch}/metrics.json").exists()

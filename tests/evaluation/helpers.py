@@ -1,4 +1,5 @@
-"""Test helpers building predictions tables in the evaluation contract."""
+"""Test helpers building predictions tables in the evaluation contract, and the tiny physics unknown score's
+settings."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import numpy as np
 import pandas as pd
 
 from alloy_mtl.constants import ALLOYS
+
+#: A tiny generation and physics unknown score (``unknown_materials``) the physics unknown tests fit.
+PHYSICS_GENERATION = {"seed": 5, "image_size": 16, "n_images": 100}
+PHYSICS_TINY = {"known_images": 200, "images_per_designation": 20, "reference_images": 200, "batch_size": 50}
 
 
 def predictions_from_probs(

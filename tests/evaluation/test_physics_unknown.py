@@ -19,9 +19,9 @@ from alloy_mtl.evaluation.physics_unknown import (
 from alloy_mtl.parameters import check_parameters
 from alloy_mtl.physics.materials import NEAR_MATERIALS, material_from_params
 from alloy_mtl.physics.simulator import SimulationConfig, simulate_dataset
+from tests.evaluation.helpers import PHYSICS_GENERATION, PHYSICS_TINY
 
-GENERATION = {"seed": 5, "image_size": 16, "n_images": 100}
-TINY = {"known_images": 200, "images_per_designation": 20, "reference_images": 200, "batch_size": 50}
+GENERATION, TINY = PHYSICS_GENERATION, PHYSICS_TINY
 #: far from the five alloys and from the exposure table: copper-rich like no known alloy
 HIGH_COPPER = {
     "density_g_cm3": 2.84,

@@ -51,6 +51,17 @@ TINY = {
 }
 
 
+def _assert_physics_unknown_beside_the_models(data) -> None:
+    """The physics unknown score measured on the evaluation's sets, and what each model answers with it beside."""
+    report = json.loads((data / "08_reporting/unknown_materials/ood_report.json").read_text())
+    assert report["evaluated"] and {"near", "far"} <= set(report["families"])
+    answers = json.loads((data / "08_reporting/unknown_materials/answers_with_physics.json").read_text())
+    assert set(answers) == set(ARCHITECTURES)
+    assert all(a["known_rejected"] >= a["physics_known_rejected"] for a in answers.values())
+    comparison = (data / "08_reporting/comparison.md").read_text()
+    assert "| physics unknown score |" in comparison and "| resnet18 + physics |" in comparison
+
+
 @pytest.mark.slow
 def test_train_all_produces_models_histories_reports_and_comparison(kedro_project, run_pipeline, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI")  # the embedded default: mlflow.db at the project root
@@ -111,6 +122,7 @@ def test_train_all_produces_models_histories_reports_and_comparison(kedro_projec
     assert selection["n_images"] == 60
     assert "`ensemble_selected` weighs the models" in (data / "08_reporting/comparison.md").read_text()
     assert "## Unknown materials" in (data / "08_reporting/comparison.md").read_text()
+    _assert_physics_unknown_beside_the_models(data)
     assert (
         "## Conformal sets and intervals (large evaluation set)"
         in (data / "08_reporting/comparison.md").read_text()
@@ -152,7 +164,10 @@ def check_mlflow(project):
     top = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"comparison", "data", "data_docs", "registry"} <= top
     comparison = {a.path for a in client.list_artifacts(parent.info.run_id, "comparison")}
-    assert "comparison/ensemble_selection.json" in comparison
+    assert {"comparison/ensemble_selection.json", "comparison/answers_with_physics.json"} <= comparison
+    unknown = {a.path for a in client.list_artifacts(parent.info.run_id, "unknown_materials")}
+    assert {"unknown_materials/summary.json", "unknown_materials/ood_report.json"} <= unknown
+    assert "unknown_materials.families.near.auroc" in parent.data.metrics
     children = {
         r.info.run_name: r for r in runs if r.data.tags.get(MLFLOW_PARENT_RUN_ID) == parent.info.run_id
     }

@@ -29,6 +29,7 @@ from alloy_mtl.physics.materials import FAR_MATERIALS, NEAR_MATERIALS, OPEN_BEAM
 from alloy_mtl.physics.simulator import SimulationConfig, simulate_dataset
 
 __all__ = [
+    "PHYSICS_UNKNOWN_ROW",
     "SYNTHETIC_FAMILIES",
     "auroc",
     "fpr_at_tpr",
@@ -169,12 +170,30 @@ def model_ood_report(
     }
 
 
-def ood_markdown(reports: Mapping[str, Mapping[str, Any]]) -> list[str]:
+PHYSICS_UNKNOWN_ROW = "physics unknown score"
+"""The OOD section's row of the physics unknown-designation score (``alloy_mtl.evaluation.physics_unknown``)."""
+
+
+def _auroc_cell(m: Mapping[str, Any] | None) -> str:
+    if m is None:
+        return ""
+    ci = m.get("auroc_ci") or [np.nan, np.nan]
+    return f"{m['auroc']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] ({m['unknown_rejected']:.0%})"
+
+
+def ood_markdown(
+    reports: Mapping[str, Mapping[str, Any]],
+    physics: Mapping[str, Any] | None = None,
+    with_physics: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[str]:
     """The comparison's section: per model and family, AUROC [95 % interval] and the share answered
-    ``unknown`` at the model's threshold (none when no model has a report)."""
+    ``unknown`` at the model's threshold; with the physics score's report (``physics``), its row and, per model
+    in ``with_physics``, the shares it answers unknown with the physics score beside it (as folder inference
+    does). None when no model has a report."""
     reports = {name: report for name, report in reports.items() if report.get("families")}
     if not reports:
         return []
+    physics = physics if physics and physics.get("families") else None
     families = list(dict.fromkeys(f for report in reports.values() for f in report["families"]))
     lines = [
         "## Unknown materials",
@@ -189,13 +208,23 @@ def ood_markdown(reports: Mapping[str, Mapping[str, Any]]) -> list[str]:
         "|---|---|" + "---|" * len(families),
     ]
     for name, report in reports.items():
-        cells = []
-        for family in families:
-            m = report["families"].get(family)
-            if m is None:
-                cells.append("")
-                continue
-            ci = m.get("auroc_ci") or [np.nan, np.nan]
-            cells.append(f"{m['auroc']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] ({m['unknown_rejected']:.0%})")
+        cells = [_auroc_cell(report["families"].get(family)) for family in families]
         lines.append(f"| {name} | {report['known_rejected']:.1%} | " + " | ".join(cells) + " |")
+    if physics is None:
+        return [*lines, ""]
+    cells = [_auroc_cell(physics["families"].get(family)) for family in families]
+    lines.append(f"| {PHYSICS_UNKNOWN_ROW} | {physics['known_rejected']:.1%} | " + " | ".join(cells) + " |")
+    for name, report in (with_physics or {}).items():
+        cells = [
+            f"({m['unknown_rejected']:.0%})" if (m := report["families"].get(family)) else ""
+            for family in families
+        ]
+        lines.append(f"| {name} + physics | {report['known_rejected']:.1%} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"`{PHYSICS_UNKNOWN_ROW}`: the physics unknown-designation score (`kedro run --pipeline unknown_materials`) on "
+        "the same images, mixed into one stream and scored as folder inference scores it (the instrument fitted "
+        "per batch of the stream; images the input guards refuse count as answered unknown). `<model> + "
+        "physics`: what folder inference answers, unknown where either score is above its threshold.",
+    ]
     return [*lines, ""]

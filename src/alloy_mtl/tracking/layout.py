@@ -24,7 +24,9 @@ nested run of ``<model>``; project-wide datasets (comparison, validation) go to 
   ``instrument/`` on the parent |
 | ``inference_drift_table`` / ``inference_drift_markdown`` | ``drift/`` on the parent; the table also as metrics
   ``drift.alarms``, ``drift.batch_<n>.beam_statistic`` ... |
-| ``physics_unknown_summary`` | ``unknown_materials/summary.json`` on the parent |
+| ``physics_unknown_summary`` / ``physics_unknown_ood_report`` | ``unknown_materials/summary.json`` /
+  ``unknown_materials/ood_report.json`` on the parent, the report also as metrics ``unknown_materials.<path>`` |
+| ``physics_unknown_answers`` | ``comparison/answers_with_physics.json`` on the parent |
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ PARENT_DATASETS: dict[str, str] = {
     "inference_drift_table": "drift/drift.csv",
     "inference_drift_markdown": "drift/drift.md",
     "physics_unknown_summary": "unknown_materials/summary.json",
+    "physics_unknown_ood_report": "unknown_materials/ood_report.json",
+    "physics_unknown_answers": "comparison/answers_with_physics.json",
 }
 
 
@@ -135,8 +139,11 @@ def log_dataset(  # noqa: PLR0912 (one branch per kind of dataset in the module 
 
 
 def _log_parent(tracker: RunTracker, run_id: str, leaf: str, data: Any) -> None:
-    """A project-wide dataset to the parent run; the drift table also as metrics."""
+    """A project-wide dataset to the parent run; the drift table and the physics score's OOD report also as
+    metrics."""
     _log_artifact_value(tracker.client, run_id, PARENT_DATASETS[leaf], data)
+    if leaf == "physics_unknown_ood_report" and isinstance(data, Mapping):
+        tracker.log_metrics(run_id, flatten_numbers(data, "unknown_materials"))
     if leaf == "inference_drift_table" and isinstance(data, pd.DataFrame):
         from alloy_mtl.evaluation.drift import drift_metrics
 

@@ -32,6 +32,7 @@ from alloy_mtl.evaluation.evaluation_set import (
 )
 from alloy_mtl.evaluation.ood import model_ood_report, ood_markdown, simulate_ood_set
 from alloy_mtl.evaluation.params import EvaluationParams
+from alloy_mtl.evaluation.physics_unknown_evaluation import with_physics
 from alloy_mtl.evaluation.plots import ap_heatmap
 from alloy_mtl.evaluation.report import evaluate_model
 from alloy_mtl.mtl.labelled_prediction import predict_images
@@ -189,6 +190,10 @@ def predict_evaluation_set(
     images, metadata = simulate_evaluation_set(generation, settings)
     return predict_images(model, images, metadata, instrument=instrument or None)
 
+
+KNOWN_SUFFIX = "_evaluation_set_predictions"
+OOD_SUFFIX = "_ood_predictions"
+"""Keyword suffixes of :func:`answer_with_physics`'s per-architecture inputs."""
 
 OOD_RESAMPLES = 200
 """Bootstrap resamples of the OOD AUROC intervals (each resample refits an AUROC per family)."""
@@ -410,6 +415,23 @@ def selection_note(selection: dict[str, Any]) -> str:
     return text + " `ensemble_soft` and `ensemble_hard` weigh every model alike."
 
 
+def answer_with_physics(
+    physics_unknown: pd.DataFrame | None, **predictions: pd.DataFrame
+) -> dict[str, dict[str, Any]]:
+    """Per architecture, what it answers ``unknown`` with the physics unknown-designation score beside it, as
+    folder inference answers (:func:`alloy_mtl.evaluation.physics_unknown_evaluation.with_physics`), from its
+    ``<arch>_evaluation_set_predictions`` and ``<arch>_ood_predictions`` (unknown-material set) predictions and
+    ``physics_unknown`` (the unknown_materials pipeline's per-image scores of the same images; empty without)."""
+    if physics_unknown is None or physics_unknown.empty:
+        return {}
+    archs = [key.removesuffix(KNOWN_SUFFIX) for key in predictions if key.endswith(KNOWN_SUFFIX)]
+    answers = {
+        arch: with_physics(predictions[arch + KNOWN_SUFFIX], predictions[arch + OOD_SUFFIX], physics_unknown)
+        for arch in archs
+    }
+    return {arch: answer for arch, answer in answers.items() if answer}
+
+
 def compare_architectures(
     physics_metrics: dict[str, Any],
     soft_metrics: dict[str, Any],
@@ -418,6 +440,8 @@ def compare_architectures(
     *,
     selected_metrics: dict[str, Any] | None = None,
     selection: dict[str, Any] | None = None,
+    physics_unknown_report: dict[str, Any] | None = None,
+    physics_unknown_answers: dict[str, Any] | None = None,
     **arch_metrics: dict[str, Any],
 ) -> tuple[pd.DataFrame, str, Figure]:
     """The study's cross-model tables (CSV and Markdown) and the per-alloy AP heatmap.
@@ -426,7 +450,9 @@ def compare_architectures(
     on the validation split, ``selection``, noted under the title) and, for generated data, the physics-limit
     estimator with each model's gap to it. With generated data the tables and the heatmap are those of the
     large simulated evaluation set (the test split's follow); every headline metric carries its 95%
-    specimen-bootstrap interval.
+    specimen-bootstrap interval. The unknown-materials section adds the physics unknown-designation score's
+    row (``physics_unknown_report``, the unknown_materials pipeline's) and each model's answers with it
+    (``physics_unknown_answers``: :func:`answer_with_physics`) when given.
     """
     per_model: dict[str, dict[str, Any]] = dict(arch_metrics)
     per_model["ensemble_soft"] = soft_metrics
@@ -452,7 +478,11 @@ def compare_architectures(
         title = f"Large evaluation set ({n_images} images of fresh specimens, balanced"
         sections += _headline_section(title, large, tasks)
     sections += _headline_section("Test split", test, tasks)
-    sections += ood_markdown({name: dict(m.get("ood") or {}) for name, m in arch_metrics.items()})
+    sections += ood_markdown(
+        {name: dict(m.get("ood") or {}) for name, m in arch_metrics.items()},
+        physics_unknown_report,
+        physics_unknown_answers,
+    )
     for where, title in (("evaluation_set", "large evaluation set"), ("test", "test split")):
         sections += conformal_markdown(
             {name: (m.get("conformal") or {}).get(where) or {} for name, m in arch_metrics.items()}, title

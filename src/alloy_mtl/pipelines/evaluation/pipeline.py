@@ -116,11 +116,29 @@ def _ensemble_inputs(architectures: Sequence[str], predictions: str) -> dict[str
     )
 
 
-def create_comparison_pipeline(architectures: Sequence[str], **kwargs) -> Pipeline:
+def create_comparison_pipeline(
+    architectures: Sequence[str], physics_unknown: str = "physics_unknown_evaluation_if_scored", **kwargs
+) -> Pipeline:
     """Physics-limit row, the ensembles (equal-weight soft/hard voting; soft voting weighted as chosen on the
-    validation split) and the cross-architecture comparison."""
+    validation split) and the cross-architecture comparison, with the physics unknown-designation score's row and
+    each model's answers with it beside (``physics_unknown`` names its per-image table; inside ``train_all`` the
+    unknown_materials pipeline's output, alone the file it wrote, if any; its report is read likewise)."""
+    report = "physics_unknown_ood_report" + (
+        "" if physics_unknown == "physics_unknown_evaluation" else "_if_evaluated"
+    )
     return create_selection_pipeline(architectures) + Pipeline(
         [
+            Node(
+                nodes.answer_with_physics,
+                inputs={"physics_unknown": physics_unknown}
+                | {
+                    f"{arch}{nodes.KNOWN_SUFFIX}": f"{arch}.evaluation_set_predictions"
+                    for arch in architectures
+                }
+                | {f"{arch}{nodes.OOD_SUFFIX}": f"{arch}.ood_predictions" for arch in architectures},
+                outputs="physics_unknown_answers",
+                name="answer_with_physics",
+            ),
             Node(
                 nodes.physics_limit_predictions,
                 inputs=["model_input", "params:data_source", "params:generation", "params:evaluation"],
@@ -179,6 +197,8 @@ def create_comparison_pipeline(architectures: Sequence[str], **kwargs) -> Pipeli
                     "selected_metrics": "ensemble_selected.metrics",
                     "selection": "ensemble_selection",
                     "evaluation": "params:evaluation",
+                    "physics_unknown_report": report,
+                    "physics_unknown_answers": "physics_unknown_answers",
                 }
                 | {arch: f"{arch}.metrics" for arch in architectures},
                 outputs=["comparison_table", "comparison_markdown", "ap_heatmap"],
