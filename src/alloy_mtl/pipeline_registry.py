@@ -53,7 +53,7 @@ def register_pipelines() -> dict[str, Pipeline]:
     # inside train_all the comparison waits for the physics unknown score's own evaluation and shows it
     all_evaluation_with_physics = sum(
         (evaluation.create_pipeline(arch) for arch in ARCHITECTURES),
-        evaluation.create_comparison_pipeline(ARCHITECTURES, physics_unknown="physics_unknown_evaluation"),
+        evaluation.create_comparison_pipeline(ARCHITECTURES, with_unknown_materials=True),
     )
     pipelines: dict[str, Pipeline] = {
         "data_generation": processing.only_nodes("acquire_dataset"),

@@ -117,14 +117,16 @@ def _ensemble_inputs(architectures: Sequence[str], predictions: str) -> dict[str
 
 
 def create_comparison_pipeline(
-    architectures: Sequence[str], physics_unknown: str = "physics_unknown_evaluation_if_scored", **kwargs
+    architectures: Sequence[str], with_unknown_materials: bool = False, **kwargs
 ) -> Pipeline:
     """Physics-limit row, the ensembles (equal-weight soft/hard voting; soft voting weighted as chosen on the
     validation split) and the cross-architecture comparison, with the physics unknown-designation score's row and
-    each model's answers with it beside (``physics_unknown`` names its per-image table; inside ``train_all`` the
-    unknown_materials pipeline's output, alone the file it wrote, if any; its report is read likewise)."""
-    report = "physics_unknown_ood_report" + (
-        "" if physics_unknown == "physics_unknown_evaluation" else "_if_evaluated"
+    each model's answers with it beside: ``with_unknown_materials`` (``train_all``) reads the unknown_materials
+    pipeline's outputs of the same run; alone, the files it last wrote, if any."""
+    physics_unknown, report = (
+        ("physics_unknown_evaluation", "physics_unknown_ood_report")
+        if with_unknown_materials
+        else ("physics_unknown_evaluation_if_scored", "physics_unknown_ood_report_if_evaluated")
     )
     return create_selection_pipeline(architectures) + Pipeline(
         [
