@@ -51,7 +51,7 @@ from alloy_mtl.evaluation.params import EvaluationSetParams
 from alloy_mtl.evaluation.physics_unknown import physics_features
 from alloy_mtl.mtl.labelled_prediction import task_targets
 from alloy_mtl.mtl.loading.datasets import ArrayTaskDataset, make_dataloader
-from alloy_mtl.mtl.loading.input_guards import radiograph_problems
+from alloy_mtl.mtl.loading.input_guards import refused_images
 from alloy_mtl.mtl.loading.instrument_settings import settings_array
 from alloy_mtl.mtl.loading.preprocess import bundle_bad_pixels
 from alloy_mtl.mtl.models.multitask import load_model
@@ -97,10 +97,6 @@ def _scores(model: torch.nn.Module, loader, refused: np.ndarray) -> dict[str, np
     probs = np.exp(logits - logsumexp(logits, axis=1, keepdims=True))
     scores = {"mahalanobis": maha, "max_softmax": -probs.max(axis=1), "energy": -logsumexp(logits, axis=1)}
     return {name: np.where(refused, np.inf, value) for name, value in scores.items()}
-
-
-def _refused(images: np.ndarray) -> np.ndarray:
-    return np.array([bool(radiograph_problems(image[None], one_image=True)) for image in images])
 
 
 def _family_metrics(known: dict, unknown: dict, k_groups, u_meta: pd.DataFrame, thresholds: dict) -> dict:
@@ -204,7 +200,7 @@ def run(project: Path, archs: list[str], per_material: int, n_known: int) -> dic
     known_images, known_meta = simulate_dataset(config)
     ood_images, ood_meta = simulate_ood_set(config, per_material)
     known_groups = known_meta["specimen_id"].to_numpy()
-    refused_known, refused_ood = _refused(known_images), _refused(ood_images)
+    refused_known, refused_ood = refused_images(known_images), refused_images(ood_images)
     instrument = batch_instrument(generation, known_images)
     results: dict[str, Any] = {
         "n_known": len(known_images),

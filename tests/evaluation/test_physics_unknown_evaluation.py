@@ -132,7 +132,7 @@ def test_the_node_evaluates_a_fitted_score(fitted):
 
 
 def test_images_the_input_guards_refuse_are_not_scored_but_count_as_unknown(fitted, monkeypatch):
-    import alloy_mtl.evaluation.physics_unknown_evaluation as module
+    import alloy_mtl.mtl.loading.input_guards as module
 
     monkeypatch.setattr(
         module, "radiograph_problems", lambda image, one_image: ["dark"] if image.mean() < 0.01 else []

@@ -29,6 +29,7 @@ from alloy_mtl.physics.materials import FAR_MATERIALS, NEAR_MATERIALS, OPEN_BEAM
 from alloy_mtl.physics.simulator import SimulationConfig, simulate_dataset
 
 __all__ = [
+    "OOD_RESAMPLES",
     "PHYSICS_UNKNOWN_ROW",
     "SYNTHETIC_FAMILIES",
     "auroc",
@@ -38,6 +39,9 @@ __all__ = [
     "ood_metrics",
     "simulate_ood_set",
 ]
+
+OOD_RESAMPLES = 200
+"""Bootstrap resamples of an OOD AUROC interval (each resample refits an AUROC per family)."""
 
 SYNTHETIC_FAMILIES: Mapping[str, float] = MappingProxyType({"open_beam": 1.0, "blank": 0.5, "dark": 1e-3})
 """Images with no specimen: name -> intensity factor applied to the open beam."""

@@ -21,17 +21,13 @@ from alloy_mtl.evaluation.evaluation_set import evaluation_set_config, simulate_
 from alloy_mtl.evaluation.ood import model_ood_report, simulate_ood_set
 from alloy_mtl.evaluation.params import EvaluationParams
 from alloy_mtl.evaluation.physics_unknown import PhysicsUnknownScore
-from alloy_mtl.mtl.loading.input_guards import radiograph_problems
+from alloy_mtl.mtl.loading.input_guards import refused_images
 from alloy_mtl.physics.simulator import SimulationConfig
 
 __all__ = ["PHYSICS_COLUMNS", "physics_ood_report", "score_evaluation_sets", "with_physics"]
 
 PHYSICS_COLUMNS = ("image_id", "specimen_id", "set", "material", "family", "physics_unknown_score")
 """Columns of :func:`score_evaluation_sets` (plus ``physics_unknown_threshold``)."""
-
-
-def _refused(images: np.ndarray) -> np.ndarray:
-    return np.array([bool(radiograph_problems(image[None], one_image=True)) for image in images], dtype=bool)
 
 
 def score_evaluation_sets(
@@ -68,7 +64,7 @@ def score_evaluation_sets(
         ignore_index=True,
     )[list(PHYSICS_COLUMNS[:-1])]
     images = np.concatenate([known, unknown])
-    usable = np.flatnonzero(~_refused(images))
+    usable = np.flatnonzero(~refused_images(images))
     order = usable[np.random.default_rng(seed).permutation(len(usable))]
     scores = np.full(len(images), np.inf)
     scores[order] = score.score(declared, images[order])

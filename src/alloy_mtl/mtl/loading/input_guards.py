@@ -23,6 +23,7 @@ __all__ = [
     "check_input_size",
     "check_radiographs",
     "radiograph_problems",
+    "refused_images",
 ]
 
 TRANSMISSION_RANGE: tuple[float, float] = (-0.05, 1.25)
@@ -71,6 +72,11 @@ def radiograph_problems(intensity: np.ndarray, one_image: bool = False) -> list[
             "a blank, dark or flat image shows no plate"
         )
     return problems
+
+
+def refused_images(images: np.ndarray) -> np.ndarray:
+    """Per image of an (N, C, H, W) batch, whether :func:`radiograph_problems` refuses it alone."""
+    return np.array([bool(radiograph_problems(image[None], one_image=True)) for image in images], dtype=bool)
 
 
 def check_radiographs(intensity: np.ndarray) -> None:

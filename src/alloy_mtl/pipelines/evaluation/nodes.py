@@ -30,13 +30,13 @@ from alloy_mtl.evaluation.evaluation_set import (
     simulate_evaluation_set,
     simulate_validation_set,
 )
-from alloy_mtl.evaluation.ood import model_ood_report, ood_markdown, simulate_ood_set
+from alloy_mtl.evaluation.ood import OOD_RESAMPLES, model_ood_report, ood_markdown, simulate_ood_set
 from alloy_mtl.evaluation.params import EvaluationParams
 from alloy_mtl.evaluation.physics_unknown_evaluation import with_physics
 from alloy_mtl.evaluation.plots import ap_heatmap
 from alloy_mtl.evaluation.report import evaluate_model
 from alloy_mtl.mtl.labelled_prediction import predict_images
-from alloy_mtl.mtl.loading.input_guards import radiograph_problems
+from alloy_mtl.mtl.loading.input_guards import refused_images
 from alloy_mtl.mtl.params import parse_training_params
 from alloy_mtl.mtl.scoring import score_images
 from alloy_mtl.mtl.tasks import TaskSpec, parse_tasks
@@ -195,9 +195,6 @@ KNOWN_SUFFIX = "_evaluation_set_predictions"
 OOD_SUFFIX = "_ood_predictions"
 """Keyword suffixes of :func:`answer_with_physics`'s per-architecture inputs."""
 
-OOD_RESAMPLES = 200
-"""Bootstrap resamples of the OOD AUROC intervals (each resample refits an AUROC per family)."""
-
 
 def predict_ood_set(
     model: dict[str, Any],
@@ -216,7 +213,7 @@ def predict_ood_set(
     config = evaluation_set_config(generation, settings.evaluation_set)
     images, metadata = simulate_ood_set(config, settings.ood.images_per_material)
     frame = pd.concat([metadata, score_images(model, images, instrument=instrument or None)], axis=1)
-    refused = np.array([bool(radiograph_problems(image[None], one_image=True)) for image in images])
+    refused = refused_images(images)
     frame.loc[refused, "ood_score"] = np.inf
     frame["refused"] = refused
     return frame

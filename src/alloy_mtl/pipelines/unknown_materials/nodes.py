@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from alloy_mtl.config import parse_params
+from alloy_mtl.evaluation.ood import OOD_RESAMPLES
 from alloy_mtl.evaluation.params import EvaluationParams
 from alloy_mtl.evaluation.physics_unknown import (
     PhysicsUnknownScore,
@@ -39,10 +40,6 @@ def fit_unknown_materials(
         return DISABLED, {"fitted": False, "reason": DISABLED}
     score = fit_physics_unknown(generation, params)
     return score, {"fitted": True, **score.summary()}
-
-
-OOD_RESAMPLES = 200
-"""Bootstrap resamples of the AUROC intervals (as for each model's report)."""
 
 
 def evaluate_unknown_materials(
