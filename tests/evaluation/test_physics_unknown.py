@@ -113,3 +113,66 @@ def test_p_values_beyond_every_reference_score_keep_falling_so_any_threshold_is_
     assert np.exp(log_p[0]) == pytest.approx(50 / 101, abs=0.02)  # empirical inside the reference
     assert log_p[1] < np.log(1 / 101) and log_p[2] < log_p[1] - 5  # exponential tail beyond it
     assert log_p[3] == 0.0  # no score (an alloy without a fitted density): p = 1
+
+
+class _RecordingEstimator:
+    """Stands in for the physics-limit estimator: an image's value is its id; the features say which images
+    the last instrument fit saw (relative log-likelihood of the first alloy -1 for an image left out of it)."""
+
+    def __init__(self) -> None:
+        self.fits: list[np.ndarray] = []
+
+    def fit_instrument(self, images: np.ndarray) -> dict[str, float]:
+        self.fits.append(np.sort(images[:, 0, 0, 0]))
+        return {}
+
+    def goodness_of_fit(self, images: np.ndarray) -> np.ndarray:
+        return -images[:, 0, 0, 0]  # the higher the id, the worse the fit
+
+    def alloy_fits(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ids = images[:, 0, 0, 0]
+        log_like = np.zeros((len(ids), 5))
+        log_like[:, 0] = np.where(np.isin(ids, self.fits[-1]), 0.0, -1.0)
+        return log_like, np.repeat(ids[:, None], 5, axis=1)  # the "thickness" is the id
+
+
+def test_the_third_fit_leaves_out_what_the_score_ranks_least_known_and_the_features_follow_it(monkeypatch):
+    from alloy_mtl.evaluation import physics_unknown
+
+    recorder = _RecordingEstimator()
+    monkeypatch.setattr(physics_unknown.PhysicsLimitEstimator, "within_declared", lambda config: recorder)
+    images = np.broadcast_to(np.arange(20.0)[:, None, None, None], (20, 1, 2, 2)).copy()
+    config = SimulationConfig.from_params(GENERATION)
+
+    def lowest_ids_look_unknown(features: np.ndarray) -> np.ndarray:
+        return -features[:, -1]
+
+    two_fits = physics_unknown.batch_features(config, images, batch_size=20, trim=0.3)
+    assert [len(fit) for fit in recorder.fits] == [20, 14]
+    np.testing.assert_array_equal(recorder.fits[1], np.arange(14.0))  # the worst-fitting 30 % left out
+    assert (two_fits[:, 0] < 0).sum() == 6
+
+    recorder.fits.clear()
+    three_fits = physics_unknown.batch_features(
+        config, images, batch_size=20, trim=0.3, rank=lowest_ids_look_unknown
+    )
+    assert [len(fit) for fit in recorder.fits] == [20, 14, 14]
+    # what the rank puts highest is left out of the third fit
+    np.testing.assert_array_equal(recorder.fits[2], np.arange(6.0, 20.0))
+    np.testing.assert_array_equal(np.flatnonzero(three_fits[:, 0] < 0), np.arange(6))
+    np.testing.assert_array_equal(three_fits[:, -1], np.arange(20.0))
+
+    recorder.fits.clear()
+    physics_unknown.batch_features(config, images, batch_size=20, trim=0.0, rank=lowest_ids_look_unknown)
+    assert [len(fit) for fit in recorder.fits] == [20]  # no trim: one fit on every image
+
+
+def test_a_score_pickled_before_the_third_fit_existed_still_scores_with_two(fitted):
+    import pickle
+
+    assert fitted.score_refit and fitted.summary()["score_refit"] is True
+    state = dict(fitted.__dict__)
+    del state["score_refit"]
+    old = object.__new__(type(fitted))
+    old.__dict__.update(state)
+    assert pickle.loads(pickle.dumps(old)).score_refit is False
