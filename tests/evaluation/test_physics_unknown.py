@@ -97,6 +97,22 @@ def test_the_score_refuses_images_of_another_beam_or_size_naming_both(fitted):
         fitted.score(other, np.ones((2, 2, 32, 32), np.float32))
 
 
+def test_a_score_fitted_for_another_instrument_declaration_is_refused_naming_what_changed(fitted):
+    declared = SimulationConfig.from_params(GENERATION)
+    assert fitted.mismatch(declared) is None
+    calibrated = dataclasses.replace(
+        declared, al_filter_mm=declared.al_filter_mm + 0.2, dose=declared.dose * 2
+    )
+    message = fitted.mismatch(calibrated)
+    assert f"fitted for al_filter_mm {declared.al_filter_mm}, the images' instrument has" in message
+    assert "fitted for dose" in message and "kedro run --pipeline unknown_materials" in message
+    assert "kV" not in message and "px" not in message
+    toleranced = SimulationConfig.from_params({**GENERATION, "tolerances": {"al_filter_mm": [0.8, 1.2]}})
+    assert "fitted for tolerances {}" in fitted.mismatch(toleranced)
+    old = dataclasses.replace(fitted, instrument=None)  # pickled before the instrument was recorded
+    assert old.mismatch(calibrated) is None
+
+
 def test_the_same_seed_fits_the_same_score():
     params = UnknownMaterialsParams(**TINY)
     first, second = fit_physics_unknown(GENERATION, params), fit_physics_unknown(GENERATION, params)

@@ -52,7 +52,9 @@ def test_every_image_of_both_sets_is_scored_once_with_the_ids_the_models_predict
 def test_same_seed_same_scores_and_a_score_for_another_beam_is_refused_by_name(fitted, table):
     again = score_evaluation_sets(fitted, GENERATION, EvaluationParams(**EVALUATION), 0.01)
     pd.testing.assert_frame_equal(table, again)
-    with pytest.raises(ValueError, match="unknown_materials pipeline"):
+    with pytest.raises(
+        ValueError, match=r"fitted for \(40.0, 50.0, 80.0\) kV.*kedro run --pipeline unknown_materials"
+    ):
         score_evaluation_sets(fitted, {**GENERATION, "kv": [40, 80]}, EvaluationParams(**EVALUATION), 0.01)
 
 

@@ -95,6 +95,10 @@ def test_where_the_score_cannot_apply_the_model_answers_alone_and_the_reason_is_
     assert "fitted at 32 px, the images are 16 px" in (
         check_designations(folder, bigger, settings, "unused", GENERATION).skipped
     )
+    stale = dataclasses.replace(score, instrument={**score.instrument, "scintillator_mm": 0.3})
+    assert "fitted for scintillator_mm 0.3" in (
+        check_designations(folder, stale, settings, "unused", GENERATION).skipped
+    )  # the model was trained at a calibrated instrument the score never saw
     few = check_designations(
         folder, dataclasses.replace(score, batch_size=200), settings, "unused", GENERATION
     )

@@ -34,6 +34,7 @@ from alloy_mtl.config import ParamsModel
 from alloy_mtl.constants import ALLOYS
 from alloy_mtl.evaluation.evaluation_set import conformal_set_config
 from alloy_mtl.physics.alloys import AlloySpec
+from alloy_mtl.physics.calibrated_generation import config_instrument
 from alloy_mtl.physics.estimator import PhysicsLimitEstimator
 from alloy_mtl.physics.materials import material_from_params
 from alloy_mtl.physics.simulator import SimulationConfig, simulate_dataset
@@ -235,6 +236,7 @@ class PhysicsUnknownScore:
     trim: float = 0.3
     density_weight: float = 100.0
     score_refit: bool = False
+    instrument: Mapping[str, Any] | None = None
 
     def mismatch(self, config: SimulationConfig) -> str | None:
         """Why the score does not apply to images of ``config`` (another beam or image size), or None."""
@@ -243,7 +245,20 @@ class PhysicsUnknownScore:
             problems.append(f"fitted for {self.kv} kV, the images are taken at {tuple(config.kv)} kV")
         if config.image_size != self.image_size:
             problems.append(f"fitted at {self.image_size} px, the images are {config.image_size} px")
-        return "; ".join(problems) or None
+        if self.instrument is not None:
+            current = config_instrument(config)
+            changed = [
+                key
+                for key, value in self.instrument.items()
+                if key != "kv" and not _same_setting(value, current.get(key))
+            ]
+            problems.extend(
+                f"fitted for {key} {self.instrument[key]}, the images' instrument has {current.get(key)}"
+                for key in changed
+            )
+        if not problems:
+            return None
+        return "; ".join(problems) + " (refit: `kedro run --pipeline unknown_materials`)"
 
     def score(self, config: SimulationConfig, images: np.ndarray) -> np.ndarray:
         """The score (N,) of (N, C, H, W) I/I0 ``images`` of ``config``'s instrument (its declared tolerances bound
@@ -335,6 +350,19 @@ def batch_features(
     return features
 
 
+def _same_setting(fitted: Any, current: Any) -> bool:
+    if isinstance(fitted, Mapping):
+        return (
+            isinstance(current, Mapping)
+            and set(fitted) == set(current)
+            and all(_same_setting(fitted[key], current[key]) for key in fitted)
+        )
+    try:
+        return bool(np.allclose(np.asarray(fitted, float), np.asarray(current, float), rtol=1e-9, atol=0.0))
+    except (TypeError, ValueError):
+        return False
+
+
 def _with_references(
     score: PhysicsUnknownScore, exposure_scores: np.ndarray, density_scores: np.ndarray
 ) -> PhysicsUnknownScore:
@@ -393,6 +421,7 @@ def fit_physics_unknown(
         counts={"n_known": len(known), "n_exposure": len(exposed), "n_reference": len(reference_images)},
         trim=params.trim,
         density_weight=params.density_weight,
+        instrument=config_instrument(declared),
     )
     exposure_scores, density_scores = partial.components(partial.features(declared, reference_images))
     fitted = _with_references(partial, exposure_scores, density_scores)

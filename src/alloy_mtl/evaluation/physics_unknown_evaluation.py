@@ -44,7 +44,7 @@ def score_evaluation_sets(
     declared = SimulationConfig.from_params(generation)
     mismatch = score.mismatch(declared)
     if mismatch is not None:
-        raise ValueError(f"physics unknown score: {mismatch}; rerun the unknown_materials pipeline")
+        raise ValueError(f"physics unknown score: {mismatch}")
     known, known_meta = simulate_evaluation_set(generation, settings.evaluation_set)
     config = evaluation_set_config(generation, settings.evaluation_set)
     unknown, unknown_meta = simulate_ood_set(config, settings.ood.images_per_material)

@@ -27,6 +27,7 @@ from alloy_mtl.physics.simulator import SimulationConfig
 __all__ = [
     "INSTRUMENT_KEY",
     "INSTRUMENTS",
+    "config_instrument",
     "nominal_generation",
     "recorded_config",
     "resolve_generation",
@@ -137,7 +138,11 @@ def _channel_kv(kv: Sequence[float], channel_kv_scale: Sequence[float] | None) -
 def simulated_instrument(generation: Mapping[str, Any] | None) -> dict[str, Any]:
     """The instrument a resolved ``generation`` simulates, as recorded with the models trained on it: channel kVs,
     filtration, CsI, scatter amplitude, blur, dose and the declared tolerances."""
-    config = SimulationConfig.from_params(nominal_generation(generation))
+    return config_instrument(SimulationConfig.from_params(nominal_generation(generation)))
+
+
+def config_instrument(config: SimulationConfig) -> dict[str, Any]:
+    """:func:`simulated_instrument` of a simulator config."""
     return {
         "kv": list(config.kv),
         "al_filter_mm": config.al_filter_mm,
