@@ -12,7 +12,8 @@ al. 2019, "Deep anomaly detection with outlier exposure", on physics features in
 
 The fits need the instrument: where images are scored, the estimator fits it per batch from the images
 themselves inside the declared tolerances (as the drift alarm and the evaluation set do), so the score follows
-the instrument in operation. The features depend on the image size and the beam's channels, so a score fitted
+the instrument in operation: on all of the batch, without its worst-fitting images, and without the images the
+score itself calls least known (unknown plates in a batch would pull the fit). The features depend on the image size and the beam's channels, so a score fitted
 for one does not apply to another (:meth:`PhysicsUnknownScore.mismatch`). The threshold for a stated rate of
 rejected known images is read from quantiles of scores of fresh known-alloy images (scored batch by batch as
 at inference).
@@ -239,7 +240,8 @@ class PhysicsUnknownScore:
     instrument: Mapping[str, Any] | None = None
 
     def mismatch(self, config: SimulationConfig) -> str | None:
-        """Why the score does not apply to images of ``config`` (another beam or image size), or None."""
+        """Why the score does not apply to images of ``config`` (another beam, image size or instrument than it
+        was fitted for: kV, filtration, scintillator, scatter, blur, dose, declared tolerances), or None."""
         problems = []
         if tuple(config.kv) != self.kv:
             problems.append(f"fitted for {self.kv} kV, the images are taken at {tuple(config.kv)} kV")
