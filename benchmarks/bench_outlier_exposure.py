@@ -78,10 +78,27 @@ def nearest_alloys(features: np.ndarray, materials: np.ndarray) -> dict[str, str
     }
 
 
-def run(
-    project: Path, seeds: int, per_designation: int, n_known: int, detector_seed: int | None = None
-) -> dict[str, Any]:
-    """Ceilings and per-seed results (see the module docstring)."""
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """The stream one benchmark run scores, with the ceilings it is measured against."""
+
+    generation: dict[str, Any]
+    unknown_params: UnknownMaterialsParams
+    config: SimulationConfig
+    declared: SimulationConfig
+    known: np.ndarray
+    known_alloy: np.ndarray
+    unknown: np.ndarray
+    meta: pd.DataFrame
+    near: list[str]
+    ceilings: dict[str, float]
+    nearest: dict[str, str]
+    ceilings_nearest: dict[str, float]
+
+
+def setting(project: Path, per_designation: int, n_known: int, detector_seed: int | None = None) -> Setting:
+    """Known and unknown images of the evaluation set's detector unit (or ``detector_seed``'s) and the ceilings:
+    a classifier told each designation, against all five alloys and against its nearest."""
     params = OmegaConfigLoader(
         str(project / "conf"), base_env="base", default_run_env="local", merge_strategy={"parameters": "soft"}
     )["parameters"]
@@ -130,6 +147,35 @@ def run(
         "nearest alloys and ceilings against them: %s",
         {k: (nearest[k], round(v, 3)) for k, v in ceilings_nearest.items()},
     )
+    return Setting(
+        generation=dict(generation),
+        unknown_params=unknown_params,
+        config=config,
+        declared=declared,
+        known=known,
+        known_alloy=known_alloy,
+        unknown=unknown,
+        meta=meta,
+        near=sorted(set(near_meta.loc[keep, "material"].astype(str))),
+        ceilings=ceilings,
+        nearest=nearest,
+        ceilings_nearest=ceilings_nearest,
+    )
+
+
+def run(
+    project: Path, seeds: int, per_designation: int, n_known: int, detector_seed: int | None = None
+) -> dict[str, Any]:
+    """Ceilings and per-seed results (see the module docstring)."""
+    case = setting(project, per_designation, n_known, detector_seed)
+    generation, unknown_params, declared = case.generation, case.unknown_params, case.declared
+    known, known_alloy, unknown, meta, nearest = (
+        case.known,
+        case.known_alloy,
+        case.unknown,
+        case.meta,
+        case.nearest,
+    )
     stream = np.concatenate([known, unknown])
     order = np.random.default_rng(0).permutation(len(stream))
     is_known = np.r_[np.ones(len(known), bool), np.zeros(len(unknown), bool)]
@@ -159,17 +205,17 @@ def run(
         per_seed.append(result)
     return {
         "n_known": len(known),
-        "detector_seed": config.detector_seed,
+        "detector_seed": case.config.detector_seed,
         "unit": "the evaluation set's detector unit"
         if detector_seed is None
         else f"detector unit {detector_seed} (chosen by nothing)",
         "per_designation": per_designation,
         "exposure": list(unknown_params.exposure),
-        "near": sorted(set(near_meta.loc[keep, "material"].astype(str))),
+        "near": case.near,
         "held_out": list(HELD_OUT),
-        "ceilings": ceilings,
+        "ceilings": case.ceilings,
         "nearest": nearest,
-        "ceilings_nearest": ceilings_nearest,
+        "ceilings_nearest": case.ceilings_nearest,
         "per_seed": per_seed,
     }
 
