@@ -17,7 +17,9 @@ are scored batch by batch with its instrument fits, and every variant is read of
   any evaluated designation;
 - ``shipped+boundary``: the smaller p-value of ``shipped`` and the boundary-only classifier.
 
-Each variant's threshold for a 1 % rejection rate comes from its scores of the reference images. Reported per
+Each variant's threshold for a 1 % rejection rate comes from its scores of the reference images, which are
+imaged by the stream's own detector unit (not the fitting's units): the known-rejected figures are therefore
+in-unit, unlike ``bench_outlier_exposure``'s; the AUROCs do not depend on the threshold. Reported per
 designation: AUROC against all five and against the nearest alloy, beside the ceilings, and the number of
 designations within 0.05 of a ceiling. Mean +- sd over ``--seeds``.
 

@@ -96,23 +96,19 @@ class Setting:
     ceilings_nearest: dict[str, float]
 
 
-def setting(project: Path, per_designation: int, n_known: int, detector_seed: int | None = None) -> Setting:
-    """Known and unknown images of the evaluation set's detector unit (or ``detector_seed``'s) and the ceilings:
-    a classifier told each designation, against all five alloys and against its nearest."""
+def project_params(project: Path) -> tuple[dict[str, Any], UnknownMaterialsParams]:
+    """The project's ``generation`` parameters and its ``unknown_materials`` ones, parsed."""
     params = OmegaConfigLoader(
         str(project / "conf"), base_env="base", default_run_env="local", merge_strategy={"parameters": "soft"}
     )["parameters"]
-    generation, unknown_params = (
-        params["generation"],
-        parse_params(UnknownMaterialsParams, params.get("unknown_materials"), "unknown_materials"),
+    return params["generation"], parse_params(
+        UnknownMaterialsParams, params.get("unknown_materials"), "unknown_materials"
     )
-    overlap = sorted(set(HELD_OUT) & set(unknown_params.exposure))
-    if overlap:
-        raise ValueError(f"unknown_materials.exposure names held-out designations {overlap}")
-    config = evaluation_set_config(generation, EvaluationSetParams(n_images=n_known))
-    if detector_seed is not None:  # a detector unit nothing in the project trains, selects or fits on
-        config = dataclasses.replace(config, detector_seed=detector_seed)
-    known, known_meta = simulate_dataset(dataclasses.replace(config, seed=config.seed + 7))
+
+
+def near_designations(config: SimulationConfig, per_designation: int) -> tuple[np.ndarray, pd.DataFrame]:
+    """``per_designation`` images of each evaluation near-OOD designation and of each of ``HELD_OUT``, imaged as
+    ``config`` images, and their metadata."""
     near, near_meta = simulate_ood_set(config, per_designation)
     keep = (near_meta["family"] == "near").to_numpy()
     held_out = {name: material_from_params(name, spec) for name, spec in HELD_OUT.items()}
@@ -120,8 +116,24 @@ def setting(project: Path, per_designation: int, n_known: int, detector_seed: in
         dataclasses.replace(config, seed=config.seed + 11), per_designation, held_out
     )
     keep_other = (other_meta["family"] == "near").to_numpy()
-    unknown = np.concatenate([near[keep], other[keep_other]])
-    meta = pd.concat([near_meta.loc[keep], other_meta.loc[keep_other]], ignore_index=True)
+    return (
+        np.concatenate([near[keep], other[keep_other]]),
+        pd.concat([near_meta.loc[keep], other_meta.loc[keep_other]], ignore_index=True),
+    )
+
+
+def setting(project: Path, per_designation: int, n_known: int, detector_seed: int | None = None) -> Setting:
+    """Known and unknown images of the evaluation set's detector unit (or ``detector_seed``'s) and the ceilings:
+    a classifier told each designation, against all five alloys and against its nearest."""
+    generation, unknown_params = project_params(project)
+    overlap = sorted(set(HELD_OUT) & set(unknown_params.exposure))
+    if overlap:
+        raise ValueError(f"unknown_materials.exposure names held-out designations {overlap}")
+    config = evaluation_set_config(generation, EvaluationSetParams(n_images=n_known))
+    if detector_seed is not None:  # a detector unit nothing in the project trains, selects or fits on
+        config = dataclasses.replace(config, detector_seed=detector_seed)
+    known, known_meta = simulate_dataset(dataclasses.replace(config, seed=config.seed + 7))
+    unknown, meta = near_designations(config, per_designation)
     declared = SimulationConfig.from_params(generation)
     estimator = PhysicsLimitEstimator.within_declared(declared)
     estimator.fit_instrument(known)
@@ -156,7 +168,7 @@ def setting(project: Path, per_designation: int, n_known: int, detector_seed: in
         known_alloy=known_alloy,
         unknown=unknown,
         meta=meta,
-        near=sorted(set(near_meta.loc[keep, "material"].astype(str))),
+        near=sorted(set(meta["material"].astype(str)) - set(HELD_OUT)),
         ceilings=ceilings,
         nearest=nearest,
         ceilings_nearest=ceilings_nearest,

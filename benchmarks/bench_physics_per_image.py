@@ -23,26 +23,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
-from bench_outlier_exposure import HELD_OUT, REJECT_RATE, _auroc, _mean_sd
-from kedro.config import OmegaConfigLoader
+from bench_outlier_exposure import REJECT_RATE, _auroc, _mean_sd, near_designations, project_params
 from machine import machine_name
 
-from alloy_mtl.config import parse_params
 from alloy_mtl.evaluation.evaluation_set import conformal_set_config, evaluation_set_config
-from alloy_mtl.evaluation.ood import simulate_ood_set
 from alloy_mtl.evaluation.params import EvaluationSetParams
 from alloy_mtl.evaluation.physics_unknown import (
     UNKNOWN_SEED_OFFSET,
     PhysicsUnknownScore,
-    UnknownMaterialsParams,
     _with_references,
     fit_physics_unknown,
     physics_features,
 )
 from alloy_mtl.physics.estimator import PhysicsLimitEstimator
 from alloy_mtl.physics.instrument_fit import instrument_config, nominal_instrument
-from alloy_mtl.physics.materials import material_from_params
 from alloy_mtl.physics.simulator import SimulationConfig, simulate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,23 +64,11 @@ def _per_image(score: PhysicsUnknownScore, estimator: PhysicsLimitEstimator, ref
 
 def run(project: Path, seeds: int, n_known: int) -> dict[str, Any]:
     """Per seed: known rejected per shift (per image, per batch), AUROC per designation at the nominal one."""
-    params = OmegaConfigLoader(
-        str(project / "conf"), base_env="base", default_run_env="local", merge_strategy={"parameters": "soft"}
-    )["parameters"]
-    generation = params["generation"]
-    unknown_params = parse_params(
-        UnknownMaterialsParams, params.get("unknown_materials"), "unknown_materials"
-    )
+    generation, unknown_params = project_params(project)
     declared = SimulationConfig.from_params(generation)
     config = evaluation_set_config(generation, EvaluationSetParams(n_images=n_known))
-    near, near_meta = simulate_ood_set(config, 30)
-    held_out = {name: material_from_params(name, spec) for name, spec in HELD_OUT.items()}
-    other, other_meta = simulate_ood_set(dataclasses.replace(config, seed=config.seed + 11), 30, held_out)
-    keep, keep_other = (near_meta["family"] == "near").to_numpy(), (other_meta["family"] == "near").to_numpy()
-    unknown = np.concatenate([near[keep], other[keep_other]])
-    materials = (
-        pd.concat([near_meta.loc[keep], other_meta.loc[keep_other]])["material"].astype(str).to_numpy()
-    )
+    unknown, meta = near_designations(config, 30)
+    materials = meta["material"].astype(str).to_numpy()
     known = {
         name: simulate_dataset(
             dataclasses.replace(
