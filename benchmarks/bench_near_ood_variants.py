@@ -45,16 +45,15 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.neighbors import NearestNeighbors
 
 from alloy_mtl.constants import ALLOYS
-from alloy_mtl.evaluation.evaluation_set import conformal_set_config
 from alloy_mtl.evaluation.physics_unknown import (
-    UNKNOWN_SEED_OFFSET,
     _compressed,
     _log_p_values,
     fit_physics_unknown,
-    physics_features,
+    fitting_sets,
+    imaged,
+    taught_features,
 )
 from alloy_mtl.physics.alloys import ALLOY_SPECS, AlloySpec, specimen_density
-from alloy_mtl.physics.estimator import PhysicsLimitEstimator
 from alloy_mtl.physics.simulator import simulate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,29 +100,16 @@ def boundary_designations() -> list[AlloySpec]:
 
 def _fitting_features(case: Setting, seed: int) -> dict[str, np.ndarray]:
     """The physics fits the score's classifier was taught on (known, exposure) and of the boundary designations,
-    under one instrument fitted on the known images (as ``fit_physics_unknown`` fits)."""
+    taken as ``fit_physics_unknown`` takes them (each session's under the instrument fitted on its known
+    images)."""
     generation = {**case.generation, "seed": int(case.generation["seed"]) + 1000 * seed}
-    known_config = dataclasses.replace(
-        conformal_set_config(generation, case.unknown_params.known_images),
-        seed=int(generation["seed"]) + UNKNOWN_SEED_OFFSET,
+    sets = fitting_sets(generation, case.unknown_params)
+    boundary = imaged(
+        [dataclasses.replace(session, seed=session.seed + 3) for session in sets.known],
+        [(spec, BOUNDARY_IMAGES) for spec in boundary_designations()],
     )
-    known, _ = simulate_dataset(known_config)
-    exposed, _ = simulate_dataset(
-        dataclasses.replace(known_config, seed=known_config.seed + 1),
-        materials=[
-            (spec, case.unknown_params.images_per_designation) for spec in case.unknown_params.materials()
-        ],
-    )
-    boundary, _ = simulate_dataset(
-        dataclasses.replace(known_config, seed=known_config.seed + 3),
-        materials=[(spec, BOUNDARY_IMAGES) for spec in boundary_designations()],
-    )
-    estimator = PhysicsLimitEstimator.within_declared(case.declared)
-    estimator.fit_instrument(known)
-    return {
-        name: physics_features(estimator, x)
-        for name, x in (("known", known), ("exposure", exposed), ("boundary", boundary))
-    }
+    known, exposure, (boundary_features,) = taught_features(sets, case.unknown_params, [boundary])
+    return {"known": known, "exposure": exposure, "boundary": boundary_features}
 
 
 def _classifier(known: np.ndarray, *unknown: np.ndarray) -> HistGradientBoostingClassifier:

@@ -26,13 +26,14 @@ import numpy as np
 from bench_outlier_exposure import REJECT_RATE, _auroc, _mean_sd, near_designations, project_params
 from machine import machine_name
 
-from alloy_mtl.evaluation.evaluation_set import conformal_set_config, evaluation_set_config
+from alloy_mtl.evaluation.evaluation_set import evaluation_set_config
 from alloy_mtl.evaluation.params import EvaluationSetParams
 from alloy_mtl.evaluation.physics_unknown import (
-    UNKNOWN_SEED_OFFSET,
     PhysicsUnknownScore,
     _with_references,
     fit_physics_unknown,
+    fitting_sets,
+    imaged,
     physics_features,
 )
 from alloy_mtl.physics.estimator import PhysicsLimitEstimator
@@ -82,15 +83,7 @@ def run(project: Path, seeds: int, n_known: int) -> dict[str, Any]:
     for seed in range(seeds):
         seeded = {**generation, "seed": int(generation["seed"]) + 1000 * seed}
         fitted = fit_physics_unknown(seeded, unknown_params)
-        known_config = dataclasses.replace(
-            conformal_set_config(seeded, unknown_params.known_images),
-            seed=int(seeded["seed"]) + UNKNOWN_SEED_OFFSET,
-        )
-        reference, _ = simulate_dataset(
-            dataclasses.replace(
-                known_config, seed=known_config.seed + 2, n_images=unknown_params.reference_images
-            )
-        )
+        reference, _ = imaged(fitting_sets(seeded, unknown_params).reference)
         single, single_threshold = _per_image(fitted, estimator, reference)
         batch_threshold = fitted.threshold(REJECT_RATE)
         result: dict[str, Any] = {"rejected_per_image": {}, "rejected_per_batch": {}}

@@ -192,3 +192,101 @@ def test_a_score_pickled_before_the_third_fit_existed_still_scores_with_two(fitt
     old = object.__new__(type(fitted))
     old.__dict__.update(state)
     assert pickle.loads(pickle.dumps(old)).score_refit is False
+
+
+TOLERANCED = {**GENERATION, "tolerances": {"al_filter_mm": [0.8, 1.2], "kv_scale": [0.98, 1.02]}}
+
+
+def test_each_fitting_session_is_one_instrument_drawn_inside_the_declared_tolerances():
+    from alloy_mtl.evaluation.params import VALIDATION_DETECTOR_SEEDS
+    from alloy_mtl.evaluation.physics_unknown import fitting_sets
+
+    params = UnknownMaterialsParams(
+        known_images=120, reference_images=100, batch_size=50, instrument_sessions=3
+    )
+    sets = fitting_sets(TOLERANCED, params)
+    declared = SimulationConfig.from_params(TOLERANCED)
+    assert len(sets.known) == len(sets.exposure) == 3 and len(sets.reference) == 2  # one per batch
+    assert sum(c.n_images for c in sets.known) == 120 and sum(c.n_images for c in sets.reference) == 100
+    filters = [c.al_filter_mm for c in (*sets.known, *sets.reference)]
+    assert all(0.8 <= f <= 1.2 for f in filters) and len(set(filters)) == 5
+    for session in (*sets.known, *sets.reference):
+        assert session.tolerances == () and 0.98 * 40 <= session.kv[0] <= 1.02 * 40
+    # an exposure session is its known session's instrument and units, other specimens
+    for known, exposure in zip(sets.known, sets.exposure, strict=True):
+        assert dataclasses.replace(exposure, seed=known.seed) == known
+    # the threshold's references: other detector units than the ones the classifier learns on
+    assert {c.detector_seed for c in sets.known} == {VALIDATION_DETECTOR_SEEDS[1]}
+    assert {c.detector_seed for c in sets.reference} == {VALIDATION_DETECTOR_SEEDS[2]}
+    seeds = [c.seed for c in (*sets.known, *sets.exposure, *sets.reference)]
+    assert len(set(seeds)) == len(seeds)
+
+    nominal = fitting_sets(TOLERANCED, params.model_copy(update={"instrument_sessions": 0}))
+    assert [len(s) for s in (nominal.known, nominal.exposure, nominal.reference)] == [1, 1, 1]
+    assert nominal.known[0].al_filter_mm == declared.al_filter_mm and nominal.known[0].kv == declared.kv
+
+
+class _SessionRecorder(_RecordingEstimator):
+    """Features say which fit they were taken under (the second alloy's relative log-likelihood: -fit count)."""
+
+    def alloy_fits(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        log_like, thickness = super().alloy_fits(images)
+        log_like[:, 1] = -float(len(self.fits))
+        return log_like, thickness
+
+
+def _ids(ids: np.ndarray) -> np.ndarray:
+    return np.broadcast_to(np.asarray(ids, float)[:, None, None, None], (len(ids), 1, 2, 2)).copy()
+
+
+def test_each_session_is_fitted_on_its_own_known_images_and_its_other_images_follow_that_fit(monkeypatch):
+    from alloy_mtl.evaluation import physics_unknown
+
+    recorder = _SessionRecorder()
+    monkeypatch.setattr(physics_unknown.PhysicsLimitEstimator, "within_declared", lambda config: recorder)
+    known = (_ids(np.arange(10.0)), np.repeat([0, 1], 5))
+    exposure = (_ids(100.0 + np.arange(6)), np.array([1, 0, 1, 0, 2, 2]))  # session 2 has no known image
+    known_features, (exposure_features,) = physics_unknown.session_features(
+        SimulationConfig.from_params(GENERATION), known, [exposure], trim=0.0
+    )
+    assert [list(fit) for fit in recorder.fits] == [
+        [0.0, 1.0, 2.0, 3.0, 4.0],
+        [5.0, 6.0, 7.0, 8.0, 9.0],
+        [104.0, 105.0],  # fitted on its own images
+    ]
+    np.testing.assert_array_equal(known_features[:, 1], -np.repeat([1.0, 2.0], 5))
+    np.testing.assert_array_equal(exposure_features[:, 1], [-2.0, -1.0, -2.0, -1.0, -3.0, -3.0])
+    np.testing.assert_array_equal(exposure_features[:, -1], 100.0 + np.arange(6))  # row order kept
+
+
+def test_features_of_the_first_two_fits_given_only_the_third_fit_runs_and_gives_the_same_features(
+    monkeypatch,
+):
+    from alloy_mtl.evaluation import physics_unknown
+
+    recorder = _RecordingEstimator()
+    monkeypatch.setattr(physics_unknown.PhysicsLimitEstimator, "within_declared", lambda config: recorder)
+    images, config = _ids(np.arange(20.0)), SimulationConfig.from_params(GENERATION)
+
+    def lowest_ids_look_unknown(features: np.ndarray) -> np.ndarray:
+        return -features[:, -1]
+
+    two = physics_unknown.batch_features(config, images, batch_size=20, trim=0.3)
+    three = physics_unknown.batch_features(config, images, 20, 0.3, lowest_ids_look_unknown)
+    recorder.fits.clear()
+    reused = physics_unknown.batch_features(config, images, 20, 0.3, lowest_ids_look_unknown, two_fits=two)
+    assert [len(fit) for fit in recorder.fits] == [14]
+    np.testing.assert_array_equal(reused, three)
+
+
+@pytest.mark.slow
+def test_a_score_fitted_across_the_tolerances_records_its_instruments_and_scores_a_toleranced_batch():
+    params = UnknownMaterialsParams(**{**TINY, "reference_images": 100}, instrument_sessions=2)
+    fitted = fit_physics_unknown(TOLERANCED, params)
+    summary = fitted.summary()
+    assert summary["n_instruments"] == 2 and summary["n_reference_instruments"] == 2
+    assert summary["n_known"] == 200 and summary["n_reference"] == 100
+    config = SimulationConfig.from_params(TOLERANCED)
+    known, _ = simulate_dataset(dataclasses.replace(config, seed=77, n_images=60, al_filter_mm=1.2))
+    scores = fitted.score(config, known)
+    assert np.isfinite(scores).all() and (scores > fitted.threshold(0.05)).mean() <= 0.3

@@ -17,13 +17,19 @@ score itself calls least known (unknown plates in a batch would pull the fit). T
 for one does not apply to another (:meth:`PhysicsUnknownScore.mismatch`). The threshold for a stated rate of
 rejected known images is read from quantiles of scores of fresh known-alloy images (scored batch by batch as
 at inference).
+
+A lab's instrument is never the nominal one: the images the score is fitted on are taken by instruments drawn
+inside the declared tolerances (``instrument_sessions``), each one's features under that instrument fitted from
+its own images, so the classifier, the density and the threshold see how the fits move across the tolerances (at
+the nominal instrument alone, the score withheld 17 % of known images at the edge of the filtration tolerance,
+where the instrument is fitted exactly).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,9 +40,11 @@ from threadpoolctl import threadpool_limits
 from alloy_mtl.config import ParamsModel
 from alloy_mtl.constants import ALLOYS
 from alloy_mtl.evaluation.evaluation_set import conformal_set_config
+from alloy_mtl.evaluation.params import VALIDATION_DETECTOR_SEEDS
 from alloy_mtl.physics.alloys import AlloySpec
 from alloy_mtl.physics.calibrated_generation import config_instrument
 from alloy_mtl.physics.estimator import PhysicsLimitEstimator
+from alloy_mtl.physics.instrument import draw_settings, instrument_changes
 from alloy_mtl.physics.materials import material_from_params
 from alloy_mtl.physics.simulator import SimulationConfig, simulate_dataset
 
@@ -45,10 +53,15 @@ __all__ = [
     "PhysicsUnknownScore",
     "UnknownMaterialsParams",
     "FitDensity",
+    "FittingSets",
     "batch_features",
     "batch_slices",
     "fit_physics_unknown",
+    "fitting_sets",
+    "imaged",
+    "taught_features",
     "physics_features",
+    "session_features",
 ]
 
 logger = logging.getLogger(__name__)
@@ -109,6 +122,12 @@ class UnknownMaterialsParams(ParamsModel):
     budget and flags only what lies far from every known image. 1: equal shares."""
     max_iter: int = Field(300, ge=10)
     """Boosting iterations of the classifier."""
+    instrument_sessions: int = Field(8, ge=0)
+    """Instruments, each with its settings drawn inside the declared tolerances, that image the known and exposure
+    images (a specimen on one of them), each one's features under the instrument fitted from its own known images
+    as a batch's is fitted at inference; the reference images come from further draws, one per batch. 0: every
+    image at the nominal instrument, features under one instrument fitted on all known images (such a score
+    withheld 17 % of known images at the edge of the filtration tolerance)."""
 
     @field_validator("exposure")
     @classmethod
@@ -328,28 +347,143 @@ def batch_features(
     batch_size: int,
     trim: float = 0.0,
     rank: Callable[[np.ndarray], np.ndarray] | None = None,
+    *,
+    two_fits: np.ndarray | None = None,
 ) -> np.ndarray:
     """:func:`physics_features` of ``images``, the instrument fitted per batch (:func:`batch_slices`) inside
     ``config``'s declared tolerances; with ``trim``, fitted again without that share of the batch's worst-fitting
     images; with ``rank`` (features -> how unknown each image looks, higher more), fitted a third time without
-    the ``trim`` share of the batch ``rank`` puts highest, and the features taken again."""
+    the ``trim`` share of the batch ``rank`` puts highest, and the features taken again. ``two_fits``: the
+    features of the first two fits of the same images, already taken (only the third fit runs)."""
     images = np.asarray(images)
     features = np.empty((len(images), len(ALLOYS) + 2))
     if not len(images):
         return features
     estimator = PhysicsLimitEstimator.within_declared(config)
+    third = trim > 0 and rank is not None
     for batch in batch_slices(len(images), batch_size):
         x = images[batch]
-        estimator.fit_instrument(x)
-        if trim > 0:
-            fit = estimator.goodness_of_fit(x)
-            estimator.fit_instrument(x[fit >= np.quantile(fit, trim)])
-        features[batch] = physics_features(estimator, x)
-        if trim > 0 and rank is not None:
+        if two_fits is not None and third:
+            features[batch] = two_fits[batch]
+        else:
+            features[batch] = _trimmed_fit(estimator, x, trim)
+        if third:
             unknown = rank(features[batch])
             estimator.fit_instrument(x[unknown <= np.quantile(unknown, 1.0 - trim)])
             features[batch] = physics_features(estimator, x)
     return features
+
+
+def _trimmed_fit(estimator: PhysicsLimitEstimator, images: np.ndarray, trim: float) -> np.ndarray:
+    """Fit the instrument on ``images``, with ``trim`` again without that share of the worst-fitting ones; the
+    images' features under it."""
+    estimator.fit_instrument(images)
+    if trim > 0:
+        fit = estimator.goodness_of_fit(images)
+        estimator.fit_instrument(images[fit >= np.quantile(fit, trim)])
+    return physics_features(estimator, images)
+
+
+@dataclasses.dataclass(frozen=True)
+class FittingSets:
+    """The generated sets a score is fitted on, each a tuple of sessions (one instrument each): ``known`` (the
+    five alloys, balanced) and ``exposure`` (the exposure designations) sessions pair up, the exposure session
+    imaged at its known session's instrument; ``reference`` sessions, at further instruments, set the threshold.
+    """
+
+    declared: SimulationConfig
+    known: tuple[SimulationConfig, ...]
+    exposure: tuple[SimulationConfig, ...]
+    reference: tuple[SimulationConfig, ...]
+
+
+def fitting_sets(generation: Mapping[str, Any] | None, params: UnknownMaterialsParams) -> FittingSets:
+    """The sets :func:`fit_physics_unknown` fits the score on: fresh specimens of seeds no training, evaluation
+    or conformal image has, imaged by the conformal set's validation detector units (none of the evaluation's;
+    the reference's by another pool of them). With ``instrument_sessions``: that many known and exposure sessions
+    and one reference session per ``batch_size`` images, each session all its units at one instrument drawn inside
+    the declared tolerances (a lab images a batch with one instrument; the units vary the detector within it).
+    Without: one session each at the nominal instrument."""
+    declared = SimulationConfig.from_params(generation)
+    base = conformal_set_config(generation, params.known_images)
+    seed = declared.seed + UNKNOWN_SEED_OFFSET
+    sessions = params.instrument_sessions
+    if not sessions:
+        known = dataclasses.replace(base, seed=seed)
+        return FittingSets(
+            declared,
+            (known,),
+            (dataclasses.replace(known, seed=seed + 1),),
+            (dataclasses.replace(known, seed=seed + 2, n_images=params.reference_images),),
+        )
+    n_reference = max(1, params.reference_images // params.batch_size)
+    reference_pool = dataclasses.replace(base, detector_seed=VALIDATION_DETECTOR_SEEDS[2])
+    known = _sessions(base, declared, sessions, seed, params.known_images)
+    return FittingSets(
+        declared,
+        known,
+        tuple(dataclasses.replace(config, seed=config.seed + 1) for config in known),
+        _sessions(reference_pool, declared, n_reference, seed + 2, params.reference_images, draw=1),
+    )
+
+
+def _sessions(
+    pool: SimulationConfig, declared: SimulationConfig, count: int, seed: int, n_images: int, *, draw: int = 0
+) -> tuple[SimulationConfig, ...]:
+    """``count`` sessions of ``pool`` sharing ``n_images``, seeds ``seed + 4 k``, each at instrument settings
+    drawn inside ``declared``'s tolerances (stream ``draw`` of the draws)."""
+    rng = np.random.default_rng([declared.seed + UNKNOWN_SEED_OFFSET, draw])
+    shares = np.diff(np.linspace(0, n_images, count + 1).round().astype(int))
+    return tuple(
+        dataclasses.replace(
+            pool,
+            seed=seed + 4 * k,
+            n_images=int(share),
+            **instrument_changes(pool, draw_settings(declared.tolerances, rng)),
+        )
+        for k, share in enumerate(shares)
+    )
+
+
+def imaged(
+    sessions: Sequence[SimulationConfig], materials: Sequence[tuple[AlloySpec, int]] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(images, session of each image) of ``sessions`` (:func:`simulate_dataset`); ``materials`` (specification,
+    images) are imaged instead of the five alloys, their images shared among the sessions."""
+    parts, session = [], []
+    for k, config in enumerate(sessions):
+        share = None if materials is None else [(spec, _share(n, len(sessions), k)) for spec, n in materials]
+        images, _ = simulate_dataset(config, materials=share)
+        parts.append(images)
+        session.append(np.full(len(images), k))
+    return np.concatenate(parts), np.concatenate(session)
+
+
+def _share(n: int, parts: int, k: int) -> int:
+    """The ``k``-th of ``parts`` near-equal shares of ``n`` (at least 1)."""
+    return max(1, int(np.diff(np.linspace(0, n, parts + 1).round())[k]))
+
+
+def session_features(
+    declared: SimulationConfig,
+    known: tuple[np.ndarray, np.ndarray],
+    others: Sequence[tuple[np.ndarray, np.ndarray]],
+    trim: float,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """:func:`physics_features` of ``known`` and ``others`` ((images, session) pairs, :func:`imaged`), each
+    session's under the instrument fitted (inside ``declared``'s tolerances, trimmed as a batch at inference) on
+    that session's known images, or, for a session without any, on its other images."""
+    estimator = PhysicsLimitEstimator.within_declared(declared)
+    sets = [known, *others]
+    features = [np.empty((len(images), len(ALLOYS) + 2)) for images, _ in sets]
+    for session in np.unique(np.concatenate([sessions for _, sessions in sets])):
+        mine = [sessions == session for _, sessions in sets]
+        fitting = next(images[rows] for (images, _), rows in zip(sets, mine, strict=True) if rows.any())
+        _trimmed_fit(estimator, fitting, trim)
+        for (images, _), rows, out in zip(sets, mine, features, strict=True):
+            if rows.any():
+                out[rows] = physics_features(estimator, images[rows])
+    return features[0], features[1:]
 
 
 def _same_setting(fitted: Any, current: Any) -> bool:
@@ -375,63 +509,100 @@ def _with_references(
     )
 
 
+def taught_features(
+    sets: FittingSets,
+    params: UnknownMaterialsParams,
+    others: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """The :func:`physics_features` the score's classifier and density learn: (known, exposure, ``others``),
+    ``others`` being further (images, unit) pairs of ``sets.known``'s units (:func:`imaged`) taken the
+    same way. With ``instrument_sessions``, each unit's under the instrument fitted on its known images
+    (:func:`unit_features`); without, all under one instrument fitted on every known image."""
+    known = imaged(sets.known)
+    exposed = imaged(sets.exposure, [(spec, params.images_per_designation) for spec in params.materials()])
+    logger.info(
+        "physics unknown score: fitting on %d known and %d exposure images (%s), %s",
+        len(known[0]),
+        len(exposed[0]),
+        ", ".join(params.exposure),
+        f"{params.instrument_sessions} instruments inside the declared tolerances"
+        if params.instrument_sessions
+        else "the nominal instrument",
+    )
+    if params.instrument_sessions:
+        known_features, (exposure_features, *rest) = session_features(
+            sets.declared, known, [exposed, *others], params.trim
+        )
+        return known_features, exposure_features, rest
+    estimator = PhysicsLimitEstimator.within_declared(sets.declared)
+    estimator.fit_instrument(known[0])
+    known_features, exposure_features, *rest = (
+        physics_features(estimator, images) for images, _ in (known, exposed, *others)
+    )
+    return known_features, exposure_features, rest
+
+
 def fit_physics_unknown(
     generation: Mapping[str, Any] | None, params: UnknownMaterialsParams
 ) -> PhysicsUnknownScore:
     """Fit the score for the instrument ``generation`` describes (nominal, or a lab's once calibrated).
 
-    Known and exposure images are fresh specimens imaged by the conformal set's validation detector units (none
-    of the evaluation's) at that instrument, under one instrument fitted on the known images; the reference
-    quantiles come from further known images, scored batch by batch as at inference.
+    Known and exposure images are fresh specimens imaged by validation detector units (none of the evaluation's)
+    in sessions at instruments drawn inside the declared tolerances (:func:`fitting_sets`), each session's
+    features under the instrument fitted on its known images; the reference quantiles come from further known
+    images of other units and instruments, each session scored batch by batch as at inference.
     """
-    declared = SimulationConfig.from_params(generation)
-    base = conformal_set_config(generation, params.known_images)
-    known_config = dataclasses.replace(base, seed=declared.seed + UNKNOWN_SEED_OFFSET)
-    known, _ = simulate_dataset(known_config)
-    exposure_config = dataclasses.replace(known_config, seed=known_config.seed + 1)
-    exposed, _ = simulate_dataset(
-        exposure_config, materials=[(spec, params.images_per_designation) for spec in params.materials()]
-    )
-    logger.info(
-        "physics unknown score: fitting on %d known and %d exposure images (%s)",
-        len(known),
-        len(exposed),
-        ", ".join(params.exposure),
-    )
-    estimator = PhysicsLimitEstimator.within_declared(declared)
-    estimator.fit_instrument(known)
-    features = np.vstack([physics_features(estimator, known), physics_features(estimator, exposed)])
-    labels = np.r_[np.zeros(len(known)), np.ones(len(exposed))]
-    weights = np.where(labels == 0, 1.0 / len(known), 1.0 / len(exposed))
+    sets = fitting_sets(generation, params)
+    declared = sets.declared
+    known_features, exposure_features, _ = taught_features(sets, params)
+    features = np.vstack([known_features, exposure_features])
+    labels = np.r_[np.zeros(len(known_features)), np.ones(len(exposure_features))]
+    weights = np.where(labels == 0, 1.0 / len(known_features), 1.0 / len(exposure_features))
     classifier = HistGradientBoostingClassifier(max_iter=params.max_iter, random_state=declared.seed)
     with threadpool_limits(OPENMP_THREADS, user_api="openmp"):
         classifier.fit(features, labels, sample_weight=weights)
-    reference_config = dataclasses.replace(
-        known_config, seed=known_config.seed + 2, n_images=params.reference_images
-    )
-    reference_images, _ = simulate_dataset(reference_config)
+    reference_images, reference_sessions = imaged(sets.reference)
     partial = PhysicsUnknownScore(
         classifier=classifier,
-        density=FitDensity.fit(features[: len(known)]),
+        density=FitDensity.fit(known_features),
         exposure_reference=np.empty(0),
         density_reference=np.empty(0),
         reference=np.empty(0),
         kv=tuple(declared.kv),
-        image_size=int(known_config.image_size),
+        image_size=int(sets.declared.image_size),
         exposure=tuple(params.exposure),
         batch_size=params.batch_size,
-        counts={"n_known": len(known), "n_exposure": len(exposed), "n_reference": len(reference_images)},
+        counts={
+            "n_known": len(known_features),
+            "n_exposure": len(exposure_features),
+            "n_reference": len(reference_images),
+            "n_instruments": len(sets.known),
+            "n_reference_instruments": len(sets.reference),
+        },
         trim=params.trim,
         density_weight=params.density_weight,
         instrument=config_instrument(declared),
     )
-    exposure_scores, density_scores = partial.components(partial.features(declared, reference_images))
+    # each reference session is scored as one stream (batches of batch_size inside it), as at inference
+    groups = [np.flatnonzero(reference_sessions == k) for k in range(len(sets.reference))]
+    two_fits = np.empty((len(reference_images), len(ALLOYS) + 2))
+    for rows in groups:
+        two_fits[rows] = batch_features(declared, reference_images[rows], params.batch_size, params.trim)
+    exposure_scores, density_scores = partial.components(two_fits)
     fitted = _with_references(partial, exposure_scores, density_scores)
     if params.score_refit:
         # the third fit ranks a batch with references of the two-fit features; the final ones follow from it
-        exposure_scores, density_scores = partial.components(
-            batch_features(declared, reference_images, params.batch_size, params.trim, fitted._unknown_rank)
-        )
+        three_fits = np.empty_like(two_fits)
+        for rows in groups:
+            three_fits[rows] = batch_features(
+                declared,
+                reference_images[rows],
+                params.batch_size,
+                params.trim,
+                fitted._unknown_rank,
+                two_fits=two_fits[rows],
+            )
+        exposure_scores, density_scores = partial.components(three_fits)
         fitted = dataclasses.replace(
             _with_references(partial, exposure_scores, density_scores), score_refit=True
         )
