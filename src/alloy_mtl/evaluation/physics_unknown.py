@@ -366,7 +366,8 @@ def batch_features(
         if two_fits is not None and third:
             features[batch] = two_fits[batch]
         else:
-            features[batch] = _trimmed_fit(estimator, x, trim)
+            _fit_trimmed(estimator, x, trim)
+            features[batch] = physics_features(estimator, x)
         if third:
             unknown = rank(features[batch])
             estimator.fit_instrument(x[unknown <= np.quantile(unknown, 1.0 - trim)])
@@ -374,14 +375,13 @@ def batch_features(
     return features
 
 
-def _trimmed_fit(estimator: PhysicsLimitEstimator, images: np.ndarray, trim: float) -> np.ndarray:
-    """Fit the instrument on ``images``, with ``trim`` again without that share of the worst-fitting ones; the
-    images' features under it."""
+def _fit_trimmed(estimator: PhysicsLimitEstimator, images: np.ndarray, trim: float) -> None:
+    """Fit the estimator's instrument on ``images``, with ``trim`` again without that share of the worst-fitting
+    ones."""
     estimator.fit_instrument(images)
     if trim > 0:
         fit = estimator.goodness_of_fit(images)
         estimator.fit_instrument(images[fit >= np.quantile(fit, trim)])
-    return physics_features(estimator, images)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -479,7 +479,7 @@ def session_features(
     for session in np.unique(np.concatenate([sessions for _, sessions in sets])):
         mine = [sessions == session for _, sessions in sets]
         fitting = next(images[rows] for (images, _), rows in zip(sets, mine, strict=True) if rows.any())
-        _trimmed_fit(estimator, fitting, trim)
+        _fit_trimmed(estimator, fitting, trim)
         for (images, _), rows, out in zip(sets, mine, features, strict=True):
             if rows.any():
                 out[rows] = physics_features(estimator, images[rows])
@@ -515,9 +515,9 @@ def taught_features(
     others: Sequence[tuple[np.ndarray, np.ndarray]] = (),
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """The :func:`physics_features` the score's classifier and density learn: (known, exposure, ``others``),
-    ``others`` being further (images, unit) pairs of ``sets.known``'s units (:func:`imaged`) taken the
-    same way. With ``instrument_sessions``, each unit's under the instrument fitted on its known images
-    (:func:`unit_features`); without, all under one instrument fitted on every known image."""
+    ``others`` being further (images, session) pairs of ``sets.known``'s sessions (:func:`imaged`) taken the
+    same way. With ``instrument_sessions``, each session's under the instrument fitted on its known images
+    (:func:`session_features`); without, all under one instrument fitted on every known image."""
     known = imaged(sets.known)
     exposed = imaged(sets.exposure, [(spec, params.images_per_designation) for spec in params.materials()])
     logger.info(
