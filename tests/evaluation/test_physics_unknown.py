@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -62,6 +63,38 @@ def test_bad_exposure_designations_are_named_together():
         check_parameters({"unknown_materials": {"known_images": 5}})
 
 
+def test_sessions_too_many_for_the_images_are_refused_naming_both_counts():
+    with pytest.raises(ParameterError) as error:
+        check_parameters(
+            {
+                "unknown_materials": {
+                    "known_images": 100,
+                    "images_per_designation": 12,
+                    "instrument_sessions": 8,
+                }
+            }
+        )
+    message = str(error.value)
+    assert "known_images: 100 in 8 instrument_sessions" in message and "at least 120" in message
+    assert "images_per_designation: 12 in 8 instrument_sessions" not in message
+    with pytest.raises(ParameterError) as error:
+        check_parameters(
+            {
+                "unknown_materials": {
+                    "known_images": 100,
+                    "images_per_designation": 12,
+                    "instrument_sessions": 16,
+                }
+            }
+        )
+    assert "at least 240" in str(error.value) and "images_per_designation: 12 in 16" in str(error.value)
+    # enough for every session, and the nominal fit (no sessions) with the least of both
+    check_parameters({"unknown_materials": {"known_images": 120, "images_per_designation": 10}})
+    check_parameters(
+        {"unknown_materials": {"known_images": 100, "images_per_designation": 10, "instrument_sessions": 0}}
+    )
+
+
 def test_a_remainder_under_half_a_batch_joins_the_batch_before():
     assert batch_slices(120, 50) == [slice(0, 50), slice(50, 120)]
     assert batch_slices(130, 100) == [slice(0, 130)]
@@ -88,6 +121,10 @@ def test_the_threshold_rejects_the_stated_share_of_the_reference_and_rises_as_th
         fitted.threshold(1.5)
     summary = fitted.summary()
     assert summary["n_known"] == 200 and summary["n_exposure"] == 200 and summary["image_size"] == 16
+    # the fit's sessions are on record: 8 known-and-exposure instruments, then one per reference batch
+    roles = [session["role"] for session in summary["sessions"]]
+    assert roles == ["known and exposure"] * 8 + ["reference"] * 4
+    assert sum(s["n_images"] for s in summary["sessions"] if s["role"] == "reference") == 200
 
 
 def test_the_score_refuses_images_of_another_beam_or_size_naming_both(fitted):
@@ -286,6 +323,10 @@ def test_a_score_fitted_across_the_tolerances_records_its_instruments_and_scores
     summary = fitted.summary()
     assert summary["n_instruments"] == 2 and summary["n_reference_instruments"] == 2
     assert summary["n_known"] == 200 and summary["n_reference"] == 100
+    sessions = json.loads(json.dumps(summary["sessions"]))
+    assert [s["role"] for s in sessions] == ["known and exposure"] * 2 + ["reference"] * 2
+    assert all(0.8 <= s["al_filter_mm"] <= 1.2 for s in sessions) and len({s["seed"] for s in sessions}) == 4
+    assert sum(s["n_images"] for s in sessions[:2]) == 200
     config = SimulationConfig.from_params(TOLERANCED)
     known, _ = simulate_dataset(dataclasses.replace(config, seed=77, n_images=60, al_filter_mm=1.2))
     scores = fitted.score(config, known)

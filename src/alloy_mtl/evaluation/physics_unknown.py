@@ -33,14 +33,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
 from alloy_mtl.config import ParamsModel
 from alloy_mtl.constants import ALLOYS
 from alloy_mtl.evaluation.evaluation_set import conformal_set_config
-from alloy_mtl.evaluation.params import VALIDATION_DETECTOR_SEEDS
+from alloy_mtl.evaluation.params import VALIDATION_DETECTOR_SEEDS, EvaluationSetParams
 from alloy_mtl.physics.alloys import AlloySpec
 from alloy_mtl.physics.calibrated_generation import config_instrument
 from alloy_mtl.physics.estimator import PhysicsLimitEstimator
@@ -62,6 +62,7 @@ __all__ = [
     "taught_features",
     "physics_features",
     "session_features",
+    "session_record",
 ]
 
 logger = logging.getLogger(__name__)
@@ -127,7 +128,9 @@ class UnknownMaterialsParams(ParamsModel):
     images (a specimen on one of them), each one's features under the instrument fitted from its own known images
     as a batch's is fitted at inference; the reference images come from further draws, one per batch. 0: every
     image at the nominal instrument, features under one instrument fitted on all known images (such a score
-    withheld 17 % of known images at the edge of the filtration tolerance)."""
+    withheld 17 % of known images at the edge of the filtration tolerance). Each session needs a 3-image specimen
+    of every alloy and an image of every designation: at most ``known_images / 15`` and ``images_per_designation``
+    sessions. The drawn instruments are listed in the score's summary (``sessions``)."""
 
     @field_validator("exposure")
     @classmethod
@@ -147,6 +150,29 @@ class UnknownMaterialsParams(ParamsModel):
         if problems:
             raise ValueError("; ".join(problems))
         return value
+
+    @model_validator(mode="after")
+    def _every_session_images_every_material(self) -> UnknownMaterialsParams:
+        sessions = self.instrument_sessions
+        if not sessions:
+            return self
+        specimen = EvaluationSetParams().images_per_specimen
+        problems = []
+        if self.known_images < sessions * len(ALLOYS) * specimen:
+            problems.append(
+                f"known_images: {self.known_images} in {sessions} instrument_sessions leave a session without a "
+                f"{specimen}-image specimen of each of the {len(ALLOYS)} alloys (the simulator would round it up); "
+                f"expected at least {sessions * len(ALLOYS) * specimen}, or fewer instrument_sessions"
+            )
+        if self.images_per_designation < sessions:
+            problems.append(
+                f"images_per_designation: {self.images_per_designation} in {sessions} instrument_sessions leave "
+                f"a session without an image of each designation; expected at least {sessions}, or fewer "
+                "instrument_sessions"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     def materials(self) -> list[AlloySpec]:
         """The exposure designations as simulator materials."""
@@ -257,6 +283,8 @@ class PhysicsUnknownScore:
     density_weight: float = 100.0
     score_refit: bool = False
     instrument: Mapping[str, Any] | None = None
+    sessions: tuple[Mapping[str, Any], ...] = ()
+    """The instruments the fitting images were taken at (:func:`session_record`), for traceability."""
 
     def mismatch(self, config: SimulationConfig) -> str | None:
         """Why the score does not apply to images of ``config`` (another beam, image size or instrument than it
@@ -337,6 +365,7 @@ class PhysicsUnknownScore:
             "density_weight": self.density_weight,
             "score_refit": self.score_refit,
             **self.counts,
+            "sessions": [dict(session) for session in self.sessions],
             **{f"reference_q{q}": self.threshold(1.0 - q / 100.0) for q in (50, 95, 99)},
         }
 
@@ -425,6 +454,20 @@ def fitting_sets(generation: Mapping[str, Any] | None, params: UnknownMaterialsP
         tuple(dataclasses.replace(config, seed=config.seed + 1) for config in known),
         _sessions(reference_pool, declared, n_reference, seed + 2, params.reference_images, draw=1),
     )
+
+
+def session_record(role: str, config: SimulationConfig) -> dict[str, Any]:
+    """What a fitting session was: its ``role`` (``known and exposure`` or ``reference``), image seed, detector
+    units' seed and count, images, and instrument settings."""
+    settings = {key: value for key, value in config_instrument(config).items() if key != "tolerances"}
+    return {
+        "role": role,
+        "seed": config.seed,
+        "detector_seed": config.detector_seed,
+        "detector_units": config.instruments,
+        "n_images": config.n_images,
+        **settings,
+    }
 
 
 def _sessions(
@@ -582,6 +625,10 @@ def fit_physics_unknown(
         trim=params.trim,
         density_weight=params.density_weight,
         instrument=config_instrument(declared),
+        sessions=(
+            *(session_record("known and exposure", config) for config in sets.known),
+            *(session_record("reference", config) for config in sets.reference),
+        ),
     )
     # each reference session is scored as one stream (batches of batch_size inside it), as at inference
     groups = [np.flatnonzero(reference_sessions == k) for k in range(len(sets.reference))]
