@@ -29,7 +29,7 @@ TINY = {
         "images_per_designation": 10,
         "reference_images": 100,
         "batch_size": 50,
-        "instrument_sessions": 2,  # 8 sessions of 100 images round each class up: 120 known images
+        "instrument_sessions": 2,  # 8 sessions need 120 known images (a specimen per alloy each)
     },
     # the architectures whose CPU default sets its own epochs (conf/base) get the tiny budget too
     **{

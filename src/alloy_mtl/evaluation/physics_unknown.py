@@ -157,12 +157,13 @@ class UnknownMaterialsParams(ParamsModel):
         if not sessions:
             return self
         specimen = EvaluationSetParams().images_per_specimen
+        least_known = sessions * len(ALLOYS) * specimen
         problems = []
-        if self.known_images < sessions * len(ALLOYS) * specimen:
+        if self.known_images < least_known:
             problems.append(
                 f"known_images: {self.known_images} in {sessions} instrument_sessions leave a session without a "
                 f"{specimen}-image specimen of each of the {len(ALLOYS)} alloys (the simulator would round it up); "
-                f"expected at least {sessions * len(ALLOYS) * specimen}, or fewer instrument_sessions"
+                f"expected at least {least_known}, or fewer instrument_sessions"
             )
         if self.images_per_designation < sessions:
             problems.append(
@@ -476,7 +477,6 @@ def _sessions(
     """``count`` sessions of ``pool`` sharing ``n_images``, seeds ``seed + 4 k``, each at instrument settings
     drawn inside ``declared``'s tolerances (stream ``draw`` of the draws)."""
     rng = np.random.default_rng([declared.seed + UNKNOWN_SEED_OFFSET, draw])
-    shares = np.diff(np.linspace(0, n_images, count + 1).round().astype(int))
     return tuple(
         dataclasses.replace(
             pool,
@@ -484,7 +484,7 @@ def _sessions(
             n_images=int(share),
             **instrument_changes(pool, draw_settings(declared.tolerances, rng)),
         )
-        for k, share in enumerate(shares)
+        for k, share in enumerate(_shares(n_images, count))
     )
 
 
@@ -495,16 +495,20 @@ def imaged(
     images) are imaged instead of the five alloys, their images shared among the sessions."""
     parts, session = [], []
     for k, config in enumerate(sessions):
-        share = None if materials is None else [(spec, _share(n, len(sessions), k)) for spec, n in materials]
+        share = (
+            None
+            if materials is None
+            else [(spec, int(_shares(n, len(sessions))[k])) for spec, n in materials]
+        )
         images, _ = simulate_dataset(config, materials=share)
         parts.append(images)
         session.append(np.full(len(images), k))
     return np.concatenate(parts), np.concatenate(session)
 
 
-def _share(n: int, parts: int, k: int) -> int:
-    """The ``k``-th of ``parts`` near-equal shares of ``n`` (at least 1)."""
-    return max(1, int(np.diff(np.linspace(0, n, parts + 1).round())[k]))
+def _shares(n: int, parts: int) -> np.ndarray:
+    """``parts`` near-equal integer shares of ``n`` (each the floor or the ceiling of ``n / parts``)."""
+    return np.diff(np.linspace(0, n, parts + 1).round().astype(int))
 
 
 def session_features(
