@@ -13,6 +13,7 @@ from alloy_mtl.evaluation.drift import DriftParams
 from alloy_mtl.evaluation.external import ExternalParams
 from alloy_mtl.evaluation.params import EvaluationParams
 from alloy_mtl.evaluation.physics_unknown import UnknownMaterialsParams
+from alloy_mtl.evaluation.unit_conformal import UnitConformalParams
 from alloy_mtl.mtl.params import TrainingParams, deep_merge, parse_training_params
 from alloy_mtl.physics.calibrated_generation import nominal_generation
 from alloy_mtl.physics.simulator import SimulationConfig
@@ -30,6 +31,7 @@ SECTIONS: dict[str, type[ParamsModel]] = {
     "calibration": CalibrationParams,
     "external": ExternalParams,
     "inference.drift": DriftParams,
+    "inference.unit_conformal": UnitConformalParams,
     "unknown_materials": UnknownMaterialsParams,
 }
 TRAIN_OPTIONS_SUFFIX = ".train_options"

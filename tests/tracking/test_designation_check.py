@@ -71,7 +71,7 @@ def test_the_folder_pipeline_answers_unknown_for_a_designation_the_model_itself_
     folder = read_folder(settings, "unused")
     checked = check_designations(folder, score, settings, "unused", GENERATION)
     assert not checked.skipped and len(checked.scores) == 160 and np.isfinite(checked.threshold)
-    predictions = predict_folder(folder, checked, settings, "unused")
+    predictions = predict_folder(folder, checked, None, settings, "unused")
     assert list(predictions.columns)[-1] == "error" and (predictions["error"] == "").all()
     other = predictions["file"].str[4:7].astype(int) >= 100
     physics = predictions["unknown_reason"].str.contains("another aluminium designation by the physics fits")
@@ -108,7 +108,7 @@ def test_where_the_score_cannot_apply_the_model_answers_alone_and_the_reason_is_
     lab_settings = {**settings, "model_uri": lab}
     skipped = check_designations(folder, score, lab_settings, "unused", GENERATION)
     assert "records no simulated instrument" in skipped.skipped
-    predictions = predict_folder(folder, skipped, lab_settings, "unused")
+    predictions = predict_folder(folder, skipped, None, lab_settings, "unused")
     assert predictions["physics_unknown_score"].isna().all() and (predictions["alloy"] != "unknown").any()
 
 

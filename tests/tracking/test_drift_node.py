@@ -56,7 +56,7 @@ def _folder(tmp_path, **changes) -> str:
 
 def _check(folder: str, model_uri: str, **drift) -> tuple[pd.DataFrame, str]:
     inference = {"input": folder, "model_uri": model_uri}
-    images, reference = read_inputs(inference, {**DRIFT, **drift}, "unused", GENERATION, EVALUATION)
+    images, reference, _ = read_inputs(inference, {**DRIFT, **drift}, "unused", GENERATION, EVALUATION)
     return check_drift(images, reference)
 
 
@@ -119,7 +119,7 @@ def test_prediction_and_the_drift_alarm_share_one_read_of_the_folder(tmp_path, m
         inference_module, "read_image", lambda *a, **k: reads.append(a[0]) or original(*a, **k)
     )
     folder = read_folder(settings, "unused")
-    predictions = predict_folder(folder, DesignationScores(skipped="not fitted"), settings, "unused")
+    predictions = predict_folder(folder, DesignationScores(skipped="not fitted"), None, settings, "unused")
     table, _ = check_drift(folder, read_drift_reference(settings, DRIFT, "unused", GENERATION, EVALUATION))
     assert len(reads) == len(set(reads)) == 60  # every file read once, for both
     assert len(predictions) == 60 and (predictions["error"] == "").all() and len(table) == 1
@@ -216,7 +216,7 @@ def test_a_listed_folder_of_per_channel_pngs_is_predicted_as_the_same_images_in_
     for name, folder in (("tiff", tiffs), ("png", pngs)):
         settings = {"input": str(folder), "model_uri": model_uri}
         predicted[name] = predict_folder(
-            read_folder(settings, "unused"), DesignationScores(skipped="not fitted"), settings, "unused"
+            read_folder(settings, "unused"), DesignationScores(skipped="not fitted"), None, settings, "unused"
         )
     listed, single = predicted["png"], predicted["tiff"]
     assert list(listed["image_id"]) == [f.removesuffix(".tif") for f in single["file"]]

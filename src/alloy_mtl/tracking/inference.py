@@ -65,6 +65,7 @@ def parse_inference_settings(params: Mapping[str, Any], model_name: str) -> Infe
         "instrument",
         "reject_rate",
         "drift",
+        "unit_conformal",
     }
     unknown = sorted(set(params) - known)
     if unknown:

@@ -24,6 +24,7 @@ nested run of ``<model>``; project-wide datasets (comparison, validation) go to 
   ``instrument/`` on the parent |
 | ``inference_drift_table`` / ``inference_drift_markdown`` | ``drift/`` on the parent; the table also as metrics
   ``drift.alarms``, ``drift.batch_<n>.beam_statistic`` ... |
+| ``inference_unit_conformal`` / ``inference_unit_conformal_markdown`` | ``conformal/`` on the parent |
 | ``physics_unknown_summary`` / ``physics_unknown_ood_report`` | ``unknown_materials/summary.json`` /
   ``unknown_materials/ood_report.json`` on the parent, the report also as metrics ``unknown_materials.<path>`` |
 | ``physics_unknown_answers`` | ``comparison/answers_with_physics.json`` on the parent |
@@ -75,6 +76,8 @@ PARENT_DATASETS: dict[str, str] = {
     "instrument_calibration_figure": "instrument/residuals.png",
     "inference_drift_table": "drift/drift.csv",
     "inference_drift_markdown": "drift/drift.md",
+    "inference_unit_conformal": "conformal/unit_conformal.json",
+    "inference_unit_conformal_markdown": "conformal/unit_conformal.md",
     "physics_unknown_summary": "unknown_materials/summary.json",
     "physics_unknown_ood_report": "unknown_materials/ood_report.json",
     "physics_unknown_answers": "comparison/answers_with_physics.json",

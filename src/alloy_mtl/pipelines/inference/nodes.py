@@ -21,6 +21,12 @@ from alloy_mtl.evaluation.drift import DriftParams, check_batches, drift_markdow
 from alloy_mtl.evaluation.evaluation_set import simulate_evaluation_set
 from alloy_mtl.evaluation.params import EvaluationParams
 from alloy_mtl.evaluation.physics_unknown import PhysicsUnknownScore
+from alloy_mtl.evaluation.unit_conformal import (
+    UnitConformalParams,
+    UnitSets,
+    refit_record,
+    unit_conformal_markdown,
+)
 from alloy_mtl.mtl.loading.preprocess import bundle_bad_pixels, prepare_images
 from alloy_mtl.mtl.models.ood import DEFAULT_REJECT_RATE
 from alloy_mtl.physics.calibrated_generation import recorded_config
@@ -38,6 +44,7 @@ from alloy_mtl.tracking.inference import (
     predict_prepared,
     prepare_folder,
 )
+from alloy_mtl.tracking.labelled_folder import LabelledFolder, labelled_answers, read_labelled
 from alloy_mtl.tracking.listed_images import METADATA_FILE, has_listing, image_files, listed_images
 
 logger = logging.getLogger(__name__)
@@ -122,11 +129,68 @@ def check_designations(
     )
 
 
+def fit_unit_conformal(
+    labelled: LabelledFolder | None,
+    inference: dict[str, Any],
+    unit_conformal: dict[str, Any] | None,
+    model_name: str,
+) -> tuple[dict[str, Any], str]:
+    """Refit the conformal sets and intervals of ``inference.model_uri`` on its answers for the labelled folder
+    ``inference.unit_conformal.calibration`` (:mod:`alloy_mtl.evaluation.unit_conformal`), checked on that
+    folder by specimen folds; without a folder, a record saying the model's own sets are used. Returns the
+    record (what :func:`predict_folder` applies) and its report.
+
+    Raises:
+        ValueError: a labelled image the model could not answer, a label that is not one of its classes, or an
+            alloy with too few images for the coverage, every problem named.
+    """
+    params = parse_params(UnitConformalParams, unit_conformal, "inference.unit_conformal")
+    if labelled is None:
+        record = {
+            "skipped": "Not refitted (inference.unit_conformal.calibration: null): the model's own sets."
+        }
+        return record, unit_conformal_markdown(record)
+    settings = parse_inference_settings(inference, model_name)
+    metadata = _model_metadata(settings)
+    model = mlflow.pyfunc.load_model(settings.model_uri)
+    logger.info(
+        "refitting the conformal sets on %d labelled image(s) of %s", len(labelled.images), labelled.folder
+    )
+    answers = labelled_answers(
+        model,
+        labelled,
+        batch_size=settings.batch_size,
+        instrument=settings.instrument,
+        reject_rate=settings.reject_rate,
+    )
+    classes = [str(c) for c in (metadata.get("classes") or [[]])[0]]
+    try:
+        record = refit_record(
+            answers,
+            classes,
+            labelled.metadata["specimen_id"].astype(str).tolist(),
+            params,
+            fitted_on=str(labelled.folder),
+            model_uri=settings.model_uri,
+        )
+    except ValueError as error:
+        raise ValueError(
+            f"parameters inference.unit_conformal.calibration: '{labelled.folder}': {error}"
+        ) from None
+    return record, unit_conformal_markdown(record)
+
+
 def predict_folder(
-    folder: PreparedFolder, designations: DesignationScores, inference: dict[str, Any], model_name: str
+    folder: PreparedFolder,
+    designations: DesignationScores,
+    unit_conformal: dict[str, Any] | None,
+    inference: dict[str, Any],
+    model_name: str,
 ) -> pd.DataFrame:
     """Predict the read folder with ``inference.model_uri``; one row per file, errors in their rows; an image
-    above the model's unknown threshold or the physics one (``designations``) is answered ``unknown``."""
+    above the model's unknown threshold or the physics one (``designations``) is answered ``unknown``; sets and
+    intervals are the ones refitted on the detector in operation where ``unit_conformal`` holds them
+    (:func:`fit_unit_conformal`)."""
     settings = parse_inference_settings(inference, model_name)
     model = mlflow.pyfunc.load_model(settings.model_uri)
     logger.info("predicting %d usable file(s) with %s", len(folder.good), settings.model_uri)
@@ -137,6 +201,8 @@ def predict_folder(
         instrument=settings.instrument,
         reject_rate=settings.reject_rate,
     )
+    if unit_conformal and "class_quantiles" in unit_conformal:
+        predictions = UnitSets.from_dict(unit_conformal).apply(predictions)
     return mark_unknown_designations(predictions, designations)
 
 
@@ -217,17 +283,19 @@ def read_inputs(  # noqa: PLR0917 (one input per catalog dataset)
     model_name: str,
     generation: dict[str, Any] | None,
     evaluation: dict[str, Any] | None,
-) -> tuple[PreparedFolder, DriftReference]:
-    """:func:`read_folder` and :func:`read_drift_reference` in one node, so that a bad reference stops the run
-    before the predictions are written; a problem of each is named in one error.
+    unit_conformal: dict[str, Any] | None = None,
+) -> tuple[PreparedFolder, DriftReference, LabelledFolder | None]:
+    """:func:`read_folder`, :func:`read_drift_reference` and the labelled folder the conformal sets are refitted
+    on (``inference.unit_conformal.calibration``, None without) in one node, so that a bad reference or labelled
+    folder stops the run before the predictions are written; a problem of each is named in one error.
 
     Raises:
-        ValueError: every problem of the input folder and of the drift reference.
+        ValueError: every problem of the input folder, the drift reference and the labelled folder.
     """
     settings = parse_inference_settings(inference, model_name)
-    metadata = _model_metadata(settings)  # the model's record, read once for both
+    metadata = _model_metadata(settings)  # the model's record, read once for all
     problems: list[str] = []
-    folder = reference = None
+    folder = reference = labelled = None
     try:
         folder = _read_folder(settings, metadata)
     except ValueError as error:
@@ -237,9 +305,23 @@ def read_inputs(  # noqa: PLR0917 (one input per catalog dataset)
         reference = _drift_reference(params, settings, metadata, generation, evaluation)
     except ValueError as error:
         problems.append(str(error))
+    try:
+        calibration = parse_params(
+            UnitConformalParams, unit_conformal, "inference.unit_conformal"
+        ).calibration
+        if calibration:
+            labelled = read_labelled(
+                Path(calibration).expanduser(),
+                int(metadata["in_chans"]),
+                int(metadata["image_size"]),
+                bit_depth=settings.bit_depth,
+                bad_pixels=bundle_bad_pixels(metadata),
+            )
+    except ValueError as error:
+        problems.append(str(error))
     if problems:
         raise ValueError("; ".join(problems))
-    return folder, reference
+    return folder, reference, labelled
 
 
 def check_drift(folder: PreparedFolder, reference: DriftReference) -> tuple[pd.DataFrame, str]:
