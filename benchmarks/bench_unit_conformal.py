@@ -11,7 +11,8 @@ images of 16 validation units) on the same images. A folder without 9 images of 
 90 % (the pipeline refuses it) and is counted as such.
 
 Run: ``python benchmarks/bench_unit_conformal.py [--project .] [--units 950001,950002,950003] [--images 3000]
-[--sizes 100,250,500,1000] [--repeats 20] [--tag _x]`` -> benchmarks/results/bench_unit_conformal{tag}.json/.md.
+[--sizes 100,250,500,1000] [--repeats 20] [--tag _x] [--report-only]`` -> benchmarks/results/
+bench_unit_conformal{tag}.json/.md (``--report-only``: the .md again from the saved .json).
 """
 
 from __future__ import annotations
@@ -125,10 +126,39 @@ def _summary(runs: list[dict[str, Any]], which: str, level: float) -> tuple[str,
     )
 
 
+def summary_rows(results: list[dict[str, Any]], sizes: list[int], level: float) -> list[str]:
+    """Per folder size, over every model, unit and alloy: the range of each alloy's mean coverage over folders
+    (bias), the median of its sd over folders (spread), the mean distance from ``level`` and the share of folders
+    with every alloy within the tolerance, for the shipped and the refitted sets."""
+    rows = []
+    for size in sizes:
+        for which in ("shipped", "refit"):
+            means, sds, distance, within, refused, folders = [], [], [], [], 0, 0
+            for r in results:
+                for report in r["units"].values():
+                    cell = report[str(size)]
+                    refused += cell["refused"] if which == "refit" else 0
+                    folders += len(cell["runs"]) + cell["refused"]
+                    if not cell["runs"]:
+                        continue
+                    per_alloy = np.array([[run[which][a] for a in ALLOYS] for run in cell["runs"]])
+                    means += per_alloy.mean(axis=0).tolist()
+                    sds += per_alloy.std(axis=0).tolist()
+                    distance += np.abs(per_alloy - level).ravel().tolist()
+                    within += np.all(np.abs(per_alloy - level) <= TOLERANCE + 1e-9, axis=1).tolist()
+            rows.append(
+                f"| {size} | {which} | {min(means):.3f}-{max(means):.3f} | {np.median(sds):.3f} | "
+                f"{np.mean(distance):.3f} | {np.mean(within):.0%} | "
+                f"{f'{refused} of {folders}' if which == 'refit' else ''} |"
+            )
+    return rows
+
+
 def markdown(
     results: list[dict[str, Any]], command: str, sizes: list[int], level: float, repeats: int
 ) -> str:
-    """The results page."""
+    """The results page: the summary over models and units, then every model and unit."""
+    units = sorted({unit for r in results for unit in r["units"]})
     lines = [
         "# Conformal sets refitted on the detector unit in operation",
         "",
@@ -139,6 +169,19 @@ def markdown(
         f"(worst); 'every alloy within +-{TOLERANCE * 100:.0f}': the share of folders whose five alloys all land within "
         f"{TOLERANCE * 100:.0f} points of {level:.0%}. Refused: folders without {fewest_per_class(level)} images of "
         "every alloy.",
+        "",
+        f"## Summary: {len(results)} models x {len(units)} units x {len(ALLOYS)} alloys",
+        "",
+        "Per alloy: its mean coverage over the folders (the range over models, units and alloys: how far the sets "
+        "sit from the target on a unit), the spread of its coverage from folder to folder (median sd), and the mean "
+        "distance of a single folder's coverage from the target.",
+        "",
+        "| labelled images | sets | per-alloy mean coverage | sd over folders | mean distance from target | "
+        f"every alloy within +-{TOLERANCE * 100:.0f} | refused |",
+        "|---|---|---|---|---|---|---|",
+        *summary_rows(results, sizes, level),
+        "",
+        "## Every model and unit",
         "",
         "| model | unit | labelled images | sets | lowest alloy | highest alloy | every alloy within +-3 | "
         "mean set size | thickness | absorption | refused |",
@@ -174,8 +217,20 @@ def main() -> None:
     parser.add_argument("--coverage", type=float, default=0.9)
     parser.add_argument("--archs", default=",".join(ARCHS))
     parser.add_argument("--tag", default="")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the .md from the saved .json")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
+    command = (
+        f"python benchmarks/bench_unit_conformal.py --units {args.units} --images {args.images} "
+        f"--sizes {args.sizes} --repeats {args.repeats} --coverage {args.coverage}"
+    )
+    saved = RESULTS_DIR / f"bench_unit_conformal{args.tag}.json"
+    if args.report_only:
+        results = json.loads(saved.read_text())
+        (RESULTS_DIR / f"bench_unit_conformal{args.tag}.md").write_text(
+            markdown(results, command, sizes, args.coverage, args.repeats)
+        )
+        return
     units = held_out_sets(args.project, [int(s) for s in args.units.split(",") if s], args.images)
     results = [
         r
@@ -187,12 +242,8 @@ def main() -> None:
         raise SystemExit(
             f"no trained models under {args.project / 'data' / '06_models'}; run train_all first"
         )
-    command = (
-        f"python benchmarks/bench_unit_conformal.py --units {args.units} --images {args.images} "
-        f"--sizes {args.sizes} --repeats {args.repeats} --coverage {args.coverage}"
-    )
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / f"bench_unit_conformal{args.tag}.json").write_text(json.dumps(results, default=float))
+    saved.write_text(json.dumps(results, default=float))
     (RESULTS_DIR / f"bench_unit_conformal{args.tag}.md").write_text(
         markdown(results, command, sizes, args.coverage, args.repeats)
     )

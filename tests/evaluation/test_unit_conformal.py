@@ -8,10 +8,12 @@ import pytest
 
 from alloy_mtl.evaluation.unit_conformal import (
     FITTED_ON_COLUMN,
+    UnitConformalParams,
     UnitSets,
     cross_fitted_check,
     fewest_per_class,
     fit_unit_sets,
+    refit_record,
     specimen_folds,
     unit_conformal_markdown,
 )
@@ -130,3 +132,17 @@ def test_every_image_of_a_specimen_lands_in_one_fold_and_the_folds_are_even():
     assert sorted(np.bincount(fold)) == [30] * 5
     assert not np.array_equal(fold, specimen_folds(groups, 5, seed=4))
     assert set(specimen_folds([7, 7, 8], 5)) == {0, 1}  # at most one fold per specimen, at least two folds
+
+
+def test_the_record_advises_against_a_refit_on_fewer_images_than_the_benchmark_found_worthwhile():
+    params = UnitConformalParams(folds=3)
+    many = _answers(1500, seed=6)
+    record = refit_record(
+        many, CLASSES, many["specimen"], params, fitted_on="/lab/u", model_uri="models:/m@c"
+    )
+    assert record["advice"] == "" and record["model_uri"] == "models:/m@c" and record["check"]["folds"] == 3
+    few = _answers(600, seed=6)
+    counts = few["alloy_true"].value_counts()
+    advice = refit_record(few, CLASSES, few["specimen"], params, fitted_on="/lab/u", model_uri="m")["advice"]
+    assert advice.startswith("fewer than 200 labelled images of ")
+    assert all(f"{alloy} ({n})" in advice for alloy, n in counts.items())

@@ -63,10 +63,12 @@ def _check_frame(frame: pd.DataFrame) -> None:
     # score's columns empty; the old logged model's own code has no such columns
     added = ["ood_score", "ood_threshold", "unknown_reason", "alloy_set", "alloy_set_size"]
     added += [f"{target}_{end}" for target in ("thickness_mm", "absorption") for end in ("low", "high")]
+    added += ["conformal_fitted_on"]
     if "ood_score" in frame:
         assert list(frame.columns) == [*recorded.columns, *added]
-        assert frame[["ood_score", "ood_threshold", *added[5:]]].isna().all().all()
+        assert frame[["ood_score", "ood_threshold", *added[5:-1]]].isna().all().all()
         assert (frame["unknown_reason"] == "").all() and (frame["alloy_set"] == "").all()
+        assert (frame["conformal_fitted_on"] == "").all()  # no sets
         assert (frame["alloy_set_size"] == -1).all()
         frame = frame.drop(columns=added)
     assert list(frame.columns) == list(recorded.columns)

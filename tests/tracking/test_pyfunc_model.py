@@ -132,8 +132,9 @@ def test_logged_model_predicts_like_the_model_itself(mlflow_backend, bundle_fact
         "alloy", "prob_1050", "prob_2017", "prob_5083", "prob_6082", "prob_7075", "thickness_mm", "absorption",
         "ood_score", "ood_threshold", "unknown_reason",
         "alloy_set", "alloy_set_size", "thickness_mm_low", "thickness_mm_high", "absorption_low", "absorption_high",
+        "conformal_fitted_on",
     ]  # fmt: skip
-    text = ["alloy", "unknown_reason", "alloy_set"]
+    text = ["alloy", "unknown_reason", "alloy_set", "conformal_fitted_on"]
     numbers = served.drop(columns=text).astype(float)  # unfitted scores come as None (JSON null)
     np.testing.assert_allclose(numbers, expected.drop(columns=text), rtol=1e-5)
     assert (served[text] == expected[text]).all().all()
@@ -148,7 +149,7 @@ def test_logged_model_predicts_like_the_model_itself(mlflow_backend, bundle_fact
     )
     # the model downsamples a larger square radiograph to its training size and refuses, with its own
     # message, any other shape, channel count or a constant image
-    assert loaded.predict(_wedge(1, 3, 16)).shape == (1, 17)
+    assert loaded.predict(_wedge(1, 3, 16)).shape == (1, 18)
     with pytest.raises(MlflowException, match=r"16x12: not square"):
         loaded.predict(_wedge(1, 3, 16)[..., :12])
     with pytest.raises(MlflowException, match=r"2 channel\(s\) per image, but the model was trained on 3"):
@@ -233,17 +234,21 @@ def test_an_image_unlike_the_training_images_is_answered_unknown_with_its_reason
         predict_frame(model, bundle, known, reject_rate="x")
 
 
-def test_conformal_sets_and_intervals_are_in_the_answer(bundle_factory):
-    bundle = bundle_factory(in_chans=3, image_size=8)
+def _with_sets(bundle: dict, rng: np.random.Generator) -> tuple[dict, torch.nn.Module]:
+    """``bundle`` with conformal sets fitted on random answers, and its model."""
     model = load_model(bundle)
-    rng = np.random.default_rng(4)
     probs = rng.dirichlet(np.ones(5), 500)
     model.conformal.fit(
         probs,
         probs.argmax(axis=1),
         {"thickness": rng.uniform(0, 2, 500), "absorption": rng.uniform(0, 0.1, 500)},
     )
-    bundle = {**bundle, "state_dict": model.state_dict()}
+    return {**bundle, "state_dict": model.state_dict()}, model
+
+
+def test_conformal_sets_and_intervals_are_in_the_answer(bundle_factory):
+    rng = np.random.default_rng(4)
+    bundle, model = _with_sets(bundle_factory(in_chans=3, image_size=8), rng)
     frame = predict_frame(load_model(bundle), bundle, rng.uniform(0.2, 0.9, (6, 3, 8, 8)).astype(np.float32))
     width = model.conformal.half_width("thickness")
     np.testing.assert_allclose(frame["thickness_mm_high"] - frame["thickness_mm"], width)
@@ -256,3 +261,51 @@ def test_conformal_sets_and_intervals_are_in_the_answer(bundle_factory):
         assert row.split("|") == [
             a for a, keep in zip(("1050", "2017", "5083", "6082", "7075"), inside, strict=True) if keep
         ] or (row == "" and not inside.any())
+
+
+def test_sets_given_with_a_request_replace_the_models_and_a_bad_one_is_refused_naming_every_problem(
+    bundle_factory,
+):
+    rng = np.random.default_rng(5)
+    bundle, _ = _with_sets(bundle_factory(in_chans=3, image_size=8), rng)
+    images = rng.uniform(0.2, 0.9, (40, 3, 8, 8)).astype(np.float32)
+    alloys = ("1050", "2017", "5083", "6082", "7075")
+    given = {
+        "class_quantiles": dict(zip(alloys, (0.2, 0.5, 0.7, 0.9, 1.0), strict=True)),
+        "half_widths": {"thickness_mm": 0.25},
+        "fitted_on": "/lab/unit7",
+        "check": {"folds": 5},  # the rest of unit_conformal.json rides along unread
+    }
+    own = predict_frame(load_model(bundle), bundle, images)
+    refit = predict_frame(load_model(bundle), bundle, images, conformal_sets=json.dumps(given))
+    assert (own["conformal_fitted_on"] == "model").all() and (
+        refit["conformal_fitted_on"] == "/lab/unit7"
+    ).all()
+    for alloy, q in given["class_quantiles"].items():
+        inside = refit["alloy_set"].str.split("|").apply(lambda m, a=alloy: a in m)
+        assert (inside == (1 - refit[f"prob_{alloy}"] <= q)).all()
+    assert (refit["alloy_set_size"] == refit["alloy_set"].str.split("|").apply(len)).all()
+    assert (refit["alloy_set"] != own["alloy_set"]).any()
+    np.testing.assert_allclose(refit["thickness_mm_high"] - refit["thickness_mm"], 0.25)
+    np.testing.assert_allclose(
+        refit["absorption_high"], own["absorption_high"]
+    )  # no width given: the model's
+
+    served = pyfunc_model.AlloyMtlModel()
+    served.bundle, served.model = bundle, load_model(bundle)
+    bad = {
+        "class_quantiles": {"1050": 0.2, "2017": -1, "5083": "x", "6082": 0.9, "7075": 1.0},
+        "half_widths": {"thickness_mm": float("nan"), "density": 0.1},
+    }
+    with pytest.raises(pyfunc_model.InputRefused) as refused:
+        served.predict(None, images, params={"conformal_sets": json.dumps(bad)})
+    message = refused.value.message
+    assert message.startswith("params conformal_sets: ")
+    assert "2017: expected a non-negative number, got -1" in message and "5083: expected" in message
+    assert "thickness_mm: expected a non-negative number, got nan" in message
+    assert "['density'] are not among the model's targets" in message
+    missing = {"class_quantiles": {"1050": 0.2}}
+    with pytest.raises(pyfunc_model.InputRefused, match=r"expected one threshold per class \['1050', '2017'"):
+        served.predict(None, images, params={"conformal_sets": json.dumps(missing)})
+    with pytest.raises(pyfunc_model.InputRefused, match=r"conformal_sets: not JSON"):
+        served.predict(None, images, params={"conformal_sets": "{class_quantiles"})

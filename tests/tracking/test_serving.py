@@ -148,6 +148,10 @@ def _assert_refusals(url: str, images: np.ndarray) -> None:
         "too small": ({"inputs": images[..., :2, :2].tolist()}, r"size 2x2, the model expects"),
         "one channel": ({"inputs": images[:, :1].tolist()}, r"1 channel\(s\) per image, but the model was"),
         "bad bit_depth": ({"inputs": images.tolist(), "params": {"bit_depth": "24"}}, r"bit_depth: got '24'"),
+        "sets for one alloy": (
+            {"inputs": images.tolist(), "params": {"conformal_sets": '{"class_quantiles": {"1050": 0.5}}'}},
+            r"conformal_sets: class_quantiles: expected one threshold per class \['1050', '2017'",
+        ),
     }
     for name, (payload, expected) in cases.items():
         status, message = _refusal(url, payload)
@@ -194,6 +198,13 @@ def test_served_champion_answers_a_posted_radiograph_like_the_in_process_model(c
         counts = np.round(images * 65535).tolist()  # 16-bit detector counts, as a lab script would send
         raw = _post(f"{base}/invocations", {"inputs": counts, "params": {"bit_depth": "16"}})["predictions"]
         np.testing.assert_allclose([row["absorption"] for row in raw], expected["absorption"], rtol=1e-3)
+        alloys = [c.removeprefix("prob_") for c in expected.columns if c.startswith("prob_")]
+        given = json.dumps({"class_quantiles": dict.fromkeys(alloys, 0.6), "fitted_on": "/lab/unit7"})
+        params = {"conformal_sets": given}
+        refit = _post(f"{base}/invocations", {"inputs": images.tolist(), "params": params})["predictions"]
+        assert {row["conformal_fitted_on"] for row in refit} == {"/lab/unit7"}
+        for row in refit:
+            assert row["alloy_set"] == "|".join(a for a in alloys if 1 - row[f"prob_{a}"] <= 0.6)
         _assert_refusals(f"{base}/invocations", images)
     finally:
         os.killpg(server.pid, signal.SIGTERM)

@@ -70,6 +70,7 @@ def test_sets_refitted_on_the_units_labelled_folder_are_the_ones_its_predictions
     assert record["check"]["folds"] == 3 and record["check"]["specimens"] == metadata["specimen_id"].nunique()
     assert sum(row["n"] for row in record["check"]["per_class"].values()) == 90
     assert "| 1050 |" in report and "refit coverage" in report
+    assert "fewer than 200 labelled images of 1050 (" in record["advice"] and record["advice"] in report
 
     predictions = predict_folder(folder, DesignationScores(skipped="not fitted"), record, inference, "unused")
     assert (predictions["conformal_fitted_on"] == str(tmp_path / "labelled")).all()
@@ -83,8 +84,30 @@ def test_sets_refitted_on_the_units_labelled_folder_are_the_ones_its_predictions
     skipped, text = fit_unit_conformal(none, inference, {"calibration": None}, "unused")
     assert none is None and "model's own sets" in skipped["skipped"] and "model's own sets" in text
     own = predict_folder(folder, DesignationScores(skipped="not fitted"), skipped, inference, "unused")
-    assert "conformal_fitted_on" not in own.columns
+    assert (own["conformal_fitted_on"] != str(tmp_path / "labelled")).all()
     assert (own["thickness_mm_high"] - own["thickness_mm"] != width).all()
+
+
+def test_a_model_logged_before_it_took_refit_sets_gets_them_applied_to_its_answers(
+    tmp_path, model_uri, monkeypatch
+):
+    from alloy_mtl.pipelines.inference import nodes
+
+    _labelled(tmp_path / "labelled")
+    inference, unit, (folder, _, labelled) = _inputs(tmp_path, model_uri, tmp_path / "labelled")
+    record, _ = fit_unit_conformal(labelled, inference, unit, "unused")
+    current = predict_folder(folder, DesignationScores(skipped="not fitted"), record, inference, "unused")
+    original = nodes.predict_prepared
+
+    def old_model(*args, conformal_sets=None, **kwargs):  # ignores the param, has no such column
+        return original(*args, **kwargs).drop(columns="conformal_fitted_on")
+
+    monkeypatch.setattr(nodes, "predict_prepared", old_model)
+    old = predict_folder(folder, DesignationScores(skipped="not fitted"), record, inference, "unused")
+    assert list(old.columns) == list(current.columns)
+    for column in ("alloy_set", "alloy_set_size", "conformal_fitted_on"):
+        assert old[column].tolist() == current[column].tolist(), column
+    np.testing.assert_allclose(old["thickness_mm_low"], current["thickness_mm_low"])
 
 
 def test_a_bad_labelled_folder_is_named_beside_the_input_folders_problem_before_anything_is_predicted(

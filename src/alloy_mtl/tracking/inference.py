@@ -178,12 +178,16 @@ def predict_prepared(
     batch_size: int = 64,
     instrument: Mapping[str, float] | None = None,
     reject_rate: float | None = None,
+    conformal_sets: str | None = None,
 ) -> pd.DataFrame:
     """One row per file of a prepared folder: ``file``, the model's output columns and ``error`` (see
-    :func:`predict_files`); ``folder`` is left as it was."""
+    :func:`predict_files`; ``conformal_sets``: the served model's param of that name); ``folder`` is left as
+    it was."""
     params: dict[str, Any] = {"bit_depth": "float"}
     if reject_rate is not None:
         params["reject_rate"] = float(reject_rate)
+    if conformal_sets:
+        params["conformal_sets"] = conformal_sets
     params |= {f"instrument_{key}": value for key, value in (instrument or {}).items()}
     rows = [dict(row) for row in folder.rows]
     good = folder.good

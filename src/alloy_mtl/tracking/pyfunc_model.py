@@ -10,8 +10,9 @@ is answered ``unknown`` (the probabilities and regression values are still given
 were it one of the five). A model without a fitted score answers NaN scores and never ``unknown``. Then
 the split-conformal answers (``alloy_mtl.mtl.models.conformal``): ``alloy_set`` (the alloys the set holds,
 ``|``-separated; every alloy is covered at the model's coverage, default 90 %, on data like its validation data),
-``alloy_set_size`` (-1 without fitted sets), and ``<target>_low`` / ``<target>_high`` per regression target (NaN
-without).
+``alloy_set_size`` (-1 without fitted sets), ``<target>_low`` / ``<target>_high`` per regression target (NaN
+without), and ``conformal_fitted_on``: ``model`` (its own sets), what the sets given in ``conformal_sets`` were
+fitted on, or empty (no sets).
 
 Everything between the two is inside: bit-depth scaling (:func:`to_intensity`), the downsampling of square
 radiographs larger than the training size to it (as training did, ``alloy_mtl.mtl.loading.resize``), the model's own input
@@ -26,12 +27,18 @@ Inference parameters (``params=`` in ``predict``, ``"params"`` in a served reque
 conditioned on the instrument (``training.instrument_conditioning``), ``instrument_<setting>`` such as
 ``instrument_kv_scale`` (each defaults to the training images' typical value); ``reject_rate`` (default
 0.01): the share of validation images of the five alloys that the unknown threshold would reject (higher:
-more unknown materials caught, more known ones refused an answer).
+more unknown materials caught, more known ones refused an answer); ``conformal_sets`` (default empty: the
+model's own): sets and intervals refitted on the detector in operation, the JSON the inference pipeline writes
+(``data/08_reporting/inference/unit_conformal.json``: ``class_quantiles`` per class, ``half_widths`` per
+regression target, ``fitted_on``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -58,7 +65,14 @@ from alloy_mtl.mtl.tasks import parse_tasks
 BUNDLE_ARTIFACT = "bundle"
 """Name of the weights file in the logged model's ``artifacts``."""
 BIT_DEPTHS: tuple[str, ...] = ("auto", "float", *(str(bits) for bits in range(1, 17)))
-DEFAULT_PARAMS: dict[str, Any] = {"bit_depth": "auto", "batch_size": 64, "reject_rate": DEFAULT_REJECT_RATE}
+DEFAULT_PARAMS: dict[str, Any] = {
+    "bit_depth": "auto",
+    "batch_size": 64,
+    "reject_rate": DEFAULT_REJECT_RATE,
+    "conformal_sets": "",
+}
+MODEL_SETS = "model"
+"""``conformal_fitted_on`` of an answer with the model's own sets."""
 UNKNOWN = "unknown"
 """The alloy answered for an image whose unknown-material score is above the threshold."""
 INSTRUMENT_PARAM_PREFIX = "instrument_"
@@ -128,6 +142,61 @@ def _refuse_unlabelled_counts(values: np.ndarray) -> None:
         )
 
 
+@dataclass(frozen=True)
+class GivenSets:
+    """Sets and intervals given with a request (``params conformal_sets``)."""
+
+    class_quantiles: np.ndarray
+    half_widths: dict[str, float]
+    fitted_on: str
+
+
+def parse_conformal_sets(text: Any, classes: Sequence[str], targets: Sequence[str]) -> GivenSets | None:
+    """``params conformal_sets``: None when empty, else its thresholds (one per class, in ``classes`` order)
+    and half-widths (a subset of the regression ``targets``).
+
+    Raises:
+        ValueError: not a JSON object, or thresholds that are not one non-negative number per class, or
+            half-widths of unknown targets or not finite and non-negative, every problem named.
+    """
+    if text is None or str(text).strip() == "":
+        return None
+    where = "params conformal_sets"
+    try:
+        record = json.loads(str(text))
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{where}: not JSON ({error.msg}, character {error.pos}); expected the object "
+            "unit_conformal.json holds"
+        ) from None
+    if not isinstance(record, Mapping):
+        raise ValueError(f"{where}: expected a JSON object with class_quantiles, got {type(record).__name__}")
+    problems = []
+    quantiles = record.get("class_quantiles")
+    if not isinstance(quantiles, Mapping) or sorted(map(str, quantiles)) != sorted(classes):
+        got = sorted(map(str, quantiles)) if isinstance(quantiles, Mapping) else quantiles
+        problems.append(f"class_quantiles: expected one threshold per class {list(classes)}, got {got!r}")
+        quantiles = {}
+    for name, value in {**quantiles, **(record.get("half_widths") or {})}.items():
+        bad = isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value < 0
+        if bad:
+            problems.append(f"{name}: expected a non-negative number, got {value!r}")
+    widths = record.get("half_widths") or {}
+    if not isinstance(widths, Mapping):
+        problems.append(f"half_widths: expected an object of target -> width, got {widths!r}")
+        widths = {}
+    strange = sorted(set(map(str, widths)) - set(targets))
+    if strange:
+        problems.append(f"half_widths: {strange} are not among the model's targets {list(targets)}")
+    if problems:
+        raise ValueError(f"{where}: " + "; ".join(problems))
+    return GivenSets(
+        class_quantiles=np.array([float(quantiles[c]) for c in classes]),
+        half_widths={str(k): float(v) for k, v in widths.items()},
+        fitted_on=str(record.get("fitted_on") or where),
+    )
+
+
 def predict_frame(
     model: torch.nn.Module,
     bundle: Mapping[str, Any],
@@ -136,13 +205,22 @@ def predict_frame(
     instrument: Mapping[str, Any] | None = None,
     *,
     reject_rate: float = DEFAULT_REJECT_RATE,
+    conformal_sets: str = "",
 ) -> pd.DataFrame:
     """One row per image: ``<target>`` and ``prob_<class>`` per classification task, ``<target>`` per
     regression task (original units), then ``ood_score``, ``ood_threshold`` and ``unknown_reason``; the first
     classification task's answer is ``unknown`` where the score is above the threshold for ``reject_rate``.
     An instrument-conditioned model is told ``instrument`` (its settings by key; any it lacks: the training
-    images' typical value)."""
+    images' typical value). The sets and intervals are the model's own, or those of ``conformal_sets``
+    (:func:`parse_conformal_sets`; a target it gives no width keeps the model's interval)."""
     threshold = _unknown_threshold(model, reject_rate)
+    tasks = parse_tasks(bundle["tasks"])
+    first = next((t for t in tasks if t.is_classification), None)
+    given = parse_conformal_sets(
+        conformal_sets,
+        list(first.classes) if first is not None else [],
+        [t.target for t in tasks if not t.is_classification],
+    )
     in_chans = int(bundle["in_chans"])
     if intensity.shape[1] != in_chans:
         raise ValueError(
@@ -154,27 +232,11 @@ def predict_frame(
         check_resizable(intensity.shape[2], intensity.shape[3], size)
     except ValueError as error:
         raise ValueError(f"input: {error}") from None
-    tasks = parse_tasks(bundle["tasks"])
-    settings = _instrument_settings(model, instrument)
-    chunks: list[dict[str, np.ndarray]] = []
-    scores: list[np.ndarray] = []
-    with torch.inference_mode():
-        for start in range(0, len(intensity), max(1, int(batch_size))):
-            batch = torch.from_numpy(np.ascontiguousarray(intensity[start : start + batch_size]))
-            # bad pixels corrected and resized as in training (the CNNs train downsampled)
-            batch = prepare_images(batch, size, bundle_bad_pixels(bundle))
-            if settings is not None:
-                batch = attach_settings(batch, settings.expand(len(batch), -1))
-            # the model undoes its own target standardisation (its target_scaler buffers)
-            outputs, score = model.predict_scored(batch)
-            chunks.append({k: v.detach().float().cpu().numpy() for k, v in outputs.items()})
-            scores.append(score.detach().double().cpu().numpy())
+    outputs, score = _forward(model, bundle, intensity, batch_size, _instrument_settings(model, instrument))
     columns: dict[str, Any] = {}
-    conformal: dict[str, Any] = {}
-    sets = getattr(model, "conformal", None)
-    sets = sets if sets is not None and sets.fitted else None
+    first_probs = np.empty((len(intensity), 0))
     for task in tasks:
-        values = np.concatenate([c[task.name] for c in chunks]) if chunks else np.empty((0,))
+        values = outputs[task.name]
         if task.is_classification:
             logits = values.reshape(len(intensity), -1).astype(np.float64)  # as in training.predict
             probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
@@ -182,26 +244,12 @@ def predict_frame(
             columns[task.target] = np.asarray(labels, dtype=object)[probs.argmax(axis=1)]
             for i, label in enumerate(labels):
                 columns[f"prob_{label}"] = probs[:, i].astype(np.float64)
-            if not conformal:  # the first classification task's sets
-                members = sets.sets(probs) if sets is not None else np.zeros(probs.shape, dtype=bool)
-                conformal[f"{task.target}_set"] = np.array(
-                    [
-                        "|".join(label for label, inside in zip(labels, row, strict=True) if inside)
-                        for row in members
-                    ],
-                    dtype=object,
-                )
-                conformal[f"{task.target}_set_size"] = (
-                    members.sum(axis=1) if sets is not None else np.full(len(probs), -1)
-                ).astype(np.int64)
+            if task is first:
+                first_probs = probs
         else:
             columns[task.target] = values.reshape(-1).astype(np.float64)
-            width = sets.half_width(task.name) if sets is not None else float("nan")
-            conformal[f"{task.target}_low"] = columns[task.target] - width
-            conformal[f"{task.target}_high"] = columns[task.target] + width
-    score = np.concatenate(scores) if scores else np.empty(0)
+    conformal = _conformal_columns(model, tasks, first_probs, columns, given)
     unknown = score > threshold  # NaN (no fitted score) compares False: answered
-    first = next((t for t in tasks if t.is_classification), None)
     if first is not None:
         columns[first.target] = np.where(unknown, UNKNOWN, columns[first.target])
     columns["ood_score"] = score
@@ -215,6 +263,75 @@ def predict_frame(
         "",
     ).astype(object)
     return pd.DataFrame(columns | conformal)
+
+
+def _forward(
+    model: torch.nn.Module,
+    bundle: Mapping[str, Any],
+    intensity: np.ndarray,
+    batch_size: int,
+    settings: torch.Tensor | None,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Each head's outputs (de-standardised) and the unknown-material score of every image, batch by batch."""
+    size = int(bundle["image_size"])
+    chunks: list[dict[str, np.ndarray]] = []
+    scores: list[np.ndarray] = []
+    with torch.inference_mode():
+        for start in range(0, len(intensity), max(1, int(batch_size))):
+            batch = torch.from_numpy(np.ascontiguousarray(intensity[start : start + batch_size]))
+            # bad pixels corrected and resized as in training (the CNNs train downsampled)
+            batch = prepare_images(batch, size, bundle_bad_pixels(bundle))
+            if settings is not None:
+                batch = attach_settings(batch, settings.expand(len(batch), -1))
+            # the model undoes its own target standardisation (its target_scaler buffers)
+            outputs, score = model.predict_scored(batch)
+            chunks.append({k: v.detach().float().cpu().numpy() for k, v in outputs.items()})
+            scores.append(score.detach().double().cpu().numpy())
+    heads = {
+        task.name: np.concatenate([c[task.name] for c in chunks]) if chunks else np.empty((0,))
+        for task in parse_tasks(bundle["tasks"])
+    }
+    return heads, np.concatenate(scores) if scores else np.empty(0)
+
+
+def _conformal_columns(
+    model: torch.nn.Module,
+    tasks: Sequence[Any],
+    probs: np.ndarray,
+    columns: Mapping[str, Any],
+    given: GivenSets | None,
+) -> dict[str, Any]:
+    """The first classification task's set and its size, each regression target's interval, and what the sets
+    were fitted on: the model's own sets, or ``given`` (where it gives a target no width: the model's)."""
+    sets = getattr(model, "conformal", None)
+    sets = sets if sets is not None and sets.fitted else None
+    conformal: dict[str, Any] = {}
+    first = next((t for t in tasks if t.is_classification), None)
+    if first is not None:
+        labels = list(first.classes)
+        if given is not None:
+            members = 1.0 - probs <= given.class_quantiles[None, :]
+        else:
+            members = sets.sets(probs) if sets is not None else np.zeros(probs.shape, dtype=bool)
+        conformal[f"{first.target}_set"] = np.array(
+            ["|".join(label for label, inside in zip(labels, row, strict=True) if inside) for row in members],
+            dtype=object,
+        )
+        sized = sets is not None or given is not None
+        conformal[f"{first.target}_set_size"] = (
+            members.sum(axis=1) if sized else np.full(len(probs), -1)
+        ).astype(np.int64)
+    for task in tasks:
+        if task.is_classification:
+            continue
+        width = sets.half_width(task.name) if sets is not None else float("nan")
+        if given is not None:
+            width = given.half_widths.get(task.target, width)
+        conformal[f"{task.target}_low"] = columns[task.target] - width
+        conformal[f"{task.target}_high"] = columns[task.target] + width
+    fitted_on = given.fitted_on if given is not None else MODEL_SETS if sets is not None else ""
+    conformal["conformal_fitted_on"] = np.full(len(probs), fitted_on, dtype=object)
+    return conformal
 
 
 def _unknown_threshold(model: torch.nn.Module, reject_rate: Any) -> float:
@@ -280,6 +397,7 @@ class AlloyMtlModel(PythonModel):
                     int(settings["batch_size"]),
                     instrument,
                     reject_rate=settings["reject_rate"],
+                    conformal_sets=settings["conformal_sets"],
                 )
             )
         except ValueError as error:

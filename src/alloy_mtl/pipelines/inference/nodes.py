@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from alloy_mtl.evaluation.evaluation_set import simulate_evaluation_set
 from alloy_mtl.evaluation.params import EvaluationParams
 from alloy_mtl.evaluation.physics_unknown import PhysicsUnknownScore
 from alloy_mtl.evaluation.unit_conformal import (
+    FITTED_ON_COLUMN,
     UnitConformalParams,
     UnitSets,
     refit_record,
@@ -177,6 +179,8 @@ def fit_unit_conformal(
         raise ValueError(
             f"parameters inference.unit_conformal.calibration: '{labelled.folder}': {error}"
         ) from None
+    if record["advice"]:
+        logger.warning("conformal sets refitted on %s: %s", labelled.folder, record["advice"])
     return record, unit_conformal_markdown(record)
 
 
@@ -194,15 +198,23 @@ def predict_folder(
     settings = parse_inference_settings(inference, model_name)
     model = mlflow.pyfunc.load_model(settings.model_uri)
     logger.info("predicting %d usable file(s) with %s", len(folder.good), settings.model_uri)
+    refit = (
+        UnitSets.from_dict(unit_conformal) if unit_conformal and "class_quantiles" in unit_conformal else None
+    )
     predictions = predict_prepared(
         model,
         folder,
         batch_size=settings.batch_size,
         instrument=settings.instrument,
         reject_rate=settings.reject_rate,
+        conformal_sets=None if refit is None else json.dumps(refit.to_dict()),
     )
-    if unit_conformal and "class_quantiles" in unit_conformal:
-        predictions = UnitSets.from_dict(unit_conformal).apply(predictions)
+    if refit is not None and FITTED_ON_COLUMN not in predictions.columns:
+        logger.warning(
+            "%s takes no conformal_sets param (logged before it could): refit sets applied to its answers",
+            settings.model_uri,
+        )
+        predictions = refit.apply(predictions)
     return mark_unknown_designations(predictions, designations)
 
 
