@@ -29,7 +29,13 @@ from machine import machine_name
 
 from alloy_mtl.constants import ALLOYS
 from alloy_mtl.datasets import TorchBundleDataset
-from alloy_mtl.evaluation.unit_conformal import TRUE_SUFFIX, UnitSets, fewest_per_class, fit_unit_sets
+from alloy_mtl.evaluation.unit_conformal import (
+    TRUE_SUFFIX,
+    UnitSets,
+    fewest_per_class,
+    fit_unit_sets,
+    model_sets,
+)
 from alloy_mtl.mtl.labelled_prediction import predict_images
 from alloy_mtl.mtl.models.multitask import load_model
 
@@ -47,15 +53,8 @@ def labelled_frame(predictions: pd.DataFrame) -> pd.DataFrame:
 
 def shipped_sets(bundle: dict[str, Any]) -> UnitSets:
     """The model's own sets, as a :class:`UnitSets` (fitted on generated images)."""
-    conformal = load_model(bundle).conformal
-    return UnitSets(
-        coverage=float(conformal.coverage),
-        class_quantiles=dict(zip(ALLOYS, conformal.class_quantiles.tolist(), strict=True)),
-        class_counts={},
-        half_widths={
-            t: conformal.half_width(task)
-            for task, t in zip(("thickness", "absorption"), TARGETS, strict=True)
-        },
+    return model_sets(
+        load_model(bundle).conformal, ALLOYS, dict(zip(("thickness", "absorption"), TARGETS, strict=True))
     )
 
 

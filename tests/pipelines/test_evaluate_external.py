@@ -77,6 +77,7 @@ def test_evaluate_external_scores_every_model_on_a_lab_folder(kedro_project, run
     assert (table["n_images"] == 30).all()
     assert table.set_index("model").loc["physics_limit", "macro_ap"] > 0.5  # chance is ~0.2
     assert "# External evaluation" in (data / "08_reporting/external/comparison.md").read_text()
+    assert "No model with fitted conformal sets" in (data / "08_reporting/external/conformal.md").read_text()
     assert (data / "07_model_output/fnn/external_predictions.csv").is_file()
 
 
@@ -106,3 +107,50 @@ def test_an_instrument_on_the_edge_of_the_tolerances_is_flagged():
         "edge of the declared tolerances** (kv_scale = 1.02" in markdown
         and "calibrate_instrument" in markdown
     )
+
+
+def _with_sets(bundle: dict) -> dict:
+    from alloy_mtl.mtl.models.multitask import load_model
+
+    model = load_model(bundle)
+    rng = np.random.default_rng(7)
+    probs = rng.dirichlet(np.ones(5), 500)
+    model.conformal.fit(
+        probs,
+        probs.argmax(axis=1),
+        {"thickness": rng.uniform(0, 2, 500), "absorption": rng.uniform(0, 1, 500)},
+    )
+    return {**bundle, "state_dict": model.state_dict()}
+
+
+def test_each_models_own_and_refitted_sets_are_measured_on_the_folder():
+    from alloy_mtl.evaluation.external import external_conformal_markdown
+    from alloy_mtl.mtl.models.multitask import load_model
+    from alloy_mtl.pipelines.evaluate_external.nodes import check_external_conformal
+
+    bundle = _with_sets(make_bundle(image_size=8, seed=0))
+    frame = _predictions(3, n=200)
+    rng = np.random.default_rng(3)
+    for stem in ("thickness_mm", "absorption"):
+        frame[f"{stem}_true"] = rng.uniform(1, 10, len(frame))
+        frame[f"{stem}_pred"] = frame[f"{stem}_true"] + rng.normal(scale=0.5, size=len(frame))
+    frame.loc[:9, "absorption_true"] = np.nan  # not every specimen's absorption is known
+    external = {"path": "/lab/test", "conformal_folds": 4}
+    record = check_external_conformal(bundle, frame, external, {})
+    assert record["class_counts"] == dict.fromkeys(ALLOYS, 40) and record["check"]["folds"] == 4
+    own = load_model(bundle).conformal.sets(frame[[f"prob_{a}" for a in ALLOYS]].to_numpy())
+    for i, alloy in enumerate(ALLOYS):
+        rows = (frame["alloy_true"] == alloy).to_numpy()
+        assert record["check"]["per_class"][alloy]["shipped_coverage"] == pytest.approx(own[rows, i].mean())
+    assert record["check"]["intervals"]["absorption"]["n"] == 190
+    assert record["advice"].startswith("fewer than 200 labelled images")
+
+    assert check_external_conformal(make_bundle(image_size=8, seed=0), frame, external, {}) == {}  # no sets
+    assert check_external_conformal(bundle, frame.iloc[:30], external, {}) == {}  # 6 of an alloy: too few
+    assert check_external_conformal({}, frame, external, {}) == {}  # not trained
+    markdown = external_conformal_markdown({"fnn": record, "vgg16": {}, "resnet18": record}, "/lab/test")
+    assert (
+        markdown.count("| fnn | ") == 2 and "| vgg16 |" not in markdown and "| resnet18 | refit |" in markdown
+    )
+    assert "1050 40, 2017 40" in markdown and "**Note:** fewer than 200" in markdown
+    assert "No model with fitted conformal sets" in external_conformal_markdown({"fnn": {}}, "/lab/test")

@@ -20,7 +20,14 @@ from alloy_mtl.data.params import IngestOptions
 from alloy_mtl.evaluation.classification import classification_metrics
 from alloy_mtl.evaluation.robustness import condition_metrics, interval_cell
 
-__all__ = ["EXTERNAL", "ExternalParams", "external_markdown", "external_table", "instrument_at_bounds"]
+__all__ = [
+    "EXTERNAL",
+    "ExternalParams",
+    "external_conformal_markdown",
+    "external_markdown",
+    "external_table",
+    "instrument_at_bounds",
+]
 
 EXTERNAL = "external"
 """The one condition of the external folder (the robustness machinery scores conditions)."""
@@ -37,6 +44,10 @@ class ExternalParams(ParamsModel):
     """How it is read (bit_depth, alloy_names, on_bad_file, ...)."""
     n_resamples: int = Field(1000, ge=0)
     """Specimen-bootstrap resamples of the intervals (0: none)."""
+    conformal_folds: int = Field(5, ge=2)
+    """Specimen folds of the conformal check (``conformal.md``): each image is covered by sets refitted on the
+    folder's other folds, beside the model's own sets, so a lab sees what refitting on its unit
+    (``inference.unit_conformal``) would do for every model."""
 
 
 def external_table(
@@ -107,4 +118,41 @@ def external_markdown(
             f"| {row['model']} | {interval_cell(row, 'macro_ap')} | {interval_cell(row, 'accuracy')} | "
             f"{row['mean_confidence']:.3f} | {per_alloy} |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def external_conformal_markdown(records: Mapping[str, Mapping[str, Any]], source: str) -> str:
+    """Per model, each alloy's and interval's coverage on the folder with the model's own sets and with sets
+    refitted on the folder (cross-fitted over specimen folds): ``records`` are
+    :func:`alloy_mtl.evaluation.unit_conformal.refit_record` per model (empty: no sets or no labels)."""
+    lines = ["# Conformal sets on the external folder", ""]
+    measured = {name: r for name, r in records.items() if r}
+    if not measured:
+        return "\n".join([*lines, "No model with fitted conformal sets was scored.", ""])
+    first = next(iter(measured.values()))
+    check = first["check"]
+    counts = ", ".join(f"{alloy} {n}" for alloy, n in first["class_counts"].items())
+    targets = list(check["intervals"])
+    lines += [
+        f"Labelled folder `{source}` ({counts} images, {check['specimens']} specimens), target "
+        f"{first['coverage']:.0%} per alloy. **own**: the sets the model carries (fitted on generated images), "
+        f"measured on every image; **refit**: sets refitted on this folder, each image covered by sets fitted "
+        f"on the other {check['folds']} - 1 specimen folds (what `inference.unit_conformal.calibration` set to this "
+        "folder would give on new images of the same unit). One alloy's coverage on n specimens spreads by about "
+        "sqrt(0.09 / n).",
+        "",
+        "| model | sets | " + " | ".join([*ALLOYS, *targets]) + " | mean set size |",
+        "|---|---|" + "---|" * (len(ALLOYS) + len(targets) + 1),
+    ]
+    for name, record in measured.items():
+        per_class, intervals = record["check"]["per_class"], record["check"]["intervals"]
+        for which, label in (("shipped", "own"), ("refit", "refit")):
+            cells = [
+                f"{per_class[a][f'{which}_coverage']:.3f}" if a in per_class else "n/a" for a in ALLOYS
+            ] + [f"{intervals[t][f'{which}_coverage']:.3f}" for t in targets]
+            sizes = [row[f"{which}_set_size"] * row["n"] for row in per_class.values()]
+            size = sum(sizes) / sum(row["n"] for row in per_class.values())
+            lines.append(f"| {name} | {label} | " + " | ".join(cells) + f" | {size:.2f} |")
+    if first.get("advice"):
+        lines += ["", f"**Note:** {first['advice']}."]
     return "\n".join(lines) + "\n"

@@ -32,10 +32,12 @@ __all__ = [
     "FITTED_ON_COLUMN",
     "TRUE_SUFFIX",
     "UnitConformalParams",
+    "served_columns",
     "UnitSets",
     "cross_fitted_check",
     "fewest_per_class",
     "fit_unit_sets",
+    "model_sets",
     "refit_record",
     "specimen_folds",
     "unit_conformal_markdown",
@@ -301,6 +303,38 @@ def _shipped_members(labelled: pd.DataFrame, classes: Sequence[str], task: str) 
         return None
     sets = labelled[column].fillna("").astype(str).str.split("|")
     return np.array([[c in members for c in classes] for members in sets], dtype=bool)
+
+
+def model_sets(conformal: Any, classes: Sequence[str], targets: Mapping[str, str]) -> UnitSets:
+    """A model's own fitted sets (its ``ConformalSets``: ``coverage``, ``class_quantiles``, ``half_width(task)``)
+    as :class:`UnitSets`; ``targets``: regression task name -> target column."""
+    return UnitSets(
+        coverage=float(conformal.coverage),
+        class_quantiles=dict(zip(classes, conformal.class_quantiles.tolist(), strict=True)),
+        class_counts={},
+        half_widths={target: conformal.half_width(task) for task, target in targets.items()},
+        fitted_on="model",
+    )
+
+
+def served_columns(
+    predictions: pd.DataFrame, sets: UnitSets, targets: Mapping[str, str], task: str = "alloy"
+) -> pd.DataFrame:
+    """Labelled predictions in the evaluation contract (``prob_<class>``, ``<task>_true``, ``<stem>_pred`` /
+    ``<stem>_true``) as the served model's columns with ``sets``' answers: ``<task>_set`` and each target's
+    ``<stem>`` with ``_low`` / ``_high`` (``targets``: regression target column -> contract stem), what
+    :func:`cross_fitted_check` compares a refit with."""
+    frame = predictions.copy()
+    for target, stem in targets.items():
+        frame[target] = frame[f"{stem}_pred"].to_numpy(np.float64)
+        frame[f"{target}{TRUE_SUFFIX}"] = frame[f"{stem}_true"].to_numpy(np.float64)
+        width = sets.half_widths.get(target, math.nan)
+        frame[f"{target}_low"], frame[f"{target}_high"] = frame[target] - width, frame[target] + width
+    classes = list(sets.class_quantiles)
+    frame[f"{task}{SET_SUFFIX}"] = [
+        "|".join(c for c, inside in zip(classes, row, strict=True) if inside) for row in sets.members(frame)
+    ]
+    return frame
 
 
 def refit_record(

@@ -19,7 +19,8 @@ nested run of ``<model>``; project-wide datasets (comparison, validation) go to 
 | ``ingest_report`` / ``validation_report`` / ``split_summary`` | ``data/`` on the parent (the ingest report also
   when the ingest then refuses the data: the failed run keeps every file's status) |
 | ``registry_decision`` / ``registry_report`` | ``registry/decision.json`` / ``registry/decision.md`` on the parent |
-| ``external_comparison_table`` / ``external_comparison_markdown`` | ``external/`` on the parent |
+| ``external_comparison_table`` / ``external_comparison_markdown`` / ``external_conformal_markdown`` | ``external/``
+  on the parent |
 | ``calibrated_instrument`` / ``instrument_calibration_report`` / ``instrument_calibration_figure`` |
   ``instrument/`` on the parent |
 | ``inference_drift_table`` / ``inference_drift_markdown`` | ``drift/`` on the parent; the table also as metrics
@@ -71,6 +72,7 @@ PARENT_DATASETS: dict[str, str] = {
     "registry_report": "registry/decision.md",
     "external_comparison_table": "external/comparison.csv",
     "external_comparison_markdown": "external/comparison.md",
+    "external_conformal_markdown": "external/conformal.md",
     "calibrated_instrument": "instrument/calibrated_instrument.json",
     "instrument_calibration_report": "instrument/report.md",
     "instrument_calibration_figure": "instrument/residuals.png",

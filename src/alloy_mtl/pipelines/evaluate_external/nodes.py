@@ -13,11 +13,15 @@ from alloy_mtl.evaluation import robustness
 from alloy_mtl.evaluation.external import (
     EXTERNAL,
     ExternalParams,
+    external_conformal_markdown,
     external_markdown,
     external_table,
     instrument_at_bounds,
 )
 from alloy_mtl.evaluation.params import EvaluationParams
+from alloy_mtl.evaluation.unit_conformal import UnitConformalParams, model_sets, refit_record, served_columns
+from alloy_mtl.mtl.models.multitask import load_model
+from alloy_mtl.mtl.tasks import parse_tasks
 from alloy_mtl.physics.simulator import SimulationConfig
 from alloy_mtl.pipelines.robustness.nodes import physics_limit_conditions, predict_conditions
 
@@ -102,3 +106,45 @@ def report_external(
         logger.warning("the external folder's instrument is at the edge of the tolerances: %s", at_bounds)
     markdown = external_markdown(table, str(params.path), instrument, bootstrap.level, at_bounds)
     return table, markdown
+
+
+def check_external_conformal(
+    model: dict[str, Any],
+    predictions: pd.DataFrame,
+    external: dict[str, Any],
+    evaluation: dict[str, Any],
+) -> dict[str, Any]:
+    """A trained model's conformal sets on the folder, its own and refitted there (cross-fitted over
+    ``external.conformal_folds`` specimen folds, seeded by ``evaluation.bootstrap.seed``): a
+    :func:`alloy_mtl.evaluation.unit_conformal.refit_record`, empty for a model not trained, without fitted sets,
+    or a folder without enough labelled images of an alloy (logged)."""
+    if not model or predictions.empty:
+        return {}
+    params = parse_params(ExternalParams, external, "external")
+    seed = parse_params(EvaluationParams, evaluation, "evaluation").bootstrap.seed
+    sets = load_model(model).conformal
+    if not sets.fitted:
+        return {}
+    tasks = parse_tasks(model["tasks"])
+    classes = list(next(t for t in tasks if t.is_classification).classes)
+    own = model_sets(sets, classes, {t.name: t.target for t in tasks if not t.is_classification})
+    answers = served_columns(predictions, own, {t.target: t.target for t in tasks if not t.is_classification})
+    check = UnitConformalParams(coverage=own.coverage, folds=params.conformal_folds, seed=seed)
+    try:
+        return refit_record(
+            answers,
+            classes,
+            predictions["specimen_id"].astype(str).tolist(),
+            check,
+            fitted_on=str(params.path),
+            model_uri=str(model["arch"]),
+        )
+    except ValueError as error:
+        logger.warning("no conformal check of %s on the external folder: %s", model["arch"], error)
+        return {}
+
+
+def report_external_conformal(external: dict[str, Any], **records: dict[str, Any]) -> str:
+    """Every model's conformal check on the folder as Markdown (``external/conformal.md``)."""
+    params = parse_params(ExternalParams, external, "external")
+    return external_conformal_markdown(records, str(params.path))

@@ -33,6 +33,28 @@ def create_pipeline(architectures: Sequence[str], **kwargs) -> Pipeline:
                 )
                 for arch in architectures
             ],
+            *[
+                Node(
+                    nodes.check_external_conformal,
+                    inputs=[
+                        f"{arch}.trained_model",
+                        f"{arch}.external_predictions",
+                        "params:external",
+                        "params:evaluation",
+                    ],
+                    outputs=f"{arch}.external_conformal",
+                    name="check_external_conformal",
+                    namespace=arch,
+                )
+                for arch in architectures
+            ],
+            Node(
+                nodes.report_external_conformal,
+                inputs={"external": "params:external"}
+                | {arch: f"{arch}.external_conformal" for arch in architectures},
+                outputs="external_conformal_markdown",
+                name="report_external_conformal",
+            ),
             Node(
                 nodes.report_external,
                 inputs={
