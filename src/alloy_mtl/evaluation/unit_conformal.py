@@ -32,13 +32,13 @@ __all__ = [
     "FITTED_ON_COLUMN",
     "TRUE_SUFFIX",
     "UnitConformalParams",
-    "served_columns",
     "UnitSets",
     "cross_fitted_check",
     "fewest_per_class",
     "fit_unit_sets",
     "model_sets",
     "refit_record",
+    "served_columns",
     "specimen_folds",
     "unit_conformal_markdown",
 ]
@@ -60,8 +60,9 @@ class UnitConformalParams(ParamsModel):
     """Folder of labelled radiographs from the detector the predicted images come from (``csv_folder``:
     ``metadata.csv`` with ``image_id, specimen_id, alloy, path`` and ``thickness_mm`` / ``absorption`` where
     known, as the lab ingest reads it; the calibration folder of ``calibrate_instrument`` is one). null: the
-    model's own sets. Each alloy needs at least ``coverage / (1 - coverage)`` images (9 at 0.9), and about 100
-    for the coverage to land within +-3 points of its target."""
+    model's own sets. Each alloy needs at least ``coverage / (1 - coverage)`` images (9 at 0.9); with fewer than
+    200 of an alloy a refit spreads further from its target than the model's own sets miss it by on an unseen unit
+    (``benchmarks/bench_unit_conformal.md``), which the report says."""
     coverage: float = Field(DEFAULT_COVERAGE, gt=0.0, lt=1.0)
     """Coverage of the refitted sets and intervals, per alloy."""
     folds: int = Field(5, ge=2)
