@@ -13,7 +13,7 @@ from alloy_mtl.evaluation.evaluation_set import evaluation_set_config
 from alloy_mtl.evaluation.params import EvaluationSetParams
 from alloy_mtl.physics.calibrated_generation import simulated_instrument
 from alloy_mtl.physics.simulator import simulate_dataset
-from alloy_mtl.pipelines.inference.nodes import fit_unit_conformal, predict_folder, read_inputs
+from alloy_mtl.pipelines.inference.nodes import NOT_REFITTED, fit_unit_conformal, predict_folder, read_inputs
 from alloy_mtl.tracking.designation_check import DesignationScores
 from alloy_mtl.tracking.model_logging import log_bundle_model
 
@@ -82,7 +82,8 @@ def test_sets_refitted_on_the_units_labelled_folder_are_the_ones_its_predictions
 
     _, _, (_, _, none) = _inputs(tmp_path, model_uri, None)
     skipped, text = fit_unit_conformal(none, inference, {"calibration": None}, "unused")
-    assert none is None and "model's own sets" in skipped["skipped"] and "model's own sets" in text
+    assert none == NOT_REFITTED  # a Kedro dataset holds no None
+    assert "calibration: null): the model's own sets" in skipped["skipped"] and "model's own sets" in text
     own = predict_folder(folder, DesignationScores(skipped="not fitted"), skipped, inference, "unused")
     assert (own["conformal_fitted_on"] != str(tmp_path / "labelled")).all()
     assert (own["thickness_mm_high"] - own["thickness_mm"] != width).all()

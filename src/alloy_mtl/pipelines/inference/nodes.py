@@ -51,6 +51,9 @@ from alloy_mtl.tracking.listed_images import METADATA_FILE, has_listing, image_f
 
 logger = logging.getLogger(__name__)
 
+NOT_REFITTED = "Not refitted (inference.unit_conformal.calibration: null)"
+"""What ``read_inputs`` passes on for the labelled folder when none is given."""
+
 
 class InferenceFilesFailed(RuntimeError):
     """Some files could not be predicted; their errors are in the predictions CSV (``error`` column)."""
@@ -132,14 +135,15 @@ def check_designations(
 
 
 def fit_unit_conformal(
-    labelled: LabelledFolder | None,
+    labelled: LabelledFolder | str,
     inference: dict[str, Any],
     unit_conformal: dict[str, Any] | None,
     model_name: str,
 ) -> tuple[dict[str, Any], str]:
     """Refit the conformal sets and intervals of ``inference.model_uri`` on its answers for the labelled folder
     ``inference.unit_conformal.calibration`` (:mod:`alloy_mtl.evaluation.unit_conformal`), checked on that
-    folder by specimen folds; without a folder, a record saying the model's own sets are used. Returns the
+    folder by specimen folds; without a folder (``labelled`` is then why), a record saying the model's own sets
+    are used. Returns the
     record (what :func:`predict_folder` applies) and its report.
 
     Raises:
@@ -147,10 +151,8 @@ def fit_unit_conformal(
             alloy with too few images for the coverage, every problem named.
     """
     params = parse_params(UnitConformalParams, unit_conformal, "inference.unit_conformal")
-    if labelled is None:
-        record = {
-            "skipped": "Not refitted (inference.unit_conformal.calibration: null): the model's own sets."
-        }
+    if not isinstance(labelled, LabelledFolder):
+        record = {"skipped": f"{labelled}: the model's own sets."}
         return record, unit_conformal_markdown(record)
     settings = parse_inference_settings(inference, model_name)
     metadata = _model_metadata(settings)
@@ -296,10 +298,11 @@ def read_inputs(  # noqa: PLR0917 (one input per catalog dataset)
     generation: dict[str, Any] | None,
     evaluation: dict[str, Any] | None,
     unit_conformal: dict[str, Any] | None = None,
-) -> tuple[PreparedFolder, DriftReference, LabelledFolder | None]:
+) -> tuple[PreparedFolder, DriftReference, LabelledFolder | str]:
     """:func:`read_folder`, :func:`read_drift_reference` and the labelled folder the conformal sets are refitted
-    on (``inference.unit_conformal.calibration``, None without) in one node, so that a bad reference or labelled
-    folder stops the run before the predictions are written; a problem of each is named in one error.
+    on (``inference.unit_conformal.calibration``; without one, :data:`NOT_REFITTED`: a dataset holds no None) in one
+    node, so that a bad reference or labelled folder stops the run before the predictions are written; a problem of
+    each is named in one error.
 
     Raises:
         ValueError: every problem of the input folder, the drift reference and the labelled folder.
@@ -307,7 +310,8 @@ def read_inputs(  # noqa: PLR0917 (one input per catalog dataset)
     settings = parse_inference_settings(inference, model_name)
     metadata = _model_metadata(settings)  # the model's record, read once for all
     problems: list[str] = []
-    folder = reference = labelled = None
+    folder = reference = None
+    labelled: LabelledFolder | str = NOT_REFITTED
     try:
         folder = _read_folder(settings, metadata)
     except ValueError as error:
