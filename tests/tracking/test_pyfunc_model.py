@@ -307,5 +307,10 @@ def test_sets_given_with_a_request_replace_the_models_and_a_bad_one_is_refused_n
     missing = {"class_quantiles": {"1050": 0.2}}
     with pytest.raises(pyfunc_model.InputRefused, match=r"expected one threshold per class \['1050', '2017'"):
         served.predict(None, images, params={"conformal_sets": json.dumps(missing)})
+    listed = {"class_quantiles": given["class_quantiles"], "half_widths": [0.25]}
+    with pytest.raises(
+        pyfunc_model.InputRefused, match=r"half_widths: expected an object of target -> width"
+    ):
+        served.predict(None, images, params={"conformal_sets": json.dumps(listed)})
     with pytest.raises(pyfunc_model.InputRefused, match=r"conformal_sets: not JSON"):
         served.predict(None, images, params={"conformal_sets": "{class_quantiles"})

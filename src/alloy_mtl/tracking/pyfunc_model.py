@@ -177,14 +177,14 @@ def parse_conformal_sets(text: Any, classes: Sequence[str], targets: Sequence[st
         got = sorted(map(str, quantiles)) if isinstance(quantiles, Mapping) else quantiles
         problems.append(f"class_quantiles: expected one threshold per class {list(classes)}, got {got!r}")
         quantiles = {}
-    for name, value in {**quantiles, **(record.get("half_widths") or {})}.items():
-        bad = isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value < 0
-        if bad:
-            problems.append(f"{name}: expected a non-negative number, got {value!r}")
     widths = record.get("half_widths") or {}
     if not isinstance(widths, Mapping):
         problems.append(f"half_widths: expected an object of target -> width, got {widths!r}")
         widths = {}
+    for name, value in [*quantiles.items(), *widths.items()]:
+        bad = isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value < 0
+        if bad:
+            problems.append(f"{name}: expected a non-negative number, got {value!r}")
     strange = sorted(set(map(str, widths)) - set(targets))
     if strange:
         problems.append(f"half_widths: {strange} are not among the model's targets {list(targets)}")
