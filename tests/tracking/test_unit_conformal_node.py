@@ -151,3 +151,15 @@ def test_a_labelled_folder_with_too_few_images_of_an_alloy_is_refused_naming_it(
     fewest = metadata["alloy"].astype(str).value_counts()
     assert f"calibration: '{tmp_path / 'labelled'}'" in message and "at least 9 each" in message
     assert f"{fewest.idxmin()} has {fewest.min()}" in message
+
+
+def test_a_labelled_folder_of_other_channels_or_not_square_images_is_refused_naming_both(tmp_path):
+    from alloy_mtl.tracking.labelled_folder import read_labelled
+
+    images, metadata = _unit_images(30, seed_offset=31)
+    write_image_folder(tmp_path / "labelled", images[:30, :2, :, :14], metadata.iloc[:30], [40, 50])
+    with pytest.raises(ValueError) as raised:
+        read_labelled(tmp_path / "labelled", 3, 8)
+    message = str(raised.value)
+    assert message.startswith(f"parameters inference.unit_conformal.calibration: '{tmp_path / 'labelled'}'")
+    assert "2-channel images, the model takes 3" in message and "16x14: not square" in message

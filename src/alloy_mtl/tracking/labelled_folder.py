@@ -15,6 +15,7 @@ import torch
 from alloy_mtl.data.ingest import ingest_dataset
 from alloy_mtl.evaluation.unit_conformal import TRUE_SUFFIX
 from alloy_mtl.mtl.loading.preprocess import prepare_images
+from alloy_mtl.mtl.loading.resize import check_resizable
 from alloy_mtl.tracking.inference import Predictor, PreparedFolder, failed_rows, predict_prepared
 
 __all__ = ["LabelledFolder", "labelled_answers", "read_labelled"]
@@ -39,8 +40,8 @@ def read_labelled(
     its images as the model takes them.
 
     Raises:
-        ValueError: the ingest's problems, or images of another channel count or smaller than the model's
-            size, naming the folder.
+        ValueError: the ingest's problems, or images of another channel count, not square or smaller than the
+            model's size, naming the folder.
     """
     where = f"parameters inference.unit_conformal.calibration: '{folder}'"
     try:
@@ -51,10 +52,10 @@ def read_labelled(
     problems = []
     if images.shape[1] != in_chans:
         problems.append(f"{images.shape[1]}-channel images, the model takes {in_chans}")
-    if min(images.shape[2:]) < image_size:
-        problems.append(
-            f"{images.shape[2]} x {images.shape[3]} pixels, the model needs at least {image_size}"
-        )
+    try:
+        check_resizable(images.shape[2], images.shape[3], image_size)
+    except ValueError as error:
+        problems.append(str(error))
     if problems:
         raise ValueError(f"{where}: " + "; ".join(problems))
     prepared = prepare_images(torch.from_numpy(images), image_size, bad_pixels).numpy()
