@@ -26,7 +26,7 @@ import pandas as pd
 from pydantic import Field, field_validator
 
 from alloy_mtl.config import ParamsModel
-from alloy_mtl.mtl.models.conformal import DEFAULT_COVERAGE, conformal_quantile
+from alloy_mtl.mtl.models.conformal import DEFAULT_COVERAGE, conformal_quantile, set_labels
 
 __all__ = [
     "FITTED_ON_COLUMN",
@@ -110,9 +110,7 @@ class UnitSets:
         members = self.members(frame.loc[answered])
         if f"{task}{SET_SUFFIX}" in frame.columns:
             frame[f"{task}{SET_SUFFIX}"] = frame[f"{task}{SET_SUFFIX}"].astype(object)
-            frame.loc[answered, f"{task}{SET_SUFFIX}"] = [
-                "|".join(c for c, inside in zip(classes, row, strict=True) if inside) for row in members
-            ]
+            frame.loc[answered, f"{task}{SET_SUFFIX}"] = set_labels(classes, members)
             frame.loc[answered, f"{task}{SIZE_SUFFIX}"] = members.sum(axis=1)
         for target, width in self.half_widths.items():
             if {target, f"{target}_low", f"{target}_high"} <= set(frame.columns):
@@ -322,20 +320,18 @@ def served_columns(
     predictions: pd.DataFrame, sets: UnitSets, targets: Mapping[str, str], task: str = "alloy"
 ) -> pd.DataFrame:
     """Labelled predictions in the evaluation contract (``prob_<class>``, ``<task>_true``, ``<stem>_pred`` /
-    ``<stem>_true``) as the served model's columns with ``sets``' answers: ``<task>_set`` and each target's
-    ``<stem>`` with ``_low`` / ``_high`` (``targets``: regression target column -> contract stem), what
-    :func:`cross_fitted_check` compares a refit with."""
+    ``<stem>_true``) as the served model's columns with ``sets``' answers (:meth:`UnitSets.apply`):
+    ``<task>_set`` and each target's ``<stem>`` with ``_low`` / ``_high`` (``targets``: regression target column ->
+    contract stem), what :func:`cross_fitted_check` compares a refit with."""
     frame = predictions.copy()
     for target, stem in targets.items():
         frame[target] = frame[f"{stem}_pred"].to_numpy(np.float64)
         frame[f"{target}{TRUE_SUFFIX}"] = frame[f"{stem}_true"].to_numpy(np.float64)
-        width = sets.half_widths.get(target, math.nan)
-        frame[f"{target}_low"], frame[f"{target}_high"] = frame[target] - width, frame[target] + width
-    classes = list(sets.class_quantiles)
-    frame[f"{task}{SET_SUFFIX}"] = [
-        "|".join(c for c, inside in zip(classes, row, strict=True) if inside) for row in sets.members(frame)
-    ]
-    return frame
+        frame[f"{target}_low"] = frame[f"{target}_high"] = (
+            np.nan
+        )  # a target without a width keeps no interval
+    frame[f"{task}{SET_SUFFIX}"], frame[f"{task}{SIZE_SUFFIX}"] = "", -1
+    return sets.apply(frame, task)
 
 
 def refit_record(

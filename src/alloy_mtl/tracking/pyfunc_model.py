@@ -58,6 +58,7 @@ from alloy_mtl.mtl.loading.input_guards import (
 from alloy_mtl.mtl.loading.preprocess import bundle_bad_pixels, prepare_images
 from alloy_mtl.mtl.loading.resize import check_resizable
 from alloy_mtl.mtl.models.conditioning import attach_settings
+from alloy_mtl.mtl.models.conformal import set_labels
 from alloy_mtl.mtl.models.multitask import load_model
 from alloy_mtl.mtl.models.ood import DEFAULT_REJECT_RATE
 from alloy_mtl.mtl.tasks import parse_tasks
@@ -313,10 +314,7 @@ def _conformal_columns(
             members = 1.0 - probs <= given.class_quantiles[None, :]
         else:
             members = sets.sets(probs) if sets is not None else np.zeros(probs.shape, dtype=bool)
-        conformal[f"{first.target}_set"] = np.array(
-            ["|".join(label for label, inside in zip(labels, row, strict=True) if inside) for row in members],
-            dtype=object,
-        )
+        conformal[f"{first.target}_set"] = np.array(set_labels(labels, members), dtype=object)
         sized = sets is not None or given is not None
         conformal[f"{first.target}_set_size"] = (
             members.sum(axis=1) if sized else np.full(len(probs), -1)

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from alloy_mtl.mtl.models.fitted_buffers import FittedAfterTraining
 
-__all__ = ["DEFAULT_COVERAGE", "ConformalSets", "conformal_quantile"]
+__all__ = ["DEFAULT_COVERAGE", "ConformalSets", "conformal_quantile", "set_labels"]
 
 DEFAULT_COVERAGE = 0.9
 
@@ -38,6 +38,11 @@ def conformal_quantile(scores: np.ndarray, coverage: float) -> float:
     if n == 0 or rank > n:
         return math.inf
     return float(values[rank - 1])
+
+
+def set_labels(classes: Sequence[str], members: np.ndarray) -> list[str]:
+    """Each row's set as the served answer writes it: its classes joined by ``|`` (empty: no class)."""
+    return ["|".join(c for c, inside in zip(classes, row, strict=True) if inside) for row in members]
 
 
 class ConformalSets(FittedAfterTraining):
